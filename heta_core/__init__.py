@@ -1,0 +1,26 @@
+"""heta_core — Hessian-Enhanced Token Attribution (HETA, ICLR 2026) for decoder-only LMs.
+
+Public API: :class:`HetaConfig`, :class:`Attributor`, :class:`AttributionResult` and the errors.
+The method is specified in ``docs/HETA.md``; the modules mirror it: ``flow`` (M_T), ``hessian``
+(S_i), ``kl`` (I_i), ``combine`` (Eq. 5); ``adapters`` holds every architecture difference.
+"""
+
+from .adapters import SUPPORTED_MODEL_TYPES
+from .attributor import Attributor
+from .config import HetaConfig
+from .errors import ConfigError, HetaError, InputError, ModelLoadError, UnsupportedArchitectureError
+from .result import AttributionResult, TargetInfo, TokenInfo
+
+__all__ = [
+    "Attributor",
+    "AttributionResult",
+    "ConfigError",
+    "HetaConfig",
+    "HetaError",
+    "InputError",
+    "ModelLoadError",
+    "SUPPORTED_MODEL_TYPES",
+    "TargetInfo",
+    "TokenInfo",
+    "UnsupportedArchitectureError",
+]

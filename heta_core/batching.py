@@ -1,0 +1,149 @@
+"""Batched suffix passes over one context, with a reused KV prefix.
+
+Both the HVPs (one per token i and probe) and the masked forwards (one per token i) run the model on
+variants of the same context that differ only from position i on. Positions before i are
+identical in every variant and independent of x_i, so their keys and values are taken once from the
+unmasked forward (a detached prefix) and each batched chunk runs only positions ``start .. p``,
+where ``start`` is the first position of the chunk. Only the logits at p are computed.
+
+Chunks are contiguous in position order and sized so that (a) the activations fit the memory budget
+and (b) a chunk spans at most a quarter of the remaining suffix — rows for later positions in the
+chunk recompute ``start .. i-1`` (forward only: nothing there depends on the differentiated x_i),
+and bounding the span bounds that waste.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+SPAN_FRACTION = 0.25
+
+
+def plan_chunks(
+    positions: list[int], seq_len: int, row_bytes: Callable[[int], int], budget_bytes: int
+) -> list[tuple[int, int]]:
+    """Split items (sorted ``positions``, one per batch row) into ``[lo, hi)`` chunks.
+
+    ``row_bytes(n)`` estimates the memory of one batch row running n positions. A single row is
+    always allowed, whatever the budget says, so every request makes progress.
+    """
+    chunks = []
+    lo = 0
+    while lo < len(positions):
+        start = positions[lo]
+        rows_tokens = seq_len - start
+        per_row = row_bytes(rows_tokens)
+        span_end = start + max(1, math.ceil(SPAN_FRACTION * rows_tokens))
+        hi = lo + 1
+        while (
+            hi < len(positions)
+            and positions[hi] < span_end
+            and (hi + 1 - lo) * per_row <= budget_bytes
+        ):
+            hi += 1
+        chunks.append((lo, hi))
+        lo = hi
+    return chunks
+
+
+@dataclass
+class SuffixRunner:
+    """Runs ``[B, T - start, d]`` suffix embeddings after the shared context prefix ``[0, start)``."""
+
+    model: nn.Module
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block, keys/values of the whole context
+
+    def logits(self, start: int, suffix: torch.Tensor) -> torch.Tensor:
+        """Logits at p ``[B, V]`` for suffix rows that continue the unmasked prefix of length ``start``."""
+        cache = None
+        if start > 0:
+            batch = suffix.shape[0]
+            cache = DynamicCache(
+                ddp_cache_data=[
+                    (k[:, :, :start].expand(batch, -1, -1, -1), v[:, :, :start].expand(batch, -1, -1, -1))
+                    for k, v in self.kv
+                ],
+                config=self.model.config,
+            )
+        out = self.model(inputs_embeds=suffix, past_key_values=cache, use_cache=cache is not None, logits_to_keep=1)
+        return out.logits[:, -1]
+
+
+class StreamPool:
+    """Independent chunks and stages on separate CUDA streams; a no-op on other devices.
+
+    Work is issued from one host thread: kernels queued on different streams overlap on the GPU,
+    and a stage's pool does not wait for another stage's. Outputs are read only after
+    :meth:`join`, which makes the current stream wait for every side stream. :attr:`seconds` is
+    the stage's time: device time from CUDA events on a GPU, host time elsewhere.
+    """
+
+    def __init__(self, device: torch.device, count: int):
+        self.device = device
+        self.streams = [torch.cuda.Stream(device) for _ in range(count)] if device.type == "cuda" else []
+        self._next = 0
+        self._host_start = time.perf_counter()
+        self._host_seconds = 0.0
+        self._events: tuple | None = None
+        if self.streams:
+            main = torch.cuda.current_stream(device)
+            start = torch.cuda.Event(enable_timing=True)
+            start.record(main)
+            self._events = (start, [])
+            for stream in self.streams:
+                stream.wait_stream(main)  # inputs prepared on the main stream are ready
+
+    @contextlib.contextmanager
+    def next(self) -> Iterator[None]:
+        if not self.streams:
+            yield
+            return
+        stream = self.streams[self._next % len(self.streams)]
+        self._next += 1
+        with torch.cuda.stream(stream):
+            yield
+
+    def gather(self, parts: list[torch.Tensor], reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> torch.Tensor:
+        """``reduce(cat(parts))`` computed on a side stream once every chunk is done, then :meth:`finish`."""
+        if not self.streams:
+            result = reduce(torch.cat(parts))
+        else:
+            first = self.streams[0]
+            for stream in self.streams[1:]:
+                first.wait_stream(stream)
+            with torch.cuda.stream(first):
+                result = reduce(torch.cat(parts))
+        self.finish()
+        return result
+
+    def finish(self) -> None:
+        """Mark the end of the stage's work (it may still be running on the device)."""
+        self._host_seconds = time.perf_counter() - self._host_start
+        if self._events is not None:
+            for stream in self.streams:
+                end = torch.cuda.Event(enable_timing=True)
+                end.record(stream)
+                self._events[1].append(end)
+
+    def join(self) -> None:
+        if self.streams:
+            main = torch.cuda.current_stream(self.device)
+            for stream in self.streams:
+                main.wait_stream(stream)
+
+    @property
+    def seconds(self) -> float:
+        if self._events is None:
+            return self._host_seconds
+        start, ends = self._events
+        for end in ends:
+            end.synchronize()
+        return max(start.elapsed_time(end) for end in ends) / 1000.0

@@ -1,0 +1,109 @@
+"""``HetaConfig``: every knob of the engine, validated on construction.
+
+An invalid value raises :class:`~heta_core.errors.ConfigError` (a ``ValueError``) whose message
+names the field and the allowed values, so a caller (CLI, HTTP service) can show it verbatim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+MASKS = ("zero", "mean", "token:<id>")
+FLOWS = ("heta", "official")
+NORMALIZATIONS = ("none", "simplex")
+STRATEGIES = ("fast", "reference")
+# "model" computes in the model's own dtype. The others are upcasts only: we never downcast silently,
+# because HVPs in a lower precision than the weights lose most of their significant digits.
+DTYPES = ("model", "float32", "float64")
+
+_TOKEN_MASK = re.compile(r"^token:(\d+)$")
+
+
+@dataclass(frozen=True)
+class HetaConfig:
+    """Knobs of one HETA attribution (HETA.md names in brackets).
+
+    beta, gamma         weights of S and I in Eq. 5 [β, γ]
+    num_hvp_samples     Rademacher probes per token for the S estimator [m]
+    mask                how token i is removed for the KL term: "zero", "mean" or "token:<id>"
+    flow                "heta" (this project's M_T) or "official" (the authors' released code)
+    normalize           "none" (paper) or "simplex" (S and I each rescaled to sum 1 before Eq. 5)
+    seed                seeds the probes; the only source of randomness
+    strategy            "fast" (batched, chunked, KV-prefix reuse) or "reference" (literal loops)
+    memory_budget_mb    upper bound for the activations of one batched chunk (fast path); None =
+                        auto: 512 MB on CPU (small chunks stay in cache), half the free memory on CUDA
+    dtype               "model" (default: the model's own dtype) or an upcast: "float32", "float64"
+    cuda_streams        CUDA streams used for independent chunks and stages (ignored on CPU)
+    """
+
+    beta: float = 0.5
+    gamma: float = 0.5
+    num_hvp_samples: int = 10
+    mask: str = "zero"
+    flow: str = "heta"
+    normalize: str = "none"
+    seed: int = 0
+    strategy: str = "fast"
+    memory_budget_mb: int | None = None
+    dtype: str = "model"
+    cuda_streams: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("beta", "gamma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}", field=name)
+        _check_int(self, "num_hvp_samples", 1)
+        _check_int(self, "seed", 0)
+        if self.memory_budget_mb is not None:
+            _check_int(self, "memory_budget_mb", 16)
+        _check_int(self, "cuda_streams", 1)
+        if not isinstance(self.mask, str) or (self.mask not in ("zero", "mean") and not _TOKEN_MASK.match(self.mask)):
+            raise ConfigError(f"mask must be one of {', '.join(MASKS)}; got {self.mask!r}", field="mask")
+        _check_choice(self, "flow", FLOWS)
+        _check_choice(self, "normalize", NORMALIZATIONS)
+        _check_choice(self, "strategy", STRATEGIES)
+        _check_choice(self, "dtype", DTYPES)
+
+    @property
+    def mask_token_id(self) -> int | None:
+        """The token id of a ``token:<id>`` mask, else None."""
+        match = _TOKEN_MASK.match(self.mask)
+        return int(match.group(1)) if match else None
+
+    def replace(self, **changes: Any) -> HetaConfig:
+        """A copy with some fields changed (validated like a new config)."""
+        return HetaConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> HetaConfig:
+        """Build from a mapping; unknown keys are an error, not silently ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}",
+                field=unknown[0],
+            )
+        return cls(**values)
+
+
+def _check_int(config: HetaConfig, name: str, minimum: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}", field=name)
+
+
+def _check_choice(config: HetaConfig, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(config, name)
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}", field=name)

@@ -1,0 +1,69 @@
+"""KL information impact I — what the prediction loses when token i is removed (HETA.md §3).
+
+    I_i = KL( P(·|X) ‖ P(·|X with x_i replaced by the mask vector) )   at position p, full vocabulary
+
+Masks: "zero" (x_i = 0, the authors' choice), "mean" (the mean input embedding of the context),
+"token:<id>" (the input embedding of a real token such as pad/unk/eos).
+
+The n masked variants are independent. The fast path runs them as batched chunks after the
+unmasked KV prefix (positions < i are unchanged by masking x_i), projecting only position p.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .batching import StreamPool, SuffixRunner, plan_chunks
+from .precision import accumulation_dtype
+
+
+def mask_vector(embeds: torch.Tensor, mask: str, embedding: nn.Module) -> torch.Tensor:
+    """The ``[d]`` vector that replaces a masked token's input embedding."""
+    if mask == "zero":
+        return torch.zeros_like(embeds[0])
+    if mask == "mean":
+        return embeds.mean(0)
+    token_id = int(mask.split(":", 1)[1])
+    return embedding(torch.tensor([token_id], device=embeds.device))[0].to(embeds.dtype)
+
+
+def kl_divergence(base_logprobs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(P ‖ Q) per row, P given as log-probabilities ``[V]``, Q as logits ``[B, V]``."""
+    masked = torch.log_softmax(logits.to(base_logprobs.dtype), dim=-1)
+    return (base_logprobs.exp() * (base_logprobs - masked)).sum(-1)
+
+
+@torch.no_grad()
+def information_reference(model: nn.Module, embeds: torch.Tensor, base_logprobs: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """I_i by the literal loop: one full forward (all positions projected) per masked token."""
+    impacts = torch.zeros(embeds.shape[0], dtype=base_logprobs.dtype)
+    for i in range(embeds.shape[0]):
+        masked = embeds.clone()
+        masked[i] = fill
+        logits = model(inputs_embeds=masked[None], use_cache=False).logits[0, -1]
+        impacts[i] = kl_divergence(base_logprobs, logits[None])[0].cpu()
+    return impacts
+
+
+@torch.no_grad()
+def information(
+    runner: SuffixRunner,
+    embeds: torch.Tensor,
+    base_logprobs: torch.Tensor,
+    fill: torch.Tensor,
+    *,
+    row_bytes,
+    budget_bytes: int,
+    streams: StreamPool,
+) -> torch.Tensor:
+    """I_i for every context position in batched, chunked masked forwards; ``streams.join()`` before reading."""
+    size = embeds.shape[0]
+    positions = list(range(size))
+    parts = []
+    for lo, hi in plan_chunks(positions, size, row_bytes, budget_bytes):
+        with streams.next():
+            rows = embeds[lo:].expand(hi - lo, -1, -1).clone()
+            rows[torch.arange(hi - lo, device=rows.device), torch.arange(hi - lo, device=rows.device)] = fill
+            parts.append(kl_divergence(base_logprobs, runner.logits(lo, rows)))
+    return streams.gather(parts, lambda impacts: impacts.to(accumulation_dtype(embeds.dtype)))

@@ -1,0 +1,60 @@
+"""Loading a Hugging Face decoder-only model by id or local path, under the safety rules.
+
+Safetensors weights only (``use_safetensors=True``: pickled ``.bin`` checkpoints can execute code)
+and ``trust_remote_code=False``. The architecture is checked from the config before any weights
+are read, so an unsupported model fails fast with the list of supported ones.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from .adapters import adapter_for
+from .errors import InputError, ModelLoadError
+
+DTYPE_NAMES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
+    if dtype is None or dtype == "auto":
+        return "auto"  # the dtype the checkpoint was saved in
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPE_NAMES:
+        raise InputError(f"dtype must be one of auto, {', '.join(DTYPE_NAMES)}; got {dtype!r}", code="invalid_dtype")
+    return DTYPE_NAMES[dtype]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(name_or_path: str, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
+    """(model, tokenizer or None) for a supported causal LM; raises ModelLoadError / UnsupportedArchitectureError."""
+    torch_dtype = resolve_dtype(dtype)
+    try:
+        model_config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {_first_line(error)}") from error
+    adapter_for(model_config)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, config=model_config, dtype=torch_dtype, use_safetensors=True, trust_remote_code=False
+        )
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(
+            f"cannot load weights of {name_or_path!r} (safetensors only): {_first_line(error)}"
+        ) from error
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError):
+        tokenizer = None  # input_ids still work; text input will say it needs a tokenizer
+    model.to(torch.device(device) if device is not None else default_device())
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,113 @@
+"""The ``heta`` command, run as a real process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from heta_core.cli import bar
+from heta_core.toymodels import tiny_model, tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = "paris is the capital of france"
+
+
+def heta(*args, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "heta_core.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "tiny-gpt2"
+    tiny_model("gpt2").save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def test_console_script_is_installed():
+    assert (Path(sys.executable).parent / "heta").exists() or any(
+        (Path(d) / "heta").exists() for d in os.environ.get("PATH", "").split(os.pathsep)
+    )
+
+
+def test_attribute_json(model_dir):
+    done = heta("attribute", "--model", model_dir, "--text", TEXT, "--samples", "3", "--seed", "4", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert [t["text"] for t in payload["tokens"]] == TEXT.split()[:-1]
+    assert payload["target"]["text"] == "france" and payload["target"]["position"] == 5
+    assert payload["meta"]["num_hvp_samples"] == 3 and payload["meta"]["seed"] == 4
+    assert all(t["score"] > 0 for t in payload["tokens"])
+
+
+def test_attribute_table_has_a_bar_per_score(model_dir):
+    done = heta("attribute", "--model", model_dir, "--text", TEXT, "--target-position", "3", "--samples", "2")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "target 'capital' at position 3" in lines[0]
+    rows = lines[2:]
+    assert [row.split()[1] for row in rows] == ["paris", "is", "the"]
+    assert all(row.count("█") >= 4 or "▏" in row for row in rows)  # four bar columns, the largest full
+    assert sum(row.count("█" * 12) for row in rows) == 4  # each column's maximum is a full bar
+
+
+def test_bar_rendering():
+    assert bar(1.0, 1.0) == "█" * 12
+    assert bar(0.5, 1.0) == "█" * 6 + " " * 6
+    assert bar(0.0, 1.0) == " " * 12 and bar(1.0, 0.0) == " " * 12
+    assert bar(1 / 96, 1.0).startswith("▏")
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--text", ""], "empty"),
+        (["--text", "paris"], "at least 2 tokens"),
+        (["--text", TEXT, "--target-position", "9"], "out of range"),
+        (["--text", TEXT, "--samples", "0"], "num_hvp_samples"),
+        (["--text", TEXT, "--samples", "many"], "invalid int value"),
+        (["--text", TEXT, "--mask", "blank"], "mask must be one of"),
+        (["--text", TEXT, "--format", "xml"], "invalid choice"),
+        (["--text", TEXT, "--dtype", "int8"], "dtype must be one of"),
+        (["--text", TEXT, "--bogus"], "unrecognized arguments"),
+        ([], "required"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(model_dir, args, words):
+    done = heta("attribute", "--model", model_dir, *args)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("heta: error:") and words in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_unknown_model_is_one_line(tmp_path):
+    done = heta("attribute", "--model", str(tmp_path / "missing-model"), "--text", TEXT)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "missing-model" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bench_prints_both_paths_and_their_ratio():
+    done = heta(
+        "bench", "--layers", "2", "--width", "32", "--heads", "4", "--vocab", "97", "--context", "6",
+        "--samples", "2", "--repeats", "1", "--format", "json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["fast_seconds"] > 0 and report["reference_seconds"] > 0
+    assert report["speedup"] == pytest.approx(report["reference_seconds"] / report["fast_seconds"])
+    assert report["hvps"] == 12 and report["fast_gflop"] > 0 and report["matmul_gflops"] > 0
+    assert max(report["max_rel_diff"].values()) < 1e-4
+    text = heta("bench", "--layers", "1", "--width", "16", "--heads", "2", "--vocab", "50", "--context", "4",
+                "--samples", "1", "--repeats", "1", "--no-reference")  # fmt: skip
+    assert text.returncode == 0 and "GFLOP/s" in text.stdout and "reference" not in text.stdout
+    bad = heta("bench", "--width", "30", "--heads", "4")
+    assert bad.returncode == 2 and "multiple" in bad.stderr

@@ -1,0 +1,56 @@
+import json
+import math
+
+import pytest
+import torch
+
+from heta_core.combine import combine
+
+from .conftest import TEXT
+
+
+def test_eq5_without_normalisation():
+    flow, s, i = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([10.0, 20.0, 30.0]), torch.tensor([0.1, 0.0, 0.4])
+    out = combine(flow, s, i, beta=0.5, gamma=0.5, normalize="none")
+    torch.testing.assert_close(out, torch.tensor([0.5 * 5.05, 0.3 * 10.0, 0.2 * 15.2]))
+
+
+def test_eq5_simplex_rescales_each_term_to_sum_one():
+    flow, s, i = torch.tensor([0.5, 0.5]), torch.tensor([3.0, 1.0]), torch.tensor([0.0, 2.0])
+    out = combine(flow, s, i, beta=0.25, gamma=0.75, normalize="simplex")
+    torch.testing.assert_close(out, torch.tensor([0.5 * 0.25 * 0.75, 0.5 * (0.25 * 0.25 + 0.75)]))
+    zero = combine(flow, s, torch.zeros(2), beta=0.5, gamma=0.5, normalize="simplex")
+    torch.testing.assert_close(zero, flow * 0.5 * torch.tensor([0.75, 0.25]))
+
+
+def test_result_fields_and_scores_follow_eq5(make_attributor):
+    result = make_attributor("qwen2", beta=0.3, gamma=0.7).attribute(TEXT)
+    n = len(TEXT.split()) - 1
+    for name in ("scores", "flow", "hessian", "kl"):
+        tensor = getattr(result, name)
+        assert tensor.dtype == torch.float32 and tensor.device.type == "cpu" and tensor.shape == (n,)
+    torch.testing.assert_close(result.scores, result.flow * (0.3 * result.hessian + 0.7 * result.kl))
+    assert result.target.position == n and result.target.text == "bone"
+    assert result.target.logprob < 0
+    assert [t.position for t in result.tokens] == list(range(n))
+    assert set(result.timings) == {"flow", "kl", "hessian", "total"}
+    assert all(v >= 0 for v in result.timings.values())
+    meta = result.meta
+    assert meta["model_type"] == "qwen2" and meta["dtype"] == "float64" and meta["device"] == "cpu"
+    assert meta["num_hvp_samples"] == 10 and meta["hvps"] == 10 * n and meta["config"]["beta"] == 0.3
+    assert meta["versions"]["torch"] == torch.__version__ and meta["versions"]["transformers"]
+
+
+def test_to_dict_is_strict_json_and_topk_is_ordered(make_attributor):
+    result = make_attributor("gpt2").attribute(TEXT)
+    payload = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert len(payload["tokens"]) == len(result.tokens)
+    row = payload["tokens"][1]
+    assert set(row) == {"position", "id", "text", "start", "end", "score", "flow", "hessian", "kl"}
+    assert row["score"] == pytest.approx(float(result.scores[1]))
+    top = result.topk(3)
+    assert [r["score"] for r in top] == sorted((float(s) for s in result.scores), reverse=True)[:3]
+    assert top[0]["position"] == int(result.scores.argmax())
+    assert result.topk(100) and len(result.topk(100)) == len(result.tokens)
+    result.scores[0] = math.nan
+    assert json.loads(json.dumps(result.to_dict(), allow_nan=False))["tokens"][0]["score"] is None

@@ -1,0 +1,112 @@
+"""Every bad input and config value gets a clear error with a stable code."""
+
+import pytest
+import torch
+
+from heta_core import Attributor, ConfigError, HetaConfig, InputError
+from heta_core.toymodels import tiny_model
+
+from .conftest import TEXT
+
+
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("mask", "blank", "zero, mean, token:<id>"),
+        ("mask", "token:x", "zero, mean, token:<id>"),
+        ("flow", "rollout", "heta, official"),
+        ("normalize", "l2", "none, simplex"),
+        ("strategy", "turbo", "fast, reference"),
+        ("dtype", "float16", "model, float32, float64"),
+        ("num_hvp_samples", 0, ">= 1"),
+        ("num_hvp_samples", 2.5, ">= 1"),
+        ("seed", -1, ">= 0"),
+        ("beta", float("nan"), ">= 0"),
+        ("gamma", -0.1, ">= 0"),
+        ("memory_budget_mb", 1, ">= 16"),
+        ("cuda_streams", 0, ">= 1"),
+    ],
+)
+def test_invalid_config_names_field_and_allowed_values(field, value, allowed):
+    with pytest.raises(ValueError) as error:
+        HetaConfig(**{field: value})
+    assert isinstance(error.value, ConfigError)
+    assert field in str(error.value) and allowed in str(error.value)
+    assert error.value.field == field and error.value.code == "invalid_config"
+
+
+def test_config_defaults_and_round_trip():
+    config = HetaConfig()
+    assert (config.beta, config.gamma, config.num_hvp_samples, config.mask, config.flow) == (0.5, 0.5, 10, "zero", "heta")
+    assert (config.normalize, config.seed, config.strategy, config.dtype) == ("none", 0, "fast", "model")
+    assert HetaConfig(mask="token:7").mask_token_id == 7 and config.mask_token_id is None
+    assert HetaConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="unknown config field"):
+        HetaConfig.from_dict({"samples": 3})
+
+
+@pytest.mark.parametrize(
+    "kwargs, code, words",
+    [
+        ({"text": ""}, "empty_input", "empty"),
+        ({"text": "   "}, "empty_input", "empty"),
+        ({"text": "cat"}, "too_short", "at least 2 tokens"),
+        ({"input_ids": [4]}, "too_short", "at least 2 tokens"),
+        ({"input_ids": []}, "too_short", "at least 2 tokens"),
+        ({}, "invalid_input", "exactly one"),
+        ({"text": "the cat", "input_ids": [4, 5]}, "invalid_input", "exactly one"),
+        ({"text": TEXT, "target_position": 0}, "target_out_of_range", "out of range"),
+        ({"text": TEXT, "target_position": 12}, "target_out_of_range", "out of range"),
+        ({"text": TEXT, "target_position": -12}, "target_out_of_range", "out of range"),
+        ({"text": TEXT, "target_position": 2.0}, "target_out_of_range", "integer"),
+        ({"input_ids": [4, 10_000]}, "invalid_input_ids", "outside the vocabulary"),
+        ({"input_ids": [4, -1]}, "invalid_input_ids", "outside the vocabulary"),
+        ({"input_ids": ["a", "b"]}, "invalid_input_ids", "integers"),
+        ({"input_ids": [4.5, 5]}, "invalid_input_ids", "integers"),
+        ({"input_ids": torch.zeros(2, 2, dtype=torch.long)}, "invalid_input_ids", "1-D"),
+        ({"text": 42}, "invalid_input", "string"),
+    ],
+)
+def test_bad_inputs(make_attributor, kwargs, code, words):
+    attributor = make_attributor("gpt2")
+    with pytest.raises(InputError) as error:
+        attributor.attribute(**kwargs)
+    assert error.value.code == code
+    assert words in str(error.value)
+
+
+def test_text_needs_a_tokenizer():
+    with pytest.raises(InputError) as error:
+        Attributor(tiny_model("gpt2")).attribute("the cat")
+    assert error.value.code == "no_tokenizer"
+
+
+def test_negative_target_counts_from_the_end(make_attributor):
+    attributor = make_attributor("gpt2", num_hvp_samples=1)
+    assert attributor.attribute(TEXT, target_position=-1).target.position == 11
+    assert attributor.attribute(TEXT, target_position=-11).target.position == 1
+
+
+def test_mask_token_outside_vocabulary(make_attributor):
+    with pytest.raises(ConfigError, match="outside the vocabulary"):
+        make_attributor("gpt2", mask="token:9999").attribute(TEXT)
+
+
+def test_dtype_policy_never_downcasts(tokenizer):
+    with pytest.raises(ConfigError, match="downcast"):
+        Attributor(tiny_model("gpt2", dtype=torch.float64), config=HetaConfig(dtype="float32"))
+    upcast = Attributor(tiny_model("gpt2", dtype=torch.float32), tokenizer, HetaConfig(dtype="float64", num_hvp_samples=1))
+    assert upcast.model.dtype == torch.float64
+    assert upcast.attribute(TEXT).meta["dtype"] == "float64"
+    plain = Attributor(tiny_model("gpt2", dtype=torch.float32), tokenizer, HetaConfig(num_hvp_samples=1))
+    assert plain.attribute(TEXT).meta["dtype"] == "float32"
+    with pytest.raises(ConfigError, match="dtype"):
+        plain.attribute(TEXT, config=HetaConfig(dtype="float64"))
+
+
+def test_attribute_restores_parameter_grad_flags(make_attributor):
+    attributor = make_attributor("llama", num_hvp_samples=1)
+    attributor.model.requires_grad_(True)
+    attributor.attribute(TEXT)
+    assert all(p.requires_grad for p in attributor.model.parameters())
+    assert all(p.grad is None for p in attributor.model.parameters())
