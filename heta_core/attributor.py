@@ -13,9 +13,10 @@ batches them after the cached prefix. Both draw identical probes, so they agree 
 from __future__ import annotations
 
 import contextlib
+import numbers
 import platform
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -121,12 +122,12 @@ class Attributor:
             if input_ids.dim() != 1 or input_ids.dtype.is_floating_point:
                 raise InputError("input_ids must be a 1-D integer tensor", code="invalid_input_ids")
             input_ids = input_ids.tolist()
-        try:
-            ids = [int(i) for i in input_ids]
-        except (TypeError, ValueError):
-            raise InputError("input_ids must be a sequence of integers", code="invalid_input_ids") from None
-        if any(isinstance(i, bool) or float(i) != int(i) for i in input_ids):
-            raise InputError("input_ids must be integers", code="invalid_input_ids")
+        if isinstance(input_ids, (str, bytes)) or not isinstance(input_ids, Iterable):
+            raise InputError("input_ids must be a sequence of integers", code="invalid_input_ids")
+        ids = list(input_ids)
+        if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in ids):
+            raise InputError("input_ids must be a sequence of integers", code="invalid_input_ids")
+        ids = [int(i) for i in ids]
         vocab = self.model.get_input_embeddings().num_embeddings
         bad = [i for i in ids if not 0 <= i < vocab]
         if bad:
@@ -138,8 +139,9 @@ class Attributor:
         """The target index t (default: the last token); negative values count from the end."""
         if target_position is None:
             return length - 1
-        if isinstance(target_position, bool) or not isinstance(target_position, int):
+        if isinstance(target_position, bool) or not isinstance(target_position, numbers.Integral):
             raise InputError(f"target_position must be an integer, got {target_position!r}", code="target_out_of_range")
+        target_position = int(target_position)
         position = target_position + length if target_position < 0 else target_position
         if not 1 <= position < length:
             raise InputError(
@@ -171,6 +173,11 @@ class Attributor:
             )
         ids, offsets = self.encode(text, input_ids)
         t = self.resolve_target(len(ids), target_position)
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit is not None and t > limit:
+            raise InputError(
+                f"the context has {t} tokens; {self.name} reads at most {limit} positions", code="too_long"
+            )
         vocab = self.model.get_input_embeddings().num_embeddings
         if cfg.mask_token_id is not None and cfg.mask_token_id >= vocab:
             raise ConfigError(f"mask token id {cfg.mask_token_id} is outside the vocabulary [0, {vocab})", field="mask")

@@ -1,7 +1,8 @@
 """``heta bench``: the fast path against the reference path, side by side in one run.
 
 Prints wall time of each path and their ratio, the largest relative difference between their
-numbers, peak memory of each path above the pre-run baseline (RSS on CPU, allocator peak on CUDA),
+numbers, peak memory of each path above its pre-run level (RSS on CPU, allocator peak on CUDA;
+each path runs in its own fresh process so one path's freed memory cannot hide the other's),
 the fast path's FLOPs (``torch.utils.flop_counter``) and achieved GFLOP/s next to a large-matmul
 GFLOP/s measured in the same process. Defaults are the issue's shape: a GPT-2-shaped random
 model (6 layers, d=512, 8 heads, vocab 50257), a 48-token context, m = 10, float32, CPU.
@@ -75,18 +76,59 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(attributor, ids, config, device):
-    _sync(device)
-    started = time.perf_counter()
-    with peak_memory(device) as memory:
-        result = attributor.attribute(input_ids=ids, config=config)
-    _sync(device)
-    return result, time.perf_counter() - started, memory["peak_bytes"]
-
-
 def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
     scale = b.abs().max().clamp_min(torch.finfo(torch.float32).tiny)
     return float((a - b).abs().max() / scale)
+
+
+def _measure(spec: dict, strategy: str, repeats: int, count_flops: bool) -> dict:
+    """Runs in a fresh process, so its peak memory is its own: build the model, run one path."""
+    from .attributor import Attributor
+    from .config import HetaConfig
+    from .loading import resolve_dtype
+    from .toymodels import gpt2_shaped, random_model
+
+    device = torch.device(spec["device"])
+    config = gpt2_shaped(spec["layers"], spec["width"], spec["heads"], spec["vocab"], positions=max(1024, spec["context"] + 1))
+    model = random_model(config, dtype=resolve_dtype(spec["dtype"]), seed=spec["seed"]).to(device)
+    ids = torch.randint(0, spec["vocab"], (spec["context"] + 1,), generator=torch.Generator().manual_seed(spec["seed"]))
+    heta = HetaConfig(num_hvp_samples=spec["samples"], seed=spec["seed"], memory_budget_mb=spec["memory_budget_mb"],
+                      strategy=strategy)  # fmt: skip
+    attributor = Attributor(model, config=heta, name="gpt2-shaped-random")
+    ids = ids.tolist()
+    if strategy == "fast":
+        attributor.attribute(input_ids=ids)  # warm-up: allocator, kernels, lazy imports
+    best, peak, result = float("inf"), 0, None
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        with peak_memory(device) as memory:
+            result = attributor.attribute(input_ids=ids)
+        _sync(device)
+        best = min(best, time.perf_counter() - started)
+        peak = max(peak, memory["peak_bytes"])
+    out = {
+        "seconds": best,
+        "peak_mb": peak / 2**20,
+        "stages": {k: round(v, 4) for k, v in result.timings.items()},
+        "hvps": result.meta["hvps"],
+        "numbers": {name: getattr(result, name) for name in ("scores", "flow", "hessian", "kl")},
+    }
+    if count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            attributor.attribute(input_ids=ids)
+        out["gflop"] = counter.get_total_flops() / 1e9
+    return out
+
+
+def _in_fresh_process(*args) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_measure, *args).result()
 
 
 def run(
@@ -104,51 +146,33 @@ def run(
     memory_budget_mb: int | None = None,
     seed: int = 0,
 ) -> dict:
-    from .attributor import Attributor
-    from .config import HetaConfig
+    """Each path runs in its own fresh process (same seed, same model); the matmul ceiling runs here."""
     from .loading import resolve_dtype
-    from .toymodels import gpt2_shaped, random_model
 
-    torch_device = torch.device(device)
-    torch_dtype = resolve_dtype(dtype)
-    model = random_model(
-        gpt2_shaped(layers, width, heads, vocab, positions=max(1024, context + 1)), dtype=torch_dtype, seed=seed
-    ).to(torch_device)
-    ids = torch.randint(0, vocab, (context + 1,), generator=torch.Generator().manual_seed(seed)).tolist()
-    fast_config = HetaConfig(num_hvp_samples=samples, seed=seed, memory_budget_mb=memory_budget_mb)
-    attributor = Attributor(model, config=fast_config, name="gpt2-shaped-random")
-
+    spec = dict(layers=layers, width=width, heads=heads, vocab=vocab, context=context, samples=samples, dtype=dtype,
+                device=device, memory_budget_mb=memory_budget_mb, seed=seed)  # fmt: skip
     report: dict = {
         "shape": {"layers": layers, "width": width, "heads": heads, "vocab": vocab, "context": context},
         "samples": samples,
         "dtype": dtype,
-        "device": str(torch_device),
+        "device": device,
         "threads": torch.get_num_threads(),
-        "matmul_gflops": matmul_gflops(torch_device, torch_dtype),
+        "matmul_gflops": matmul_gflops(torch.device(device), resolve_dtype(dtype)),
     }
-    attributor.attribute(input_ids=ids)  # warm-up: allocator, kernels, lazy imports
-    runs = [_timed(attributor, ids, fast_config, torch_device) for _ in range(repeats)]
-    fast, _, _ = runs[0]
-    report["fast_seconds"] = min(seconds for _, seconds, _ in runs)
-    report["fast_peak_mb"] = max(peak for _, _, peak in runs) / 2**20
-    report["fast_stage_seconds"] = {k: round(v, 4) for k, v in fast.timings.items()}
-    report["hvps"] = fast.meta["hvps"]
-
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        attributor.attribute(input_ids=ids)
-    report["fast_gflop"] = counter.get_total_flops() / 1e9
-    report["fast_gflops_per_s"] = report["fast_gflop"] / report["fast_seconds"]
-
+    fast = _in_fresh_process(spec, "fast", repeats, True)
+    report["fast_seconds"] = fast["seconds"]
+    report["fast_peak_mb"] = fast["peak_mb"]
+    report["fast_stage_seconds"] = fast["stages"]
+    report["hvps"] = fast["hvps"]
+    report["fast_gflop"] = fast["gflop"]
+    report["fast_gflops_per_s"] = fast["gflop"] / fast["seconds"]
     if reference:
-        slow, seconds, peak = _timed(attributor, ids, fast_config.replace(strategy="reference"), torch_device)
-        report["reference_seconds"] = seconds
-        report["reference_peak_mb"] = peak / 2**20
-        report["speedup"] = seconds / report["fast_seconds"]
-        report["max_rel_diff"] = {
-            name: _max_rel(getattr(fast, name), getattr(slow, name)) for name in ("scores", "flow", "hessian", "kl")
-        }
+        slow = _in_fresh_process(spec, "reference", 1, False)
+        report["reference_seconds"] = slow["seconds"]
+        report["reference_peak_mb"] = slow["peak_mb"]
+        report["reference_stage_seconds"] = slow["stages"]
+        report["speedup"] = slow["seconds"] / fast["seconds"]
+        report["max_rel_diff"] = {name: _max_rel(fast["numbers"][name], slow["numbers"][name]) for name in fast["numbers"]}
     return report
 
 
@@ -162,7 +186,10 @@ def format_report(report: dict) -> str:
         f"stages {report['fast_stage_seconds']}",
     ]
     if "reference_seconds" in report:
-        lines.append(f"reference  {report['reference_seconds']:9.3f} s   peak +{report['reference_peak_mb']:.0f} MB")
+        lines.append(
+            f"reference  {report['reference_seconds']:9.3f} s   peak +{report['reference_peak_mb']:.0f} MB   "
+            f"stages {report['reference_stage_seconds']}"
+        )
         lines.append(f"speed-up   {report['speedup']:9.2f} x   (reference / fast)")
         diffs = "  ".join(f"{k} {v:.1e}" for k, v in report["max_rel_diff"].items())
         lines.append(f"agreement  max relative difference: {diffs}")
@@ -191,14 +218,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args) -> int:
     from .errors import InputError
+    from .loading import resolve_device, resolve_dtype
 
     for name in ("layers", "width", "heads", "vocab", "context", "samples", "repeats"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name} must be >= 1")
     if args.width % args.heads:
         raise InputError("--width must be a multiple of --heads")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda requested but CUDA is not available")
+    resolve_device(args.device)
+    resolve_dtype(args.dtype)
     report = run(
         layers=args.layers, width=args.width, heads=args.heads, vocab=args.vocab, context=args.context,
         samples=args.samples, dtype=args.dtype, device=args.device, reference=args.reference,

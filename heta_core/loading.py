@@ -31,13 +31,25 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
     return DTYPE_NAMES[dtype]
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The requested device (default: CUDA when available), checked to exist."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise InputError(f"unknown device {device!r}: {_first_line(error)}", code="invalid_device") from error
+    if resolved.type == "cuda" and (not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()):
+        raise InputError(f"device {device!r} requested but no such CUDA device is available", code="invalid_device")
+    if resolved.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise InputError(f"unsupported device type {resolved.type!r}", code="invalid_device")
+    return resolved
 
 
 def load_model(name_or_path: str, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
     """(model, tokenizer or None) for a supported causal LM; raises ModelLoadError / UnsupportedArchitectureError."""
     torch_dtype = resolve_dtype(dtype)
+    target_device = resolve_device(device)
     try:
         model_config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as error:
@@ -55,6 +67,6 @@ def load_model(name_or_path: str, *, device: str | torch.device | None = None, d
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError):
         tokenizer = None  # input_ids still work; text input will say it needs a tokenizer
-    model.to(torch.device(device) if device is not None else default_device())
+    model.to(target_device)
     model.eval()
     return model, tokenizer

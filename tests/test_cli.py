@@ -76,6 +76,8 @@ def test_bar_rendering():
         (["--text", TEXT, "--format", "xml"], "invalid choice"),
         (["--text", TEXT, "--dtype", "int8"], "dtype must be one of"),
         (["--text", TEXT, "--bogus"], "unrecognized arguments"),
+        (["--text", TEXT, "--device", "toaster"], "device"),
+        (["--text", TEXT, "--device", "cuda:3"], "no such CUDA device"),
         ([], "required"),
     ],
 )

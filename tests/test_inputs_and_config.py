@@ -62,6 +62,11 @@ def test_config_defaults_and_round_trip():
         ({"input_ids": [4, 10_000]}, "invalid_input_ids", "outside the vocabulary"),
         ({"input_ids": [4, -1]}, "invalid_input_ids", "outside the vocabulary"),
         ({"input_ids": ["a", "b"]}, "invalid_input_ids", "integers"),
+        ({"input_ids": ["4", "5"]}, "invalid_input_ids", "integers"),
+        ({"input_ids": "45"}, "invalid_input_ids", "integers"),
+        ({"input_ids": 45}, "invalid_input_ids", "integers"),
+        ({"input_ids": [True, 5]}, "invalid_input_ids", "integers"),
+        ({"input_ids": list(range(4, 34)) * 5}, "too_long", "at most 128 positions"),
         ({"input_ids": [4.5, 5]}, "invalid_input_ids", "integers"),
         ({"input_ids": torch.zeros(2, 2, dtype=torch.long)}, "invalid_input_ids", "1-D"),
         ({"text": 42}, "invalid_input", "string"),
@@ -110,3 +115,11 @@ def test_attribute_restores_parameter_grad_flags(make_attributor):
     attributor.attribute(TEXT)
     assert all(p.requires_grad for p in attributor.model.parameters())
     assert all(p.grad is None for p in attributor.model.parameters())
+
+
+def test_numpy_style_integers_are_accepted(make_attributor):
+    import numpy as np
+
+    attributor = make_attributor("gpt2", num_hvp_samples=1)
+    result = attributor.attribute(input_ids=np.array([4, 9, 12, 30]), target_position=np.int64(2))
+    assert result.target.position == 2 and [t.id for t in result.tokens] == [4, 9]
