@@ -9,12 +9,13 @@ from .adapters import SUPPORTED_MODEL_TYPES
 from .attributor import Attributor
 from .config import HetaConfig
 from .errors import ConfigError, HetaError, InputError, ModelLoadError, UnsupportedArchitectureError
-from .result import AttributionResult, TargetInfo, TokenInfo
+from .result import AttributionResult, Estimate, TargetInfo, TokenInfo
 
 __all__ = [
     "Attributor",
     "AttributionResult",
     "ConfigError",
+    "Estimate",
     "HetaConfig",
     "HetaError",
     "InputError",

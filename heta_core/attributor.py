@@ -1,38 +1,50 @@
 """``Attributor``: HETA attributions for one warm model.
 
-Pipeline for a context x_0..x_{t-1} and target x_t (HETA.md):
-  1. trace   — one eager forward: attention probabilities, value vectors, log P(·|X) at p, KV cache
+Pipeline for a prompt x_0..x_{n-1} and target token(s) y_1..y_k (HETA.md):
+  1. trace   — one eager forward: attention probabilities, values, log P(·|X) at the predicting
+               positions, KV cache
   2. flow    — M_T from the trace (:mod:`heta_core.flow`)
-  3. kl      — I_i from masked forwards (:mod:`heta_core.kl`)
-  4. hessian — S_i from block HVPs (:mod:`heta_core.hessian`)
+  3. kl      — I from masked forwards (:mod:`heta_core.kl`)
+  4. hessian — S from block HVPs or an approximation (:mod:`heta_core.hessian`)
   5. combine — Eq. 5 (:mod:`heta_core.combine`)
 ``strategy="reference"`` runs 3 and 4 as literal per-token loops over full sequences; ``"fast"``
 batches them after the cached prefix. Both draw identical probes, so they agree to rounding.
+
+Targets: the next token (default: the last token of the input, or ``target_position``), a given
+continuation (``target_text``) or a greedy generation (``generate=N``); spans are attributed as one
+("sum") or per token ("each", a target × prompt matrix), as HETA.md "Targets" defines.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 import platform
 import time
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from .adapters import HeadLayout, adapter_for, eager_attention
-from .batching import StreamPool, SuffixRunner
+from .batching import StreamPool, SuffixRunner, plan_chunks
 from .combine import combine
 from .config import HetaConfig
-from .cost import budget_bytes, row_bytes_fn
+from .cost import budget_bytes, row_bytes_fn, trace_bytes
 from .errors import ConfigError, InputError
 from .flow import layer_value_norms, semantic_flow
-from .hessian import sensitivity, sensitivity_reference
+from .granularity import GRANULARITIES, aggregate, check_spans, segments
+from .hessian import Curvature, OVERSAMPLE, low_rank_sensitivity, sensitivity, sensitivity_reference
+from .inputs import Document, encode_text, from_messages, from_text
 from .kl import information, information_reference, mask_vector
 from .precision import compute_dtype
-from .result import AttributionResult, TargetInfo, TokenInfo
+from .result import AttributionResult, Estimate, TargetInfo, TokenInfo
 from .trace import run_trace
+
+TARGET_MODES = ("sum", "each")
+STAGES = ("flow", "kl", "hessian")
 
 
 def _version(package: str) -> str | None:
@@ -57,8 +69,34 @@ def _inputs_only(model: nn.Module) -> Iterator[None]:
             param.requires_grad_(flag)
 
 
+@dataclass
+class _Request:
+    """A resolved request: the token document (prompt + targets), n scored prompt tokens, the mode."""
+
+    doc: Document
+    scored: int
+    mode: str  # "single" | "sum" | "each"
+
+    @property
+    def targets(self) -> int:
+        return len(self.doc.ids) - self.scored
+
+
+@dataclass
+class _Parts:
+    flow: torch.Tensor  # [k, n]: per predicting position, restricted to the prompt
+    kl: torch.Tensor  # [k, n]
+    hessian: torch.Tensor  # [n] ("sum"/"single") or [k, n] ("each")
+    logprobs: list[float]
+    hvps: int
+
+
 class Attributor:
-    """HETA attributions for a Hugging Face decoder-only model (kept warm between calls)."""
+    """HETA attributions for a Hugging Face decoder-only model, kept warm between calls.
+
+    Not thread-safe: a call temporarily changes the model's attention implementation and parameter
+    grad flags. Use one Attributor per thread or process.
+    """
 
     def __init__(self, model: nn.Module, tokenizer: Any = None, config: HetaConfig | None = None, *, name: str | None = None):
         self.config = config or HetaConfig()
@@ -89,33 +127,22 @@ class Attributor:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def num_layers(self) -> int:
+        return len(self.adapter.blocks(self.model))
+
     # ------------------------------------------------------------------ inputs
 
-    def encode(self, text: str | None, input_ids: Sequence[int] | torch.Tensor | None):
-        """(ids, char offsets or None) for exactly one of text / input_ids."""
-        if (text is None) == (input_ids is None):
-            raise InputError("pass exactly one of text or input_ids", code="invalid_input")
+    def _document(self, text, input_ids, messages) -> Document:
+        given = [name for name, value in (("text", text), ("input_ids", input_ids), ("messages", messages)) if value is not None]
+        if len(given) != 1:
+            raise InputError("pass exactly one of text, input_ids or messages", code="invalid_input")
         if text is not None:
-            if not isinstance(text, str):
-                raise InputError(f"text must be a string, got {type(text).__name__}")
-            if self.tokenizer is None:
-                raise InputError("text input needs a tokenizer; pass input_ids instead", code="no_tokenizer")
-            if not text.strip():
-                raise InputError("text is empty", code="empty_input")
-            try:
-                encoded = self.tokenizer(text, return_offsets_mapping=True)
-                offsets = [tuple(o) for o in encoded["offset_mapping"]]
-            except (NotImplementedError, ValueError, KeyError):  # slow tokenizers have no offsets
-                encoded, offsets = self.tokenizer(text), None
-            ids = list(encoded["input_ids"])
-        else:
-            ids = self._check_ids(input_ids)
-            offsets = None
-        if len(ids) < 2:
-            raise InputError(
-                f"need at least 2 tokens (a context and a target), got {len(ids)}", code="too_short"
-            )
-        return ids, offsets
+            return from_text(self.tokenizer, text)
+        if messages is not None:
+            return from_messages(self.tokenizer, messages)
+        ids = self._check_ids(input_ids)
+        return Document(ids, [None] * len(ids))
 
     def _check_ids(self, input_ids) -> list[int]:
         if isinstance(input_ids, torch.Tensor):
@@ -151,8 +178,84 @@ class Attributor:
             )
         return position
 
-    def _token_text(self, token_id: int) -> str | None:
-        return self.tokenizer.decode([token_id]) if self.tokenizer is not None else None
+    def _resolve(self, doc: Document, target_position, target_text, target_mode, generate, *, run_generation: bool) -> _Request:
+        choices = [n for n, v in (("target_position", target_position), ("target_text", target_text), ("generate", generate)) if v is not None]
+        if len(choices) > 1:
+            raise InputError(f"pass at most one of {', '.join(choices)}", code="invalid_target")
+        if target_mode not in TARGET_MODES:
+            raise InputError(f"target_mode must be one of {', '.join(TARGET_MODES)}; got {target_mode!r}", code="invalid_target")
+        if target_text is None and generate is None:
+            if len(doc.ids) < 2:
+                raise InputError(f"need at least 2 tokens (a context and a target), got {len(doc.ids)}", code="too_short")
+            t = self.resolve_target(len(doc.ids), target_position)
+            return _Request(doc.truncated(t + 1), t, "single")
+        if not doc.ids:
+            raise InputError("the prompt has no tokens", code="too_short")
+        if target_text is not None:
+            if not isinstance(target_text, str) or not target_text:
+                raise InputError("target_text must be a non-empty string", code="empty_input")
+            if self.tokenizer is None:
+                raise InputError("target_text needs a tokenizer", code="no_tokenizer")
+            shift = len(doc.text) if doc.text is not None else 0
+            ids, offsets = encode_text(self.tokenizer, target_text, special_tokens=False, shift=shift)
+            if not ids:
+                raise InputError("target_text encodes to no tokens", code="empty_input")
+            return _Request(doc.extended(ids, target_text, offsets), len(doc.ids), target_mode)
+        if isinstance(generate, bool) or not isinstance(generate, numbers.Integral) or generate < 1:
+            raise InputError(f"generate must be an integer >= 1, got {generate!r}", code="invalid_target")
+        if not run_generation:  # estimate: assume the full length is generated
+            return _Request(doc.extended([0] * int(generate), None, [None] * int(generate)), len(doc.ids), target_mode)
+        ids = self._generate(doc.ids, int(generate))
+        text, offsets = self._generated_text(doc, ids)
+        return _Request(doc.extended(ids, text, offsets), len(doc.ids), target_mode)
+
+    @torch.no_grad()
+    def _generate(self, prompt: list[int], count: int) -> list[int]:
+        """Greedy decoding of up to ``count`` tokens; stops after an end-of-sequence token (kept)."""
+        eos = self.model.generation_config.eos_token_id if getattr(self.model, "generation_config", None) else None
+        eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        ids = torch.tensor([prompt], device=self.device)
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        generated = []
+        for _ in range(count):
+            token = int(out.logits[0, -1].argmax())
+            generated.append(token)
+            if token in eos:
+                break
+            out = self.model(
+                input_ids=torch.tensor([[token]], device=self.device), past_key_values=out.past_key_values,
+                use_cache=True, logits_to_keep=1,
+            )  # fmt: skip
+        return generated
+
+    def _generated_text(self, doc: Document, ids: list[int]):
+        if self.tokenizer is None:
+            return None, [None] * len(ids)
+        base = len(doc.text) if doc.text is not None else 0
+        offsets, previous = [], 0
+        for j in range(len(ids)):
+            length = len(self.tokenizer.decode(ids[: j + 1]))
+            offsets.append((base + previous, base + length))
+            previous = length
+        return self.tokenizer.decode(ids), offsets
+
+    def _check_config(self, cfg: HetaConfig, request: _Request) -> None:
+        if compute_dtype(cfg.dtype, self.model.dtype) != self.model.dtype:
+            raise ConfigError(
+                f"dtype={cfg.dtype!r} differs from the loaded model's {self.model.dtype}; set it when creating the Attributor",
+                field="dtype",
+            )
+        vocab = self.model.get_input_embeddings().num_embeddings
+        if cfg.mask_token_id is not None and cfg.mask_token_id >= vocab:
+            raise ConfigError(f"mask token id {cfg.mask_token_id} is outside the vocabulary [0, {vocab})", field="mask")
+        if cfg.curvature_layers is not None and cfg.curvature_layers > self.num_layers:
+            raise ConfigError(
+                f"curvature_layers={cfg.curvature_layers} exceeds the model's {self.num_layers} blocks", field="curvature_layers"
+            )
+        fed = len(request.doc.ids) - 1
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit is not None and fed > limit:
+            raise InputError(f"the input has {fed} positions; {self.name} reads at most {limit}", code="too_long")
 
     # ------------------------------------------------------------------ attribution
 
@@ -161,95 +264,278 @@ class Attributor:
         text: str | None = None,
         *,
         input_ids: Sequence[int] | torch.Tensor | None = None,
+        messages: list[dict] | None = None,
         target_position: int | None = None,
+        target_text: str | None = None,
+        target_mode: str = "sum",
+        generate: int | None = None,
+        granularity: str | Sequence[str] | None = None,
+        spans: Sequence[tuple[int, int]] | None = None,
+        include_template: bool = False,
         config: HetaConfig | None = None,
     ) -> AttributionResult:
-        """Attribute the token at ``target_position`` (default: last) to every position before it."""
+        """Attribute a target (default: the input's last token) to every prompt token before it.
+
+        Exactly one of ``text``, ``input_ids``, ``messages``. At most one of ``target_position``,
+        ``target_text`` (a continuation appended to the prompt) and ``generate`` (greedy tokens).
+        ``target_mode``: "sum" (one attribution of the span's total log-probability) or "each" (a row
+        per target token). ``granularity``: "word" and/or "sentence" aggregates; ``spans``: caller
+        character spans to aggregate over; chat input always gets per-message aggregates.
+        """
         cfg = config or self.config
-        if compute_dtype(cfg.dtype, self.model.dtype) != self.model.dtype:
-            raise ConfigError(
-                f"dtype={cfg.dtype!r} differs from the loaded model's {self.model.dtype}; set it when creating the Attributor",
-                field="dtype",
-            )
-        ids, offsets = self.encode(text, input_ids)
-        t = self.resolve_target(len(ids), target_position)
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        if limit is not None and t > limit:
-            raise InputError(
-                f"the context has {t} tokens; {self.name} reads at most {limit} positions", code="too_long"
-            )
-        vocab = self.model.get_input_embeddings().num_embeddings
-        if cfg.mask_token_id is not None and cfg.mask_token_id >= vocab:
-            raise ConfigError(f"mask token id {cfg.mask_token_id} is outside the vocabulary [0, {vocab})", field="mask")
+        doc = self._document(text, input_ids, messages)
+        kinds = self._granularities(granularity)
+        request = self._resolve(doc, target_position, target_text, target_mode, generate, run_generation=False)
+        self._check_config(cfg, request)
+        checked_spans = check_spans(spans, doc.text) if spans is not None else None
+        if generate is not None:
+            request = self._resolve(doc, None, None, target_mode, generate, run_generation=True)
 
         started = time.perf_counter()
+        timings = {stage: 0.0 for stage in STAGES}
         with _inputs_only(self.model):
-            scores, parts, timings, hvps = self._run(ids[:t], ids[t], cfg)
+            parts = self._windowed(request, cfg, timings)
         timings["total"] = time.perf_counter() - started
+        return self._result(request, cfg, parts, timings, kinds, checked_spans, include_template)
 
-        tokens = [
-            TokenInfo(i, ids[i], self._token_text(ids[i]), *(offsets[i] if offsets else (None, None))) for i in range(t)
-        ]
-        target = TargetInfo(t, ids[t], self._token_text(ids[t]), parts.pop("logprob"))
-        return AttributionResult(
-            scores=scores, tokens=tokens, target=target, timings=timings, meta=self._meta(cfg, hvps), **parts
-        )
+    def estimate(
+        self,
+        text: str | None = None,
+        *,
+        input_ids: Sequence[int] | torch.Tensor | None = None,
+        messages: list[dict] | None = None,
+        target_position: int | None = None,
+        target_text: str | None = None,
+        target_mode: str = "sum",
+        generate: int | None = None,
+        config: HetaConfig | None = None,
+    ) -> Estimate:
+        """Predicted HVPs, forward token positions and peak memory of ``attribute`` with the same
+        arguments, without running the model (``generate=N`` is assumed to produce all N tokens).
 
-    def _run(self, context: list[int], target_id: int, cfg: HetaConfig):
+        Uses the same chunk planner and memory model as the run itself, so the chunk part of the
+        memory estimate is exactly what the budget allows.
+        """
+        cfg = config or self.config
+        doc = self._document(text, input_ids, messages)
+        request = self._resolve(doc, target_position, target_text, target_mode, generate, run_generation=False)
+        self._check_config(cfg, request)
+        model_config, dtype = self.model.config, self.model.dtype
+        budget = budget_bytes(cfg.memory_budget_mb, self.device)
+        kl_row = row_bytes_fn(model_config, self.layout, dtype)
+        hvp_row = row_bytes_fn(model_config, self.layout, dtype, probes=cfg.num_hvp_samples)
+        full_row = row_bytes_fn(model_config, self.layout, dtype, probes=1)
+        n, k = request.scored, request.targets
+        windows = [n] if cfg.window is None or n <= cfg.window else None
+        if windows is None:
+            stride = max(1, round(cfg.window * (1 - cfg.overlap)))
+            windows = [cfg.window] * len(set(list(range(0, n - cfg.window, stride)) + [n - cfg.window]))
+        hvps = tokens = chunk_peak = trace_peak = 0
+        tokens += k if generate is not None else 0
+        for scored in windows:
+            fed = scored + k - 1
+            tokens += fed
+            trace_peak = max(trace_peak, trace_bytes(model_config, self.layout, dtype, fed, k, cfg.flow == "official"))
+            rows = [fed] if request.mode != "each" else [scored + j for j in range(k)]
+            if cfg.strategy == "reference":
+                tokens += scored * fed + len(rows) * scored * cfg.num_hvp_samples * fed
+                chunk_peak = max(chunk_peak, full_row(fed))
+            else:
+                for lo, hi in plan_chunks(list(range(scored)), fed, kl_row, budget):
+                    tokens += (hi - lo) * (fed - lo)
+                    chunk_peak = max(chunk_peak, (hi - lo) * kl_row(fed - lo))
+            for length in rows:
+                if cfg.low_rank is not None:
+                    columns = min(cfg.low_rank + OVERSAMPLE, length * model_config.hidden_size)
+                    hvps += 2 * columns
+                    tokens += length if cfg.strategy != "reference" else 0
+                    group = max(1, min(columns, budget // max(1, full_row(length))))
+                    chunk_peak = max(chunk_peak, group * full_row(length))
+                    continue
+                hvps += scored * cfg.num_hvp_samples
+                if cfg.strategy != "reference":
+                    for lo, hi in plan_chunks(list(range(scored)), length, hvp_row, budget):
+                        tokens += (hi - lo) * (length - lo)
+                        chunk_peak = max(chunk_peak, (hi - lo) * hvp_row(length - lo))
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return Estimate(n, k, hvps, tokens, weights + trace_peak + chunk_peak)
+
+    @staticmethod
+    def _granularities(granularity) -> list[str]:
+        if granularity is None:
+            return []
+        kinds = [granularity] if isinstance(granularity, str) else list(granularity)
+        for kind in kinds:
+            if kind not in GRANULARITIES:
+                raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}; got {kind!r}", code="invalid_granularity")
+        return [k for k in kinds if k != "token"]
+
+    def _windowed(self, request: _Request, cfg: HetaConfig, timings: dict) -> _Parts:
+        """Exact, or the authors' windowing: each window of the prompt followed by the targets."""
+        n = request.scored
+        if cfg.window is None or n <= cfg.window:
+            return self._compute(request.doc.ids, n, request.mode, cfg, timings)
+        stride = max(1, round(cfg.window * (1 - cfg.overlap)))
+        starts = list(range(0, n - cfg.window, stride)) + [n - cfg.window]
+        targets = request.doc.ids[n:]
+        total: _Parts | None = None
+        counts = torch.zeros(n, dtype=torch.float64)
+        for a in sorted(set(starts)):
+            b = a + cfg.window
+            window = self._compute(request.doc.ids[a:b] + targets, cfg.window, request.mode, cfg, timings)
+            if total is None:
+                shape = lambda t: (*t.shape[:-1], n)  # noqa: E731
+                total = _Parts(
+                    torch.zeros(shape(window.flow), dtype=torch.float64), torch.zeros(shape(window.kl), dtype=torch.float64),
+                    torch.zeros(shape(window.hessian), dtype=torch.float64), window.logprobs, 0,
+                )  # fmt: skip
+            for name in ("flow", "kl", "hessian"):
+                getattr(total, name)[..., a:b] += getattr(window, name)
+            total.hvps += window.hvps
+            counts[a:b] += 1
+        for name in ("flow", "kl", "hessian"):
+            setattr(total, name, getattr(total, name) / counts)
+        total.flow = total.flow / total.flow.sum(-1, keepdim=True)  # M_T renormalised over the whole prompt
+        return total
+
+    def _curvature(self, cfg: HetaConfig) -> tuple[Curvature, nn.Module | None]:
+        layer = self.num_layers - cfg.curvature_layers if cfg.curvature_layers is not None else None
+        block = self.adapter.blocks(self.model)[layer] if layer is not None else None
+        return Curvature(kind=cfg.curvature, layer=layer, low_rank=cfg.low_rank), block
+
+    def _compute(self, ids: list[int], n: int, mode: str, cfg: HetaConfig, timings: dict) -> _Parts:
+        """Flow, KL and S for prompt ``ids[:n]`` and targets ``ids[n:]`` (float64 CPU tensors)."""
         model, device = self.model, self.device
         reference = cfg.strategy == "reference"
-        timings: dict[str, float] = {}
+        count = len(ids) - n
+        fed = torch.tensor(ids[:-1], device=device)
+        targets = torch.tensor(ids[n:], device=device)
         embedding = model.get_input_embeddings()
-        embeds = embedding(torch.tensor(context, device=device)).detach()
+        embeds = embedding(fed).detach()
         budget = budget_bytes(cfg.memory_budget_mb, device)
+        curvature, block = self._curvature(cfg)
 
         clock = time.perf_counter()
         with eager_attention(model):
-            trace = run_trace(model, self.adapter, self.layout, embeds, keep_cache=not reference, full_logits=reference)
+            trace = run_trace(
+                model, self.adapter, self.layout, embeds, predicting=count, keep_cache=True, full_logits=reference,
+                full_attention=cfg.flow == "official",
+                block_input_layers=(curvature.layer,) if curvature.layer is not None else (),
+            )  # fmt: skip
             blocks = [self.adapter.attention(b) for b in self.adapter.blocks(model)]
             norms = layer_value_norms(blocks, self.adapter, self.layout, trace, mode=cfg.flow)
-            flow = semantic_flow(trace, norms, mode=cfg.flow, reference=reference)
-        logprob = float(trace.logprobs[target_id])
-        timings["flow"] = time.perf_counter() - clock
+            flow = semantic_flow(trace, norms, mode=cfg.flow, reference=reference)[:, :n].cpu()
+        logprobs = [float(trace.logprobs[j, ids[n + j]]) for j in range(count)]
+        timings["flow"] += time.perf_counter() - clock
 
-        fill = mask_vector(embeds, cfg.mask, embedding)
+        source = embeds if curvature.layer is None else trace.block_inputs[curvature.layer]
+        fill = mask_vector(embeds[:n], cfg.mask, embedding)
+        runner = SuffixRunner(model, trace.kv)
+        # "each": row j is an independent attribution of y_j from the prompt and y_<j
+        rows = [(len(ids) - 1, targets)] if mode != "each" else [(n + j, targets[j : j + 1]) for j in range(count)]
+        hessians, hvps = [], 0
         if reference:
             clock = time.perf_counter()
-            kl = information_reference(model, embeds, trace.logprobs, fill)
-            timings["kl"] = time.perf_counter() - clock
+            kl = information_reference(model, embeds, trace.logprobs, fill, n)
+            timings["kl"] += time.perf_counter() - clock
             clock = time.perf_counter()
             with eager_attention(model):
-                hessian = sensitivity_reference(model, embeds, target_id, cfg.num_hvp_samples, cfg.seed)
-            timings["hessian"] = time.perf_counter() - clock
+                for length, row_targets in rows:
+                    hessian, used = self._sensitivity(runner, embeds[:length], source[:length], row_targets, n, cfg, curvature, block, budget, None)
+                    hessians.append(hessian)
+                    hvps += used
+            timings["hessian"] += time.perf_counter() - clock
         else:
-            runner = SuffixRunner(model, trace.kv)
             kl_streams = StreamPool(device, cfg.cuda_streams)
             hvp_streams = StreamPool(device, cfg.cuda_streams)
             kl = information(
-                runner, embeds, trace.logprobs, fill,
-                row_bytes=row_bytes_fn(model.config, self.layout, embeds.dtype),
-                budget_bytes=budget, streams=kl_streams,
+                runner, embeds, trace.logprobs, fill, n,
+                row_bytes=row_bytes_fn(model.config, self.layout, embeds.dtype), budget_bytes=budget, streams=kl_streams,
             )  # fmt: skip
             with eager_attention(model):
-                hessian, _ = sensitivity(
-                    runner, embeds, target_id, cfg.num_hvp_samples, cfg.seed,
-                    row_bytes=row_bytes_fn(model.config, self.layout, embeds.dtype, probes=cfg.num_hvp_samples),
-                    budget_bytes=budget, streams=hvp_streams,
-                )  # fmt: skip
+                for length, row_targets in rows:
+                    hessian, used = self._sensitivity(
+                        runner, embeds[:length], source[:length], row_targets, n, cfg, curvature, block, budget, hvp_streams
+                    )
+                    hessians.append(hessian)
+                    hvps += used
             kl_streams.join()
             hvp_streams.join()
-            kl, hessian = kl.cpu(), hessian.cpu()
-            timings["kl"], timings["hessian"] = kl_streams.seconds, hvp_streams.seconds
+            timings["kl"] += kl_streams.seconds
+            timings["hessian"] += hvp_streams.seconds
+        hessian = torch.stack([h.cpu() for h in hessians])
+        return _Parts(
+            flow=flow.double(),
+            kl=kl.cpu().double().T,
+            hessian=(hessian if mode == "each" else hessian[0]).double(),
+            logprobs=logprobs,
+            hvps=hvps,
+        )
 
-        flow = flow.cpu()
-        scores = combine(flow, hessian.to(flow.dtype), kl.to(flow.dtype), beta=cfg.beta, gamma=cfg.gamma, normalize=cfg.normalize)
-        parts = {
-            "flow": flow.float(),
-            "hessian": hessian.float(),
-            "kl": kl.float(),
-            "logprob": logprob,
-        }
-        return scores.float(), parts, timings, len(context) * cfg.num_hvp_samples
+    def _sensitivity(self, runner, embeds, source, targets, n, cfg, curvature, block, budget, streams):
+        row_bytes = row_bytes_fn(self.model.config, self.layout, embeds.dtype, probes=cfg.num_hvp_samples)
+        if curvature.low_rank is not None:
+            full_row = row_bytes_fn(self.model.config, self.layout, embeds.dtype, probes=1)
+            return low_rank_sensitivity(
+                runner, embeds, source, targets, n, cfg.num_hvp_samples, cfg.seed, curvature, block,
+                row_bytes=full_row, budget_bytes=budget,
+            )  # fmt: skip
+        if streams is None:
+            scores = sensitivity_reference(self.model, embeds, source, targets, n, cfg.num_hvp_samples, cfg.seed, curvature, block)
+            return scores, n * cfg.num_hvp_samples
+        return sensitivity(
+            runner, embeds, source, targets, n, cfg.num_hvp_samples, cfg.seed, curvature, block,
+            row_bytes=row_bytes, budget_bytes=budget, streams=streams,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ result
+
+    def _token_text(self, token_id: int) -> str | None:
+        return self.tokenizer.decode([token_id]) if self.tokenizer is not None else None
+
+    def _token(self, doc: Document, i: int) -> TokenInfo:
+        start, end = doc.offsets[i] if doc.offsets[i] is not None else (None, None)
+        text = doc.text[start:end] if doc.text is not None and start is not None and end > start else self._token_text(doc.ids[i])
+        return TokenInfo(
+            i, doc.ids[i], text, start, end,
+            role=doc.roles[i], message=doc.messages[i], template=doc.template[i], special=doc.special[i],
+        )  # fmt: skip
+
+    def _result(self, request: _Request, cfg: HetaConfig, parts: _Parts, timings, kinds, spans, include_template) -> AttributionResult:
+        n, doc = request.scored, request.doc
+        if request.mode == "each":
+            flow, kl = parts.flow, parts.kl
+        else:
+            flow = parts.flow.mean(0)
+            flow = flow / flow.sum()
+            kl = parts.kl.sum(0)
+        scores = combine(flow, parts.hessian, kl, beta=cfg.beta, gamma=cfg.gamma, normalize=cfg.normalize)
+        values = {"score": scores, "flow": flow, "hessian": parts.hessian, "kl": kl}
+        targets = [
+            TargetInfo(n + j, doc.ids[n + j], self._token(doc, n + j).text, logprob, *(doc.offsets[n + j] or (None, None)))
+            for j, logprob in enumerate(parts.logprobs)
+        ]
+        aggregates = {kind: aggregate(segments(doc, n, kind, include_template=include_template), values) for kind in kinds}
+        if spans is not None:
+            aggregates["span"] = aggregate(segments(doc, n, "span", include_template=include_template, spans=spans), values)
+        if doc.message_roles:
+            messages = aggregate(segments(doc, n, "message", include_template=include_template), values)
+            for row, role in zip(messages, doc.message_roles):
+                row["role"] = role
+            aggregates["message"] = messages
+        return AttributionResult(
+            scores=scores.float(),
+            flow=flow.float(),
+            hessian=parts.hessian.float(),
+            kl=kl.float(),
+            tokens=[self._token(doc, i) for i in range(n)],
+            targets=targets,
+            target_mode=request.mode,
+            text=doc.text,
+            aggregates=aggregates,
+            timings=timings,
+            meta=self._meta(cfg, parts.hvps),
+        )
 
     def _meta(self, cfg: HetaConfig, hvps: int) -> dict[str, Any]:
         model_config = self.model.config

@@ -61,8 +61,9 @@ class SuffixRunner:
     model: nn.Module
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block, keys/values of the whole context
 
-    def logits(self, start: int, suffix: torch.Tensor) -> torch.Tensor:
-        """Logits at p ``[B, V]`` for suffix rows that continue the unmasked prefix of length ``start``."""
+    def logits(self, start: int, suffix: torch.Tensor, keep: int = 1) -> torch.Tensor:
+        """Logits ``[B, keep, V]`` at the last ``keep`` positions of suffix rows that continue the
+        unmasked prefix of length ``start``."""
         cache = None
         if start > 0:
             batch = suffix.shape[0]
@@ -73,8 +74,8 @@ class SuffixRunner:
                 ],
                 config=self.model.config,
             )
-        out = self.model(inputs_embeds=suffix, past_key_values=cache, use_cache=cache is not None, logits_to_keep=1)
-        return out.logits[:, -1]
+        out = self.model(inputs_embeds=suffix, past_key_values=cache, use_cache=cache is not None, logits_to_keep=keep)
+        return out.logits[:, -keep:]
 
 
 class StreamPool:

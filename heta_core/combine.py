@@ -4,7 +4,8 @@
 
 ``normalize="none"`` is the paper's default: S and I enter with their own scales (S usually
 dominates). ``normalize="simplex"`` first rescales S and I each to sum 1, so that β and γ become
-real weights; a term that is zero everywhere stays zero.
+real weights; a term that is zero everywhere stays zero. For a target × context matrix ("each"
+mode) every row is rescaled on its own.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import torch
 
 
 def to_simplex(values: torch.Tensor) -> torch.Tensor:
-    total = values.sum()
-    return values / total if total > 0 else torch.zeros_like(values)
+    """Rescale the last dimension to sum 1 (rows that are all zero stay zero)."""
+    total = values.sum(-1, keepdim=True)
+    return torch.where(total > 0, values / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(values))
 
 
 def combine(flow: torch.Tensor, hessian: torch.Tensor, kl: torch.Tensor, *, beta: float, gamma: float, normalize: str) -> torch.Tensor:

@@ -21,6 +21,7 @@ STRATEGIES = ("fast", "reference")
 # "model" computes in the model's own dtype. The others are upcasts only: we never downcast silently,
 # because HVPs in a lower precision than the weights lose most of their significant digits.
 DTYPES = ("model", "float32", "float64")
+CURVATURES = ("exact", "ggn")
 
 _TOKEN_MASK = re.compile(r"^token:(\d+)$")
 
@@ -40,6 +41,13 @@ class HetaConfig:
                         auto: 512 MB on CPU (small chunks stay in cache), half the free memory on CUDA
     dtype               "model" (default: the model's own dtype) or an upcast: "float32", "float64"
     cuda_streams        CUDA streams used for independent chunks and stages (ignored on CPU)
+
+    Long-context approximations (HETA.md; each is opt-in and documented with its cost in docs/engine.md):
+    curvature_layers    S w.r.t. the residual stream entering the last k blocks (None: w.r.t. X)
+    low_rank            S from a randomized rank-k approximation of the whole Hessian (None: exact blocks)
+    curvature           "exact" Hessian or "ggn" (Gauss–Newton surrogate, PSD)
+    window, overlap     the authors' windowing: windows of W context tokens, consecutive windows
+                        sharing a fraction ρ of their tokens (None: no windowing)
     """
 
     beta: float = 0.5
@@ -53,6 +61,11 @@ class HetaConfig:
     memory_budget_mb: int | None = None
     dtype: str = "model"
     cuda_streams: int = 2
+    curvature_layers: int | None = None
+    low_rank: int | None = None
+    curvature: str = "exact"
+    window: int | None = None
+    overlap: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("beta", "gamma"):
@@ -70,6 +83,12 @@ class HetaConfig:
         _check_choice(self, "normalize", NORMALIZATIONS)
         _check_choice(self, "strategy", STRATEGIES)
         _check_choice(self, "dtype", DTYPES)
+        _check_choice(self, "curvature", CURVATURES)
+        for name, minimum in (("curvature_layers", 1), ("low_rank", 1), ("window", 2)):
+            if getattr(self, name) is not None:
+                _check_int(self, name, minimum)
+        if isinstance(self.overlap, bool) or not isinstance(self.overlap, (int, float)) or not 0 <= self.overlap < 1:
+            raise ConfigError(f"overlap must be a number in [0, 1), got {self.overlap!r}", field="overlap")
 
     @property
     def mask_token_id(self) -> int | None:

@@ -54,3 +54,14 @@ def budget_bytes(memory_budget_mb: int | None, device: torch.device) -> int:
         free, _total = torch.cuda.mem_get_info(device)
         return free // 2
     return CPU_BUDGET_MB * 2**20
+
+
+def trace_bytes(model_config, layout: HeadLayout, dtype: torch.dtype, positions: int, predicting: int, official: bool) -> int:
+    """The trace: per block the head-mean attention [T, T], k attention rows [H, k, T], values
+    [T, KV·hd] and KV cache [2, T, KV·hd]; plus every head's [T, T] and the block inputs for
+    ``flow="official"``."""
+    elem = torch.finfo(dtype).bits // 8
+    per_block = positions * positions + layout.heads * predicting * positions + 3 * positions * layout.kv_heads * layout.head_dim
+    if official:
+        per_block += layout.heads * positions * positions + positions * model_config.hidden_size
+    return model_config.num_hidden_layers * per_block * elem

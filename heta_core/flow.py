@@ -5,6 +5,9 @@ Notation: layers l = 1..L, heads h, positions 0..p (p = T-1 predicts the target)
 Value norm (Kobayashi et al. 2020): v^{(l,h)}_j = ‖value^{(l,h)}_j · W_O^{(h)}‖_1, with the value
 vector the model computed (kv head h // (H/KV) under GQA, bias included).
 
+Every formula is evaluated for each predicting position p (one for a next token, one per target
+token for a span); each row of the result sums to 1 over its own context 0..p.
+
 ``flow="heta"``::
 
     Â^{(l)} = rownorm(0.5 · mean_h A^{(l,h)} + 0.5 · I),   R^{(0)} = I,   R^{(l)} = Â^{(l)} R^{(l-1)}
@@ -55,72 +58,75 @@ def _rownorm_half_identity(attn: torch.Tensor) -> torch.Tensor:
 
 
 def _normalise(flow: torch.Tensor) -> torch.Tensor:
-    return flow / flow.sum()
+    """Each row (one per predicting position) to sum 1."""
+    return flow / flow.sum(-1, keepdim=True)
 
 
-def heta_flow(attentions: list[torch.Tensor], norms: list[torch.Tensor]) -> torch.Tensor:
-    """Fast M_T: head-summed flow vectors combined by Horner's rule over the rollout."""
-    p = attentions[0].shape[-1] - 1
-    weights = [(attn[:, p, :] * norm).sum(0) for attn, norm in zip(attentions, norms)]
+def heta_flow(mean_attentions: list[torch.Tensor], rows: list[torch.Tensor], norms: list[torch.Tensor]) -> torch.Tensor:
+    """Fast M_T ``[k, T]``: head-summed flow vectors combined by Horner's rule over the rollout.
+
+    ``rows[l]`` ``[H, k, T]`` are the attention rows of the k predicting positions. Entries after a
+    row's own position are zero (causal attention), so one pass serves every predicting position.
+    """
+    weights = [torch.einsum("hkt,ht->kt", row, norm) for row, norm in zip(rows, norms)]
     flow = weights[-1]
-    for layer in range(len(attentions) - 2, -1, -1):
-        flow = flow @ _rownorm_half_identity(attentions[layer].mean(0)) + weights[layer]
+    for layer in range(len(weights) - 2, -1, -1):
+        flow = flow @ _rownorm_half_identity(mean_attentions[layer]) + weights[layer]
     return _normalise(flow)
 
 
-def heta_flow_reference(attentions: list[torch.Tensor], norms: list[torch.Tensor]) -> torch.Tensor:
-    """Literal M_T: Φ^{(l,h)}(i) summed over l, h, i one term at a time."""
-    heads, _, size = attentions[0].shape
-    p = size - 1
-    rollout = torch.eye(size, dtype=attentions[0].dtype, device=attentions[0].device)
-    flow = torch.zeros(size, dtype=rollout.dtype, device=rollout.device)
-    for attn, norm in zip(attentions, norms):
-        for h in range(heads):
-            for i in range(size):
-                flow[i] += (attn[h, p, :] * norm[h] * rollout[:, i]).sum()
-        rollout = _rownorm_half_identity(attn.mean(0)) @ rollout
+def heta_flow_reference(mean_attentions: list[torch.Tensor], rows: list[torch.Tensor], norms: list[torch.Tensor]) -> torch.Tensor:
+    """Literal M_T: Φ^{(l,h)}(i) summed over l, h, i one term at a time, for each predicting position."""
+    heads, count, size = rows[0].shape
+    flow = torch.zeros(count, size, dtype=rows[0].dtype, device=rows[0].device)
+    for j in range(count):
+        rollout = torch.eye(size, dtype=flow.dtype, device=flow.device)
+        for mean_attention, row, norm in zip(mean_attentions, rows, norms):
+            for h in range(heads):
+                for i in range(size):
+                    flow[j, i] += (row[h, j, :] * norm[h] * rollout[:, i]).sum()
+            rollout = _rownorm_half_identity(mean_attention) @ rollout
     return _normalise(flow)
 
 
-def official_flow(attentions: list[torch.Tensor], norms: list[torch.Tensor]) -> torch.Tensor:
-    """Fast official M_T: all per-head chains advanced together as one batched matmul."""
+def official_flow(attentions: list[torch.Tensor], norms: list[torch.Tensor], predicting: int) -> torch.Tensor:
+    """Fast official M_T ``[k, T]``: all per-head chains advanced together as one batched matmul."""
     heads, _, size = attentions[0].shape
-    p = size - 1
+    rows = torch.arange(size - predicting, size, device=attentions[0].device)
     chains = torch.eye(size, dtype=attentions[0].dtype, device=attentions[0].device).expand(heads, size, size)
-    flow = torch.zeros(size, dtype=chains.dtype, device=chains.device)
+    flow = torch.zeros(predicting, size, dtype=chains.dtype, device=chains.device)
     for attn, norm in zip(attentions, norms):
         chains = _rownorm_half_identity(attn) @ chains
-        flow += (chains[:, p, :] * norm).sum(0)
+        flow += torch.einsum("hkt,ht->kt", chains[:, rows, :], norm)
     return _normalise(flow)
 
 
-def official_flow_reference(attentions: list[torch.Tensor], norms: list[torch.Tensor]) -> torch.Tensor:
+def official_flow_reference(attentions: list[torch.Tensor], norms: list[torch.Tensor], predicting: int) -> torch.Tensor:
     """Literal official M_T: one chain per head, one term at a time."""
     heads, _, size = attentions[0].shape
-    p = size - 1
     eye = torch.eye(size, dtype=attentions[0].dtype, device=attentions[0].device)
     chains = [eye.clone() for _ in range(heads)]
-    flow = torch.zeros(size, dtype=eye.dtype, device=eye.device)
+    flow = torch.zeros(predicting, size, dtype=eye.dtype, device=eye.device)
     for attn, norm in zip(attentions, norms):
         for h in range(heads):
             chains[h] = _rownorm_half_identity(attn[h]) @ chains[h]
-            for i in range(size):
-                flow[i] += chains[h][p, i] * norm[h, i]
+            for j in range(predicting):
+                p = size - predicting + j
+                for i in range(size):
+                    flow[j, i] += chains[h][p, i] * norm[h, i]
     return _normalise(flow)
 
 
-def semantic_flow(
-    trace: Trace,
-    value_norms: list[torch.Tensor],
-    *,
-    mode: str,
-    reference: bool,
-) -> torch.Tensor:
-    """M_T over the context positions, from a trace and the per-layer value norms ``[H, T]``."""
-    attentions = [a.to(value_norms[0].dtype) for a in trace.attentions]
+def semantic_flow(trace: Trace, value_norms: list[torch.Tensor], *, mode: str, reference: bool) -> torch.Tensor:
+    """M_T ``[k, T]``, one row per predicting position, from a trace and per-layer value norms ``[H, T]``."""
+    dtype = value_norms[0].dtype
     if mode == "heta":
-        return (heta_flow_reference if reference else heta_flow)(attentions, value_norms)
-    return (official_flow_reference if reference else official_flow)(attentions, value_norms)
+        means = [a.to(dtype) for a in trace.mean_attentions]
+        rows = [r.to(dtype) for r in trace.attention_rows]
+        return (heta_flow_reference if reference else heta_flow)(means, rows, value_norms)
+    attentions = [a.to(dtype) for a in trace.attentions]
+    predicting = trace.attention_rows[0].shape[1]
+    return (official_flow_reference if reference else official_flow)(attentions, value_norms, predicting)
 
 
 @torch.no_grad()

@@ -2,6 +2,8 @@
 
     I_i = KL( P(·|X) ‖ P(·|X with x_i replaced by the mask vector) )   at position p, full vocabulary
 
+For a target span the KL is taken at every predicting position p_j: KL_j(i); "sum" adds them.
+
 Masks: "zero" (x_i = 0, the authors' choice), "mean" (the mean input embedding of the context),
 "token:<id>" (the input embedding of a real token such as pad/unk/eos).
 
@@ -29,19 +31,22 @@ def mask_vector(embeds: torch.Tensor, mask: str, embedding: nn.Module) -> torch.
 
 
 def kl_divergence(base_logprobs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """KL(P ‖ Q) per row, P given as log-probabilities ``[V]``, Q as logits ``[B, V]``."""
+    """KL(P_j ‖ Q_j) per row and predicting position: P as log-probabilities ``[k, V]``, Q as logits ``[B, k, V]``."""
     masked = torch.log_softmax(logits.to(base_logprobs.dtype), dim=-1)
     return (base_logprobs.exp() * (base_logprobs - masked)).sum(-1)
 
 
 @torch.no_grad()
-def information_reference(model: nn.Module, embeds: torch.Tensor, base_logprobs: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    """I_i by the literal loop: one full forward (all positions projected) per masked token."""
-    impacts = torch.zeros(embeds.shape[0], dtype=base_logprobs.dtype)
-    for i in range(embeds.shape[0]):
+def information_reference(
+    model: nn.Module, embeds: torch.Tensor, base_logprobs: torch.Tensor, fill: torch.Tensor, scored: int
+) -> torch.Tensor:
+    """KL_j(i) ``[scored, k]`` by the literal loop: one full forward (all positions projected) per masked token."""
+    count = base_logprobs.shape[0]
+    impacts = torch.zeros(scored, count, dtype=base_logprobs.dtype)
+    for i in range(scored):
         masked = embeds.clone()
         masked[i] = fill
-        logits = model(inputs_embeds=masked[None], use_cache=False).logits[0, -1]
+        logits = model(inputs_embeds=masked[None], use_cache=False).logits[0, -count:]
         impacts[i] = kl_divergence(base_logprobs, logits[None])[0].cpu()
     return impacts
 
@@ -52,18 +57,23 @@ def information(
     embeds: torch.Tensor,
     base_logprobs: torch.Tensor,
     fill: torch.Tensor,
+    scored: int,
     *,
     row_bytes,
     budget_bytes: int,
     streams: StreamPool,
 ) -> torch.Tensor:
-    """I_i for every context position in batched, chunked masked forwards; ``streams.join()`` before reading."""
-    size = embeds.shape[0]
-    positions = list(range(size))
+    """KL_j(i) ``[scored, k]`` for the first ``scored`` positions in batched, chunked masked forwards.
+
+    One masked forward serves every predicting position j (they all follow the prompt).
+    ``streams.join()`` before reading.
+    """
+    size, count = embeds.shape[0], base_logprobs.shape[0]
+    positions = list(range(scored))
     parts = []
     for lo, hi in plan_chunks(positions, size, row_bytes, budget_bytes):
         with streams.next():
             rows = embeds[lo:].expand(hi - lo, -1, -1).clone()
             rows[torch.arange(hi - lo, device=rows.device), torch.arange(hi - lo, device=rows.device)] = fill
-            parts.append(kl_divergence(base_logprobs, runner.logits(lo, rows)))
+            parts.append(kl_divergence(base_logprobs, runner.logits(lo, rows, count)))
     return streams.gather(parts, lambda impacts: impacts.to(accumulation_dtype(embeds.dtype)))

@@ -16,7 +16,10 @@ IDS = [5, 9, 14, 20, 7, 30]
 def _trace(model):
     embeds = model.get_input_embeddings()(torch.tensor(IDS)).detach()
     with eager_attention(model):
-        return embeds, run_trace(model, adapter_for(model.config), HeadLayout.from_config(model.config), embeds, keep_cache=False)
+        return embeds, run_trace(
+            model, adapter_for(model.config), HeadLayout.from_config(model.config), embeds, keep_cache=False,
+            full_attention=True,
+        )  # fmt: skip
 
 
 def _norms_by_hand(values_per_head, out_proj_weight, heads, head_dim):

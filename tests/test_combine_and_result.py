@@ -46,7 +46,9 @@ def test_to_dict_is_strict_json_and_topk_is_ordered(make_attributor):
     payload = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert len(payload["tokens"]) == len(result.tokens)
     row = payload["tokens"][1]
-    assert set(row) == {"position", "id", "text", "start", "end", "score", "flow", "hessian", "kl"}
+    assert set(row) == {
+        "position", "id", "text", "start", "end", "role", "message", "template", "special", "score", "flow", "hessian", "kl"
+    }  # fmt: skip
     assert row["score"] == pytest.approx(float(result.scores[1]))
     top = result.topk(3)
     assert [r["score"] for r in top] == sorted((float(s) for s in result.scores), reverse=True)[:3]

@@ -8,7 +8,7 @@ import torch
 from heta_core import Attributor, HetaConfig
 from heta_core.adapters import HeadLayout, adapter_for, eager_attention
 from heta_core.batching import SuffixRunner
-from heta_core.hessian import block_hvp_reference, block_hvps, probes, target_logprob
+from heta_core.hessian import Curvature, CurvatureOperator, block_products, probes, target_logprob
 from heta_core.toymodels import tiny_model
 from heta_core.trace import run_trace
 
@@ -17,7 +17,7 @@ IDS = [5, 9, 14, 20, 7, 30, 11]
 
 def _logprob_fn(model, target_id):
     def g(x):
-        return target_logprob(model(inputs_embeds=x[None]).logits[0, -1], target_id)
+        return target_logprob(model(inputs_embeds=x[None]).logits[0, -1:], torch.tensor([target_id]))[0]
 
     return g
 
@@ -39,13 +39,23 @@ def test_block_hvps_match_autograd_hessian(family, rtol):
     start = 2
     positions = torch.arange(start, size)
     directions = torch.stack([probes(3, int(i), 2, dim) for i in positions], 1).double()  # [m, B, d]
+    targets = torch.tensor([target])
     with eager_attention(model):
         trace = run_trace(model, adapter_for(model.config), HeadLayout.from_config(model.config), embeds, keep_cache=True)
-        batched = block_hvps(SuffixRunner(model, trace.kv), embeds, target, start, positions, directions)
+        runner = SuffixRunner(model, trace.kv)
+        batched = block_products(
+            lambda rows: runner.logits(start, rows, 1), embeds, embeds, targets, start, positions, directions, Curvature(), None
+        )
+        leaf = embeds.clone()[None].requires_grad_(True)
+        full = CurvatureOperator(
+            lambda rows: model(inputs_embeds=rows).logits[:, -1:], embeds[None], leaf, lambda h: leaf, targets, "exact", None
+        )
         for b, i in enumerate(positions.tolist()):
             for k in range(2):
                 exact = hessian[i, :, i, :] @ directions[k, b]
-                literal = block_hvp_reference(model, embeds, target, i, directions[k, b])
+                direction = torch.zeros_like(leaf)
+                direction[0, i] = directions[k, b]
+                literal = full.apply(direction[None])[0, 0, i]
                 atol = rtol * float(exact.abs().max())
                 torch.testing.assert_close(batched[k, b], exact, rtol=rtol, atol=atol)
                 torch.testing.assert_close(literal, exact, rtol=rtol, atol=atol)
