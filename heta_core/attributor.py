@@ -338,25 +338,27 @@ class Attributor:
             trace_peak = max(trace_peak, trace_bytes(model_config, self.layout, dtype, fed, k, cfg.flow == "official"))
             rows = [fed] if request.mode != "each" else [scored + j for j in range(k)]
             if cfg.strategy == "reference":
-                tokens += scored * fed + len(rows) * scored * cfg.num_hvp_samples * fed
+                tokens += scored * fed  # one full forward per masked token
                 chunk_peak = max(chunk_peak, full_row(fed))
             else:
                 for lo, hi in plan_chunks(list(range(scored)), fed, kl_row, budget):
                     tokens += (hi - lo) * (fed - lo)
                     chunk_peak = max(chunk_peak, (hi - lo) * kl_row(fed - lo))
             for length in rows:
-                if cfg.low_rank is not None:
+                if cfg.low_rank is not None:  # one full-sequence graph, 2(k+o) products
                     columns = min(cfg.low_rank + OVERSAMPLE, length * model_config.hidden_size)
                     hvps += 2 * columns
-                    tokens += length if cfg.strategy != "reference" else 0
+                    tokens += length
                     group = max(1, min(columns, budget // max(1, full_row(length))))
                     chunk_peak = max(chunk_peak, group * full_row(length))
                     continue
                 hvps += scored * cfg.num_hvp_samples
-                if cfg.strategy != "reference":
-                    for lo, hi in plan_chunks(list(range(scored)), length, hvp_row, budget):
-                        tokens += (hi - lo) * (length - lo)
-                        chunk_peak = max(chunk_peak, (hi - lo) * hvp_row(length - lo))
+                if cfg.strategy == "reference":  # one full-sequence HVP per token and probe
+                    tokens += scored * cfg.num_hvp_samples * length
+                    continue
+                for lo, hi in plan_chunks(list(range(scored)), length, hvp_row, budget):
+                    tokens += (hi - lo) * (length - lo)
+                    chunk_peak = max(chunk_peak, (hi - lo) * hvp_row(length - lo))
         weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
         return Estimate(n, k, hvps, tokens, weights + trace_peak + chunk_peak)
 
@@ -478,7 +480,7 @@ class Attributor:
             full_row = row_bytes_fn(self.model.config, self.layout, embeds.dtype, probes=1)
             return low_rank_sensitivity(
                 runner, embeds, source, targets, n, cfg.num_hvp_samples, cfg.seed, curvature, block,
-                row_bytes=full_row, budget_bytes=budget,
+                row_bytes=full_row, budget_bytes=budget, streams=streams,
             )  # fmt: skip
         if streams is None:
             scores = sensitivity_reference(self.model, embeds, source, targets, n, cfg.num_hvp_samples, cfg.seed, curvature, block)
@@ -510,7 +512,8 @@ class Attributor:
             flow = flow / flow.sum()
             kl = parts.kl.sum(0)
         scores = combine(flow, parts.hessian, kl, beta=cfg.beta, gamma=cfg.gamma, normalize=cfg.normalize)
-        values = {"score": scores, "flow": flow, "hessian": parts.hessian, "kl": kl}
+        # aggregates sum exactly the float32 values the result reports
+        values = {"score": scores.float(), "flow": flow.float(), "hessian": parts.hessian.float(), "kl": kl.float()}
         targets = [
             TargetInfo(n + j, doc.ids[n + j], self._token(doc, n + j).text, logprob, *(doc.offsets[n + j] or (None, None)))
             for j, logprob in enumerate(parts.logprobs)
@@ -524,10 +527,10 @@ class Attributor:
                 row["role"] = role
             aggregates["message"] = messages
         return AttributionResult(
-            scores=scores.float(),
-            flow=flow.float(),
-            hessian=parts.hessian.float(),
-            kl=kl.float(),
+            scores=values["score"],
+            flow=values["flow"],
+            hessian=values["hessian"],
+            kl=values["kl"],
             tokens=[self._token(doc, i) for i in range(n)],
             targets=targets,
             target_mode=request.mode,

@@ -91,7 +91,7 @@ class StreamPool:
         self.device = device
         self.streams = [torch.cuda.Stream(device) for _ in range(count)] if device.type == "cuda" else []
         self._next = 0
-        self._host_start = time.perf_counter()
+        self._host_start: float | None = None  # set at first use: pools are created before either stage runs
         self._host_seconds = 0.0
         self._events: tuple | None = None
         if self.streams:
@@ -104,6 +104,8 @@ class StreamPool:
 
     @contextlib.contextmanager
     def next(self) -> Iterator[None]:
+        if self._host_start is None:
+            self._host_start = time.perf_counter()
         if not self.streams:
             yield
             return
@@ -127,7 +129,8 @@ class StreamPool:
 
     def finish(self) -> None:
         """Mark the end of the stage's work (it may still be running on the device)."""
-        self._host_seconds = time.perf_counter() - self._host_start
+        if self._host_start is not None:
+            self._host_seconds = time.perf_counter() - self._host_start
         if self._events is not None:
             for stream in self.streams:
                 end = torch.cuda.Event(enable_timing=True)

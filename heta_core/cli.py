@@ -41,29 +41,59 @@ def bar(value: float, largest: float, width: int = BAR_WIDTH) -> str:
     return ("█" * full + (_BLOCKS[rest] if rest else "")).ljust(width)
 
 
-def render_table(result) -> str:
-    """Each context token with a bar per score (each column scaled to its own maximum)."""
+def _table_rows(result, granularity: str, row: int | None):
+    """(label, {column: value}) per token or aggregated unit; ``row`` picks a target in "each" mode."""
+    def pick(value):
+        return value[row] if row is not None else value
+
+    if granularity == "token":
+        for token in result.tokens:
+            label = token.text if token.text is not None else str(token.id)
+            values = {name: float(pick(getattr(result, name)[..., token.position])) for name in ("scores", "flow", "hessian", "kl")}
+            yield label, values
+        return
+    for unit in result.aggregates[granularity]:
+        yield unit["text"], {name: pick(unit["score" if name == "scores" else name]) for name in ("scores", "flow", "hessian", "kl")}
+
+
+def render_table(result, granularity: str = "token") -> str:
+    """Each token (or word / sentence) with a bar per score (each column scaled to its own maximum)."""
     columns = ("scores", "flow", "hessian", "kl")
-    values = {name: getattr(result, name).tolist() for name in columns}
-    largest = {name: max(values[name], default=0.0) for name in columns}
-    target = result.target
-    lines = [
-        f"model {result.meta.get('model')}  target {target.text!r} at position {target.position}  "
-        f"log p = {target.logprob:.4f}",
-        f"{'pos':>4}  {'token':<14}" + "".join(f"  {name:<{BAR_WIDTH + 11}}" for name in ("score", "flow", "hessian", "kl")),
-    ]
-    for i, token in enumerate(result.tokens):
-        label = (token.text if token.text is not None else str(token.id)).replace("\n", "\\n")[:14]
-        cells = "".join(f"  {bar(values[n][i], largest[n])} {values[n][i]:>10.4g}" for n in columns)
-        lines.append(f"{i:>4}  {label:<14}{cells}")
+    lines = []
+    rows = range(len(result.targets)) if result.target_mode == "each" else [None]
+    for row in rows:
+        targets = result.targets if row is None else [result.targets[row]]
+        described = " ".join(repr(t.text) for t in targets)
+        logprob = sum(t.logprob for t in targets)
+        lines.append(
+            f"model {result.meta.get('model')}  target {described} at position {targets[0].position}  log p = {logprob:.4f}"
+        )
+        lines.append(
+            f"{'#':>4}  {granularity:<14}" + "".join(f"  {name:<{BAR_WIDTH + 11}}" for name in ("score", "flow", "hessian", "kl"))
+        )
+        table = list(_table_rows(result, granularity, row))
+        largest = {name: max((v[name] for _, v in table), default=0.0) for name in columns}
+        for i, (label, values) in enumerate(table):
+            label = label.replace("\n", "\\n")
+            label = label if len(label) <= 14 else label[:13] + "…"
+            cells = "".join(f"  {bar(values[n], largest[n])} {values[n]:>10.4g}" for n in columns)
+            lines.append(f"{i:>4}  {label:<14}{cells}")
     return "\n".join(lines)
 
 
 def _add_attribute(commands) -> None:
     parser = commands.add_parser("attribute", help="attribute a model's next-token prediction to its context")
     parser.add_argument("--model", required=True, help="Hugging Face id or local path (safetensors)")
-    parser.add_argument("--text", required=True, help="the input; the last token is the target by default")
-    parser.add_argument("--target-position", type=int, default=None, help="index of the explained token")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="the input; the last token is the target by default")
+    source.add_argument("--messages", help="chat messages as JSON ([{role, content}, ...]) or @FILE")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--target-position", type=int, default=None, help="index of the explained token")
+    target.add_argument("--target-text", default=None, help="a continuation to attribute (appended to the input)")
+    target.add_argument("--generate", type=int, default=None, metavar="N", help="greedily generate N tokens and attribute them")
+    parser.add_argument("--target-mode", choices=("sum", "each"), default="sum", help="a span as one target or one row per token")
+    parser.add_argument("--granularity", choices=("token", "word", "sentence"), default="token")
+    parser.add_argument("--include-template", action="store_true", help="count chat-template tokens in aggregates")
     parser.add_argument("--samples", type=int, default=10, help="Rademacher probes per token (m)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--beta", type=float, default=0.5)
@@ -75,8 +105,27 @@ def _add_attribute(commands) -> None:
     parser.add_argument("--memory-budget-mb", type=int, default=None, help="default: auto")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", default=None, help="auto | float32 | float64 | bfloat16 | float16")
+    parser.add_argument("--curvature", default="exact", help="exact | ggn")
+    parser.add_argument("--curvature-layers", type=int, default=None, metavar="K")
+    parser.add_argument("--low-rank", type=int, default=None, metavar="K")
+    parser.add_argument("--window", type=int, default=None, metavar="W")
+    parser.add_argument("--overlap", type=float, default=0.0)
     parser.add_argument("--format", choices=("json", "table"), default="table")
     parser.set_defaults(run=_run_attribute)
+
+
+def _messages(argument: str | None):
+    if argument is None:
+        return None
+    try:
+        if argument.startswith("@"):
+            with open(argument[1:], encoding="utf-8") as handle:
+                argument = handle.read()
+        return json.loads(argument)
+    except OSError as error:
+        raise UsageError(f"cannot read messages file: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise UsageError(f"--messages is not valid JSON: {error.msg} at position {error.pos}") from None
 
 
 def _run_attribute(args) -> int:
@@ -86,10 +135,20 @@ def _run_attribute(args) -> int:
     config = HetaConfig(
         num_hvp_samples=args.samples, seed=args.seed, beta=args.beta, gamma=args.gamma, mask=args.mask,
         flow=args.flow, normalize=args.normalize, strategy=args.strategy, memory_budget_mb=args.memory_budget_mb,
+        curvature=args.curvature, curvature_layers=args.curvature_layers, low_rank=args.low_rank, window=args.window,
+        overlap=args.overlap,
     )  # fmt: skip
+    messages = _messages(args.messages)
     attributor = Attributor.from_pretrained(args.model, config=config, device=args.device, dtype=args.dtype)
-    result = attributor.attribute(args.text, target_position=args.target_position)
-    print(json.dumps(result.to_dict(), indent=2) if args.format == "json" else render_table(result))
+    result = attributor.attribute(
+        args.text, messages=messages, target_position=args.target_position, target_text=args.target_text,
+        target_mode=args.target_mode, generate=args.generate, granularity=args.granularity,
+        include_template=args.include_template,
+    )  # fmt: skip
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(render_table(result, args.granularity))
     return 0
 
 
@@ -101,11 +160,38 @@ def _add_bench(commands) -> None:
     parser.set_defaults(run=run_from_args)
 
 
+def _add_bench_approx(commands) -> None:
+    from .bench import run_agreement_from_args
+
+    parser = commands.add_parser(
+        "bench-approx", help="agreement of each long-context approximation with the exact estimator (small models)"
+    )
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.set_defaults(run=run_agreement_from_args)
+
+
+def _add_bench_long(commands) -> None:
+    from .bench import run_long_from_args
+
+    parser = commands.add_parser("bench-long", help="one long-context attribution: time, memory and the estimate")
+    for name, default in (("layers", 6), ("width", 512), ("heads", 8), ("vocab", 50257), ("context", 512), ("samples", 10)):
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--curvature-layers", type=int, default=2, help="0: exact curvature w.r.t. X")
+    parser.add_argument("--low-rank", type=int, default=32, help="0: exact per-token blocks")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--memory-budget-mb", type=int, default=None)
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.set_defaults(run=run_long_from_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="heta", description="Hessian-Enhanced Token Attribution for decoder-only LMs")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_attribute(commands)
     _add_bench(commands)
+    _add_bench_approx(commands)
+    _add_bench_long(commands)
     for entry in metadata.entry_points(group="heta.commands"):
         entry.load()(commands)
     return parser

@@ -12,7 +12,8 @@ tokens**. Membership:
 - message: the chat message the token belongs to (see :mod:`heta_core.inputs`).
 
 Tokens with no character span (ids input, special tokens) belong to no word, sentence or span.
-Template and special tokens are left out of every unit unless ``include_template`` is set.
+Template and special tokens are left out of every unit unless ``include_template`` is set; words and
+sentences left with no member token are dropped (caller spans and messages are always reported).
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def _by_first_char(doc: Document, scored: int, units: list[tuple[int, int]], kin
             if a <= first < b:
                 members[u].append(i)
                 break
-    return [Segment(kind, u, doc.text[a:b], a, b, m) for u, ((a, b), m) in enumerate(zip(units, members))]
+    # a word or sentence made only of left-out tokens (chat scaffolding) is not a unit of the prompt
+    kept = [((a, b), m) for (a, b), m in zip(units, members) if m]
+    return [Segment(kind, u, doc.text[a:b], a, b, m) for u, ((a, b), m) in enumerate(kept)]
 
 
 def segments(doc: Document, scored: int, kind: str, *, include_template: bool = False, spans=None) -> list[Segment]:

@@ -198,9 +198,19 @@ def sensitivity(
 
 def low_rank_sensitivity(
     runner, embeds, source, targets, scored: int, samples: int, seed: int, curvature: Curvature, block,
-    *, row_bytes, budget_bytes: int,
+    *, row_bytes, budget_bytes: int, streams: StreamPool | None = None,
 ) -> tuple[torch.Tensor, int]:  # fmt: skip
-    """S_i from a randomized rank-k eigen-approximation of the whole curvature matrix."""
+    """S_i from a randomized rank-k eigen-approximation of the whole curvature matrix.
+
+    One graph, so one stream: the work runs on the pool's next stream when a pool is given.
+    """
+    if streams is not None:
+        with streams.next():
+            scores, count = low_rank_sensitivity(
+                runner, embeds, source, targets, scored, samples, seed, curvature, block,
+                row_bytes=row_bytes, budget_bytes=budget_bytes,
+            )  # fmt: skip
+        return streams.gather([scores]), count
     size, dim = source.shape
     rank = curvature.low_rank
     columns = min(rank + OVERSAMPLE, size * dim)

@@ -26,20 +26,28 @@ CORPUS = (
     "she gave him the key to the red door . paris is the capital of france . "
     "water boils at one hundred degrees . the answer is four ."
 )
-SPECIAL = ["[UNK]", "[PAD]", "[BOS]", "[EOS]"]
+SPECIAL = ["[UNK]", "[PAD]", "[BOS]", "[EOS]", "[SYSTEM]", "[USER]", "[ASSISTANT]", "[TOOL]", "[END]"]
+# A chat template in the usual Jinja form: a role marker, the content, an end marker per message.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}[{{ m['role'] | upper }}] {{ m['content'] }} [END] {% endfor %}"
+    "{% if add_generation_prompt %}[ASSISTANT] {% endif %}"
+)
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A whitespace word-level tokenizer over :data:`CORPUS` (fast: it has offset mappings)."""
+    """A whitespace word-level tokenizer over :data:`CORPUS` with a chat template (fast: it has offsets)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     words = sorted(set(CORPUS.split()))
     vocab = {token: i for i, token in enumerate(SPECIAL + words)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]"
-    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]",
+        additional_special_tokens=SPECIAL[4:],
+    )  # fmt: skip
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 TINY_VOCAB = len(SPECIAL) + len(set(CORPUS.split()))

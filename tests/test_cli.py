@@ -113,3 +113,65 @@ def test_bench_prints_both_paths_and_their_ratio():
     assert text.returncode == 0 and "GFLOP/s" in text.stdout and "reference" not in text.stdout
     bad = heta("bench", "--width", "30", "--heads", "4")
     assert bad.returncode == 2 and "multiple" in bad.stderr
+
+
+def test_span_chat_and_granularity_flags(model_dir):
+    done = heta(
+        "attribute", "--model", model_dir, "--text", "paris is the capital of", "--target-text", " france .",
+        "--target-mode", "each", "--samples", "1", "--format", "json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["target_mode"] == "each" and [t["text"] for t in payload["targets"]] == ["france", "."]
+    assert len(payload["tokens"][0]["score"]) == 2
+
+    messages = json.dumps([{"role": "user", "content": "the cat sat on the mat ."}])
+    done = heta("attribute", "--model", model_dir, "--messages", messages, "--generate", "2", "--samples", "1",
+                "--granularity", "word")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [line.split()[1] for line in done.stdout.splitlines() if line[:4].strip().isdigit()]
+    assert rows == ["the", "cat", "sat", "on", "the", "mat", "."]  # words of the content, template left out
+
+    done = heta("attribute", "--model", model_dir, "--text", "the cat sat . the dog ate", "--granularity", "sentence",
+                "--samples", "1", "--low-rank", "4", "--curvature-layers", "1")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "the cat sat ." in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--messages", "[{"], "not valid JSON"),
+        (["--messages", '[{"role": "robot", "content": "the cat"}]'], "unknown role"),
+        (["--messages", "[]"], "non-empty"),
+        (["--messages", "@/nonexistent/file.json"], "cannot read messages file"),
+        (["--text", "paris is", "--messages", "[]"], "not allowed with argument"),
+        (["--text", "paris is", "--target-text", " the", "--generate", "2"], "not allowed with argument"),
+        (["--text", "paris is", "--generate", "0"], "generate must be an integer >= 1"),
+        (["--text", "paris is", "--granularity", "page"], "invalid choice"),
+        (["--text", "paris is", "--overlap", "1.5"], "overlap must be"),
+        (["--text", "paris is", "--curvature-layers", "9"], "exceeds"),
+    ],
+)
+def test_bad_span_and_chat_input_is_one_line(model_dir, args, words):
+    done = heta("attribute", "--model", model_dir, *args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in done.stderr, done.stderr
+
+
+def test_bench_long_prints_measurement_next_to_estimate():
+    done = heta("bench-long", "--layers", "2", "--width", "32", "--heads", "4", "--vocab", "97", "--context", "24",
+                "--samples", "2", "--format", "json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["measured"] == {"hvps": report["estimate"]["hvps"], "forward_tokens": report["estimate"]["forward_tokens"]}
+    assert report["peak_rss_mb"] > 0 and set(report["stage_seconds"]) == {"flow", "kl", "hessian", "total"}
+
+
+def test_bench_approx_reports_every_approximation():
+    done = heta("bench-approx", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert {r["approximation"] for r in rows} >= {"low_rank=32", "curvature=ggn", "curvature_layers=2", "window=12,overlap=0.5"}
+    assert all(-1 <= r["s_spearman"] <= 1 and 0 <= r["score_top5"] <= 1 for r in rows)

@@ -1,0 +1,52 @@
+"""``Attributor.estimate`` predicts the work of ``attribute`` before running it."""
+
+import pytest
+
+from heta_core import HetaConfig, InputError
+from heta_core.bench import counting_forward_tokens
+
+from .conftest import TEXT
+
+
+@pytest.mark.parametrize(
+    "kwargs, changes",
+    [
+        ({}, {}),
+        ({}, {"memory_budget_mb": 16}),
+        ({"target_text": " . the cat"}, {}),
+        ({"target_text": " . the cat", "target_mode": "each"}, {}),
+        ({}, {"low_rank": 8}),
+        ({}, {"curvature_layers": 1, "low_rank": 8}),
+        ({}, {"window": 5, "overlap": 0.4}),
+        ({}, {"strategy": "reference"}),
+        ({"target_text": " . the", "target_mode": "each"}, {"strategy": "reference"}),
+        ({"target_text": " . the", "target_mode": "each"}, {"strategy": "reference", "low_rank": 4}),
+    ],
+)
+def test_estimate_matches_the_run(make_attributor, kwargs, changes):
+    attributor = make_attributor("llama", num_hvp_samples=3, **changes)
+    estimate = attributor.estimate(TEXT, **kwargs)
+    with counting_forward_tokens(attributor) as counter:
+        result = attributor.attribute(TEXT, **kwargs)
+    assert estimate.hvps == result.meta["hvps"]
+    assert estimate.forward_tokens == counter["tokens"]
+    assert estimate.prompt_tokens == len(result.tokens) and estimate.target_tokens == len(result.targets)
+    weights = sum(p.numel() * p.element_size() for p in attributor.model.parameters())
+    assert estimate.peak_bytes > weights
+
+
+def test_estimate_for_generation_assumes_every_token(make_attributor):
+    attributor = make_attributor("gpt2", num_hvp_samples=2)
+    estimate = attributor.estimate(TEXT, generate=4)
+    assert estimate.target_tokens == 4 and estimate.hvps == len(TEXT.split()) * 2
+
+
+def test_estimate_grows_with_length_and_rejects_bad_input(make_attributor):
+    attributor = make_attributor("gpt2", num_hvp_samples=2)
+    short, long = attributor.estimate(input_ids=list(range(4, 14))), attributor.estimate(input_ids=list(range(4, 34)))
+    assert long.hvps > short.hvps and long.forward_tokens > short.forward_tokens and long.peak_bytes > short.peak_bytes
+    assert set(long.to_dict()) == {"prompt_tokens", "target_tokens", "hvps", "forward_tokens", "peak_bytes"}
+    with pytest.raises(InputError):
+        attributor.estimate("")
+    low_rank = attributor.estimate(input_ids=list(range(4, 34)), config=HetaConfig(low_rank=4))
+    assert low_rank.hvps == 2 * (4 + 8) < long.hvps
