@@ -23,7 +23,7 @@ import numbers
 import platform
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -82,6 +82,26 @@ class _Request:
         return len(self.doc.ids) - self.scored
 
 
+class _Progress:
+    """Counts chunks against the plan and reports the fraction done to the caller's callback.
+
+    The callback runs on the host between chunks; an exception it raises (e.g. a cancellation)
+    aborts the attribution, and the model's settings are restored on the way out.
+    """
+
+    def __init__(self, callback, total: int):
+        self.callback, self.total, self.done = callback, max(1, total), 0
+
+    def tick(self) -> None:
+        if self.callback is not None:
+            self.callback(min(self.done / self.total, 1.0))
+        self.done += 1
+
+    def finish(self) -> None:
+        if self.callback is not None:
+            self.callback(1.0)
+
+
 @dataclass
 class _Parts:
     flow: torch.Tensor  # [k, n]: per predicting position, restricted to the prompt
@@ -121,6 +141,15 @@ class Attributor:
         from .loading import load_model
 
         model, tokenizer = load_model(name_or_path, device=device, dtype=dtype)
+        return cls(model, tokenizer, config, name=name_or_path)
+
+    @classmethod
+    def planner(cls, name_or_path: str, config: HetaConfig | None = None, dtype: str | torch.dtype | None = None) -> Attributor:
+        """An Attributor without weights (meta device): ``estimate`` and input validation work,
+        ``attribute`` does not. For front ends that admit work they never compute."""
+        from .loading import load_planner
+
+        model, tokenizer = load_planner(name_or_path, dtype=dtype)
         return cls(model, tokenizer, config, name=name_or_path)
 
     @property
@@ -255,7 +284,7 @@ class Attributor:
         fed = len(request.doc.ids) - 1
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit is not None and fed > limit:
-            raise InputError(f"the input has {fed} positions; {self.name} reads at most {limit}", code="too_long")
+            raise InputError(f"the input has {fed} positions; {self.name} reads at most {limit}", code="too_many_tokens")
 
     # ------------------------------------------------------------------ attribution
 
@@ -273,6 +302,7 @@ class Attributor:
         spans: Sequence[tuple[int, int]] | None = None,
         include_template: bool = False,
         config: HetaConfig | None = None,
+        progress: Callable[[float], None] | None = None,
     ) -> AttributionResult:
         """Attribute a target (default: the input's last token) to every prompt token before it.
 
@@ -281,6 +311,7 @@ class Attributor:
         ``target_mode``: "sum" (one attribution of the span's total log-probability) or "each" (a row
         per target token). ``granularity``: "word" and/or "sentence" aggregates; ``spans``: caller
         character spans to aggregate over; chat input always gets per-message aggregates.
+        ``progress(fraction)`` is called between batched chunks; raising from it aborts the call.
         """
         cfg = config or self.config
         doc = self._document(text, input_ids, messages)
@@ -293,8 +324,10 @@ class Attributor:
 
         started = time.perf_counter()
         timings = {stage: 0.0 for stage in STAGES}
+        tracker = _Progress(progress, self._plan(request, cfg)[2] if progress is not None else 1)
         with _inputs_only(self.model):
-            parts = self._windowed(request, cfg, timings)
+            parts = self._windowed(request, cfg, timings, tracker)
+        tracker.finish()
         timings["total"] = time.perf_counter() - started
         return self._result(request, cfg, parts, timings, kinds, checked_spans, include_template)
 
@@ -320,47 +353,58 @@ class Attributor:
         doc = self._document(text, input_ids, messages)
         request = self._resolve(doc, target_position, target_text, target_mode, generate, run_generation=False)
         self._check_config(cfg, request)
+        hvps, tokens, _, peak = self._plan(request, cfg)
+        tokens += request.targets if generate is not None else 0  # the generation itself
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return Estimate(request.scored, request.targets, hvps, tokens, weights + peak)
+
+    def _plan(self, request: _Request, cfg: HetaConfig) -> tuple[int, int, int, int]:
+        """(HVPs, forward token positions, chunks, trace + largest chunk bytes) of a run, from the
+        same chunk planner the run uses."""
         model_config, dtype = self.model.config, self.model.dtype
         budget = budget_bytes(cfg.memory_budget_mb, self.device)
         kl_row = row_bytes_fn(model_config, self.layout, dtype)
         hvp_row = row_bytes_fn(model_config, self.layout, dtype, probes=cfg.num_hvp_samples)
         full_row = row_bytes_fn(model_config, self.layout, dtype, probes=1)
+        reference = cfg.strategy == "reference"
         n, k = request.scored, request.targets
         windows = [n] if cfg.window is None or n <= cfg.window else None
         if windows is None:
             stride = max(1, round(cfg.window * (1 - cfg.overlap)))
             windows = [cfg.window] * len(set(list(range(0, n - cfg.window, stride)) + [n - cfg.window]))
-        hvps = tokens = chunk_peak = trace_peak = 0
-        tokens += k if generate is not None else 0
+        hvps = tokens = chunks = chunk_peak = trace_peak = 0
         for scored in windows:
             fed = scored + k - 1
             tokens += fed
             trace_peak = max(trace_peak, trace_bytes(model_config, self.layout, dtype, fed, k, cfg.flow == "official"))
             rows = [fed] if request.mode != "each" else [scored + j for j in range(k)]
-            if cfg.strategy == "reference":
+            if reference:
                 tokens += scored * fed  # one full forward per masked token
+                chunks += 1
                 chunk_peak = max(chunk_peak, full_row(fed))
             else:
                 for lo, hi in plan_chunks(list(range(scored)), fed, kl_row, budget):
                     tokens += (hi - lo) * (fed - lo)
+                    chunks += 1
                     chunk_peak = max(chunk_peak, (hi - lo) * kl_row(fed - lo))
             for length in rows:
                 if cfg.low_rank is not None:  # one full-sequence graph, 2(k+o) products
                     columns = min(cfg.low_rank + OVERSAMPLE, length * model_config.hidden_size)
                     hvps += 2 * columns
                     tokens += length
+                    chunks += 0 if reference else 1
                     group = max(1, min(columns, budget // max(1, full_row(length))))
                     chunk_peak = max(chunk_peak, group * full_row(length))
                     continue
                 hvps += scored * cfg.num_hvp_samples
-                if cfg.strategy == "reference":  # one full-sequence HVP per token and probe
+                if reference:  # one full-sequence HVP per token and probe
                     tokens += scored * cfg.num_hvp_samples * length
                     continue
                 for lo, hi in plan_chunks(list(range(scored)), length, hvp_row, budget):
                     tokens += (hi - lo) * (length - lo)
+                    chunks += 1
                     chunk_peak = max(chunk_peak, (hi - lo) * hvp_row(length - lo))
-        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        return Estimate(n, k, hvps, tokens, weights + trace_peak + chunk_peak)
+        return hvps, tokens, chunks, trace_peak + chunk_peak
 
     @staticmethod
     def _granularities(granularity) -> list[str]:
@@ -372,11 +416,11 @@ class Attributor:
                 raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}; got {kind!r}", code="invalid_granularity")
         return [k for k in kinds if k != "token"]
 
-    def _windowed(self, request: _Request, cfg: HetaConfig, timings: dict) -> _Parts:
+    def _windowed(self, request: _Request, cfg: HetaConfig, timings: dict, tracker: _Progress) -> _Parts:
         """Exact, or the authors' windowing: each window of the prompt followed by the targets."""
         n = request.scored
         if cfg.window is None or n <= cfg.window:
-            return self._compute(request.doc.ids, n, request.mode, cfg, timings)
+            return self._compute(request.doc.ids, n, request.mode, cfg, timings, tracker)
         stride = max(1, round(cfg.window * (1 - cfg.overlap)))
         starts = list(range(0, n - cfg.window, stride)) + [n - cfg.window]
         targets = request.doc.ids[n:]
@@ -384,7 +428,7 @@ class Attributor:
         counts = torch.zeros(n, dtype=torch.float64)
         for a in sorted(set(starts)):
             b = a + cfg.window
-            window = self._compute(request.doc.ids[a:b] + targets, cfg.window, request.mode, cfg, timings)
+            window = self._compute(request.doc.ids[a:b] + targets, cfg.window, request.mode, cfg, timings, tracker)
             if total is None:
                 shape = lambda t: (*t.shape[:-1], n)  # noqa: E731
                 total = _Parts(
@@ -405,7 +449,7 @@ class Attributor:
         block = self.adapter.blocks(self.model)[layer] if layer is not None else None
         return Curvature(kind=cfg.curvature, layer=layer, low_rank=cfg.low_rank), block
 
-    def _compute(self, ids: list[int], n: int, mode: str, cfg: HetaConfig, timings: dict) -> _Parts:
+    def _compute(self, ids: list[int], n: int, mode: str, cfg: HetaConfig, timings: dict, tracker: _Progress) -> _Parts:
         """Flow, KL and S for prompt ``ids[:n]`` and targets ``ids[n:]`` (float64 CPU tensors)."""
         model, device = self.model, self.device
         reference = cfg.strategy == "reference"
@@ -437,6 +481,7 @@ class Attributor:
         rows = [(len(ids) - 1, targets)] if mode != "each" else [(n + j, targets[j : j + 1]) for j in range(count)]
         hessians, hvps = [], 0
         if reference:
+            tracker.tick()
             clock = time.perf_counter()
             kl = information_reference(model, embeds, trace.logprobs, fill, n)
             timings["kl"] += time.perf_counter() - clock
@@ -448,8 +493,8 @@ class Attributor:
                     hvps += used
             timings["hessian"] += time.perf_counter() - clock
         else:
-            kl_streams = StreamPool(device, cfg.cuda_streams)
-            hvp_streams = StreamPool(device, cfg.cuda_streams)
+            kl_streams = StreamPool(device, cfg.cuda_streams, tracker.tick)
+            hvp_streams = StreamPool(device, cfg.cuda_streams, tracker.tick)
             kl = information(
                 runner, embeds, trace.logprobs, fill, n,
                 row_bytes=row_bytes_fn(model.config, self.layout, embeds.dtype), budget_bytes=budget, streams=kl_streams,

@@ -87,8 +87,9 @@ class StreamPool:
     the stage's time: device time from CUDA events on a GPU, host time elsewhere.
     """
 
-    def __init__(self, device: torch.device, count: int):
+    def __init__(self, device: torch.device, count: int, on_chunk: Callable[[], None] | None = None):
         self.device = device
+        self.on_chunk = on_chunk  # called on the host before each chunk is issued (progress, cancellation)
         self.streams = [torch.cuda.Stream(device) for _ in range(count)] if device.type == "cuda" else []
         self._next = 0
         self._host_start: float | None = None  # set at first use: pools are created before either stage runs
@@ -106,6 +107,8 @@ class StreamPool:
     def next(self) -> Iterator[None]:
         if self._host_start is None:
             self._host_start = time.perf_counter()
+        if self.on_chunk is not None:
+            self.on_chunk()
         if not self.streams:
             yield
             return

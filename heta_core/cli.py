@@ -193,7 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_approx(commands)
     _add_bench_long(commands)
     for entry in metadata.entry_points(group="heta.commands"):
-        entry.load()(commands)
+        try:
+            register = entry.load()
+        except ImportError:  # the plugin's extras are not installed: its commands are absent
+            continue
+        register(commands)
     return parser
 
 

@@ -46,6 +46,30 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
+def load_planner(name_or_path: str, *, dtype: str | torch.dtype | None = None):
+    """(model on the meta device, tokenizer): the architecture without its weights, for validating
+    inputs and estimating costs in processes that never run the model (e.g. an API front end)."""
+    torch_dtype = resolve_dtype(dtype)
+    try:
+        model_config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {_first_line(error)}") from error
+    adapter_for(model_config)
+    if torch_dtype == "auto":
+        torch_dtype = getattr(model_config, "dtype", None) or torch.float32
+        torch_dtype = DTYPE_NAMES.get(torch_dtype, torch_dtype) if isinstance(torch_dtype, str) else torch_dtype
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config, dtype=torch_dtype, trust_remote_code=False)
+    return model.eval(), _tokenizer(name_or_path)
+
+
+def _tokenizer(name_or_path: str):
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # input_ids still work; text input will say it needs a tokenizer
+
+
 def load_model(name_or_path: str, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
     """(model, tokenizer or None) for a supported causal LM; raises ModelLoadError / UnsupportedArchitectureError."""
     torch_dtype = resolve_dtype(dtype)
@@ -63,10 +87,7 @@ def load_model(name_or_path: str, *, device: str | torch.device | None = None, d
         raise ModelLoadError(
             f"cannot load weights of {name_or_path!r} (safetensors only): {_first_line(error)}"
         ) from error
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
-    except (OSError, ValueError, KeyError, TypeError):
-        tokenizer = None  # input_ids still work; text input will say it needs a tokenizer
+    tokenizer = _tokenizer(name_or_path)
     model.to(target_device)
     model.eval()
     return model, tokenizer

@@ -50,3 +50,31 @@ def test_estimate_grows_with_length_and_rejects_bad_input(make_attributor):
         attributor.estimate("")
     low_rank = attributor.estimate(input_ids=list(range(4, 34)), config=HetaConfig(low_rank=4))
     assert low_rank.hvps == 2 * (4 + 8) < long.hvps
+
+
+@pytest.mark.parametrize("changes", [{}, {"memory_budget_mb": 16}, {"low_rank": 4}, {"strategy": "reference"}, {"window": 5}])
+def test_progress_is_reported_per_chunk_and_reaches_one(make_attributor, changes):
+    attributor = make_attributor("gpt2", num_hvp_samples=2, **changes)
+    seen = []
+    attributor.attribute(TEXT, target_text=" . the", target_mode="each", progress=seen.append)
+    assert seen[0] == 0.0 and seen[-1] == 1.0
+    assert seen == sorted(seen) and len(seen) >= 2
+    assert seen[-2] < 1.0  # the plan counted every chunk: no early 100%
+
+
+def test_raising_from_progress_aborts_and_restores_the_model(make_attributor):
+    attributor = make_attributor("llama", num_hvp_samples=2)
+    attributor.model.config._attn_implementation = "sdpa"
+    calls = []
+
+    def cancel(fraction):
+        calls.append(fraction)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("cancelled")
+
+    with pytest.raises(KeyboardInterrupt):
+        attributor.attribute(TEXT, config=HetaConfig(num_hvp_samples=2, memory_budget_mb=16), progress=cancel)
+    assert len(calls) == 3
+    assert attributor.model.config._attn_implementation == "sdpa"
+    assert all(p.requires_grad for p in attributor.model.parameters())
+    attributor.model.config._attn_implementation = "eager"

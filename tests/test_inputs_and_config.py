@@ -66,7 +66,7 @@ def test_config_defaults_and_round_trip():
         ({"input_ids": "45"}, "invalid_input_ids", "integers"),
         ({"input_ids": 45}, "invalid_input_ids", "integers"),
         ({"input_ids": [True, 5]}, "invalid_input_ids", "integers"),
-        ({"input_ids": list(range(4, 34)) * 5}, "too_long", "reads at most 128"),
+        ({"input_ids": list(range(4, 34)) * 5}, "too_many_tokens", "reads at most 128"),
         ({"input_ids": [4.5, 5]}, "invalid_input_ids", "integers"),
         ({"input_ids": torch.zeros(2, 2, dtype=torch.long)}, "invalid_input_ids", "1-D"),
         ({"text": 42}, "invalid_input", "string"),

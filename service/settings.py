@@ -1,0 +1,60 @@
+"""All service configuration in one typed place: environment variables ``HETA_*`` (see README)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HETA_", extra="ignore")
+
+    # what is served
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list, description="HF ids or local paths, comma-separated")
+    device: str | None = Field(None, description="worker device: cpu, cuda, cuda:1 (default: cuda if available)")
+    dtype: str | None = Field(None, description="load dtype (default: the checkpoint's)")
+    workers: int | None = Field(None, ge=1, description="worker processes for `heta serve` (default: GPUs, or 1 on CPU)")
+
+    # where
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("HETA_REDIS_URL", "REDIS_URL"))
+    redis_dir: Path = Field(Path(".heta/redis"), description="embedded Redis data directory (kept across restarts)")
+
+    # security and admission
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="keys or sha256:<hex>, comma-separated")
+    metrics_public: bool = True
+    rate_limit_per_minute: int = Field(600, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_queue_depth: int = Field(100, ge=1, description="unfinished jobs per model")
+    max_inflight_per_key: int = Field(16, ge=1)
+    max_prompt_tokens: int = Field(2048, ge=2, description="per request, capped by each model's positions")
+    max_hvps: int = Field(200_000, ge=1, description="cost ceiling: Hessian-vector products per request")
+    max_forward_tokens: int = Field(50_000_000, ge=1, description="cost ceiling: token positions per request")
+    max_samples: int = Field(1000, ge=1)
+    max_generate: int = Field(256, ge=1)
+
+    # jobs
+    result_ttl_s: int = Field(3600, ge=1)
+    job_deadline_s: float = Field(600.0, gt=0, description="default and maximum job deadline")
+    max_wait_s: float = Field(60.0, ge=0)
+    lease_s: float = Field(30.0, gt=0, description="a job whose worker stops renewing is reclaimed after this")
+    heartbeat_s: float = Field(5.0, gt=0)
+    max_deliveries: int = Field(3, ge=1, description="deliveries before a job goes to the dead-letter stream")
+    drain_s: float = Field(30.0, ge=0, description="on SIGTERM, time to finish the current job")
+
+    @field_validator("models", "api_keys", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

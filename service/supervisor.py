@@ -1,0 +1,102 @@
+"""``heta serve``: Redis (embedded unless REDIS_URL is set), the worker pool and the API in one command.
+
+Workers are separate processes started with a fresh interpreter (never forked, so never after CUDA
+initialisation), identifiable as ``heta worker`` in the process list; one per GPU by default, N on
+CPU. A worker that dies is restarted; the jobs it held are reclaimed by the queue once their lease
+expires. SIGTERM/SIGINT: the API stops taking requests, workers drain, Redis is saved and stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from .connections import EmbeddedRedis
+from .settings import Settings
+
+log = logging.getLogger("heta.serve")
+
+
+def worker_command() -> list[str]:
+    script = sys.argv[0] if os.path.basename(sys.argv[0]) == "heta" else shutil.which("heta")
+    if script:
+        return [sys.executable, script, "worker"]
+    return [sys.executable, "-m", "heta_core.cli", "worker"]
+
+
+class Pool:
+    """Keeps ``count`` worker processes alive."""
+
+    def __init__(self, count: int, env: dict[str, str], devices: list[str | None]):
+        self.env, self.devices = env, devices
+        self.procs: list[subprocess.Popen | None] = [None] * count
+        self.restarts = 0
+        self.stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+
+    def _spawn(self, slot: int) -> subprocess.Popen:
+        env = dict(self.env)
+        if self.devices[slot] is not None:
+            env["HETA_DEVICE"] = self.devices[slot]
+        return subprocess.Popen(worker_command(), env=env)
+
+    def start(self) -> None:
+        for slot in range(len(self.procs)):
+            self.procs[slot] = self._spawn(slot)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(0.5):
+            for slot, proc in enumerate(self.procs):
+                if proc is not None and proc.poll() is not None and not self.stopping.is_set():
+                    log.warning("worker %d (pid %d) exited with %s: restarting", slot, proc.pid, proc.returncode)
+                    self.restarts += 1
+                    self.procs[slot] = self._spawn(slot)
+
+    def stop(self, grace_s: float) -> None:
+        self.stopping.set()
+        live = [p for p in self.procs if p is not None and p.poll() is None]
+        for proc in live:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in live:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def serve(settings: Settings) -> int:
+    import torch
+    import uvicorn
+
+    from .api import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.models:
+        raise SystemExit("heta serve: error: no models: set HETA_MODELS or pass --model")
+    embedded = None
+    if not settings.redis_url:
+        embedded = EmbeddedRedis(settings.redis_dir)
+        settings = settings.model_copy(update={"redis_url": embedded.url})
+        log.info("embedded Redis at %s (data in %s)", embedded.url, settings.redis_dir)
+    gpus = torch.cuda.device_count() if settings.device in (None, "cuda") else 0
+    count = settings.workers or max(1, gpus)
+    devices = [f"cuda:{i % gpus}" if gpus and settings.device in (None, "cuda") else settings.device for i in range(count)]
+    env = {**os.environ, "HETA_REDIS_URL": settings.redis_url, "HETA_MODELS": ",".join(settings.models)}
+    pool = Pool(count, env, devices)
+    pool.start()
+    try:
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="info"))
+        server.run()
+    finally:
+        pool.stop(settings.drain_s + 5)
+        if embedded is not None:
+            embedded.close()
+    return 0

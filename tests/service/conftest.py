@@ -1,0 +1,119 @@
+"""Real processes: `heta serve` (or `heta api` + `heta worker`) on a free port, a real Redis, real HTTP."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from heta_core.toymodels import CORPUS, tiny_model, tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+SLOW_TEXT = " ".join((CORPUS.split() * 5)[:120])  # with samples=20: a job of several seconds
+SLOW = {"text": SLOW_TEXT, "config": {"samples": 20}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def heta_command(*args: str) -> list[str]:
+    script = Path(sys.executable).parent / "heta"
+    return [sys.executable, str(script), *args] if script.exists() else [sys.executable, "-m", "heta_core.cli", *args]
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("service") / "tiny-gpt2"
+    tiny_model("gpt2").save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+class Server:
+    def __init__(self, url: str, procs: list[subprocess.Popen], env: dict):
+        self.url, self.procs, self.env = url, procs, env
+        self.http = httpx.Client(base_url=url, timeout=60)
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if self.http.get("/readyz").status_code == 200:
+                    return
+            for proc in self.procs:
+                assert proc.poll() is None, f"{proc.args} exited with {proc.returncode}"
+            time.sleep(0.25)
+        raise TimeoutError("the service did not become ready")
+
+    def wait_status(self, job_id: str, statuses: set[str], timeout: float = 60, headers=None) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.http.get(f"/jobs/{job_id}", headers=headers).json()
+            if job["status"] in statuses:
+                return job
+            time.sleep(0.1)
+        raise TimeoutError(f"job {job_id} stayed {job['status']}")
+
+    def metric(self, name: str, headers=None) -> float:
+        for line in self.http.get("/metrics", headers=headers).text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{") and line.split(" ")[0] == name:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def stop(self) -> None:
+        self.http.close()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def base_env(model_dir: str, tmp: Path, **settings) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HETA_") and k != "REDIS_URL"}
+    env.update(
+        HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", PYTHONPATH=str(ROOT),
+        HETA_MODELS=model_dir, HETA_REDIS_DIR=str(tmp / "redis"), HETA_LEASE_S="2", HETA_HEARTBEAT_S="0.5",
+        HETA_DRAIN_S="5",
+    )  # fmt: skip
+    env.update({f"HETA_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+@contextlib.contextmanager
+def serve(model_dir: str, tmp: Path, **settings):
+    port = free_port()
+    env = base_env(model_dir, tmp, PORT=port, **settings)
+    log = open(tmp / "serve.log", "w")
+    proc = subprocess.Popen(heta_command("serve"), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", [proc], env)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+        log.close()
+
+
+def worker_pids() -> list[int]:
+    """Processes whose command line says `heta worker`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if b"heta\x00worker" in (entry / "cmdline").read_bytes() or b"heta worker" in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+    return pids

@@ -1,0 +1,135 @@
+"""API keys and rate limits; `heta api` and `heta worker` as separate processes sharing one Redis."""
+
+import contextlib
+import signal
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from service.connections import EmbeddedRedis
+
+from .conftest import Server, base_env, free_port, heta_command, serve
+
+TEXT = "the cat sat on the mat"
+KEYS = {"alice": "key-alice", "bob": "key-bob", "carol": "key-carol"}
+
+
+@pytest.fixture(scope="module")
+def secured(model_dir, tmp_path_factory):
+    import hashlib
+
+    stored = ",".join([KEYS["alice"], KEYS["bob"], "sha256:" + hashlib.sha256(KEYS["carol"].encode()).hexdigest()])
+    with serve(model_dir, tmp_path_factory.mktemp("secured"), WORKERS=1, API_KEYS=stored, METRICS_PUBLIC="false",
+               RATE_LIMIT_PER_MINUTE=12) as running:  # fmt: skip
+        yield running
+
+
+def auth(who: str) -> dict:
+    return {"Authorization": f"Bearer {KEYS[who]}"}
+
+
+ROUTES = [("POST", "/attribute"), ("POST", "/jobs"), ("GET", "/jobs/x"), ("DELETE", "/jobs/x"), ("GET", "/models"),
+          ("GET", "/metrics")]  # fmt: skip
+
+
+@pytest.mark.parametrize("method, path", ROUTES)
+def test_every_protected_route_needs_a_valid_key(secured, method, path):
+    body = {"json": {"text": TEXT}} if method == "POST" else {}
+    missing = secured.http.request(method, path, **body)
+    assert missing.status_code == 401 and missing.json()["code"] == "missing_api_key"
+    assert missing.headers["www-authenticate"] == "Bearer"
+    wrong = secured.http.request(method, path, headers={"Authorization": "Bearer nope"}, **body)
+    assert wrong.status_code == 403 and wrong.json()["code"] == "invalid_api_key"
+    ok = secured.http.request(method, path, headers={"X-API-Key": KEYS["bob"]}, **body)
+    assert ok.status_code in (200, 202, 404), ok.text
+
+
+def test_health_and_readiness_are_open(secured):
+    assert secured.http.get("/healthz").status_code == 200
+    assert secured.http.get("/readyz").status_code == 200
+
+
+def test_keys_see_only_their_own_jobs_and_hashed_keys_work(secured):
+    created = secured.http.post("/jobs", json={"text": TEXT}, headers=auth("alice")).json()["job_id"]
+    assert secured.http.get(f"/jobs/{created}", headers=auth("alice")).status_code == 200
+    other = secured.http.get(f"/jobs/{created}", headers=auth("carol"))  # carol's key is configured as a sha256 digest
+    assert other.status_code == 404 and other.json()["code"] == "job_not_found"
+    secured.wait_status(created, {"done"}, headers=auth("alice"))
+    same_key = secured.http.post("/attribute", json={"text": TEXT, "wait": 30}, headers={**auth("alice"), "Idempotency-Key": "k"})
+    other_key = secured.http.post("/attribute", json={"text": TEXT, "wait": 30}, headers={**auth("carol"), "Idempotency-Key": "k"})
+    assert same_key.json()["job_id"] != other_key.json()["job_id"]  # idempotency is per (API key, key)
+
+
+def test_rate_limit_per_key_with_retry_after(secured):
+    statuses = [secured.http.get("/models", headers=auth("carol")).status_code for _ in range(14)]
+    assert 429 in statuses
+    limited = secured.http.get("/models", headers=auth("carol"))
+    assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
+    assert 0 < int(limited.headers["retry-after"]) <= 61
+    assert secured.http.get("/models", headers=auth("bob")).status_code == 200  # other keys are unaffected
+
+
+@contextlib.contextmanager
+def split_deployment(model_dir, tmp):
+    """An embedded Redis, one `heta api` and one `heta worker`, each a separate process."""
+    redis_server = EmbeddedRedis(tmp / "redis")
+    port = free_port()
+    env = base_env(model_dir, tmp, PORT=port, REDIS_URL=redis_server.url)
+    logs = open(tmp / "split.log", "w")
+    api = subprocess.Popen(heta_command("api"), env=env, stdout=logs, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(heta_command("worker"), env=env, stdout=logs, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", [api, worker], env)
+    try:
+        server.wait_ready()
+        yield server, api, worker, redis_server
+    finally:
+        server.procs = [p for p in server.procs if p.poll() is None]
+        server.stop()
+        with contextlib.suppress(Exception):
+            redis_server.close()
+        logs.close()
+
+
+def test_readyz_turns_false_when_the_last_worker_dies_and_redis_outage_is_503(model_dir, tmp_path):
+    with split_deployment(model_dir, tmp_path) as (server, api, worker, redis_server):
+        done = server.http.post("/attribute", json={"text": TEXT, "wait": 30})
+        assert done.status_code == 200
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while server.http.get("/readyz").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        ready = server.http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["models_without_workers"] == [model_dir]
+        queued = server.http.post("/attribute", json={"text": TEXT, "wait": 0.5})
+        assert queued.status_code == 202  # accepted work waits in Redis for a worker, it is not lost
+
+        redis_server.close()
+        down = server.http.post("/attribute", json={"text": TEXT})
+        assert down.status_code == 503 and down.json()["code"] == "redis_unavailable"
+        assert server.http.get("/readyz").status_code == 503
+        assert server.http.get("/healthz").status_code == 200
+
+
+def test_commands_need_redis_and_models(model_dir, tmp_path):
+    env = base_env(model_dir, tmp_path)
+    for command in ("api", "worker"):
+        done = subprocess.run(heta_command(command), env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0 and "REDIS_URL" in done.stderr
+    env.pop("HETA_MODELS")
+    done = subprocess.run(heta_command("serve"), env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "no models" in done.stderr
+
+
+def test_sigterm_drains_the_worker_and_finishes_the_current_job(model_dir, tmp_path):
+    from .conftest import SLOW
+
+    with split_deployment(model_dir, tmp_path) as (server, api, worker, _):
+        job_id = server.http.post("/jobs", json={**SLOW, "config": {"samples": 5}}).json()["job_id"]
+        server.wait_status(job_id, {"running"})
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+        assert server.http.get(f"/jobs/{job_id}").json()["status"] == "done"
+        assert httpx.get(server.url + "/readyz").status_code == 503
