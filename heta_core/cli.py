@@ -185,6 +185,28 @@ def _add_bench_long(commands) -> None:
     parser.set_defaults(run=run_long_from_args)
 
 
+def _add_toy_model(commands) -> None:
+    parser = commands.add_parser("toy-model", help="write a tiny random model + tokenizer to PATH (for trying things offline)")
+    parser.add_argument("path")
+    parser.add_argument("--family", default="gpt2", help="gpt2, gptj, gpt_neox, llama, mistral, qwen2, phi3, gemma")
+    parser.set_defaults(run=_run_toy_model)
+
+
+def _run_toy_model(args) -> int:
+    import os
+
+    from .toymodels import TINY_CONFIGS, tiny_model, tiny_tokenizer
+
+    if args.family not in TINY_CONFIGS:
+        raise UsageError(f"--family must be one of {', '.join(TINY_CONFIGS)}")
+    if os.path.exists(args.path) and os.listdir(args.path):
+        raise UsageError(f"{args.path} exists and is not empty")
+    tiny_model(args.family).save_pretrained(args.path)
+    tiny_tokenizer().save_pretrained(args.path)
+    print(f"wrote a random {args.family} toy model (its scores mean nothing) to {args.path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="heta", description="Hessian-Enhanced Token Attribution for decoder-only LMs")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -192,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(commands)
     _add_bench_approx(commands)
     _add_bench_long(commands)
+    _add_toy_model(commands)
     for entry in metadata.entry_points(group="heta.commands"):
         try:
             register = entry.load()

@@ -20,30 +20,32 @@ class Settings(BaseSettings):
     workers: int | None = Field(None, ge=1, description="worker processes for `heta serve` (default: GPUs, or 1 on CPU)")
 
     # where
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    redis_url: str | None = Field(None, validation_alias=AliasChoices("HETA_REDIS_URL", "REDIS_URL"))
+    host: str = Field("127.0.0.1", description="API bind address")
+    port: int = Field(8000, ge=0, le=65535, description="API port")
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("HETA_REDIS_URL", "REDIS_URL"), description="shared Redis; unset: `heta serve` embeds one"
+    )
     redis_dir: Path = Field(Path(".heta/redis"), description="embedded Redis data directory (kept across restarts)")
 
     # security and admission
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="keys or sha256:<hex>, comma-separated")
-    metrics_public: bool = True
-    rate_limit_per_minute: int = Field(600, ge=1)
-    max_body_bytes: int = Field(1_000_000, ge=1024)
+    metrics_public: bool = Field(True, description="false: /metrics needs an API key too")
+    rate_limit_per_minute: int = Field(600, ge=1, description="requests per API key (or client address) per minute")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
     max_queue_depth: int = Field(100, ge=1, description="unfinished jobs per model")
-    max_inflight_per_key: int = Field(16, ge=1)
+    max_inflight_per_key: int = Field(16, ge=1, description="unfinished jobs per API key")
     max_prompt_tokens: int = Field(2048, ge=2, description="per request, capped by each model's positions")
     max_hvps: int = Field(200_000, ge=1, description="cost ceiling: Hessian-vector products per request")
     max_forward_tokens: int = Field(50_000_000, ge=1, description="cost ceiling: token positions per request")
-    max_samples: int = Field(1000, ge=1)
-    max_generate: int = Field(256, ge=1)
+    max_samples: int = Field(1000, ge=1, description="largest `config.samples` a request may ask for")
+    max_generate: int = Field(256, ge=1, description="largest `generate` a request may ask for")
 
     # jobs
-    result_ttl_s: int = Field(3600, ge=1)
+    result_ttl_s: int = Field(3600, ge=1, description="finished jobs and results are kept this long")
     job_deadline_s: float = Field(600.0, gt=0, description="default and maximum job deadline")
-    max_wait_s: float = Field(60.0, ge=0)
+    max_wait_s: float = Field(60.0, ge=0, description="cap on a request's `wait`")
     lease_s: float = Field(30.0, gt=0, description="a job whose worker stops renewing is reclaimed after this")
-    heartbeat_s: float = Field(5.0, gt=0)
+    heartbeat_s: float = Field(5.0, gt=0, description="worker registry refresh and lease renewal period")
     max_deliveries: int = Field(3, ge=1, description="deliveries before a job goes to the dead-letter stream")
     drain_s: float = Field(30.0, ge=0, description="on SIGTERM, time to finish the current job")
 

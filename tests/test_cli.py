@@ -175,3 +175,16 @@ def test_bench_approx_reports_every_approximation():
     rows = json.loads(done.stdout)
     assert {r["approximation"] for r in rows} >= {"low_rank=32", "curvature=ggn", "curvature_layers=2", "window=12,overlap=0.5"}
     assert all(-1 <= r["s_spearman"] <= 1 and 0 <= r["score_top5"] <= 1 for r in rows)
+
+
+def test_toy_model_command_writes_a_loadable_model(tmp_path):
+    path = tmp_path / "toy"
+    done = heta("toy-model", str(path), "--family", "qwen2")
+    assert done.returncode == 0 and "toy model" in done.stdout
+    from heta_core import Attributor
+
+    assert Attributor.from_pretrained(str(path), device="cpu").model.config.model_type == "qwen2"
+    again = heta("toy-model", str(path))
+    assert again.returncode == 2 and "not empty" in again.stderr
+    bad = heta("toy-model", str(tmp_path / "x"), "--family", "bert")
+    assert bad.returncode == 2 and "--family must be one of" in bad.stderr

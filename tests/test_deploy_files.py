@@ -82,3 +82,9 @@ def test_kubernetes_manifests():
     assert {"heta-api", "heta-redis"} <= services
     grace = deployments["heta-worker"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > Settings(_env_file=None).drain_s
+
+
+def test_every_setting_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"HETA_{name.upper()}" in readme or name == "redis_url" and "REDIS_URL" in readme, name
