@@ -21,6 +21,7 @@ from .connections import EmbeddedRedis
 from .settings import Settings
 
 log = logging.getLogger("heta.serve")
+SUPERVISOR_ENV = "HETA_SUPERVISOR_PID"  # set for workers started by `heta serve`: they drain if it dies
 
 
 def worker_command() -> list[str]:
@@ -89,9 +90,14 @@ def serve(settings: Settings) -> int:
     gpus = torch.cuda.device_count() if settings.device in (None, "cuda") else 0
     count = settings.workers or max(1, gpus)
     devices = [f"cuda:{i % gpus}" if gpus and settings.device in (None, "cuda") else settings.device for i in range(count)]
-    env = {**os.environ, "HETA_REDIS_URL": settings.redis_url, "HETA_MODELS": ",".join(settings.models)}
+    env = {**os.environ, "HETA_REDIS_URL": settings.redis_url, "HETA_MODELS": ",".join(settings.models),
+           SUPERVISOR_ENV: str(os.getpid())}  # fmt: skip
     pool = Pool(count, env, devices)
     pool.start()
+    # uvicorn restores these handlers after its graceful shutdown and then re-raises the signal it
+    # caught; with the default handler that would kill us before the workers are stopped below
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="info"))
         server.run()

@@ -97,7 +97,11 @@ class Worker:
     def heartbeat(self) -> None:
         """Registry entry and lease renewal, every ``heartbeat_s``, whatever the compute is doing."""
         ttl = max(3 * self.settings.heartbeat_s, self.settings.heartbeat_s + 1)
+        supervisor = os.environ.get("HETA_SUPERVISOR_PID")
         while not self.stopped.wait(self.settings.heartbeat_s):
+            if supervisor and os.getppid() != int(supervisor) and not self.draining.is_set():
+                log.warning("the supervisor (pid %s) is gone: draining", supervisor)
+                self.drain()
             try:
                 registry.register(self.client, self.id, self.info(), ttl)
                 with self._lock:

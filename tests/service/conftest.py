@@ -104,7 +104,8 @@ def serve(model_dir: str, tmp: Path, **settings):
         yield server
     finally:
         server.stop()
-        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+        with contextlib.suppress(ProcessLookupError):  # anything left in the tree's process group
+            os.killpg(proc.pid, signal.SIGKILL)
         log.close()
 
 

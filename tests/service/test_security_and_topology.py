@@ -133,3 +133,19 @@ def test_sigterm_drains_the_worker_and_finishes_the_current_job(model_dir, tmp_p
         assert worker.wait(timeout=60) == 0
         assert server.http.get(f"/jobs/{job_id}").json()["status"] == "done"
         assert httpx.get(server.url + "/readyz").status_code == 503
+
+
+def test_sigterm_to_serve_stops_its_workers(model_dir, tmp_path):
+    from .conftest import worker_pids
+
+    before = set(worker_pids())
+    with serve(model_dir, tmp_path, WORKERS=2) as server:
+        mine = set(worker_pids()) - before
+        assert len(mine) == 2  # `heta worker` processes, by command line
+        proc = server.procs[0]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        deadline = time.monotonic() + 10
+        while set(worker_pids()) & mine and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not set(worker_pids()) & mine
