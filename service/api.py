@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Hessian-Enhanced Token Attribution for decoder-only LLMs. Errors are RFC 9457 problem+json.",
         lifespan=lifespan,
     )
+    app.state.start_draining = lambda: state.__setitem__("draining", True)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -323,3 +324,16 @@ async def _limit_body(request: Request, call_next, limit: int):
         if len(body) > limit:
             return problem_response(Problem(413, "body_too_large", f"the request body exceeds {limit} bytes"), str(request.url.path))
     return await call_next(request)
+
+
+def run_server(app: FastAPI, host: str, port: int) -> None:
+    """uvicorn, with the app told to drain (503, not ready) as soon as shutdown begins: requests
+    still in flight complete, new ones are refused and load balancers stop routing here."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            app.state.start_draining()
+            super().handle_exit(sig, frame)
+
+    DrainingServer(uvicorn.Config(app, host=host, port=port, log_level="info")).run()

@@ -26,14 +26,12 @@ def _serve(args) -> int:
 
 
 def _api(args) -> int:
-    import uvicorn
-
-    from .api import create_app
+    from .api import create_app, run_server
 
     settings = _settings(args)
     if not settings.redis_url:
         raise SystemExit("heta api: error: set REDIS_URL (the API and its workers share one Redis)")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    run_server(create_app(settings), settings.host, settings.port)
     return 0
 
 

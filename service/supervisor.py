@@ -75,9 +75,8 @@ class Pool:
 
 def serve(settings: Settings) -> int:
     import torch
-    import uvicorn
 
-    from .api import create_app
+    from .api import create_app, run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.models:
@@ -99,8 +98,7 @@ def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     try:
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="info"))
-        server.run()
+        run_server(create_app(settings), settings.host, settings.port)
     finally:
         pool.stop(settings.drain_s + 5)
         if embedded is not None:

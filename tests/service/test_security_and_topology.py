@@ -1,6 +1,7 @@
 """API keys and rate limits; `heta api` and `heta worker` as separate processes sharing one Redis."""
 
 import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -22,7 +23,7 @@ def secured(model_dir, tmp_path_factory):
 
     stored = ",".join([KEYS["alice"], KEYS["bob"], "sha256:" + hashlib.sha256(KEYS["carol"].encode()).hexdigest()])
     with serve(model_dir, tmp_path_factory.mktemp("secured"), WORKERS=1, API_KEYS=stored, METRICS_PUBLIC="false",
-               RATE_LIMIT_PER_MINUTE=12) as running:  # fmt: skip
+               RATE_LIMIT_PER_MINUTE=40, MAX_INFLIGHT_PER_KEY=2) as running:  # fmt: skip
         yield running
 
 
@@ -63,7 +64,7 @@ def test_keys_see_only_their_own_jobs_and_hashed_keys_work(secured):
 
 
 def test_rate_limit_per_key_with_retry_after(secured):
-    statuses = [secured.http.get("/models", headers=auth("carol")).status_code for _ in range(14)]
+    statuses = [secured.http.get("/models", headers=auth("carol")).status_code for _ in range(42)]
     assert 429 in statuses
     limited = secured.http.get("/models", headers=auth("carol"))
     assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
@@ -149,3 +150,32 @@ def test_sigterm_to_serve_stops_its_workers(model_dir, tmp_path):
         while set(worker_pids()) & mine and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not set(worker_pids()) & mine
+
+
+def test_inflight_jobs_per_key_are_bounded(secured):
+    from .conftest import SLOW
+
+    ids = [secured.http.post("/jobs", json=SLOW, headers=auth("bob")).json()["job_id"] for _ in range(2)]
+    try:
+        refused = secured.http.post("/jobs", json=SLOW, headers=auth("bob"))
+        assert refused.status_code == 429 and refused.json()["code"] == "too_many_inflight"
+        assert "retry-after" in refused.headers
+        assert secured.http.post("/jobs", json={"text": TEXT}, headers=auth("alice")).status_code == 202  # per key
+    finally:
+        for job_id in ids:
+            secured.http.delete(f"/jobs/{job_id}", headers=auth("bob"))
+
+
+def test_a_job_whose_workers_keep_dying_is_dead_lettered(model_dir, tmp_path):
+    from .conftest import SLOW, worker_pids
+
+    with serve(model_dir, tmp_path, WORKERS=1, MAX_DELIVERIES=1) as server:
+        job_id = server.http.post("/jobs", json=SLOW).json()["job_id"]
+        job = server.wait_status(job_id, {"running"})
+        os.kill(int(job["worker"].split("-")[-2]), signal.SIGKILL)
+        dead = server.wait_status(job_id, {"dead_lettered"}, timeout=90)
+        assert dead["error"]["code"] == "dead_lettered" and "delivered 2 times" in dead["error"]["detail"]
+        assert server.metric('heta_jobs_total{outcome="dead_lettered"}') == 1
+        after = server.http.post("/attribute", json={"text": TEXT, "wait": 30})
+        assert after.status_code == 200  # the replacement worker keeps serving
+        assert len(worker_pids()) >= 1

@@ -67,6 +67,8 @@ def test_attribute_answers_202_when_not_done_within_wait(server):
     assert response.status_code == 202 and response.headers["location"].startswith("/jobs/")
     job = server.wait_status(response.json()["job_id"], {"done"})
     assert job["result"]["target"]["position"] == 119
+    # it ran longer than the 2 s lease on a healthy worker: the heartbeat kept it, it ran once
+    assert job["finished"] - job["started"] > 2.0 and job["attempts"] == 1
 
 
 def test_cancel_queued_and_running_jobs(server):
