@@ -50,17 +50,23 @@ def load_planner(name_or_path: str, *, dtype: str | torch.dtype | None = None):
     """(model on the meta device, tokenizer): the architecture without its weights, for validating
     inputs and estimating costs in processes that never run the model (e.g. an API front end)."""
     torch_dtype = resolve_dtype(dtype)
-    try:
-        model_config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as error:
-        raise ModelLoadError(f"cannot load model {name_or_path!r}: {_first_line(error)}") from error
-    adapter_for(model_config)
+    model_config = _supported_config(name_or_path)
     if torch_dtype == "auto":
         torch_dtype = getattr(model_config, "dtype", None) or torch.float32
         torch_dtype = DTYPE_NAMES.get(torch_dtype, torch_dtype) if isinstance(torch_dtype, str) else torch_dtype
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(model_config, dtype=torch_dtype, trust_remote_code=False)
     return model.eval(), _tokenizer(name_or_path)
+
+
+def _supported_config(name_or_path: str):
+    """The model's config, checked against the adapters before any weights are read."""
+    try:
+        model_config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {_first_line(error)}") from error
+    adapter_for(model_config)
+    return model_config
 
 
 def _tokenizer(name_or_path: str):
@@ -74,11 +80,7 @@ def load_model(name_or_path: str, *, device: str | torch.device | None = None, d
     """(model, tokenizer or None) for a supported causal LM; raises ModelLoadError / UnsupportedArchitectureError."""
     torch_dtype = resolve_dtype(dtype)
     target_device = resolve_device(device)
-    try:
-        model_config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as error:
-        raise ModelLoadError(f"cannot load model {name_or_path!r}: {_first_line(error)}") from error
-    adapter_for(model_config)
+    model_config = _supported_config(name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path, config=model_config, dtype=torch_dtype, use_safetensors=True, trust_remote_code=False
