@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     device: str | None = Field(None, description="worker device: cpu, cuda, cuda:1 (default: cuda if available)")
     dtype: str | None = Field(None, description="load dtype (default: the checkpoint's)")
     workers: int | None = Field(None, ge=1, description="worker processes for `heta serve` (default: GPUs, or 1 on CPU)")
+    torch_threads: int | None = Field(
+        None, ge=1, description="intra-op threads per worker (`heta serve` default on CPU: cores ÷ workers, no oversubscription)"
+    )
 
     # where
     host: str = Field("127.0.0.1", description="API bind address")

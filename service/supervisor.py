@@ -91,6 +91,9 @@ def serve(settings: Settings) -> int:
     devices = [f"cuda:{i % gpus}" if gpus and settings.device in (None, "cuda") else settings.device for i in range(count)]
     env = {**os.environ, "HETA_REDIS_URL": settings.redis_url, "HETA_MODELS": ",".join(settings.models),
            SUPERVISOR_ENV: str(os.getpid())}  # fmt: skip
+    if settings.torch_threads is None and not gpus:
+        # CPU workers share the cores: N workers × all-core thread pools run ~5× slower than N × cores/N
+        env["HETA_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // count))
     pool = Pool(count, env, devices)
     pool.start()
     # uvicorn restores these handlers after its graceful shutdown and then re-raises the signal it

@@ -267,6 +267,8 @@ def main(settings: Settings, models: list[str]) -> int:
         raise SystemExit("heta worker: error: set REDIS_URL (or run `heta serve`, which starts Redis)")
     if not models:
         raise SystemExit("heta worker: error: no models: set HETA_MODELS or pass --model")
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
     worker = Worker(settings, models)
     signal.signal(signal.SIGTERM, worker.drain)
     signal.signal(signal.SIGINT, worker.drain)
