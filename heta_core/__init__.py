@@ -1,7 +1,7 @@
 """heta_core — Hessian-Enhanced Token Attribution (HETA, ICLR 2026) for decoder-only LMs.
 
 Public API: :class:`HetaConfig`, :class:`Attributor`, :class:`AttributionResult` and the errors.
-The method is specified in ``docs/HETA.md``; the modules mirror it: ``flow`` (M_T), ``hessian``
+The method is specified in HETA.md (the project's specification; see docs/engine.md); the modules mirror it: ``flow`` (M_T), ``hessian``
 (S_i), ``kl`` (I_i), ``combine`` (Eq. 5); ``adapters`` holds every architecture difference.
 """
 

@@ -18,7 +18,6 @@ continuation (``target_text``) or a greedy generation (``generate=N``); spans ar
 from __future__ import annotations
 
 import contextlib
-import math
 import numbers
 import platform
 import time

@@ -1,8 +1,8 @@
 """Memory model for one batch row, used to size chunks to ``HetaConfig.memory_budget_mb``.
 
 A row running n positions through L blocks keeps, per block and position, roughly the
-hidden-size activations (norms, q/k/v, attention output, residuals: ~10·d), the MLP
-intermediates (~2·ffn), a score/probability/mask row over up to n keys per head (~3·H·n) and its
+hidden-size activations (norms, q/k/v, attention output, residuals: ~16·d), the MLP
+intermediates (~3·ffn), a score/probability/mask row over up to n keys per head (~4·H·n) and its
 grown KV cache (2·KV·hd). A plain forward keeps about two blocks' worth alive; a Hessian-vector
 product keeps every block's, plus the first backward's graph (~3× in all), and its m probes'
 second backward passes run vmapped, so about m blocks' worth of probe-batched gradients are live

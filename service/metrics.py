@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -108,7 +107,3 @@ class RedisCollector:
                 if w.get(f"gpu_{kind}") is not None:
                     memory.add_metric([w["id"], kind], float(w[f"gpu_{kind}"]))
         yield memory
-
-
-def dumps(value) -> str:
-    return json.dumps(value, separators=(",", ":"))

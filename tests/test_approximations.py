@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from heta_core import Attributor, ConfigError, HetaConfig
+from heta_core import ConfigError, HetaConfig
 from heta_core.adapters import HeadLayout, adapter_for, eager_attention
 from heta_core.batching import SuffixRunner
 from heta_core.bench import approximation_agreement

@@ -1,7 +1,6 @@
 """Chat messages, char offsets, and aggregation to words / sentences / spans / messages."""
 
 import pytest
-import torch
 
 from heta_core import InputError
 from heta_core.granularity import segments
