@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .adapters import HeadLayout, adapter_for, eager_attention
+from .baselines import baseline_scores
 from .batching import StreamPool, SuffixRunner, plan_chunks
 from .combine import combine
 from .config import HetaConfig
@@ -103,11 +104,12 @@ class _Progress:
 
 @dataclass
 class _Parts:
-    flow: torch.Tensor  # [k, n]: per predicting position, restricted to the prompt
-    kl: torch.Tensor  # [k, n]
-    hessian: torch.Tensor  # [n] ("sum"/"single") or [k, n] ("each")
+    flow: torch.Tensor | None  # [k, n]: per predicting position, restricted to the prompt
+    kl: torch.Tensor | None  # [k, n]
+    hessian: torch.Tensor | None  # [n] ("sum"/"single") or [k, n] ("each")
     logprobs: list[float]
     hvps: int
+    baseline: torch.Tensor | None = None  # [rows, n]: a baseline method's scores (HETA parts are None)
 
 
 class Attributor:
@@ -325,7 +327,10 @@ class Attributor:
         timings = {stage: 0.0 for stage in STAGES}
         tracker = _Progress(progress, self._plan(request, cfg)[2] if progress is not None else 1)
         with _inputs_only(self.model):
-            parts = self._windowed(request, cfg, timings, tracker)
+            if cfg.method == "heta":
+                parts = self._windowed(request, cfg, timings, tracker)
+            else:
+                parts = self._baseline(request, cfg, timings)
         tracker.finish()
         timings["total"] = time.perf_counter() - started
         return self._result(request, cfg, parts, timings, kinds, checked_spans, include_template)
@@ -362,6 +367,8 @@ class Attributor:
         same chunk planner the run uses."""
         model_config, dtype = self.model.config, self.model.dtype
         budget = budget_bytes(cfg.memory_budget_mb, self.device)
+        if cfg.method != "heta":
+            return self._baseline_plan(request, cfg, budget)
         kl_row = row_bytes_fn(model_config, self.layout, dtype)
         hvp_row = row_bytes_fn(model_config, self.layout, dtype, probes=cfg.num_hvp_samples)
         full_row = row_bytes_fn(model_config, self.layout, dtype, probes=1)
@@ -404,6 +411,43 @@ class Attributor:
                     chunks += 1
                     chunk_peak = max(chunk_peak, (hi - lo) * hvp_row(length - lo))
         return hvps, tokens, chunks, trace_peak + chunk_peak
+
+    def _baseline_plan(self, request: _Request, cfg: HetaConfig, budget: int) -> tuple[int, int, int, int]:
+        """(0 HVPs, forward token positions, chunks, peak bytes) of a baseline method; mirrors
+        :func:`heta_core.baselines.baseline_scores` (one trace forward, then per row its passes)."""
+        n, k = request.scored, request.targets
+        fed = n + k - 1
+        row = row_bytes_fn(self.model.config, self.layout, self.model.dtype, probes=1)
+        lengths = [fed] if request.mode != "each" else [n + j for j in range(k)]
+        tokens, chunks, peak = fed, 0, 0
+        for length in lengths:
+            batch = {"integrated_gradients": cfg.ig_steps, "occlusion": n, "attention_rollout": 0}.get(cfg.method, 1)
+            per_chunk = max(1, budget // max(1, row(length)))
+            tokens += (batch + (1 if cfg.method == "occlusion" else 0)) * length
+            chunks += -(-batch // per_chunk) if batch else 0
+            peak = max(peak, min(batch, per_chunk) * row(length))
+        return 0, tokens, max(1, chunks), trace_bytes(self.model.config, self.layout, self.model.dtype, fed, k, False) + peak
+
+    def _baseline(self, request: _Request, cfg: HetaConfig, timings: dict) -> _Parts:
+        """A baseline method's scores (:mod:`heta_core.baselines`) for the same request shape."""
+        ids, n, model = request.doc.ids, request.scored, self.model
+        count = len(ids) - n
+        embedding = model.get_input_embeddings()
+        embeds = embedding(torch.tensor(ids[:-1], device=self.device)).detach()
+        targets = torch.tensor(ids[n:], device=self.device)
+        clock = time.perf_counter()
+        with eager_attention(model):
+            trace = run_trace(model, self.adapter, self.layout, embeds, predicting=count, keep_cache=False)
+        rows = [(len(ids) - 1, targets)] if request.mode != "each" else [(n + j, targets[j : j + 1]) for j in range(count)]
+        scores = baseline_scores(
+            cfg.method, model, embeds, n, rows,
+            fill=mask_vector(embeds[:n], cfg.mask, embedding), steps=cfg.ig_steps, mean_attentions=trace.mean_attentions,
+            row_bytes=row_bytes_fn(model.config, self.layout, embeds.dtype, probes=1),
+            budget=budget_bytes(cfg.memory_budget_mb, self.device),
+        )  # fmt: skip
+        timings[cfg.method] = time.perf_counter() - clock
+        logprobs = [float(trace.logprobs[j, ids[n + j]]) for j in range(count)]
+        return _Parts(None, None, None, logprobs, 0, baseline=scores.double())
 
     @staticmethod
     def _granularities(granularity) -> list[str]:
@@ -549,15 +593,18 @@ class Attributor:
 
     def _result(self, request: _Request, cfg: HetaConfig, parts: _Parts, timings, kinds, spans, include_template) -> AttributionResult:
         n, doc = request.scored, request.doc
-        if request.mode == "each":
-            flow, kl = parts.flow, parts.kl
+        if parts.baseline is not None:
+            # aggregates sum exactly the float32 values the result reports
+            values = {"score": (parts.baseline if request.mode == "each" else parts.baseline[0]).float()}
         else:
-            flow = parts.flow.mean(0)
-            flow = flow / flow.sum()
-            kl = parts.kl.sum(0)
-        scores = combine(flow, parts.hessian, kl, beta=cfg.beta, gamma=cfg.gamma, normalize=cfg.normalize)
-        # aggregates sum exactly the float32 values the result reports
-        values = {"score": scores.float(), "flow": flow.float(), "hessian": parts.hessian.float(), "kl": kl.float()}
+            if request.mode == "each":
+                flow, kl = parts.flow, parts.kl
+            else:
+                flow = parts.flow.mean(0)
+                flow = flow / flow.sum()
+                kl = parts.kl.sum(0)
+            scores = combine(flow, parts.hessian, kl, beta=cfg.beta, gamma=cfg.gamma, normalize=cfg.normalize)
+            values = {"score": scores.float(), "flow": flow.float(), "hessian": parts.hessian.float(), "kl": kl.float()}
         targets = [
             TargetInfo(n + j, doc.ids[n + j], self._token(doc, n + j).text, logprob, *(doc.offsets[n + j] or (None, None)))
             for j, logprob in enumerate(parts.logprobs)
@@ -572,9 +619,10 @@ class Attributor:
             aggregates["message"] = messages
         return AttributionResult(
             scores=values["score"],
-            flow=values["flow"],
-            hessian=values["hessian"],
-            kl=values["kl"],
+            flow=values.get("flow"),
+            hessian=values.get("hessian"),
+            kl=values.get("kl"),
+            method=cfg.method,
             tokens=[self._token(doc, i) for i in range(n)],
             targets=targets,
             target_mode=request.mode,
@@ -592,6 +640,7 @@ class Attributor:
             "model_type": model_config.model_type,
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "device": str(self.device),
+            "method": cfg.method,
             "seed": cfg.seed,
             "num_hvp_samples": cfg.num_hvp_samples,
             "hvps": hvps,

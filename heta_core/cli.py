@@ -1,6 +1,6 @@
 """The ``heta`` command line.
 
-``heta attribute`` and ``heta bench`` live here. Other distributions' commands (the HTTP service's
+``heta attribute``, ``heta eval``, ``heta bench`` and ``heta train-demo`` live here. Other distributions' commands (the HTTP service's
 ``serve``, ``api``, ``worker``) are plugged in through the ``heta.commands`` entry-point group, so
 the engine never imports them. Bad input exits with status 2 and one line on stderr, never a
 traceback (set ``HETA_DEBUG=1`` to see one for unexpected errors).
@@ -15,6 +15,7 @@ import sys
 from importlib import metadata
 from typing import Sequence
 
+from .config import METHODS
 from .errors import HetaError
 
 EXIT_USAGE = 2
@@ -41,24 +42,32 @@ def bar(value: float, largest: float, width: int = BAR_WIDTH) -> str:
     return ("█" * full + (_BLOCKS[rest] if rest else "")).ljust(width)
 
 
+def _columns(result) -> list[str]:
+    """The score and, for HETA, its three components (a baseline has the score only)."""
+    return [name for name in ("scores", "flow", "hessian", "kl") if getattr(result, name) is not None]
+
+
 def _table_rows(result, granularity: str, row: int | None):
     """(label, {column: value}) per token or aggregated unit; ``row`` picks a target in "each" mode."""
     def pick(value):
         return value[row] if row is not None else value
 
+    columns = _columns(result)
     if granularity == "token":
         for token in result.tokens:
             label = token.text if token.text is not None else str(token.id)
-            values = {name: float(pick(getattr(result, name)[..., token.position])) for name in ("scores", "flow", "hessian", "kl")}
+            values = {name: float(pick(getattr(result, name)[..., token.position])) for name in columns}
             yield label, values
         return
     for unit in result.aggregates[granularity]:
-        yield unit["text"], {name: pick(unit["score" if name == "scores" else name]) for name in ("scores", "flow", "hessian", "kl")}
+        yield unit["text"], {name: pick(unit["score" if name == "scores" else name]) for name in columns}
 
 
 def render_table(result, granularity: str = "token") -> str:
-    """Each token (or word / sentence) with a bar per score (each column scaled to its own maximum)."""
-    columns = ("scores", "flow", "hessian", "kl")
+    """Each token (or word / sentence) with a bar per score (each column scaled to its own maximum).
+
+    Bars show positive values; a signed baseline's negative scores show as numbers only."""
+    columns = _columns(result)
     lines = []
     rows = range(len(result.targets)) if result.target_mode == "each" else [None]
     for row in rows:
@@ -66,10 +75,12 @@ def render_table(result, granularity: str = "token") -> str:
         described = " ".join(repr(t.text) for t in targets)
         logprob = sum(t.logprob for t in targets)
         lines.append(
-            f"model {result.meta.get('model')}  target {described} at position {targets[0].position}  log p = {logprob:.4f}"
+            f"model {result.meta.get('model')}  method {result.method}  target {described} at position "
+            f"{targets[0].position}  log p = {logprob:.4f}"
         )
         lines.append(
-            f"{'#':>4}  {granularity:<14}" + "".join(f"  {name:<{BAR_WIDTH + 11}}" for name in ("score", "flow", "hessian", "kl"))
+            f"{'#':>4}  {granularity:<14}"
+            + "".join(f"  {name.removesuffix('s') if name == 'scores' else name:<{BAR_WIDTH + 11}}" for name in columns)
         )
         table = list(_table_rows(result, granularity, row))
         largest = {name: max((v[name] for _, v in table), default=0.0) for name in columns}
@@ -83,7 +94,9 @@ def render_table(result, granularity: str = "token") -> str:
 
 def _add_attribute(commands) -> None:
     parser = commands.add_parser("attribute", help="attribute a model's next-token prediction to its context")
-    parser.add_argument("--model", required=True, help="Hugging Face id or local path (safetensors)")
+    parser.add_argument("--model", default="heta-demo", help="Hugging Face id, local path (safetensors) or heta-demo (default)")
+    parser.add_argument("--method", default="heta", help=f"{' | '.join(METHODS)} (short: ig, ixg, rollout, loo)")
+    parser.add_argument("--ig-steps", type=int, default=32, help="integrated_gradients quadrature points")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", help="the input; the last token is the target by default")
     source.add_argument("--messages", help="chat messages as JSON ([{role, content}, ...]) or @FILE")
@@ -133,7 +146,7 @@ def _run_attribute(args) -> int:
     from .config import HetaConfig
 
     config = HetaConfig(
-        num_hvp_samples=args.samples, seed=args.seed, beta=args.beta, gamma=args.gamma, mask=args.mask,
+        method=args.method, ig_steps=args.ig_steps, num_hvp_samples=args.samples, seed=args.seed, beta=args.beta, gamma=args.gamma, mask=args.mask,
         flow=args.flow, normalize=args.normalize, strategy=args.strategy, memory_budget_mb=args.memory_budget_mb,
         curvature=args.curvature, curvature_layers=args.curvature_layers, low_rank=args.low_rank, window=args.window,
         overlap=args.overlap,
@@ -149,6 +162,70 @@ def _run_attribute(args) -> int:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         print(render_table(result, args.granularity))
+    return 0
+
+
+def _add_eval(commands) -> None:
+    parser = commands.add_parser("eval", help="methods x faithfulness/plausibility metrics on a dataset with known answers")
+    parser.add_argument("--model", default="heta-demo", help="Hugging Face id, local path or heta-demo (default)")
+    parser.add_argument("--dataset", default="synthetic", help="synthetic (the demo task) or PATH to a NarrativeQA+SciQ JSON")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: all)")
+    parser.add_argument("--n", type=int, default=100, help="number of examples (default 100)")
+    parser.add_argument("--top-k", type=int, default=3, help="k of hit@k, comp@k, suff@k")
+    parser.add_argument("--samples", type=int, default=10, help="HETA Rademacher probes per token (m)")
+    parser.add_argument("--normalize", default="none", help="HETA: none | simplex")
+    parser.add_argument("--mask", default="zero", help="removal vector: zero | mean | token:<id>")
+    parser.add_argument("--ig-steps", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0, help="data (synthetic), probes, Soft-NC/NS draws, bootstrap")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None, help="auto | float32 | float64 | bfloat16 | float16")
+    parser.add_argument("--format", choices=("json", "table"), default="table")
+    parser.set_defaults(run=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from .attributor import Attributor
+    from .config import HetaConfig
+    from .evaluation import EvalSettings, evaluate, qa_items, render, synthetic_items
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise UsageError("--methods is empty")
+    if args.n < 1:
+        raise UsageError(f"--n must be >= 1, got {args.n}")
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    config = HetaConfig(num_hvp_samples=args.samples, normalize=args.normalize, mask=args.mask, ig_steps=args.ig_steps, seed=args.seed)
+    for method in methods:
+        config.replace(method=method)  # an unknown name fails here, before the model loads
+    items = synthetic_items(args.n, args.seed) if args.dataset == "synthetic" else qa_items(args.dataset, args.n)
+    attributor = Attributor.from_pretrained(args.model, config=config, device=args.device, dtype=args.dtype)
+    report = evaluate(
+        attributor, items, methods, settings=EvalSettings(top_k=args.top_k, seed=args.seed),
+        dataset="synthetic" if args.dataset == "synthetic" else os.path.basename(args.dataset),
+    )  # fmt: skip
+    print(json.dumps(report, indent=2) if args.format == "json" else render(report))
+    return 0
+
+
+def _add_train_demo(commands) -> None:
+    parser = commands.add_parser("train-demo", help="reproduce the builtin heta-demo model from a seed (a few CPU minutes)")
+    parser.add_argument("--out", required=True, help="directory to write the model, tokenizer and training.json")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None, help="default: the shipped model's")
+    parser.set_defaults(run=_run_train_demo)
+
+
+def _run_train_demo(args) -> int:
+    from .demo import train
+
+    if os.path.exists(args.out) and os.listdir(args.out):
+        raise UsageError(f"{args.out} exists and is not empty")
+    options = {"steps": args.steps} if args.steps is not None else {}
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    report = train.train(args.out, seed=args.seed, log=lambda line: print(line, file=sys.stderr), **options)
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -211,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="heta", description="Hessian-Enhanced Token Attribution for decoder-only LMs")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_attribute(commands)
+    _add_eval(commands)
+    _add_train_demo(commands)
     _add_bench(commands)
     _add_bench_approx(commands)
     _add_bench_long(commands)

@@ -22,6 +22,9 @@ STRATEGIES = ("fast", "reference")
 # because HVPs in a lower precision than the weights lose most of their significant digits.
 DTYPES = ("model", "float32", "float64")
 CURVATURES = ("exact", "ggn")
+# Attribution methods (HETA and the baselines of heta_core.baselines) and accepted short names.
+METHODS = ("heta", "gradient", "input_x_gradient", "integrated_gradients", "attention_rollout", "occlusion")
+METHOD_ALIASES = {"ig": "integrated_gradients", "ixg": "input_x_gradient", "rollout": "attention_rollout", "loo": "occlusion"}
 
 _TOKEN_MASK = re.compile(r"^token:(\d+)$")
 
@@ -30,6 +33,11 @@ _TOKEN_MASK = re.compile(r"^token:(\d+)$")
 class HetaConfig:
     """Knobs of one HETA attribution (HETA.md names in brackets).
 
+    method              "heta" (default) or a baseline: "gradient", "input_x_gradient",
+                        "integrated_gradients" ("ig"), "attention_rollout" ("rollout"), "occlusion"
+                        ("loo"); short names are stored as the full name. Baselines use mask (the
+                        removal / IG baseline vector), ig_steps, seed-free; the HETA knobs are ignored.
+    ig_steps            Gauss–Legendre points for integrated_gradients' path integral
     beta, gamma         weights of S and I in Eq. 5 [β, γ]
     num_hvp_samples     Rademacher probes per token for the S estimator [m]
     mask                how token i is removed for the KL term: "zero", "mean" or "token:<id>"
@@ -50,6 +58,8 @@ class HetaConfig:
                         sharing a fraction ρ of their tokens (None: no windowing)
     """
 
+    method: str = "heta"
+    ig_steps: int = 32
     beta: float = 0.5
     gamma: float = 0.5
     num_hvp_samples: int = 10
@@ -68,6 +78,12 @@ class HetaConfig:
     overlap: float = 0.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.method, str) and self.method in METHOD_ALIASES:
+            object.__setattr__(self, "method", METHOD_ALIASES[self.method])
+        if self.method not in METHODS:
+            allowed = ", ".join(METHODS) + " (short: " + ", ".join(f"{a}={m}" for a, m in METHOD_ALIASES.items()) + ")"
+            raise ConfigError(f"method must be one of {allowed}; got {self.method!r}", field="method")
+        _check_int(self, "ig_steps", 1)
         for name in ("beta", "gamma"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -89,6 +105,8 @@ class HetaConfig:
                 _check_int(self, name, minimum)
         if isinstance(self.overlap, bool) or not isinstance(self.overlap, (int, float)) or not 0 <= self.overlap < 1:
             raise ConfigError(f"overlap must be a number in [0, 1), got {self.overlap!r}", field="overlap")
+        if self.method != "heta" and self.window is not None:
+            raise ConfigError(f"window applies to method 'heta' only, not {self.method!r}", field="window")
 
     @property
     def mask_token_id(self) -> int | None:

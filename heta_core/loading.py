@@ -3,6 +3,9 @@
 Safetensors weights only (``use_safetensors=True``: pickled ``.bin`` checkpoints can execute code)
 and ``trust_remote_code=False``. The architecture is checked from the config before any weights
 are read, so an unsupported model fails fast with the list of supported ones.
+
+``"heta-demo"`` names the model shipped inside the package (:mod:`heta_core.demo`): it loads
+offline, with no Hugging Face Hub lookup.
 """
 
 from __future__ import annotations
@@ -46,9 +49,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
+def builtin_path(name_or_path: str) -> str:
+    """The directory of a builtin model name (``heta-demo``); anything else is returned unchanged."""
+    from .demo import DEMO_DIR, DEMO_NAME
+
+    return str(DEMO_DIR) if name_or_path == DEMO_NAME else name_or_path
+
+
 def load_planner(name_or_path: str, *, dtype: str | torch.dtype | None = None):
     """(model on the meta device, tokenizer): the architecture without its weights, for validating
     inputs and estimating costs in processes that never run the model (e.g. an API front end)."""
+    name_or_path = builtin_path(name_or_path)
     torch_dtype = resolve_dtype(dtype)
     model_config = _supported_config(name_or_path)
     if torch_dtype == "auto":
@@ -78,6 +89,7 @@ def _tokenizer(name_or_path: str):
 
 def load_model(name_or_path: str, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
     """(model, tokenizer or None) for a supported causal LM; raises ModelLoadError / UnsupportedArchitectureError."""
+    name_or_path = builtin_path(name_or_path)
     torch_dtype = resolve_dtype(dtype)
     target_device = resolve_device(device)
     model_config = _supported_config(name_or_path)

@@ -56,16 +56,18 @@ class AttributionResult:
     """Scores over the prompt positions 0..n-1 as float32 CPU tensors.
 
     ``[n]`` for a single target and for a span in "sum" mode; ``[k, n]`` (one row per target token)
-    in "each" mode. ``scores = flow · (β·hessian + γ·kl)`` after the configured normalisation.
+    in "each" mode. For ``method="heta"``, ``scores = flow · (β·hessian + γ·kl)`` after the
+    configured normalisation; a baseline method fills ``scores`` only (the components are None).
     """
 
     scores: torch.Tensor
-    flow: torch.Tensor
-    hessian: torch.Tensor
-    kl: torch.Tensor
+    flow: torch.Tensor | None
+    hessian: torch.Tensor | None
+    kl: torch.Tensor | None
     tokens: list[TokenInfo]
     targets: list[TargetInfo]
     target_mode: str = "single"  # "single" | "sum" | "each"
+    method: str = "heta"
     text: str | None = None
     aggregates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -90,7 +92,11 @@ class AttributionResult:
     def _row(self, i: int) -> dict[str, Any]:
         row = asdict(self.tokens[i])
         for name in ("scores", "flow", "hessian", "kl"):
-            column = getattr(self, name)[..., i]
+            values = getattr(self, name)
+            if values is None:
+                row[name] = None
+                continue
+            column = values[..., i]
             row["score" if name == "scores" else name] = column.tolist() if column.dim() else float(column)
         return row
 
@@ -103,6 +109,7 @@ class AttributionResult:
                 "targets": [asdict(t) for t in self.targets],
                 "target": asdict(self.target),
                 "target_mode": self.target_mode,
+                "method": self.method,
                 "text": self.text,
                 "aggregates": self.aggregates,
                 "timings": dict(self.timings),

@@ -157,6 +157,8 @@ def create_app(settings: Settings) -> FastAPI:
         model = body.model or (settings.models[0] if settings.models else None)
         if model not in state["planners"]:
             raise Problem(422, "unknown_model", f"model {model!r} is not served; served: {', '.join(settings.models)}")
+        if body.config.method is None:  # the stored job names its method, whatever the default later becomes
+            body.config.method = settings.default_method
         try:
             kwargs, config = body.call()
         except HetaError as error:

@@ -7,12 +7,20 @@ import argparse
 
 
 def _settings(args):
+    from pydantic import ValidationError
+
     from .settings import Settings
 
     overrides = {k: v for k, v in (("models", args.model), ("host", getattr(args, "host", None)),
                                    ("port", getattr(args, "port", None)), ("workers", getattr(args, "workers", None)),
                                    ("device", getattr(args, "device", None))) if v}  # fmt: skip
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:  # one line naming the variable, not pydantic's report
+        first = error.errors()[0]
+        name = "HETA_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise SystemExit(f"heta {args.command}: error: {name}: {message}") from None
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

@@ -21,6 +21,11 @@ class AttributionConfig(BaseModel):
     """The request-settable subset of ``heta_core.HetaConfig`` (defaults: the engine's)."""
 
     model_config = ConfigDict(extra="forbid")
+    method: str | None = Field(
+        None, description="heta | gradient | input_x_gradient | integrated_gradients | attention_rollout | occlusion "
+        "(short: ig, ixg, rollout, loo; default: the service's HETA_DEFAULT_METHOD)"
+    )
+    ig_steps: int | None = Field(None, ge=1, le=1024, description="integrated_gradients quadrature points")
     samples: int | None = Field(None, ge=1, description="Rademacher probes per token (m)")
     beta: float | None = Field(None, ge=0)
     gamma: float | None = Field(None, ge=0)

@@ -14,7 +14,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HETA_", extra="ignore")
 
     # what is served
-    models: Annotated[list[str], NoDecode] = Field(default_factory=list, description="HF ids or local paths, comma-separated")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["heta-demo"], description="HF ids, local paths or heta-demo (the builtin), comma-separated"
+    )
+    default_method: str = Field(
+        "heta", description="method when a request names none: heta, gradient, input_x_gradient, integrated_gradients, "
+        "attention_rollout, occlusion"
+    )
     device: str | None = Field(None, description="worker device: cpu, cuda, cuda:1 (default: cuda if available)")
     dtype: str | None = Field(None, description="load dtype (default: the checkpoint's)")
     workers: int | None = Field(None, ge=1, description="worker processes for `heta serve` (default: GPUs, or 1 on CPU)")
@@ -51,6 +57,13 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(5.0, gt=0, description="worker registry refresh and lease renewal period")
     max_deliveries: int = Field(3, ge=1, description="deliveries before a job goes to the dead-letter stream")
     drain_s: float = Field(30.0, ge=0, description="on SIGTERM, time to finish the current job")
+
+    @field_validator("default_method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from heta_core import HetaConfig
+
+        return HetaConfig(method=value).method  # raises a ConfigError (a ValueError) listing the methods
 
     @field_validator("models", "api_keys", mode="before")
     @classmethod

@@ -21,6 +21,11 @@ from .conftest import TEXT
         ({}, {"strategy": "reference"}),
         ({"target_text": " . the", "target_mode": "each"}, {"strategy": "reference"}),
         ({"target_text": " . the", "target_mode": "each"}, {"strategy": "reference", "low_rank": 4}),
+        ({}, {"method": "gradient"}),
+        ({}, {"method": "integrated_gradients", "ig_steps": 5, "memory_budget_mb": 16}),
+        ({"target_text": " . the", "target_mode": "each"}, {"method": "occlusion"}),
+        ({"target_text": " . the cat"}, {"method": "attention_rollout"}),
+        ({}, {"method": "input_x_gradient"}),
     ],
 )
 def test_estimate_matches_the_run(make_attributor, kwargs, changes):

@@ -81,19 +81,21 @@ class Server:
                 proc.kill()
 
 
-def base_env(model_dir: str, tmp: Path, **settings) -> dict:
+def base_env(model_dir: str | None, tmp: Path, **settings) -> dict:
+    """The service's environment; ``model_dir=None`` leaves HETA_MODELS unset (the builtin default)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HETA_") and k != "REDIS_URL"}
     env.update(
         HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", PYTHONPATH=str(ROOT),
-        HETA_MODELS=model_dir, HETA_REDIS_DIR=str(tmp / "redis"), HETA_LEASE_S="2", HETA_HEARTBEAT_S="0.5",
-        HETA_DRAIN_S="5",
+        HETA_REDIS_DIR=str(tmp / "redis"), HETA_LEASE_S="2", HETA_HEARTBEAT_S="0.5", HETA_DRAIN_S="5",
     )  # fmt: skip
+    if model_dir is not None:
+        env["HETA_MODELS"] = model_dir
     env.update({f"HETA_{k.upper()}": str(v) for k, v in settings.items()})
     return env
 
 
 @contextlib.contextmanager
-def serve(model_dir: str, tmp: Path, **settings):
+def serve(model_dir: str | None, tmp: Path, **settings):
     port = free_port()
     env = base_env(model_dir, tmp, PORT=port, **settings)
     log = open(tmp / "serve.log", "w")
