@@ -182,7 +182,7 @@ def score_item(attributor, prepared: Prepared, method_configs: dict[str, HetaCon
 
 
 def bootstrap_ci(values: Sequence[float], resamples: int, seed: int) -> tuple[float, float, float]:
-    """(mean, 2.5th, 97.5th percentile of resampled means); NaNs dropped; all-NaN gives NaNs."""
+    """(mean, 2.5th, 97.5th percentile of resampled means); NaNs (undefined items) dropped; all-NaN gives NaNs."""
     data = torch.tensor([v for v in values if not math.isnan(v)], dtype=torch.float64)
     if data.numel() == 0:
         return math.nan, math.nan, math.nan
@@ -203,7 +203,10 @@ def evaluate(
     dataset: str = "",
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """The ``heta eval`` report: ``{"model", "dataset", "n", "results": {method: {metric: {"mean", "ci95"}}}, ...}``."""
+    """The ``heta eval`` report: ``{"model", "dataset", "n", "results": {method: {metric: {"mean", "ci95", "n"}}}, ...}``.
+
+    A metric's own ``n`` counts the items where it is defined (Soft-NC/NS may be undefined).
+    """
     if attributor.tokenizer is None:
         raise InputError("evaluation needs the model's tokenizer", code="no_tokenizer")
     base = config or attributor.config
@@ -226,7 +229,8 @@ def evaluate(
         results[method] = {}
         for name, values in table.items():
             mean, low, high = bootstrap_ci(values, settings.bootstrap, settings.seed)
-            results[method][name] = {"mean": _finite(mean), "ci95": [_finite(low), _finite(high)]}
+            defined = sum(not math.isnan(v) for v in values)
+            results[method][name] = {"mean": _finite(mean), "ci95": [_finite(low), _finite(high)], "n": defined}
     return {
         "model": attributor.name,
         "dataset": dataset,

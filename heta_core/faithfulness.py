@@ -19,8 +19,11 @@ probability q_i (Soft-NS) or 1 − q_i (Soft-NC), dropped elements take the mask
     x'_i = m_i ⊙ x_i + (1 − m_i) ⊙ fill,   m_i,d ~ Bernoulli(q_i) (NS) or Bernoulli(1 − q_i) (NC)
 With S(x') = 1 − max(0, p(X) − p(x')), C(x') = max(0, p(X) − p(x')) and S₀ = S(∅):
     Soft-NS = (S(x') − S₀) / (1 − S₀)        Soft-NC = C(x') / (1 − S₀)
-averaged over ``samples`` seeded draws. Both are higher-is-better. A prediction the empty prompt
-already makes (p(∅) ≥ p(X), so 1 − S₀ = 0) leaves them undefined: they are NaN and skipped in means.
+averaged over ``samples`` seeded draws. Both are higher-is-better. The normaliser 1 − S₀ =
+max(0, p(X) − p(∅)) makes them undefined when the empty prompt already predicts y about as well as
+X: below :data:`SOFT_MIN_GAP` they are NaN and left out of means (``heta eval`` reports how many
+items each mean covers). Without that guard a few items with p(X) − p(∅) ≈ 1e-5 (heta-demo does
+confidently predict one value from an all-zero prompt) dominate every average with values ~10⁴.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from torch import nn
 
 from .metrics import aopc, ranking
 from .precision import accumulation_dtype
+
+SOFT_MIN_GAP = 0.05  # smallest p(X) − p(∅) for which Soft-NC / Soft-NS are reported
 
 
 class Perturbations:
@@ -98,7 +103,7 @@ def soft(p: Perturbations, scores: torch.Tensor, samples: int, seed: int) -> dic
     sufficient = p.probability(draws < q[None, :, None])  # element kept with probability q_i
     comprehensive = p.probability(draws < (1 - q)[None, :, None])
     s0 = 1 - max(0.0, float(p.full - p.empty))
-    if 1 - s0 <= 0:
+    if 1 - s0 < SOFT_MIN_GAP:
         return {"soft_ns": math.nan, "soft_nc": math.nan}
     s = 1 - (p.full - sufficient).clamp(min=0)
     c = (p.full - comprehensive).clamp(min=0)

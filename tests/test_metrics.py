@@ -82,21 +82,40 @@ def test_hard_and_curves_against_a_literal_loop(probe):
     assert curves["insertion_aopc"] == pytest.approx(sum(insertion) / len(counts))
 
 
-def test_soft_metrics_at_their_limits(probe):
+@pytest.fixture(scope="module")
+def demo_probe():
+    """heta-demo on one of its prompts: p(X) ≈ 1 and the empty prompt far below, so Soft-NC/NS are defined."""
+    from heta_core import Attributor
+
+    attributor = Attributor.from_pretrained("heta-demo", device="cpu")
+    vocab = attributor.tokenizer.get_vocab()
+    ids = [vocab[w] for w in "c=6 e=6 b=3 h=3 m=6 ? h".split()]
+    embeds = attributor.model.get_input_embeddings()(torch.tensor(ids)).detach()
+    return faithfulness.Perturbations(attributor.model, embeds, vocab["3"], torch.zeros_like(embeds[0]))
+
+
+def test_soft_metrics_at_their_limits(demo_probe):
+    probe = demo_probe
     n = probe.embeds.shape[0]
-    if float(probe.full) <= float(probe.empty):
-        pytest.fail("the fixture's prediction must beat the empty prompt for Soft-NC/NS to be defined")
+    assert float(probe.full - probe.empty) >= faithfulness.SOFT_MIN_GAP  # defined for this fixture
     # equal scores: q = 1 everywhere, so Soft-NS keeps everything (=1) and Soft-NC removes everything (=1)
     flat = faithfulness.soft(probe, torch.ones(n), samples=3, seed=0)
     assert flat == {"soft_ns": pytest.approx(1.0), "soft_nc": pytest.approx(1.0)}
-    # one token with q = 1, the rest q = 0: Soft-NS keeps exactly that token, Soft-NC removes exactly it
+    # q = 1 on some tokens, 0 elsewhere: Soft-NS keeps exactly those, Soft-NC removes exactly those
     one = torch.zeros(n, dtype=torch.float64)
     one[2] = 1.0
     s0 = 1 - max(0.0, float(probe.full - probe.empty))
-    only = _p(probe, torch.where((torch.arange(n) == 2)[:, None], probe.embeds, 0.0))
-    without = _p(probe, torch.where((torch.arange(n) != 2)[:, None], probe.embeds, 0.0))
+    one[3] = 1.0  # positions 2 and 3 (the answering pair) kept / removed together: a non-trivial value
+    only = _p(probe, torch.where(((torch.arange(n) == 2) | (torch.arange(n) == 3))[:, None], probe.embeds, 0.0))
+    without = _p(probe, torch.where(((torch.arange(n) != 2) & (torch.arange(n) != 3))[:, None], probe.embeds, 0.0))
     soft = faithfulness.soft(probe, one, samples=2, seed=1)
     assert soft["soft_ns"] == pytest.approx((1 - max(0.0, float(probe.full) - only) - s0) / (1 - s0))
     assert soft["soft_nc"] == pytest.approx(max(0.0, float(probe.full) - without) / (1 - s0))
     scores = torch.linspace(0, 1, n)
     assert faithfulness.soft(probe, scores, 4, seed=7) == faithfulness.soft(probe, scores, 4, seed=7)
+
+
+def test_soft_metrics_are_undefined_when_the_empty_prompt_predicts_as_well(probe):
+    probe.empty = probe.full - faithfulness.SOFT_MIN_GAP / 2
+    soft = faithfulness.soft(probe, torch.linspace(0, 1, probe.embeds.shape[0]), 2, 0)
+    assert math.isnan(soft["soft_nc"]) and math.isnan(soft["soft_ns"])
