@@ -7,7 +7,7 @@ The method is specified in HETA.md (the project's specification; see docs/engine
 
 from .adapters import SUPPORTED_MODEL_TYPES
 from .attributor import Attributor
-from .config import HetaConfig
+from .config import METHODS, HetaConfig
 from .errors import ConfigError, HetaError, InputError, ModelLoadError, UnsupportedArchitectureError
 from .result import AttributionResult, Estimate, TargetInfo, TokenInfo
 
@@ -19,6 +19,7 @@ __all__ = [
     "HetaConfig",
     "HetaError",
     "InputError",
+    "METHODS",
     "ModelLoadError",
     "SUPPORTED_MODEL_TYPES",
     "TargetInfo",

@@ -200,9 +200,13 @@ def _run_eval(args) -> int:
         config.replace(method=method)  # an unknown name fails here, before the model loads
     items = synthetic_items(args.n, args.seed) if args.dataset == "synthetic" else qa_items(args.dataset, args.n)
     attributor = Attributor.from_pretrained(args.model, config=config, device=args.device, dtype=args.dtype)
+    def progress(done: int, total: int) -> None:  # ~10 lines on stderr; stdout stays the report
+        if done == total or done % max(1, total // 10) == 0:
+            print(f"heta eval: {done}/{total} examples", file=sys.stderr, flush=True)
+
     report = evaluate(
         attributor, items, methods, settings=EvalSettings(top_k=args.top_k, seed=args.seed),
-        dataset="synthetic" if args.dataset == "synthetic" else os.path.basename(args.dataset),
+        dataset="synthetic" if args.dataset == "synthetic" else os.path.basename(args.dataset), progress=progress,
     )  # fmt: skip
     print(json.dumps(report, indent=2) if args.format == "json" else render(report))
     return 0

@@ -210,8 +210,9 @@ def evaluate(
     if attributor.tokenizer is None:
         raise InputError("evaluation needs the model's tokenizer", code="no_tokenizer")
     base = config or attributor.config
-    method_configs = {method: base.replace(method=method) for method in methods}
-    # aliases ("ig") are reported under the name the user typed
+    # short names ("ig") are reported under the full name, once
+    method_configs = {c.method: c for c in (base.replace(method=m) for m in methods)}
+    methods = list(method_configs)
     rows: dict[str, dict[str, list[float]]] = {m: {name: [] for name in metric_names(settings)} for m in methods}
     seconds = {m: 0.0 for m in methods}
     correct = 0

@@ -13,12 +13,15 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from heta_core import METHODS
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 METRICS_KEY = "heta:metrics"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 OUTCOMES = ("done", "failed", "cancelled", "dead_lettered", "reclaimed")
-STAGES = ("flow", "kl", "hessian")
+# HETA's stages, then one "stage" per baseline method (its whole computation)
+STAGES = ("flow", "kl", "hessian", *(m for m in METHODS if m != "heta"))
 
 
 def api_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
@@ -71,7 +74,7 @@ class RedisCollector:
         histogram = HistogramMetricFamily("heta_job_seconds", "Job latency, submission to completion")
         histogram.add_metric([], buckets, sum_value=float(stored.get("job_seconds_sum", 0)))
         yield histogram
-        compute = CounterMetricFamily("heta_compute_seconds", "Compute seconds per HETA stage", labels=["stage"])
+        compute = CounterMetricFamily("heta_compute_seconds", "Compute seconds per HETA stage or baseline method", labels=["stage"])
         for stage in STAGES:
             compute.add_metric([stage], float(stored.get(f"compute|{stage}", 0)))
         yield compute

@@ -23,6 +23,7 @@ def test_serve_defaults_to_heta_demo_and_takes_a_method(tmp_path):
         loo = server.http.post("/attribute", json={"text": PROMPT, "target_text": " 3", "config": {"method": "loo"}}).json()
         expected = local.attribute(PROMPT, target_text=" 3").scores.tolist()
         assert [t["score"] for t in loo["tokens"]] == expected and loo["tokens"][0]["hessian"] is None
+        assert server.metric('heta_compute_seconds_total{stage="occlusion"}') > 0
         bad = server.http.post("/attribute", json={"text": PROMPT, "config": {"method": "lime"}})
         assert bad.status_code == 422 and bad.json()["code"] == "invalid_config" and bad.json()["field"] == "method"
 

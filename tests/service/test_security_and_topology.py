@@ -78,11 +78,11 @@ def test_rate_limit_per_key_with_retry_after(secured):
 
 
 @contextlib.contextmanager
-def split_deployment(model_dir, tmp):
+def split_deployment(model_dir, tmp, **settings):
     """An embedded Redis, one `heta api` and one `heta worker`, each a separate process."""
     redis_server = EmbeddedRedis(tmp / "redis")
     port = free_port()
-    env = base_env(model_dir, tmp, PORT=port, REDIS_URL=redis_server.url)
+    env = base_env(model_dir, tmp, PORT=port, REDIS_URL=redis_server.url, **settings)
     logs = open(tmp / "split.log", "w")
     api = subprocess.Popen(heta_command("api"), env=env, stdout=logs, stderr=subprocess.STDOUT)
     worker = subprocess.Popen(heta_command("worker"), env=env, stdout=logs, stderr=subprocess.STDOUT)
@@ -124,7 +124,7 @@ def test_commands_need_redis_and_models(model_dir, tmp_path):
     for command in ("api", "worker"):
         done = subprocess.run(heta_command(command), env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode != 0 and "REDIS_URL" in done.stderr
-    env.pop("HETA_MODELS")
+    env["HETA_MODELS"] = ""  # unset means heta-demo; explicitly empty means nothing to serve
     done = subprocess.run(heta_command("serve"), env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "no models" in done.stderr
 
@@ -132,7 +132,9 @@ def test_commands_need_redis_and_models(model_dir, tmp_path):
 def test_sigterm_drains_the_worker_and_finishes_the_current_job(model_dir, tmp_path):
     from .conftest import SLOW
 
-    with split_deployment(model_dir, tmp_path) as (server, api, worker, _):
+    # a drain window far above the job's length: on a loaded machine the 5 s default can expire,
+    # and then the job is (correctly) handed back to the queue instead of finished
+    with split_deployment(model_dir, tmp_path, DRAIN_S=120) as (server, api, worker, _):
         job_id = server.http.post("/jobs", json={**SLOW, "config": {"samples": 5}}).json()["job_id"]
         server.wait_status(job_id, {"running"})
         worker.send_signal(signal.SIGTERM)
