@@ -51,7 +51,16 @@ class AttributionConfig(BaseModel):
 class AttributeRequest(BaseModel):
     """Exactly one of ``text``, ``input_ids``, ``messages``; at most one target form."""
 
-    model_config = ConfigDict(extra="forbid")
+    # the OpenAPI page's examples run as-is against the default model (heta-demo)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"text": "c=6 e=6 b=3 h=3 m=6 ? h", "target_text": " 3"},
+                {"text": "c=6 e=6 b=3 h=3 m=6 ? h", "target_text": " 3", "config": {"method": "integrated_gradients"}},
+            ]
+        },
+    )
     model: str | None = Field(None, description="a served model (default: the first one)")
     text: str | None = None
     input_ids: list[int] | None = None

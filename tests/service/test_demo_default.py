@@ -24,6 +24,10 @@ def test_serve_defaults_to_heta_demo_and_takes_a_method(tmp_path):
         expected = local.attribute(PROMPT, target_text=" 3").scores.tolist()
         assert [t["score"] for t in loo["tokens"]] == expected and loo["tokens"][0]["hessian"] is None
         assert server.metric('heta_compute_seconds_total{stage="occlusion"}') > 0
+        examples = server.http.get("/openapi.json").json()["components"]["schemas"]["AttributeRequest"]["examples"]
+        for example in examples:  # the /docs page's examples run as-is against the default model
+            answer = server.http.post("/attribute", json=example)
+            assert answer.status_code == 200 and answer.json()["meta"]["model"] == "heta-demo"
         bad = server.http.post("/attribute", json={"text": PROMPT, "config": {"method": "lime"}})
         assert bad.status_code == 422 and bad.json()["code"] == "invalid_config" and bad.json()["field"] == "method"
 
