@@ -330,7 +330,7 @@ class Attributor:
             if cfg.method == "heta":
                 parts = self._windowed(request, cfg, timings, tracker)
             else:
-                parts = self._baseline(request, cfg, timings)
+                parts = self._baseline(request, cfg, timings, tracker)
         tracker.finish()
         timings["total"] = time.perf_counter() - started
         return self._result(request, cfg, parts, timings, kinds, checked_spans, include_template)
@@ -424,11 +424,11 @@ class Attributor:
             batch = {"integrated_gradients": cfg.ig_steps, "occlusion": n, "attention_rollout": 0}.get(cfg.method, 1)
             per_chunk = max(1, budget // max(1, row(length)))
             tokens += (batch + (1 if cfg.method == "occlusion" else 0)) * length
-            chunks += -(-batch // per_chunk) if batch else 0
+            chunks += max(1, -(-batch // per_chunk))  # the progress ticks of baseline_scores
             peak = max(peak, min(batch, per_chunk) * row(length))
-        return 0, tokens, max(1, chunks), trace_bytes(self.model.config, self.layout, self.model.dtype, fed, k, False) + peak
+        return 0, tokens, chunks, trace_bytes(self.model.config, self.layout, self.model.dtype, fed, k, False) + peak
 
-    def _baseline(self, request: _Request, cfg: HetaConfig, timings: dict) -> _Parts:
+    def _baseline(self, request: _Request, cfg: HetaConfig, timings: dict, tracker: _Progress) -> _Parts:
         """A baseline method's scores (:mod:`heta_core.baselines`) for the same request shape."""
         ids, n, model = request.doc.ids, request.scored, self.model
         count = len(ids) - n
@@ -443,7 +443,7 @@ class Attributor:
             cfg.method, model, embeds, n, rows,
             fill=mask_vector(embeds[:n], cfg.mask, embedding), steps=cfg.ig_steps, mean_attentions=trace.mean_attentions,
             row_bytes=row_bytes_fn(model.config, self.layout, embeds.dtype, probes=1),
-            budget=budget_bytes(cfg.memory_budget_mb, self.device),
+            budget=budget_bytes(cfg.memory_budget_mb, self.device), tick=tracker.tick,
         )  # fmt: skip
         timings[cfg.method] = time.perf_counter() - clock
         logprobs = [float(trace.logprobs[j, ids[n + j]]) for j in range(count)]

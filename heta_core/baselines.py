@@ -66,7 +66,7 @@ def quadrature(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(weights / 2)
 
 
-def integrated_gradients(model, embeds, n, targets, *, fill, steps, row_bytes, budget, **_) -> torch.Tensor:
+def integrated_gradients(model, embeds, n, targets, *, fill, steps, row_bytes, budget, tick, **_) -> torch.Tensor:
     baseline = embeds.clone()
     baseline[:n] = fill
     delta = embeds - baseline
@@ -74,6 +74,7 @@ def integrated_gradients(model, embeds, n, targets, *, fill, steps, row_bytes, b
     acc = accumulation_dtype(embeds.dtype)
     total = torch.zeros(n, embeds.shape[-1], dtype=acc, device=embeds.device)
     for lo, hi in _chunks(steps, row_bytes(embeds.shape[0]), budget):
+        tick()
         alpha = alphas[lo:hi].to(embeds.device, embeds.dtype)[:, None, None]
         grads = gradient_of(model, baseline[None] + alpha * delta[None], targets)[:, :n].to(acc)
         total += (weights[lo:hi].to(embeds.device, acc)[:, None, None] * grads).sum(0)
@@ -81,10 +82,11 @@ def integrated_gradients(model, embeds, n, targets, *, fill, steps, row_bytes, b
 
 
 @torch.no_grad()
-def occlusion(model, embeds, n, targets, *, fill, row_bytes, budget, **_) -> torch.Tensor:
+def occlusion(model, embeds, n, targets, *, fill, row_bytes, budget, tick, **_) -> torch.Tensor:
     full = target_logprob(model, embeds[None], targets)[0]
     drops = []
     for lo, hi in _chunks(n, row_bytes(embeds.shape[0]), budget):
+        tick()
         rows = embeds.expand(hi - lo, -1, -1).clone()
         rows[torch.arange(hi - lo), torch.arange(lo, hi)] = fill
         drops.append(full - target_logprob(model, rows, targets))
@@ -120,7 +122,19 @@ FUNCTIONS = {
 }
 
 
-def baseline_scores(method: str, model: nn.Module, embeds: torch.Tensor, n: int, rows, **context) -> torch.Tensor:
-    """Scores ``[len(rows), n]`` of baseline ``method`` for each (length, targets) row."""
+CHUNKED = ("integrated_gradients", "occlusion")
+
+
+def baseline_scores(method: str, model: nn.Module, embeds: torch.Tensor, n: int, rows, *, tick=lambda: None, **context) -> torch.Tensor:
+    """Scores ``[len(rows), n]`` of baseline ``method`` for each (length, targets) row.
+
+    ``tick()`` runs on the host before every batched chunk (once per row for the one-pass methods);
+    an exception it raises aborts the computation (cancellation, deadlines).
+    """
     function = FUNCTIONS[method]
-    return torch.stack([function(model, embeds[:length], n, targets, **context).detach().cpu() for length, targets in rows])
+    scores = []
+    for length, targets in rows:
+        if method not in CHUNKED:
+            tick()
+        scores.append(function(model, embeds[:length], n, targets, tick=tick, **context).detach().cpu())
+    return torch.stack(scores)

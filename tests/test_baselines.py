@@ -107,3 +107,22 @@ def test_method_names_aliases_and_errors():
         HetaConfig(method="gradient", window=8)
     with pytest.raises(ConfigError, match="ig_steps"):
         HetaConfig(ig_steps=0)
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_progress_ticks_per_chunk_and_a_raising_callback_aborts(make_attributor, method):
+    attributor = make_attributor("gpt2", method=method, ig_steps=6, memory_budget_mb=16)
+    seen = []
+    attributor.attribute(TEXT, target_text=" . the", target_mode="each", progress=seen.append)
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen) and len(seen) >= 3  # 2 rows + finish
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(fraction):
+        if fraction > 0:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        attributor.attribute(TEXT, target_text=" . the", target_mode="each", progress=cancel)
+    assert all(p.requires_grad for p in attributor.model.parameters())  # restored on the way out
