@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from heta_core import Attributor, HetaError
+from heta_core import METHODS, Attributor, HetaError
 
 from . import jobs
 from .connections import connect, connect_async
@@ -275,7 +275,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await client.xdel(jobs.stream_key(job["model"]), job["entry"])
         return jobs.public_view(await client.hgetall(jobs.job_key(job_id)))
 
-    @app.get("/models", summary="Served models with dtype, device and limits")
+    @app.get("/models", summary="Served models with dtype, device and limits; the attribution methods")
     async def models(owner: str = Depends(caller)):
         workers = await live_workers_async(state["redis"])
         served = []
@@ -291,7 +291,12 @@ def create_app(settings: Settings) -> FastAPI:
                 "workers": len(loaded),
                 "max_tokens": limit,
             })  # fmt: skip
-        return {"models": served, "default": settings.models[0] if settings.models else None}
+        return {
+            "models": served,
+            "default": settings.models[0] if settings.models else None,
+            "methods": list(METHODS),
+            "default_method": settings.default_method,
+        }
 
     @app.get("/healthz", summary="Liveness")
     async def healthz():

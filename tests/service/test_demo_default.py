@@ -13,7 +13,8 @@ PROMPT = "c=6 e=6 b=3 h=3 m=6 ? h"  # the pair h=3 (position 3) answers; b=3 is 
 def test_serve_defaults_to_heta_demo_and_takes_a_method(tmp_path):
     with serve(None, tmp_path, DEFAULT_METHOD="ig") as server:
         models = server.http.get("/models").json()
-        assert models["default"] == "heta-demo"
+        assert models["default"] == "heta-demo" and models["default_method"] == "integrated_gradients"
+        assert models["methods"] == ["heta", "gradient", "input_x_gradient", "integrated_gradients", "attention_rollout", "occlusion"]
         default = server.http.post("/attribute", json={"text": PROMPT, "target_text": " 3"}).json()
         assert default["meta"]["model"] == "heta-demo" and default["meta"]["method"] == "integrated_gradients"
         heta = server.http.post("/attribute", json={"text": PROMPT, "target_text": " 3", "config": {"method": "heta"}}).json()
