@@ -137,3 +137,19 @@ def test_heta_eval_bad_input_is_one_line(tmp_path):
 def _write(path, data):
     path.write_text(json.dumps(data))
     return path
+
+
+def test_cli_defaults_to_heta_demo_and_trains_it(tmp_path):
+    def heta(*args):
+        return subprocess.run([sys.executable, "-m", "heta_core.cli", *args], env=OFFLINE, capture_output=True, text=True, timeout=300)
+
+    out = heta("attribute", "--text", "c=6 e=6 b=3 h=3 m=6 ? h", "--target-text", "3", "--method", "ig", "--format", "json")
+    result = json.loads(out.stdout)
+    assert result["meta"]["model"] == "heta-demo" and result["method"] == "integrated_gradients"
+    table = heta("attribute", "--text", "c=6 e=6 b=3 h=3 m=6 ? h", "--target-text", "3", "--method", "loo").stdout
+    assert "method occlusion" in table and "flow" not in table  # a baseline has one column
+    trained = heta("train-demo", "--out", str(tmp_path / "demo"), "--steps", "5")
+    assert trained.returncode == 0 and json.loads(trained.stdout)["steps"] == 5
+    assert (tmp_path / "demo" / "model.safetensors").exists()
+    again = heta("train-demo", "--out", str(tmp_path / "demo"))
+    assert again.returncode == 2 and "exists and is not empty" in again.stderr
