@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .adapters import HeadLayout, adapter_for, eager_attention
-from .baselines import baseline_scores
+from .baselines import baseline_scores, occlusion
 from .batching import StreamPool, SuffixRunner, plan_chunks
 from .combine import combine
 from .config import HetaConfig
@@ -67,6 +67,17 @@ def _inputs_only(model: nn.Module) -> Iterator[None]:
     finally:
         for param, flag in flags:
             param.requires_grad_(flag)
+
+
+def _masked_work(scored: int, fed: int, row_bytes, budget: int) -> tuple[int, int, int]:
+    """(forward token positions, chunks, largest chunk bytes) of the batched masked forwards of
+    :func:`heta_core.kl.information` (the KL stage and occlusion) for ``scored`` masked tokens."""
+    tokens = chunks = peak = 0
+    for lo, hi in plan_chunks(list(range(scored)), fed, row_bytes, budget):
+        tokens += (hi - lo) * (fed - lo)
+        chunks += 1
+        peak = max(peak, (hi - lo) * row_bytes(fed - lo))
+    return tokens, chunks, peak
 
 
 @dataclass
@@ -389,10 +400,10 @@ class Attributor:
                 chunks += 1
                 chunk_peak = max(chunk_peak, full_row(fed))
             else:
-                for lo, hi in plan_chunks(list(range(scored)), fed, kl_row, budget):
-                    tokens += (hi - lo) * (fed - lo)
-                    chunks += 1
-                    chunk_peak = max(chunk_peak, (hi - lo) * kl_row(fed - lo))
+                masked_tokens, masked_chunks, masked_peak = _masked_work(scored, fed, kl_row, budget)
+                tokens += masked_tokens
+                chunks += masked_chunks
+                chunk_peak = max(chunk_peak, masked_peak)
             for length in rows:
                 if cfg.low_rank is not None:  # one full-sequence graph, 2(k+o) products
                     columns = min(cfg.low_rank + OVERSAMPLE, length * model_config.hidden_size)
@@ -414,19 +425,24 @@ class Attributor:
 
     def _baseline_plan(self, request: _Request, cfg: HetaConfig, budget: int) -> tuple[int, int, int, int]:
         """(0 HVPs, forward token positions, chunks, peak bytes) of a baseline method; mirrors
-        :func:`heta_core.baselines.baseline_scores` (one trace forward, then per row its passes)."""
+        :meth:`_baseline` (one trace forward, then the method's passes)."""
+        model_config, dtype = self.model.config, self.model.dtype
         n, k = request.scored, request.targets
         fed = n + k - 1
-        row = row_bytes_fn(self.model.config, self.layout, self.model.dtype, probes=1)
+        trace = trace_bytes(model_config, self.layout, dtype, fed, k, False)
+        if cfg.method == "occlusion":  # the KL stage's masked forwards, every target at once
+            tokens, chunks, peak = _masked_work(n, fed, row_bytes_fn(model_config, self.layout, dtype), budget)
+            return 0, fed + tokens, chunks, trace + peak
+        row = row_bytes_fn(model_config, self.layout, dtype, probes=1)
         lengths = [fed] if request.mode != "each" else [n + j for j in range(k)]
         tokens, chunks, peak = fed, 0, 0
         for length in lengths:
-            batch = {"integrated_gradients": cfg.ig_steps, "occlusion": n, "attention_rollout": 0}.get(cfg.method, 1)
+            batch = {"integrated_gradients": cfg.ig_steps, "attention_rollout": 0}.get(cfg.method, 1)
             per_chunk = max(1, budget // max(1, row(length)))
-            tokens += (batch + (1 if cfg.method == "occlusion" else 0)) * length
+            tokens += batch * length
             chunks += max(1, -(-batch // per_chunk))  # the progress ticks of baseline_scores
             peak = max(peak, min(batch, per_chunk) * row(length))
-        return 0, tokens, chunks, trace_bytes(self.model.config, self.layout, self.model.dtype, fed, k, False) + peak
+        return 0, tokens, chunks, trace + peak
 
     def _baseline(self, request: _Request, cfg: HetaConfig, timings: dict, tracker: _Progress) -> _Parts:
         """A baseline method's scores (:mod:`heta_core.baselines`) for the same request shape."""
@@ -435,16 +451,27 @@ class Attributor:
         embedding = model.get_input_embeddings()
         embeds = embedding(torch.tensor(ids[:-1], device=self.device)).detach()
         targets = torch.tensor(ids[n:], device=self.device)
+        fill = mask_vector(embeds[:n], cfg.mask, embedding)
+        budget = budget_bytes(cfg.memory_budget_mb, self.device)
         clock = time.perf_counter()
+        occluding = cfg.method == "occlusion"
         with eager_attention(model):
-            trace = run_trace(model, self.adapter, self.layout, embeds, predicting=count, keep_cache=False)
-        rows = [(len(ids) - 1, targets)] if request.mode != "each" else [(n + j, targets[j : j + 1]) for j in range(count)]
-        scores = baseline_scores(
-            cfg.method, model, embeds, n, rows,
-            fill=mask_vector(embeds[:n], cfg.mask, embedding), steps=cfg.ig_steps, mean_attentions=trace.mean_attentions,
-            row_bytes=row_bytes_fn(model.config, self.layout, embeds.dtype, probes=1),
-            budget=budget_bytes(cfg.memory_budget_mb, self.device), tick=tracker.tick,
-        )  # fmt: skip
+            trace = run_trace(model, self.adapter, self.layout, embeds, predicting=count, keep_cache=occluding)
+        if occluding:
+            drops = occlusion(
+                SuffixRunner(model, trace.kv), embeds, n, targets, fill=fill, base_logprobs=trace.logprobs,
+                row_bytes=row_bytes_fn(model.config, self.layout, embeds.dtype), budget=budget,
+                streams=StreamPool(self.device, cfg.cuda_streams, tracker.tick),
+            ).cpu()  # fmt: skip
+            # "each": row j is y_j's drop; otherwise g = Σ_j log P(y_j), so the drops add up
+            scores = drops.T if request.mode == "each" else drops.sum(1)[None]
+        else:
+            rows = [(len(ids) - 1, targets)] if request.mode != "each" else [(n + j, targets[j : j + 1]) for j in range(count)]
+            scores = baseline_scores(
+                cfg.method, model, embeds, n, rows,
+                fill=fill, steps=cfg.ig_steps, mean_attentions=trace.mean_attentions,
+                row_bytes=row_bytes_fn(model.config, self.layout, embeds.dtype, probes=1), budget=budget, tick=tracker.tick,
+            )  # fmt: skip
         timings[cfg.method] = time.perf_counter() - clock
         logprobs = [float(trace.logprobs[j, ids[n + j]]) for j in range(count)]
         return _Parts(None, None, None, logprobs, 0, baseline=scores.double())

@@ -12,7 +12,9 @@ the input embeddings X (the tensor passed as ``inputs_embeds``), like HETA.md:
                            Σ_i IG_i ≈ g(X) − g(X'), checked in the tests.
     attention_rollout      Abnar & Zuidema (2020): R = Π_l ½(Ā_l + I) with Ā_l the head-mean
                            attention, rows renormalised; the score is R[p, i]
-    occlusion              leave-one-out: g(X) − g(X with x_i replaced by the mask vector)
+    occlusion              leave-one-out: g(X) − g(X with x_i replaced by the mask vector); the
+                           masked forwards are HETA's KL stage with another readout
+                           (:func:`heta_core.kl.information`: KV-prefix reuse, chunking, streams)
 
 ``rows`` is a list of (sequence length, targets): one row for a single target or a "sum" span,
 one per target token in "each" mode (an independent attribution of y_j from the prompt and y_<j).
@@ -25,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .flow import rollout_step
+from .kl import information
 from .precision import accumulation_dtype
 
 
@@ -81,27 +85,33 @@ def integrated_gradients(model, embeds, n, targets, *, fill, steps, row_bytes, b
     return (delta[:n].to(acc) * total).sum(-1)
 
 
-@torch.no_grad()
-def occlusion(model, embeds, n, targets, *, fill, row_bytes, budget, tick, **_) -> torch.Tensor:
-    full = target_logprob(model, embeds[None], targets)[0]
-    drops = []
-    for lo, hi in _chunks(n, row_bytes(embeds.shape[0]), budget):
-        tick()
-        rows = embeds.expand(hi - lo, -1, -1).clone()
-        rows[torch.arange(hi - lo), torch.arange(lo, hi)] = fill
-        drops.append(full - target_logprob(model, rows, targets))
-    return torch.cat(drops)
+def logprob_drop(targets: torch.Tensor):
+    """Occlusion's readout: log P(y_j) unmasked minus masked, per predicting position → ``[B, k]``."""
+
+    def readout(base_logprobs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        index = targets.to(logits.device)[None, :, None]
+        masked = torch.log_softmax(logits.to(base_logprobs.dtype), dim=-1).gather(-1, index.expand(logits.shape[0], -1, -1))
+        return base_logprobs.gather(-1, index[0])[None, :, 0] - masked[..., 0]
+
+    return readout
+
+
+def occlusion(runner, embeds, n, targets, *, fill, base_logprobs, row_bytes, budget, streams) -> torch.Tensor:
+    """Leave-one-out drops ``[n, k]`` of log P(y_j) for every predicting position j at once."""
+    drops = information(
+        runner, embeds, base_logprobs, fill, n,
+        row_bytes=row_bytes, budget_bytes=budget, streams=streams, readout=logprob_drop(targets),
+    )  # fmt: skip
+    streams.join()
+    return drops
 
 
 def rollout(mean_attentions: list[torch.Tensor]) -> torch.Tensor:
     """Π_l ½(Ā_l + I), rows renormalised (applied from the first layer up) → ``[T, T]``."""
     acc = accumulation_dtype(mean_attentions[0].dtype)
-    size = mean_attentions[0].shape[-1]
-    eye = torch.eye(size, dtype=acc, device=mean_attentions[0].device)
-    flow = eye
+    flow = torch.eye(mean_attentions[0].shape[-1], dtype=acc, device=mean_attentions[0].device)
     for attention in mean_attentions:
-        mixed = 0.5 * (attention.to(acc) + eye)
-        flow = (mixed / mixed.sum(-1, keepdim=True)) @ flow
+        flow = rollout_step(attention.to(acc)) @ flow
     return flow
 
 
@@ -118,15 +128,11 @@ FUNCTIONS = {
     "input_x_gradient": input_x_gradient,
     "integrated_gradients": integrated_gradients,
     "attention_rollout": attention_rollout,
-    "occlusion": occlusion,
 }
 
 
-CHUNKED = ("integrated_gradients", "occlusion")
-
-
 def baseline_scores(method: str, model: nn.Module, embeds: torch.Tensor, n: int, rows, *, tick=lambda: None, **context) -> torch.Tensor:
-    """Scores ``[len(rows), n]`` of baseline ``method`` for each (length, targets) row.
+    """Scores ``[len(rows), n]`` of a per-row baseline ``method`` for each (length, targets) row.
 
     ``tick()`` runs on the host before every batched chunk (once per row for the one-pass methods);
     an exception it raises aborts the computation (cancellation, deadlines).
@@ -134,7 +140,7 @@ def baseline_scores(method: str, model: nn.Module, embeds: torch.Tensor, n: int,
     function = FUNCTIONS[method]
     scores = []
     for length, targets in rows:
-        if method not in CHUNKED:
+        if method != "integrated_gradients":
             tick()
         scores.append(function(model, embeds[:length], n, targets, tick=tick, **context).detach().cpu())
     return torch.stack(scores)

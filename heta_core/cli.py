@@ -225,9 +225,9 @@ def _run_train_demo(args) -> int:
 
     if os.path.exists(args.out) and os.listdir(args.out):
         raise UsageError(f"{args.out} exists and is not empty")
-    options = {"steps": args.steps} if args.steps is not None else {}
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    options = {"steps": args.steps} if args.steps is not None else {}
     report = train.train(args.out, seed=args.seed, log=lambda line: print(line, file=sys.stderr), **options)
     print(json.dumps(report, indent=2))
     return 0

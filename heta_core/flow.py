@@ -50,7 +50,7 @@ def official_value_norms(
     return head_value_norms(values, out_weight, layout)
 
 
-def _rownorm_half_identity(attn: torch.Tensor) -> torch.Tensor:
+def rollout_step(attn: torch.Tensor) -> torch.Tensor:
     """rownorm(0.5 · A + 0.5 · I) for ``[..., T, T]``."""
     eye = torch.eye(attn.shape[-1], dtype=attn.dtype, device=attn.device)
     mixed = 0.5 * attn + 0.5 * eye
@@ -71,7 +71,7 @@ def heta_flow(mean_attentions: list[torch.Tensor], rows: list[torch.Tensor], nor
     weights = [torch.einsum("hkt,ht->kt", row, norm) for row, norm in zip(rows, norms)]
     flow = weights[-1]
     for layer in range(len(weights) - 2, -1, -1):
-        flow = flow @ _rownorm_half_identity(mean_attentions[layer]) + weights[layer]
+        flow = flow @ rollout_step(mean_attentions[layer]) + weights[layer]
     return _normalise(flow)
 
 
@@ -85,7 +85,7 @@ def heta_flow_reference(mean_attentions: list[torch.Tensor], rows: list[torch.Te
             for h in range(heads):
                 for i in range(size):
                     flow[j, i] += (row[h, j, :] * norm[h] * rollout[:, i]).sum()
-            rollout = _rownorm_half_identity(mean_attention) @ rollout
+            rollout = rollout_step(mean_attention) @ rollout
     return _normalise(flow)
 
 
@@ -96,7 +96,7 @@ def official_flow(attentions: list[torch.Tensor], norms: list[torch.Tensor], pre
     chains = torch.eye(size, dtype=attentions[0].dtype, device=attentions[0].device).expand(heads, size, size)
     flow = torch.zeros(predicting, size, dtype=chains.dtype, device=chains.device)
     for attn, norm in zip(attentions, norms):
-        chains = _rownorm_half_identity(attn) @ chains
+        chains = rollout_step(attn) @ chains
         flow += torch.einsum("hkt,ht->kt", chains[:, rows, :], norm)
     return _normalise(flow)
 
@@ -109,7 +109,7 @@ def official_flow_reference(attentions: list[torch.Tensor], norms: list[torch.Te
     flow = torch.zeros(predicting, size, dtype=eye.dtype, device=eye.device)
     for attn, norm in zip(attentions, norms):
         for h in range(heads):
-            chains[h] = _rownorm_half_identity(attn[h]) @ chains[h]
+            chains[h] = rollout_step(attn[h]) @ chains[h]
             for j in range(predicting):
                 p = size - predicting + j
                 for i in range(size):

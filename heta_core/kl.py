@@ -62,10 +62,13 @@ def information(
     row_bytes,
     budget_bytes: int,
     streams: StreamPool,
+    readout=kl_divergence,
 ) -> torch.Tensor:
     """KL_j(i) ``[scored, k]`` for the first ``scored`` positions in batched, chunked masked forwards.
 
     One masked forward serves every predicting position j (they all follow the prompt).
+    ``readout(base_logprobs, masked_logits)`` → ``[B, k]`` turns the masked logits into the
+    impact (default: the KL; occlusion reads the target's log-probability drop instead).
     ``streams.join()`` before reading.
     """
     size, count = embeds.shape[0], base_logprobs.shape[0]
@@ -75,5 +78,5 @@ def information(
         with streams.next():
             rows = embeds[lo:].expand(hi - lo, -1, -1).clone()
             rows[torch.arange(hi - lo, device=rows.device), torch.arange(hi - lo, device=rows.device)] = fill
-            parts.append(kl_divergence(base_logprobs, runner.logits(lo, rows, count)))
+            parts.append(readout(base_logprobs, runner.logits(lo, rows, count)))
     return streams.gather(parts, lambda impacts: impacts.to(accumulation_dtype(embeds.dtype)))

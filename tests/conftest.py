@@ -13,6 +13,15 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A tiny random GPT-2 and its tokenizer saved to disk (for CLI and service subprocesses)."""
+    path = tmp_path_factory.mktemp("models") / "tiny-gpt2"
+    tiny_model("gpt2").save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def make_attributor(tokenizer):
     """A cached ``Attributor`` per (family, dtype): building models is the slow part of small tests."""
     cache = {}

@@ -126,3 +126,14 @@ def test_progress_ticks_per_chunk_and_a_raising_callback_aborts(make_attributor,
     with pytest.raises(Cancelled):
         attributor.attribute(TEXT, target_text=" . the", target_mode="each", progress=cancel)
     assert all(p.requires_grad for p in attributor.model.parameters())  # restored on the way out
+
+
+def test_occlusion_spans_equal_independent_single_targets(make_attributor):
+    attributor = make_attributor("llama", method="occlusion", memory_budget_mb=16)
+    each = attributor.attribute(TEXT, target_text=" . the", target_mode="each").scores.double()
+    total = attributor.attribute(TEXT, target_text=" . the", target_mode="sum").scores.double()
+    n = len(TEXT.split())
+    for j, prefix in enumerate(["", " ."]):
+        single = attributor.attribute(TEXT + prefix, target_text=[" .", " the"][j]).scores.double()
+        assert torch.allclose(each[j], single[:n], rtol=1e-5, atol=1e-8)
+    assert torch.allclose(total, each.sum(0), rtol=1e-6, atol=1e-9)

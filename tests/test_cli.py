@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from heta_core.cli import bar
-from heta_core.toymodels import tiny_model, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "paris is the capital of france"
@@ -20,14 +19,6 @@ def heta(*args, timeout=300):
     return subprocess.run(
         [sys.executable, "-m", "heta_core.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cli") / "tiny-gpt2"
-    tiny_model("gpt2").save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return str(path)
 
 
 def test_console_script_is_installed():

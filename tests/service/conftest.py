@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-from heta_core.toymodels import CORPUS, tiny_model, tiny_tokenizer
+from heta_core.toymodels import CORPUS
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOW_TEXT = " ".join((CORPUS.split() * 5)[:120])  # with samples=20: a job of several seconds
@@ -28,14 +27,6 @@ def free_port() -> int:
 def heta_command(*args: str) -> list[str]:
     script = Path(sys.executable).parent / "heta"
     return [sys.executable, str(script), *args] if script.exists() else [sys.executable, "-m", "heta_core.cli", *args]
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("service") / "tiny-gpt2"
-    tiny_model("gpt2").save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return str(path)
 
 
 class Server:
