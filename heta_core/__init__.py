@@ -1,15 +1,39 @@
 """heta_core — Hessian-Enhanced Token Attribution (HETA, ICLR 2026) for decoder-only LMs.
 
-Public API: :class:`HetaConfig`, :class:`Attributor`, :class:`AttributionResult` and the errors.
-The method is specified in HETA.md (the project's specification; see docs/engine.md); the modules mirror it: ``flow`` (M_T), ``hessian``
-(S_i), ``kl`` (I_i), ``combine`` (Eq. 5); ``adapters`` holds every architecture difference.
+Public API: :class:`Attributor` (the façade), :class:`HetaConfig`, :class:`AttributionResult` (the
+one result document, pydantic) and the errors. The method is specified in HETA.md (the project's
+specification; see docs/engine.md). Layout:
+
+- ``methods/``  the attribution methods: ``heta/`` (flow → M_T, hessian → S, kl → I, combine →
+  Eq. 5, pipeline), ``baselines/``, and ``registry`` (the one list of methods)
+- ``models/``   model plumbing: architecture ``adapters``, ``loading``, the ``handle``, toy models
+- ``runtime/``  trace, batching, masking, cost, precision, progress
+- ``inputs/``   documents, targets, granularity; ``results/`` the schema and its assembly
+- ``evaluation/`` metrics, faithfulness, ``heta eval``, the heta-demo model; ``cli/`` the ``heta`` command
 """
 
-from .adapters import SUPPORTED_MODEL_TYPES
+from importlib import metadata as _metadata
+
 from .attributor import Attributor
 from .config import METHODS, HetaConfig
 from .errors import ConfigError, HetaError, InputError, ModelLoadError, UnsupportedArchitectureError
-from .result import AttributionResult, Estimate, TargetInfo, TokenInfo
+from .models.adapters import SUPPORTED_MODEL_TYPES
+from .results.schema import (
+    SCHEMA_VERSION,
+    AttributionResult,
+    Estimate,
+    ResultMeta,
+    ResultWarning,
+    Segment,
+    TargetInfo,
+    Timings,
+    TokenInfo,
+)
+
+try:
+    __version__ = _metadata.version("heta")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Attributor",
@@ -21,8 +45,14 @@ __all__ = [
     "InputError",
     "METHODS",
     "ModelLoadError",
+    "ResultMeta",
+    "ResultWarning",
+    "SCHEMA_VERSION",
     "SUPPORTED_MODEL_TYPES",
+    "Segment",
     "TargetInfo",
+    "Timings",
     "TokenInfo",
     "UnsupportedArchitectureError",
+    "__version__",
 ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .methods.registry import METHOD_ALIASES, METHODS
 
 MASKS = ("zero", "mean", "token:<id>")
 FLOWS = ("heta", "official")
@@ -22,9 +23,6 @@ STRATEGIES = ("fast", "reference")
 # because HVPs in a lower precision than the weights lose most of their significant digits.
 DTYPES = ("model", "float32", "float64")
 CURVATURES = ("exact", "ggn")
-# Attribution methods (HETA and the baselines of heta_core.baselines) and accepted short names.
-METHODS = ("heta", "gradient", "input_x_gradient", "integrated_gradients", "attention_rollout", "occlusion")
-METHOD_ALIASES = {"ig": "integrated_gradients", "ixg": "input_x_gradient", "rollout": "attention_rollout", "loo": "occlusion"}
 
 _TOKEN_MASK = re.compile(r"^token:(\d+)$")
 

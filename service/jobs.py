@@ -13,6 +13,7 @@ import json
 import time
 from typing import Any
 
+STATUSES = ("queued", "running", "cancelling", "done", "failed", "cancelled", "dead_lettered")
 FINAL = ("done", "failed", "cancelled", "dead_lettered")
 
 
@@ -95,9 +96,23 @@ def flatten(fields: dict[str, str]) -> list[str]:
     return [item for pair in fields.items() for item in pair]
 
 
-def finalize_args(status: str, ttl: int, **fields: Any) -> list[str]:
+# The two transitions as EVAL argument lists, run the same way by the API's asyncio client and the
+# worker's synchronous one: ``client.eval(*enqueue_call(...))``.
+
+
+def enqueue_call(model: str, job_id: str, request_json: str, owner: str, deadline: float, *, idempotency: str,
+                 idempotency_value: str, max_depth: int, max_inflight: int, ttl: int) -> list:  # fmt: skip
+    """ENQUEUE for a new job; ``idempotency`` is the key of the caller's Idempotency-Key ("" for none)."""
+    keys = [stream_key(model), job_key(job_id), inflight_key(owner), idempotency]
+    fields = job_fields(job_id, model, request_json, owner, deadline)
+    return [ENQUEUE, len(keys), *keys, max_depth, max_inflight, job_id, idempotency_value, ttl, *flatten(fields)]
+
+
+def finalize_call(job_id: str, owner: str, status: str, ttl: int, **fields: Any) -> list:
+    """FINALIZE: the job's one final transition (``fields`` are stored with it; non-strings as JSON)."""
+    keys = [job_key(job_id), inflight_key(owner), done_key(job_id)]
     values = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None}
-    return [status, repr(time.time()), str(ttl), *flatten(values)]
+    return [FINALIZE, len(keys), *keys, status, repr(time.time()), str(ttl), *flatten(values)]
 
 
 def public_view(job: dict[str, str]) -> dict[str, Any]:

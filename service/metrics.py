@@ -20,8 +20,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 METRICS_KEY = "heta:metrics"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 OUTCOMES = ("done", "failed", "cancelled", "dead_lettered", "reclaimed")
-# HETA's stages, then one "stage" per baseline method (its whole computation)
-STAGES = ("flow", "kl", "hessian", *(m for m in METHODS if m != "heta"))
+# compute seconds are labelled (method, stage): HETA's three stages, or a baseline's one "baseline" stage
+HETA_STAGES = ("flow", "kl", "hessian")
+
+
+def method_stages(method: str) -> tuple[str, ...]:
+    return HETA_STAGES if method == "heta" else ("baseline",)
 
 
 def api_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
@@ -32,8 +36,11 @@ def api_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
     return requests, latency
 
 
-def record_job(client, outcome: str, seconds: float | None = None, stages: dict | None = None, hvps: int = 0) -> None:
-    """Worker side: one finished (or reclaimed) job into the shared counters."""
+def record_job(
+    client, outcome: str, seconds: float | None = None, method: str | None = None, stages: dict | None = None, hvps: int = 0
+) -> None:
+    """Worker side: one finished (or reclaimed) job into the shared counters. ``stages``: compute
+    seconds by stage name (:func:`method_stages` of ``method``)."""
     pipe = client.pipeline(transaction=False)
     pipe.hincrby(METRICS_KEY, f"jobs|{outcome}", 1)
     if seconds is not None:
@@ -43,8 +50,8 @@ def record_job(client, outcome: str, seconds: float | None = None, stages: dict 
         pipe.hincrby(METRICS_KEY, "job_seconds_count", 1)
         pipe.hincrbyfloat(METRICS_KEY, "job_seconds_sum", seconds)
     for stage, value in (stages or {}).items():
-        if stage in STAGES:
-            pipe.hincrbyfloat(METRICS_KEY, f"compute|{stage}", value)
+        if method in METHODS and stage in method_stages(method) and value is not None:
+            pipe.hincrbyfloat(METRICS_KEY, f"compute|{method}|{stage}", value)
     if hvps:
         pipe.hincrby(METRICS_KEY, "hvps", hvps)
     pipe.execute()
@@ -74,9 +81,13 @@ class RedisCollector:
         histogram = HistogramMetricFamily("heta_job_seconds", "Job latency, submission to completion")
         histogram.add_metric([], buckets, sum_value=float(stored.get("job_seconds_sum", 0)))
         yield histogram
-        compute = CounterMetricFamily("heta_compute_seconds", "Compute seconds per HETA stage or baseline method", labels=["stage"])
-        for stage in STAGES:
-            compute.add_metric([stage], float(stored.get(f"compute|{stage}", 0)))
+        compute = CounterMetricFamily(
+            "heta_compute_seconds", "Compute seconds by method and stage (HETA: flow, kl, hessian; baselines: baseline)",
+            labels=["method", "stage"],
+        )
+        for method in METHODS:
+            for stage in method_stages(method):
+                compute.add_metric([method, stage], float(stored.get(f"compute|{method}|{stage}", 0)))
         yield compute
         yield CounterMetricFamily("heta_hvps", "Hessian-vector products computed", value=float(stored.get("hvps", 0)))
 
@@ -104,9 +115,18 @@ class RedisCollector:
         state.add_metric(["busy"], float(busy))
         state.add_metric(["idle"], float(len(workers) - busy))
         yield state
+        # every served model gets a sample, 0 included: "no worker for this model" must be a value an
+        # alert can match, not a missing series
+        serving = GaugeMetricFamily(
+            "heta_model_workers", "Live workers serving each model (draining ones excluded)", labels=["model"]
+        )
+        for model in self.models:
+            count = sum(1 for w in workers if model in w.get("models", {}) and not w.get("draining"))
+            serving.add_metric([model], float(count))
+        yield serving
         memory = GaugeMetricFamily("heta_gpu_memory_bytes", "GPU memory per worker", labels=["worker", "kind"])
         for w in workers:
-            for kind in ("allocated", "peak"):
+            for kind in ("allocated", "peak", "total"):  # total: the device's capacity, when the worker reports it
                 if w.get(f"gpu_{kind}") is not None:
                     memory.add_metric([w["id"], kind], float(w[f"gpu_{kind}"]))
         yield memory

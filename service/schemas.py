@@ -1,12 +1,17 @@
-"""Request bodies of the HTTP API and their mapping onto ``heta_core.Attributor`` calls."""
+"""The HTTP API's bodies: requests and their mapping onto ``heta_core.Attributor`` calls, and the
+responses (the result is the engine's own document plus ``job_id``). Errors: :mod:`.problems`."""
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from heta_core import HetaConfig
+from heta_core import AttributionResult, HetaConfig
+
+from .jobs import STATUSES
 
 Granularity = Literal["token", "word", "sentence"]
 
@@ -82,8 +87,8 @@ class AttributeRequest(BaseModel):
             raise ValueError("exactly one of text, input_ids, messages is required")
         return self
 
-    def call(self) -> tuple[dict[str, Any], HetaConfig]:
-        """Keyword arguments for ``Attributor.attribute`` and the HetaConfig."""
+    def engine_call(self) -> tuple[dict[str, Any], HetaConfig]:
+        """Keyword arguments for ``Attributor.attribute`` / ``estimate`` and the HetaConfig."""
         kwargs: dict[str, Any] = {
             "text": self.text,
             "input_ids": self.input_ids,
@@ -92,34 +97,83 @@ class AttributeRequest(BaseModel):
             "target_text": self.target_text,
             "target_mode": self.target_mode,
             "generate": self.generate,
+            "granularity": self.config.granularity,
+            "spans": self.spans,
+            "include_template": self.include_template,
         }
         return kwargs, self.config.heta_config()
 
-    def attribute_kwargs(self) -> tuple[dict[str, Any], HetaConfig]:
-        kwargs, config = self.call()
-        kwargs.update(granularity=self.config.granularity, spans=self.spans, include_template=self.include_template)
-        return kwargs, config
+
+# ---------------------------------------------------------------------- responses
 
 
-def result_json(result, job_id: str) -> dict[str, Any]:
-    """The service's result document (README "Result JSON")."""
-    body = result.to_dict()
-    tokens = []
-    for token in body["tokens"]:
-        row = {"index": token.pop("position"), **token}
-        for optional in ("role", "message"):
-            if row.get(optional) is None:
-                row.pop(optional, None)
-        tokens.append(row)
-    meta = dict(body["meta"])
-    meta["timings"] = body["timings"]
-    return {
-        "job_id": job_id,
-        "tokens": tokens,
-        "target": body["target"],
-        "targets": body["targets"],
-        "target_mode": body["target_mode"],
-        "text": body["text"],
-        "aggregates": body["aggregates"],
-        "meta": meta,
-    }
+class JobResult(AttributionResult):
+    """The engine's result document (``heta_core.AttributionResult``) plus the job's id; the
+    service also fills ``meta.timings.queue_s`` and ``total_s``."""
+
+    job_id: str = Field(description="the job that produced this result (GET /jobs/{job_id})")
+
+
+def job_result_json(result: AttributionResult, job_id: str, created: float, started: float) -> str:
+    """The stored and served document: the engine's JSON, the job id and the service's timings."""
+    body = {"job_id": job_id, **result.to_dict()}
+    body["meta"]["timings"].update(queue_s=max(0.0, started - created), total_s=max(0.0, time.time() - created))
+    return json.dumps(body)
+
+
+JobStatus = Literal[STATUSES]  # type: ignore[valid-type]
+
+
+class JobAccepted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"job_id": "3f2a9c0d4b8e4f5aa1c2d3e4f5a6b7c8", "status": "queued"}]})
+    job_id: str = Field(description="poll GET /jobs/{job_id} (also in the Location header)")
+    status: JobStatus
+
+
+class JobError(BaseModel):
+    code: str = Field(description="stable code, as in problem details")
+    detail: str
+
+
+class JobView(BaseModel):
+    """A job as GET /jobs/{id} shows it; times are Unix seconds."""
+
+    job_id: str
+    status: JobStatus = Field(description="`cancelling`: cancel requested, the run stops at its next chunk")
+    model: str
+    progress: float = Field(ge=0, le=1, description="fraction of the planned chunks done")
+    attempts: int = Field(ge=0, description="runs started (a reclaimed job runs again)")
+    created: float
+    started: float | None
+    finished: float | None
+    deadline: float
+    worker: str | None = Field(description="host-pid-suffix of the worker that ran it last")
+    result: JobResult | None = Field(None, description="when done")
+    error: JobError | None = Field(None, description="when failed, cancelled by a deadline or dead-lettered")
+
+
+class ServedModel(BaseModel):
+    name: str
+    model_type: str
+    dtype: str
+    devices: list[str] = Field(description="devices of the live workers serving it")
+    workers: int = Field(ge=0, description="live workers serving it")
+    max_tokens: int = Field(description="prompt + target tokens a request may have")
+
+
+class ModelsResponse(BaseModel):
+    models: list[ServedModel]
+    default: str | None = Field(description="the model a request without `model` gets")
+    methods: list[str] = Field(description="attribution methods a request may name in config.method")
+    default_method: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    redis: bool
+    workers: int | None = None
+    models_without_workers: list[str] | None = None

@@ -76,7 +76,7 @@ class Pool:
 def serve(settings: Settings) -> int:
     import torch
 
-    from .api import create_app, run_server
+    from .app import create_app, run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.models:

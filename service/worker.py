@@ -8,7 +8,7 @@ At-least-once delivery with nothing lost:
   healthy worker is never taken away;
 - a dead worker stops renewing: after ``lease_s`` any worker reclaims the entry (XAUTOCLAIM) and runs
   the job again; after ``max_deliveries`` deliveries the job goes to the dead-letter stream instead;
-- finishing is one atomic transition (see :mod:`service.jobs`), so a job completes once.
+- finishing is one atomic transition (see :mod:`heta_service.jobs`), so a job completes once.
 
 Cancellation and deadlines are checked between chunks (the engine's progress callback). CUDA
 out-of-memory empties the cache and retries with half the memory budget (twice), then fails the job
@@ -18,7 +18,6 @@ finished within ``drain_s`` or released for another worker at once.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -33,7 +32,7 @@ from heta_core import Attributor, HetaError
 
 from . import jobs, metrics, registry
 from .connections import connect
-from .schemas import AttributeRequest, result_json
+from .schemas import AttributeRequest, job_result_json
 from .settings import Settings
 
 log = logging.getLogger("heta.worker")
@@ -92,6 +91,7 @@ class Worker:
         if device.type == "cuda":
             info["gpu_allocated"] = torch.cuda.memory_allocated(device)
             info["gpu_peak"] = torch.cuda.max_memory_allocated(device)
+            info["gpu_total"] = torch.cuda.get_device_properties(device).total_memory  # the memory alert's limit
         return info
 
     def heartbeat(self) -> None:
@@ -162,8 +162,7 @@ class Worker:
         pipe.execute()
 
     def finalize(self, job_id: str, owner: str, status: str, **fields) -> bool:
-        keys = [jobs.job_key(job_id), jobs.inflight_key(owner), jobs.done_key(job_id)]
-        return bool(self.client.eval(jobs.FINALIZE, len(keys), *keys, *jobs.finalize_args(status, self.settings.result_ttl_s, **fields)))
+        return bool(self.client.eval(*jobs.finalize_call(job_id, owner, status, self.settings.result_ttl_s, **fields)))
 
     # ------------------------------------------------------------------ jobs
 
@@ -185,12 +184,13 @@ class Worker:
             self._fail(job_id, owner, "deadline_exceeded", "the job's deadline passed before it could run", job)
             self._done(stream, entry)
             return
-        self.client.hset(jobs.job_key(job_id), mapping={"status": "running", "worker": self.id, "started": repr(time.time())})
+        started = time.time()
+        self.client.hset(jobs.job_key(job_id), mapping={"status": "running", "worker": self.id, "started": repr(started)})
         self.client.hincrby(jobs.job_key(job_id), "attempts", 1)
         with self._lock:
             self.current = (stream, entry, job_id)
         try:
-            self._run(job_id, job, deadline)
+            self._run(job_id, job, deadline, started)
         except Released:
             # make the entry claimable at once and put the job back in the queue's view
             self.client.hset(jobs.job_key(job_id), mapping={"status": "queued", "progress": "0"})
@@ -206,10 +206,10 @@ class Worker:
         if self.finalize(job_id, owner, "failed", error={"code": code, "detail": detail}):
             metrics.record_job(self.client, "failed", time.time() - float(job["created"]))
 
-    def _run(self, job_id: str, job: dict, deadline: float) -> None:
+    def _run(self, job_id: str, job: dict, deadline: float, started: float) -> None:
         owner = job["owner"]
         request = AttributeRequest.model_validate_json(job["request"])
-        kwargs, config = request.attribute_kwargs()
+        kwargs, config = request.engine_call()
         attributor = self.attributors[job["model"]]
         key = jobs.job_key(job_id)
         last_write = [0.0]
@@ -254,11 +254,11 @@ class Worker:
                 log.exception("job %s failed", job_id)
                 self._fail(job_id, owner, "internal_error", f"{type(error).__name__}: {error}", job)
                 return
-        body = result_json(result, job_id)
-        if self.finalize(job_id, owner, "done", result=json.dumps(body), progress="1"):
-            metrics.record_job(
-                self.client, "done", time.time() - float(job["created"]), result.timings, int(result.meta.get("hvps", 0))
-            )
+        created = float(job["created"])
+        body = job_result_json(result, job_id, created, started)
+        if self.finalize(job_id, owner, "done", result=body, progress="1"):
+            stages = {name: seconds for name, seconds in result.timings.stages().items() if name != "total"}
+            metrics.record_job(self.client, "done", time.time() - created, result.method, stages, result.meta.hvps or 0)
 
 
 def main(settings: Settings, models: list[str]) -> int:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from heta_core import Attributor, HetaConfig
-from heta_core.toymodels import tiny_model, tiny_tokenizer
+from heta_core.models.toymodels import tiny_model, tiny_tokenizer
 
 TEXT = "the cat sat on the mat . the dog ate the bone"
 

@@ -5,10 +5,10 @@ import torch
 from transformers import BloomConfig
 
 from heta_core import Attributor, UnsupportedArchitectureError
-from heta_core.adapters import SUPPORTED_MODEL_TYPES, HeadLayout, adapter_for, eager_attention
-from heta_core.flow import head_value_norms, official_value_norms
-from heta_core.toymodels import random_model, tiny_model
-from heta_core.trace import run_trace
+from heta_core.models.adapters import SUPPORTED_MODEL_TYPES, HeadLayout, adapter_for, eager_attention
+from heta_core.methods.heta.flow import head_value_norms, official_value_norms
+from heta_core.models.toymodels import random_model, tiny_model
+from heta_core.runtime.trace import run_trace
 
 IDS = [5, 9, 14, 20, 7, 30]
 

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from heta_core import ConfigError, HetaConfig
-from heta_core.adapters import HeadLayout, adapter_for, eager_attention
-from heta_core.batching import SuffixRunner
-from heta_core.bench import approximation_agreement
-from heta_core.hessian import Curvature, block_products, probes
-from heta_core.toymodels import tiny_model
-from heta_core.trace import run_trace
+from heta_core.models.adapters import HeadLayout, adapter_for, eager_attention
+from heta_core.runtime.batching import SuffixRunner
+from heta_core.cli.bench import approximation_agreement
+from heta_core.methods.heta.hessian import Curvature, block_products, probes
+from heta_core.models.toymodels import tiny_model
+from heta_core.runtime.trace import run_trace
 
 from .conftest import TEXT, assert_rel_close
 
@@ -31,7 +31,7 @@ def test_full_rank_low_rank_is_the_exact_estimator(make_attributor):
     exact = attributor.attribute(input_ids=IDS)
     full = attributor.attribute(input_ids=IDS, config=attributor.config.replace(low_rank=6 * 16))
     assert_rel_close(full.hessian, exact.hessian, 1e-6, "S")
-    assert full.meta["hvps"] == 2 * 6 * 16
+    assert full.meta.hvps == 2 * 6 * 16
 
 
 @pytest.mark.parametrize("changes", [{"curvature_layers": 1}, {"curvature": "ggn"}, {"curvature": "ggn", "curvature_layers": 2}])
@@ -76,7 +76,7 @@ def test_window_covering_the_prompt_is_exact_and_windows_cover_every_token(make_
     windowed = attributor.attribute(TEXT, config=attributor.config.replace(window=4, overlap=0.5))
     assert windowed.scores.shape == exact.scores.shape and bool((windowed.hessian > 0).all())
     assert float(windowed.flow.sum()) == pytest.approx(1.0, abs=1e-6)
-    assert windowed.meta["hvps"] == 5 * 4 * 2  # windows start at 0, 2, 4, 6, 7 over 11 prompt tokens
+    assert windowed.meta.hvps == 5 * 4 * 2  # windows start at 0, 2, 4, 6, 7 over 11 prompt tokens
 
 
 def test_reported_agreement_with_exact():

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from heta_core import ConfigError, HetaConfig
-from heta_core.baselines import quadrature, rollout, target_logprob
+from heta_core.methods.baselines.gradients import quadrature, target_logprob
+from heta_core.methods.baselines.rollout import rollout
 
 from .conftest import TEXT
 
@@ -31,7 +32,7 @@ def test_shapes_and_determinism(make_attributor, family, method):
     assert first.scores.shape == (n,) and first.scores.dtype == torch.float32
     assert torch.equal(first.scores, again.scores)
     assert first.flow is None and first.hessian is None and first.kl is None
-    assert first.method == method and first.meta["method"] == method
+    assert first.method == method and first.meta.hvps is None
     each = attributor.attribute(TEXT, target_text=" . the", target_mode="each")
     assert each.scores.shape == (2, len(TEXT.split()))
     row = each.to_dict()["tokens"][0]

@@ -1,6 +1,6 @@
 import pytest
 
-from heta_core.batching import SPAN_FRACTION, plan_chunks
+from heta_core.runtime.batching import SPAN_FRACTION, plan_chunks
 
 
 @pytest.mark.parametrize("budget", [1, 5_000, 50_000, 10**12])

@@ -3,8 +3,8 @@
 import pytest
 
 from heta_core import InputError
-from heta_core.granularity import segments
-from heta_core.inputs import from_text
+from heta_core.inputs.granularity import segments
+from heta_core.inputs.document import from_text
 
 MESSAGES = [
     {"role": "system", "content": "the answer is four ."},
@@ -35,13 +35,13 @@ def test_message_scores_sum_to_the_token_scores(make_attributor):
     attributor = make_attributor("gpt2", num_hvp_samples=2)
     result = attributor.attribute(messages=MESSAGES, target_text=" the answer")
     messages = result.aggregates["message"]
-    assert [m["role"] for m in messages] == ["system", "user"]
+    assert [m.role for m in messages] == ["system", "user"]
     content = [t.position for t in result.tokens if not t.template and not t.special]
     for name, tensor in (("score", result.scores), ("flow", result.flow), ("hessian", result.hessian), ("kl", result.kl)):
-        assert sum(m[name] for m in messages) == pytest.approx(float(tensor[content].double().sum()), rel=1e-6)
+        assert sum(getattr(m, name) for m in messages) == pytest.approx(float(tensor[content].double().sum()), rel=1e-6)
     with_template = attributor.attribute(messages=MESSAGES, target_text=" the answer", include_template=True)
     owned = [t.position for t in with_template.tokens if t.message is not None]
-    assert sum(m["score"] for m in with_template.aggregates["message"]) == pytest.approx(
+    assert sum(m.score for m in with_template.aggregates["message"]) == pytest.approx(
         float(with_template.scores[owned].double().sum()), rel=1e-6
     )
     assert len(owned) > len(content)
@@ -81,13 +81,13 @@ def test_words_and_sentences_sum_member_tokens(make_attributor):
     for token in result.tokens:
         assert text[token.start : token.end] == token.text
     words = result.aggregates["word"]
-    assert [w["text"] for w in words] == text.split()[:-1]  # the last word is the target
+    assert [w.text for w in words] == text.split()[:-1]  # the last word is the target
     for w in words:
-        assert w["score"] == pytest.approx(float(result.scores[w["tokens"]].double().sum()), rel=1e-9)
+        assert w.score == pytest.approx(float(result.scores[w.tokens].double().sum()), rel=1e-9)
     sentences = result.aggregates["sentence"]
-    assert [s["text"] for s in sentences] == ["the cat sat on the mat .", "the dog ate the bone .", "a bird can"]
+    assert [s.text for s in sentences] == ["the cat sat on the mat .", "the dog ate the bone .", "a bird can"]
     for name, tensor in (("score", result.scores), ("kl", result.kl), ("hessian", result.hessian), ("flow", result.flow)):
-        assert sum(s[name] for s in sentences) == pytest.approx(float(tensor.double().sum()), rel=1e-6)
+        assert sum(getattr(s, name) for s in sentences) == pytest.approx(float(tensor.double().sum()), rel=1e-6)
 
 
 def test_word_membership_uses_the_first_visible_character(tokenizer):
@@ -101,10 +101,10 @@ def test_caller_spans_and_each_mode_rows(make_attributor):
     prompt = "paris is the capital of"
     result = attributor.attribute(prompt, target_text=" france .", target_mode="each", spans=[(0, 5), (6, 15)], granularity="word")
     first, second = result.aggregates["span"]
-    assert (first["text"], first["tokens"]) == ("paris", [0])
-    assert second["text"] == "is the ca" and second["tokens"] == [1, 2, 3]  # overlap counts
-    assert len(first["score"]) == 2  # one entry per target token in "each" mode
-    assert first["score"] == pytest.approx(result.scores[:, 0].tolist())
+    assert (first.text, first.tokens) == ("paris", [0])
+    assert second.text == "is the ca" and second.tokens == [1, 2, 3]  # overlap counts
+    assert len(first.score) == 2  # one entry per target token in "each" mode
+    assert first.score == pytest.approx(result.scores[:, 0].tolist())
     assert len(result.aggregates["word"]) == 5
 
 

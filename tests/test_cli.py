@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from heta_core.cli import bar
+from heta_core.cli.attribute import bar
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "paris is the capital of france"
@@ -32,8 +32,8 @@ def test_attribute_json(model_dir):
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
     assert [t["text"] for t in payload["tokens"]] == TEXT.split()[:-1]
-    assert payload["target"]["text"] == "france" and payload["target"]["position"] == 5
-    assert payload["meta"]["num_hvp_samples"] == 3 and payload["meta"]["seed"] == 4
+    assert payload["targets"][0]["text"] == "france" and payload["targets"][0]["position"] == 5
+    assert payload["meta"]["config"]["num_hvp_samples"] == 3 and payload["meta"]["config"]["seed"] == 4
     assert all(t["score"] > 0 for t in payload["tokens"])
 
 
@@ -135,7 +135,7 @@ def test_span_chat_and_granularity_flags(model_dir):
         (["--messages", "[{"], "not valid JSON"),
         (["--messages", '[{"role": "robot", "content": "the cat"}]'], "unknown role"),
         (["--messages", "[]"], "non-empty"),
-        (["--messages", "@/nonexistent/file.json"], "cannot read messages file"),
+        (["--messages", "@/nonexistent/file.json"], "cannot read --messages file"),
         (["--text", "paris is", "--messages", "[]"], "not allowed with argument"),
         (["--text", "paris is", "--target-text", " the", "--generate", "2"], "not allowed with argument"),
         (["--text", "paris is", "--generate", "0"], "generate must be an integer >= 1"),

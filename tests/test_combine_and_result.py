@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from heta_core.combine import combine
+from heta_core.methods.heta.combine import combine
 
 from .conftest import TEXT
 
@@ -33,12 +33,13 @@ def test_result_fields_and_scores_follow_eq5(make_attributor):
     assert result.target.position == n and result.target.text == "bone"
     assert result.target.logprob < 0
     assert [t.position for t in result.tokens] == list(range(n))
-    assert set(result.timings) == {"flow", "kl", "hessian", "total"}
-    assert all(v >= 0 for v in result.timings.values())
+    assert set(result.timings.stages()) == {"flow", "kl", "hessian", "total"}
+    assert all(v >= 0 for v in result.timings.stages().values())
+    assert result.timings.baseline_s is None and result.timings.queue_s is None and result.timings.total_s is None
     meta = result.meta
-    assert meta["model_type"] == "qwen2" and meta["dtype"] == "float64" and meta["device"] == "cpu"
-    assert meta["num_hvp_samples"] == 10 and meta["hvps"] == 10 * n and meta["config"]["beta"] == 0.3
-    assert meta["versions"]["torch"] == torch.__version__ and meta["versions"]["transformers"]
+    assert meta.model_type == "qwen2" and meta.dtype == "float64" and meta.device == "cpu"
+    assert meta.config["num_hvp_samples"] == 10 and meta.hvps == 10 * n and meta.config["beta"] == 0.3
+    assert meta.versions.torch == torch.__version__ and meta.versions.transformers
 
 
 def test_to_dict_is_strict_json_and_topk_is_ordered(make_attributor):
@@ -54,5 +55,14 @@ def test_to_dict_is_strict_json_and_topk_is_ordered(make_attributor):
     assert [r["score"] for r in top] == sorted((float(s) for s in result.scores), reverse=True)[:3]
     assert top[0]["position"] == int(result.scores.argmax())
     assert result.topk(100) and len(result.topk(100)) == len(result.tokens)
-    result.scores[0] = math.nan
-    assert json.loads(json.dumps(result.to_dict(), allow_nan=False))["tokens"][0]["score"] is None
+    overflowing = make_attributor("gpt2", beta=1e308, gamma=1e308).attribute(TEXT)  # beyond float32's range
+    payload = json.loads(json.dumps(overflowing.to_dict(), allow_nan=False))
+    assert all(t["score"] is None and t["flow"] is not None for t in payload["tokens"])
+    assert math.isnan(float(overflowing.scores[0]))
+
+
+def test_words_the_tokenizer_does_not_know_are_reported(make_attributor):
+    result = make_attributor("gpt2", num_hvp_samples=1).attribute("the zebra sat on the okapi zebra [UNK] mat")
+    (warning,) = result.warnings
+    assert (warning.code, warning.count, warning.words) == ("unknown_tokens", 3, ["zebra", "okapi"])  # a typed "[UNK]" is the caller's
+    assert not make_attributor("gpt2", num_hvp_samples=1).attribute("the cat sat on the mat").warnings

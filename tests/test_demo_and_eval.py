@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from heta_core import Attributor, InputError
-from heta_core.demo import DEMO_DIR, task, train
+from heta_core.evaluation.demo import DEMO_DIR, task, train
 from heta_core.evaluation import EvalSettings, evaluate, metric_names, prepare, qa_items, synthetic_items
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def test_demo_ships_small_and_loads_offline():
     weights = DEMO_DIR / "model.safetensors"
     assert weights.stat().st_size <= 5 * 2**20
     code = (
-        "import time; from heta_core import Attributor; from heta_core.loading import load_model\n"
+        "import time; from heta_core import Attributor; from heta_core.models.loading import load_model\n"
         "load_model('heta-demo', device='cpu')\n"  # imports transformers' GPT-2 code once
         "t = time.perf_counter(); a = Attributor.from_pretrained('heta-demo', device='cpu')\n"
         "print(time.perf_counter() - t, a.model.config.model_type, a.tokenizer('a=1 ? a')['input_ids'])"

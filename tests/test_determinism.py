@@ -18,4 +18,4 @@ def test_another_seed_changes_only_the_hessian_term(make_attributor):
     assert torch.equal(one.kl, two.kl)
     assert not torch.equal(one.hessian, two.hessian)
     assert not torch.equal(one.scores, two.scores)
-    assert two.meta["seed"] == 2
+    assert two.meta.config["seed"] == 2

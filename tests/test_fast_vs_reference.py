@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from heta_core import HetaConfig
-from heta_core.toymodels import TINY_CONFIGS
+from heta_core.models.toymodels import TINY_CONFIGS
 
 from .conftest import TEXT, assert_rel_close
 
@@ -16,7 +16,7 @@ def test_fast_equals_reference_on_every_family(make_attributor, family):
     attributor = make_attributor(family, num_hvp_samples=3, seed=7)
     fast = attributor.attribute(TEXT)
     reference = attributor.attribute(TEXT, config=attributor.config.replace(strategy="reference"))
-    assert fast.meta["strategy"] == "fast" and reference.meta["strategy"] == "reference"
+    assert fast.meta.config["strategy"] == "fast" and reference.meta.config["strategy"] == "reference"
     for name in COMPONENTS:
         assert_rel_close(getattr(fast, name), getattr(reference, name), 1e-4, f"{family} {name}")
     assert fast.target.logprob == pytest.approx(reference.target.logprob, rel=1e-9)

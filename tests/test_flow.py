@@ -3,16 +3,16 @@
 import pytest
 import torch
 
-from heta_core.adapters import HeadLayout, adapter_for, eager_attention
-from heta_core.flow import (
+from heta_core.models.adapters import HeadLayout, adapter_for, eager_attention
+from heta_core.methods.heta.flow import (
     heta_flow,
     heta_flow_reference,
     layer_value_norms,
     official_flow,
     official_flow_reference,
 )
-from heta_core.toymodels import tiny_model
-from heta_core.trace import run_trace
+from heta_core.models.toymodels import tiny_model
+from heta_core.runtime.trace import run_trace
 
 IDS = [5, 9, 14, 20, 7, 30, 11, 3]
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from heta_core import Attributor, HetaConfig
-from heta_core.adapters import HeadLayout, adapter_for, eager_attention
-from heta_core.batching import SuffixRunner
-from heta_core.hessian import Curvature, CurvatureOperator, block_products, probes, target_logprob
-from heta_core.toymodels import tiny_model
-from heta_core.trace import run_trace
+from heta_core.models.adapters import HeadLayout, adapter_for, eager_attention
+from heta_core.runtime.batching import SuffixRunner
+from heta_core.methods.heta.hessian import Curvature, CurvatureOperator, block_products, probes, target_logprob
+from heta_core.models.toymodels import tiny_model
+from heta_core.runtime.trace import run_trace
 
 IDS = [5, 9, 14, 20, 7, 30, 11]
 
@@ -75,4 +75,4 @@ def test_sensitivity_matches_exact_expectation_over_all_sign_vectors():
     result = Attributor(model, config=HetaConfig(num_hvp_samples=4000, seed=1)).attribute(input_ids=IDS)
     relative = (result.hessian.double() - exact).abs() / exact
     assert float(relative.max()) < 0.05, relative
-    assert result.meta["hvps"] == size * 4000
+    assert result.meta.hvps == size * 4000

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from heta_core import Attributor, ConfigError, HetaConfig, InputError
-from heta_core.toymodels import tiny_model
+from heta_core.models.toymodels import tiny_model
 
 from .conftest import TEXT
 
@@ -102,9 +102,9 @@ def test_dtype_policy_never_downcasts(tokenizer):
         Attributor(tiny_model("gpt2", dtype=torch.float64), config=HetaConfig(dtype="float32"))
     upcast = Attributor(tiny_model("gpt2", dtype=torch.float32), tokenizer, HetaConfig(dtype="float64", num_hvp_samples=1))
     assert upcast.model.dtype == torch.float64
-    assert upcast.attribute(TEXT).meta["dtype"] == "float64"
+    assert upcast.attribute(TEXT).meta.dtype == "float64"
     plain = Attributor(tiny_model("gpt2", dtype=torch.float32), tokenizer, HetaConfig(num_hvp_samples=1))
-    assert plain.attribute(TEXT).meta["dtype"] == "float32"
+    assert plain.attribute(TEXT).meta.dtype == "float32"
     with pytest.raises(ConfigError, match="dtype"):
         plain.attribute(TEXT, config=HetaConfig(dtype="float64"))
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from heta_core import faithfulness, metrics
+from heta_core.evaluation import faithfulness, metrics
 from heta_core.evaluation import bootstrap_ci
 
 from .conftest import TEXT

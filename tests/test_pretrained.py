@@ -7,7 +7,7 @@ import torch
 from transformers import BloomConfig
 
 from heta_core import Attributor, HetaConfig, ModelLoadError, UnsupportedArchitectureError
-from heta_core.toymodels import random_model, tiny_model, tiny_tokenizer
+from heta_core.models.toymodels import random_model, tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def test_from_pretrained_loads_safetensors_and_tokenizer(saved_llama):
     assert attributor.model.dtype == torch.float64  # the checkpoint's own dtype, not a silent float32
     text = "she gave him the key to the red door"
     result = attributor.attribute(text)
-    assert result.meta["model"] == str(saved_llama)
+    assert result.meta.model == str(saved_llama)
     assert result.target.text == "door"
     for token in result.tokens:
         assert text[token.start : token.end] == token.text

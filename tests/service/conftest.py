@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from heta_core.toymodels import CORPUS
+from heta_core.models.toymodels import CORPUS
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOW_TEXT = " ".join((CORPUS.split() * 5)[:120])  # with samples=20: a job of several seconds
@@ -60,6 +60,10 @@ class Server:
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
+    def worker_pids(self) -> list[int]:
+        """The workers this server's processes started (or are)."""
+        return sorted({pid for proc in self.procs for pid in [proc.pid, *worker_pids(proc.pid)] if _is_worker(pid) and alive(pid)})
+
     def stop(self) -> None:
         self.http.close()
         for proc in self.procs:
@@ -102,12 +106,42 @@ def serve(model_dir: str | None, tmp: Path, **settings):
         log.close()
 
 
-def worker_pids() -> list[int]:
-    """Processes whose command line says `heta worker`."""
-    pids = []
+def _parents() -> dict[int, int]:
+    """pid → parent pid of every process on the machine."""
+    parents = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if b"heta\x00worker" in (entry / "cmdline").read_bytes() or b"heta worker" in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-    return pids
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def _is_worker(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+        return b"heta\x00worker" in cmdline or b"heta worker" in cmdline
+    return False
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for its parent)."""
+    with contextlib.suppress(OSError, IndexError):
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+def worker_pids(root: int) -> list[int]:
+    """The `heta worker` processes descended from ``root`` (a process a test started): never a
+    worker of anyone else's `heta serve` on the same machine."""
+    parents = _parents()
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            stack.append(child)
+            if _is_worker(child) and alive(child):
+                found.append(child)
+    return sorted(found)

@@ -16,7 +16,7 @@ def test_serve_defaults_to_heta_demo_and_takes_a_method(tmp_path):
         assert models["default"] == "heta-demo" and models["default_method"] == "integrated_gradients"
         assert models["methods"] == ["heta", "gradient", "input_x_gradient", "integrated_gradients", "attention_rollout", "occlusion"]
         default = server.http.post("/attribute", json={"text": PROMPT, "target_text": " 3"}).json()
-        assert default["meta"]["model"] == "heta-demo" and default["meta"]["method"] == "integrated_gradients"
+        assert default["meta"]["model"] == "heta-demo" and default["method"] == "integrated_gradients"
         heta = server.http.post("/attribute", json={"text": PROMPT, "target_text": " 3", "config": {"method": "heta"}}).json()
         scores = [t["score"] for t in heta["tokens"]]
         assert max(range(5), key=lambda i: scores[i]) == 3 and heta["tokens"][0]["flow"] is not None
@@ -24,7 +24,7 @@ def test_serve_defaults_to_heta_demo_and_takes_a_method(tmp_path):
         loo = server.http.post("/attribute", json={"text": PROMPT, "target_text": " 3", "config": {"method": "loo"}}).json()
         expected = local.attribute(PROMPT, target_text=" 3").scores.tolist()
         assert [t["score"] for t in loo["tokens"]] == expected and loo["tokens"][0]["hessian"] is None
-        assert server.metric('heta_compute_seconds_total{stage="occlusion"}') > 0
+        assert server.metric('heta_compute_seconds_total{method="occlusion",stage="baseline"}') > 0
         examples = server.http.get("/openapi.json").json()["components"]["schemas"]["AttributeRequest"]["examples"]
         for example in examples:  # the /docs page's examples run as-is against the default model
             answer = server.http.post("/attribute", json=example)

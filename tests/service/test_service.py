@@ -8,7 +8,7 @@ import pytest
 
 from heta_core import Attributor, HetaConfig
 
-from .conftest import SLOW, SLOW_TEXT, serve, worker_pids
+from .conftest import SLOW, SLOW_TEXT, serve
 
 TEXT = "the cat sat on the mat"
 
@@ -27,10 +27,12 @@ def test_attribute_end_to_end_equals_the_engine(server, model_dir):
     direct = Attributor.from_pretrained(model_dir, config=HetaConfig(num_hvp_samples=3, seed=5), device="cpu").attribute(TEXT)
     assert [t["text"] for t in body["tokens"]] == TEXT.split()[:-1]
     assert [t["score"] for t in body["tokens"]] == pytest.approx(direct.scores.tolist(), rel=1e-6)
-    assert [t["index"] for t in body["tokens"]] == list(range(5))
-    assert body["target"]["text"] == "mat" and body["meta"]["seed"] == 5 and body["meta"]["timings"]["total"] > 0
+    assert [t["position"] for t in body["tokens"]] == list(range(5))
+    assert body["targets"][0]["text"] == "mat" and body["meta"]["config"]["seed"] == 5
+    timings = body["meta"]["timings"]
+    assert timings["compute_s"] > 0 and timings["total_s"] >= timings["queue_s"] + timings["compute_s"] - 1e-3
     assert body["meta"]["config"]["num_hvp_samples"] == 3 and body["job_id"]
-    assert "role" not in body["tokens"][0]
+    assert body["tokens"][0]["role"] is None
 
 
 def test_chat_spans_and_aggregates_through_the_service(server):
@@ -66,7 +68,7 @@ def test_attribute_answers_202_when_not_done_within_wait(server):
     response = server.http.post("/attribute", json={**SLOW, "wait": 0})
     assert response.status_code == 202 and response.headers["location"].startswith("/jobs/")
     job = server.wait_status(response.json()["job_id"], {"done"})
-    assert job["result"]["target"]["position"] == 119
+    assert job["result"]["targets"][0]["position"] == 119
     # it ran longer than the 2 s lease on a healthy worker: the heartbeat kept it, it ran once
     assert job["finished"] - job["started"] > 2.0 and job["attempts"] == 1
 
@@ -144,9 +146,15 @@ def test_bad_requests_are_problems_never_500(server, body, status, code):
     assert problem["code"] == code and problem["status"] == status and problem["detail"] and problem["title"]
 
 
-def test_malformed_json_and_unknown_job(server):
-    broken = server.http.post("/attribute", content=b"{not json", headers={"content-type": "application/json"})
-    assert broken.status_code == 422 and broken.json()["code"] == "validation_error"
+def test_malformed_bodies_unknown_routes_and_unknown_jobs_are_problems(server):
+    for body in (b"{not json", '{"text": "caf\u00e9"}'.encode("latin-1")):  # broken JSON; not UTF-8
+        broken = server.http.post("/attribute", content=body, headers={"content-type": "application/json"})
+        assert broken.status_code == 400 and broken.json()["code"] == "malformed_body", broken.text
+        assert broken.headers["content-type"] == "application/problem+json"
+    for method, path, status, code in (("GET", "/nowhere", 404, "not_found"), ("PUT", "/attribute", 405, "method_not_allowed")):
+        answer = server.http.request(method, path)
+        assert (answer.status_code, answer.json()["code"]) == (status, code)
+        assert answer.headers["content-type"] == "application/problem+json"
     missing = server.http.get("/jobs/nope")
     assert missing.status_code == 404 and missing.json()["code"] == "job_not_found"
     assert server.http.delete("/jobs/nope").status_code == 404
@@ -169,7 +177,7 @@ def test_models_health_and_metrics(server, model_dir):
     assert server.metric('heta_jobs_total{outcome="done"}') >= 3
     assert server.metric('heta_jobs_total{outcome="cancelled"}') >= 1
     assert server.metric("heta_hvps_total") > 0
-    assert server.metric('heta_compute_seconds_total{stage="hessian"}') > 0
+    assert server.metric('heta_compute_seconds_total{method="heta",stage="hessian"}') > 0
     assert server.metric('heta_requests_total{method="POST",route="/attribute",status="200"}') >= 1
     assert server.metric("heta_job_seconds_count") >= 3
     text = server.http.get("/metrics").text
@@ -188,11 +196,11 @@ def test_sigkill_of_a_worker_mid_job_completes_the_job_once(server):
     job_id = server.http.post("/jobs", json=SLOW).json()["job_id"]
     job = server.wait_status(job_id, {"running"})
     pid = int(job["worker"].split("-")[-2])
-    assert pid in worker_pids()
+    assert pid in server.worker_pids()
     os.kill(pid, signal.SIGKILL)
     done = server.wait_status(job_id, {"done"}, timeout=90)
     assert done["attempts"] == 2  # the killed delivery and the reclaimed one
     assert server.metric('heta_jobs_total{outcome="done"}') == before + 1  # completed once
     assert server.metric('heta_jobs_total{outcome="reclaimed"}') >= 1
-    assert pid not in worker_pids() and len(worker_pids()) == 1  # the supervisor replaced it
+    assert pid not in server.worker_pids() and len(server.worker_pids()) == 1  # the supervisor replaced it
     assert job["status"] == "running"

@@ -1,0 +1,147 @@
+"""``heta attribute``: one attribution, printed as a table of bars or as the result JSON."""
+
+from __future__ import annotations
+
+import json
+
+from ..methods.registry import METHOD_ALIASES, METHODS
+from .usage import UsageError
+
+BAR_WIDTH = 12
+_BLOCKS = " ▏▎▍▌▋▊▉█"
+
+
+
+def bar(value: float, largest: float, width: int = BAR_WIDTH) -> str:
+    """A left-aligned unicode bar of ``width`` cells, full at ``largest`` (eighth-cell resolution)."""
+    if largest <= 0 or value <= 0:
+        return " " * width
+    eighths = round(min(value / largest, 1.0) * width * 8)
+    full, rest = divmod(eighths, 8)
+    return ("█" * full + (_BLOCKS[rest] if rest else "")).ljust(width)
+
+
+def _columns(result) -> list[str]:
+    """The score and, for HETA, its three components (a baseline has the score only)."""
+    return [name for name in ("scores", "flow", "hessian", "kl") if getattr(result, name) is not None]
+
+
+def _table_rows(result, granularity: str, row: int | None):
+    """(label, {column: value}) per token or aggregated unit; ``row`` picks a target in "each" mode."""
+    def pick(value):
+        return value[row] if row is not None else value
+
+    columns = _columns(result)
+    if granularity == "token":
+        for token in result.tokens:
+            label = token.text if token.text is not None else str(token.id)
+            values = {name: float(pick(getattr(result, name)[..., token.position])) for name in columns}
+            yield label, values
+        return
+    for unit in result.aggregates[granularity]:
+        yield unit.text, {name: pick(getattr(unit, "score" if name == "scores" else name)) for name in columns}
+
+
+def render_table(result, granularity: str = "token") -> str:
+    """Each token (or word / sentence) with a bar per score (each column scaled to its own maximum).
+
+    Bars show positive values; a signed baseline's negative scores show as numbers only."""
+    columns = _columns(result)
+    lines = []
+    rows = range(len(result.targets)) if result.target_mode == "each" else [None]
+    for row in rows:
+        targets = result.targets if row is None else [result.targets[row]]
+        described = " ".join(repr(t.text) for t in targets)
+        logprob = sum(t.logprob for t in targets)
+        lines.append(
+            f"model {result.meta.model}  method {result.method}  target {described} at position "
+            f"{targets[0].position}  log p = {logprob:.4f}"
+        )
+        lines.append(
+            f"{'#':>4}  {granularity:<14}"
+            + "".join(f"  {name.removesuffix('s') if name == 'scores' else name:<{BAR_WIDTH + 11}}" for name in columns)
+        )
+        table = list(_table_rows(result, granularity, row))
+        largest = {name: max((v[name] for _, v in table), default=0.0) for name in columns}
+        for i, (label, values) in enumerate(table):
+            label = label.replace("\n", "\\n")
+            label = label if len(label) <= 14 else label[:13] + "…"
+            cells = "".join(f"  {bar(values[n], largest[n])} {values[n]:>10.4g}" for n in columns)
+            lines.append(f"{i:>4}  {label:<14}{cells}")
+    return "\n".join(lines)
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("attribute", help="attribute a model's next-token prediction to its context")
+    parser.add_argument("--model", default="heta-demo", help="Hugging Face id, local path (safetensors) or heta-demo (default)")
+    parser.add_argument("--method", default="heta", help=f"{' | '.join(METHODS)} (short: {', '.join(METHOD_ALIASES)})")
+    parser.add_argument("--ig-steps", type=int, default=32, help="integrated_gradients quadrature points")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="the input; the last token is the target by default")
+    source.add_argument("--messages", help="chat messages as JSON ([{role, content}, ...]) or @FILE")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--target-position", type=int, default=None, help="index of the explained token")
+    target.add_argument("--target-text", default=None, help="a continuation to attribute (appended to the input)")
+    target.add_argument("--generate", type=int, default=None, metavar="N", help="greedily generate N tokens and attribute them")
+    parser.add_argument("--target-mode", choices=("sum", "each"), default="sum", help="a span as one target or one row per token")
+    parser.add_argument("--granularity", choices=("token", "word", "sentence"), default="token")
+    parser.add_argument("--include-template", action="store_true", help="count chat-template tokens in aggregates")
+    parser.add_argument("--spans", help="character spans to aggregate, as JSON ([[start, end], ...]) or @FILE")
+    parser.add_argument("--samples", type=int, default=10, help="Rademacher probes per token (m)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--beta", type=float, default=0.5)
+    parser.add_argument("--gamma", type=float, default=0.5)
+    parser.add_argument("--mask", default="zero", help="zero | mean | token:<id>")
+    parser.add_argument("--flow", default="heta", help="heta | official")
+    parser.add_argument("--normalize", default="none", help="none | simplex")
+    parser.add_argument("--strategy", default="fast", help="fast | reference")
+    parser.add_argument("--memory-budget-mb", type=int, default=None, help="default: auto")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--dtype", default=None, help="auto | float32 | float64 | bfloat16 | float16")
+    parser.add_argument("--curvature", default="exact", help="exact | ggn")
+    parser.add_argument("--curvature-layers", type=int, default=None, metavar="K")
+    parser.add_argument("--low-rank", type=int, default=None, metavar="K")
+    parser.add_argument("--window", type=int, default=None, metavar="W")
+    parser.add_argument("--overlap", type=float, default=0.0)
+    parser.add_argument("--format", choices=("json", "table"), default="table")
+    parser.set_defaults(run=run)
+
+
+def _json_argument(argument: str | None, flag: str):
+    """A JSON value given inline or as @FILE."""
+    if argument is None:
+        return None
+    try:
+        if argument.startswith("@"):
+            with open(argument[1:], encoding="utf-8") as handle:
+                argument = handle.read()
+        return json.loads(argument)
+    except OSError as error:
+        raise UsageError(f"cannot read {flag} file: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{flag} is not valid JSON: {error.msg} at position {error.pos}") from None
+
+
+def run(args) -> int:
+    from ..attributor import Attributor
+    from ..config import HetaConfig
+
+    config = HetaConfig(
+        method=args.method, ig_steps=args.ig_steps, num_hvp_samples=args.samples, seed=args.seed, beta=args.beta, gamma=args.gamma, mask=args.mask,
+        flow=args.flow, normalize=args.normalize, strategy=args.strategy, memory_budget_mb=args.memory_budget_mb,
+        curvature=args.curvature, curvature_layers=args.curvature_layers, low_rank=args.low_rank, window=args.window,
+        overlap=args.overlap,
+    )  # fmt: skip
+    messages = _json_argument(args.messages, "--messages")
+    spans = _json_argument(args.spans, "--spans")
+    attributor = Attributor.from_pretrained(args.model, config=config, device=args.device, dtype=args.dtype)
+    result = attributor.attribute(
+        args.text, messages=messages, target_position=args.target_position, target_text=args.target_text,
+        target_mode=args.target_mode, generate=args.generate, granularity=args.granularity, spans=spans,
+        include_template=args.include_template,
+    )  # fmt: skip
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(render_table(result, args.granularity))
+    return 0

@@ -1,0 +1,411 @@
+"""``heta bench``: the fast path against the reference path, side by side in one run.
+
+Prints wall time of each path and their ratio, the largest relative difference between their
+numbers, peak memory of each path above its pre-run level (RSS on CPU, allocator peak on CUDA;
+each path runs in its own fresh process so one path's freed memory cannot hide the other's),
+the fast path's FLOPs (``torch.utils.flop_counter``) and achieved GFLOP/s next to a large-matmul
+GFLOP/s measured in the same process. Defaults are the issue's shape: a GPT-2-shaped random
+model (6 layers, d=512, 8 heads, vocab 50257), a 48-token context, m = 10, float32, CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
+
+
+@contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict]:
+    """Yields a dict that holds ``peak_bytes`` above the starting level once the block exits."""
+    box: dict = {}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        yield box
+        torch.cuda.synchronize(device)
+        box["peak_bytes"] = torch.cuda.max_memory_allocated(device) - base
+        return
+    base = _rss()
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.002):
+            peak[0] = max(peak[0], _rss())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield box
+    finally:
+        stop.set()
+        sampler.join()
+        box["peak_bytes"] = max(peak[0], _rss()) - base
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Achieved GFLOP/s of a large square matmul: the machine's practical ceiling for this dtype."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b  # warm-up
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    scale = b.abs().max().clamp_min(torch.finfo(torch.float32).tiny)
+    return float((a - b).abs().max() / scale)
+
+
+def _measure(spec: dict, strategy: str, repeats: int, count_flops: bool) -> dict:
+    """Runs in a fresh process, so its peak memory is its own: build the model, run one path."""
+    from ..attributor import Attributor
+    from ..config import HetaConfig
+    from ..models.loading import resolve_dtype
+    from ..models.toymodels import gpt2_shaped, random_model
+
+    device = torch.device(spec["device"])
+    config = gpt2_shaped(spec["layers"], spec["width"], spec["heads"], spec["vocab"], positions=max(1024, spec["context"] + 1))
+    model = random_model(config, dtype=resolve_dtype(spec["dtype"]), seed=spec["seed"]).to(device)
+    ids = torch.randint(0, spec["vocab"], (spec["context"] + 1,), generator=torch.Generator().manual_seed(spec["seed"]))
+    heta = HetaConfig(num_hvp_samples=spec["samples"], seed=spec["seed"], memory_budget_mb=spec["memory_budget_mb"],
+                      strategy=strategy)  # fmt: skip
+    attributor = Attributor(model, config=heta, name="gpt2-shaped-random")
+    ids = ids.tolist()
+    if strategy == "fast":
+        attributor.attribute(input_ids=ids)  # warm-up: allocator, kernels, lazy imports
+    best, peak, result = float("inf"), 0, None
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        with peak_memory(device) as memory:
+            result = attributor.attribute(input_ids=ids)
+        _sync(device)
+        best = min(best, time.perf_counter() - started)
+        peak = max(peak, memory["peak_bytes"])
+    out = {
+        "seconds": best,
+        "peak_mb": peak / 2**20,
+        "stages": {k: round(v, 4) for k, v in result.timings.stages().items()},
+        "hvps": result.meta.hvps,
+        "numbers": {name: getattr(result, name) for name in ("scores", "flow", "hessian", "kl")},
+    }
+    if count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            attributor.attribute(input_ids=ids)
+        out["gflop"] = counter.get_total_flops() / 1e9
+    return out
+
+
+def _in_fresh_process(*args) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_measure, *args).result()
+
+
+def run(
+    *,
+    layers: int = 6,
+    width: int = 512,
+    heads: int = 8,
+    vocab: int = 50257,
+    context: int = 48,
+    samples: int = 10,
+    dtype: str = "float32",
+    device: str = "cpu",
+    reference: bool = True,
+    repeats: int = 3,
+    memory_budget_mb: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Each path runs in its own fresh process (same seed, same model); the matmul ceiling runs here."""
+    from ..models.loading import resolve_dtype
+
+    spec = dict(layers=layers, width=width, heads=heads, vocab=vocab, context=context, samples=samples, dtype=dtype,
+                device=device, memory_budget_mb=memory_budget_mb, seed=seed)  # fmt: skip
+    report: dict = {
+        "shape": {"layers": layers, "width": width, "heads": heads, "vocab": vocab, "context": context},
+        "samples": samples,
+        "dtype": dtype,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "matmul_gflops": matmul_gflops(torch.device(device), resolve_dtype(dtype)),
+    }
+    fast = _in_fresh_process(spec, "fast", repeats, True)
+    report["fast_seconds"] = fast["seconds"]
+    report["fast_peak_mb"] = fast["peak_mb"]
+    report["fast_stage_seconds"] = fast["stages"]
+    report["hvps"] = fast["hvps"]
+    report["fast_gflop"] = fast["gflop"]
+    report["fast_gflops_per_s"] = fast["gflop"] / fast["seconds"]
+    if reference:
+        slow = _in_fresh_process(spec, "reference", 1, False)
+        report["reference_seconds"] = slow["seconds"]
+        report["reference_peak_mb"] = slow["peak_mb"]
+        report["reference_stage_seconds"] = slow["stages"]
+        report["speedup"] = slow["seconds"] / fast["seconds"]
+        report["max_rel_diff"] = {name: _max_rel(fast["numbers"][name], slow["numbers"][name]) for name in fast["numbers"]}
+    return report
+
+
+def format_report(report: dict) -> str:
+    shape = report["shape"]
+    lines = [
+        f"model      GPT-2-shaped random: {shape['layers']} layers, d={shape['width']}, {shape['heads']} heads, "
+        f"vocab {shape['vocab']}; context {shape['context']} tokens; m={report['samples']}; "
+        f"{report['dtype']} on {report['device']} ({report['threads']} threads)",
+        f"fast       {report['fast_seconds']:9.3f} s   peak +{report['fast_peak_mb']:.0f} MB   "
+        f"stages {report['fast_stage_seconds']}",
+    ]
+    if "reference_seconds" in report:
+        lines.append(
+            f"reference  {report['reference_seconds']:9.3f} s   peak +{report['reference_peak_mb']:.0f} MB   "
+            f"stages {report['reference_stage_seconds']}"
+        )
+        lines.append(f"speed-up   {report['speedup']:9.2f} x   (reference / fast)")
+        diffs = "  ".join(f"{k} {v:.1e}" for k, v in report["max_rel_diff"].items())
+        lines.append(f"agreement  max relative difference: {diffs}")
+    lines.append(
+        f"compute    fast path {report['fast_gflop']:.1f} GFLOP in {report['hvps']} HVPs -> "
+        f"{report['fast_gflops_per_s']:.1f} GFLOP/s; large matmul {report['matmul_gflops']:.1f} GFLOP/s "
+        f"({100 * report['fast_gflops_per_s'] / report['matmul_gflops']:.0f}% of it)"
+    )
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=50257)
+    parser.add_argument("--context", type=int, default=48, help="context tokens (the target is one more)")
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--dtype", default="float32", help="float32 | float64 | bfloat16 | float16")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="fast-path timing runs (best is reported)")
+    parser.add_argument("--memory-budget-mb", type=int, default=None, help="default: auto")
+    parser.add_argument("--no-reference", dest="reference", action="store_false", help="skip the slow path")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def run_from_args(args) -> int:
+    from ..errors import InputError
+    from ..models.loading import resolve_device, resolve_dtype
+
+    for name in ("layers", "width", "heads", "vocab", "context", "samples", "repeats"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name} must be >= 1")
+    if args.width % args.heads:
+        raise InputError("--width must be a multiple of --heads")
+    resolve_device(args.device)
+    resolve_dtype(args.dtype)
+    report = run(
+        layers=args.layers, width=args.width, heads=args.heads, vocab=args.vocab, context=args.context,
+        samples=args.samples, dtype=args.dtype, device=args.device, reference=args.reference,
+        repeats=args.repeats, memory_budget_mb=args.memory_budget_mb,
+    )  # fmt: skip
+    print(json.dumps(report, indent=2) if args.format == "json" else format_report(report))
+    return 0
+
+
+APPROXIMATIONS = {
+    "curvature_layers=1": {"curvature_layers": 1},
+    "curvature_layers=2": {"curvature_layers": 2},
+    "low_rank=8": {"low_rank": 8},
+    "low_rank=32": {"low_rank": 32},
+    "curvature=ggn": {"curvature": "ggn"},
+    "window=12,overlap=0.5": {"window": 12, "overlap": 0.5},
+    "curvature_layers=2,low_rank=32": {"curvature_layers": 2, "low_rank": 32},
+}
+
+
+def approximation_agreement(families=("gpt2", "llama"), layers: int = 4, words: int = 25, samples: int = 20) -> list[dict]:
+    """Each approximation against the exact estimator on small float64 random models (deterministic).
+
+    Returns rows with Spearman ρ and top-5 overlap of S and of the final scores, and HVP counts.
+    """
+    from ..attributor import Attributor
+    from ..config import HetaConfig
+    from ..evaluation.stats import spearman, topk_overlap
+    from ..models.toymodels import CORPUS, tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    text = " ".join(CORPUS.split()[:words])
+    rows = []
+    for family in families:
+        depth = {"n_layer": layers} if family in ("gpt2", "gptj") else {"num_hidden_layers": layers}
+        attributor = Attributor(tiny_model(family, **depth), tokenizer)
+        base = HetaConfig(num_hvp_samples=samples)
+        exact = attributor.attribute(text, config=base)
+        for name, changes in APPROXIMATIONS.items():
+            result = attributor.attribute(text, config=base.replace(**changes))
+            rows.append({
+                "family": family, "approximation": name,
+                "s_spearman": spearman(result.hessian, exact.hessian), "s_top5": topk_overlap(result.hessian, exact.hessian),
+                "score_spearman": spearman(result.scores, exact.scores),
+                "score_top5": topk_overlap(result.scores, exact.scores),
+                "hvps": result.meta.hvps, "exact_hvps": exact.meta.hvps,
+            })  # fmt: skip
+    return rows
+
+
+def format_agreement(rows: list[dict]) -> str:
+    lines = [f"{'model':<8}{'approximation':<32}{'S ρ':>7}{'S top5':>8}{'score ρ':>9}{'top5':>6}{'HVPs':>12}"]
+    for r in rows:
+        lines.append(
+            f"{r['family']:<8}{r['approximation']:<32}{r['s_spearman']:>+7.3f}{r['s_top5']:>8.1f}"
+            f"{r['score_spearman']:>+9.3f}{r['score_top5']:>6.1f}{r['hvps']:>6}/{r['exact_hvps']:<5}"
+        )
+    return "\n".join(lines)
+
+
+def run_agreement_from_args(args) -> int:
+    rows = approximation_agreement()
+    print(json.dumps(rows, indent=2) if args.format == "json" else format_agreement(rows))
+    return 0
+
+
+@contextmanager
+def counting_forward_tokens(attributor) -> Iterator[dict]:
+    """Counts the token positions entering the first block: every forward pass goes through it."""
+    counter = {"tokens": 0}
+
+    def hook(_module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        counter["tokens"] += hidden.shape[0] * hidden.shape[1]
+
+    handle = attributor.adapter.blocks(attributor.model)[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield counter
+    finally:
+        handle.remove()
+
+
+def long_context(
+    *, layers=6, width=512, heads=8, vocab=50257, context=512, samples=10, dtype="float32", device="cpu",
+    curvature_layers=2, low_rank=32, memory_budget_mb=None, seed=0,
+) -> dict:  # fmt: skip
+    """One long-context attribution: measured time per stage, peak RSS / GPU memory, forward tokens
+    and HVPs, each next to ``Attributor.estimate``'s prediction."""
+    import resource
+
+    from ..attributor import Attributor
+    from ..config import HetaConfig
+    from ..models.loading import resolve_dtype
+    from ..models.toymodels import gpt2_shaped, random_model
+
+    torch_device = torch.device(device)
+    model = random_model(
+        gpt2_shaped(layers, width, heads, vocab, positions=max(1024, context + 1)), dtype=resolve_dtype(dtype), seed=seed
+    ).to(torch_device)
+    ids = torch.randint(0, vocab, (context + 1,), generator=torch.Generator().manual_seed(seed)).tolist()
+    config = HetaConfig(num_hvp_samples=samples, seed=seed, curvature_layers=curvature_layers, low_rank=low_rank,
+                        memory_budget_mb=memory_budget_mb)  # fmt: skip
+    attributor = Attributor(model, config=config, name="gpt2-shaped-random")
+    estimate = attributor.estimate(input_ids=ids)
+    with counting_forward_tokens(attributor) as counter, peak_memory(torch_device) as memory:
+        started = time.perf_counter()
+        result = attributor.attribute(input_ids=ids)
+        _sync(torch_device)
+        seconds = time.perf_counter() - started
+    return {
+        "shape": {"layers": layers, "width": width, "heads": heads, "vocab": vocab, "context": context},
+        "config": {"samples": samples, "curvature_layers": curvature_layers, "low_rank": low_rank, "dtype": dtype, "device": device},
+        "seconds": seconds,
+        "stage_seconds": {k: round(v, 3) for k, v in result.timings.stages().items()},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_above_start_mb": memory["peak_bytes"] / 2**20,
+        "estimate": estimate.to_dict(),
+        "measured": {"hvps": result.meta.hvps, "forward_tokens": counter["tokens"]},
+    }
+
+
+def format_long(report: dict) -> str:
+    shape, config, estimate, measured = report["shape"], report["config"], report["estimate"], report["measured"]
+    return "\n".join(
+        [
+            f"model      GPT-2-shaped random: {shape['layers']} layers, d={shape['width']}, vocab {shape['vocab']}; "
+            f"context {shape['context']} tokens; m={config['samples']}; curvature_layers={config['curvature_layers']}, "
+            f"low_rank={config['low_rank']}; {config['dtype']} on {config['device']}",
+            f"time       {report['seconds']:.1f} s   stages {report['stage_seconds']}",
+            f"memory     peak RSS {report['peak_rss_mb']:.0f} MB (process), +{report['peak_above_start_mb']:.0f} MB during the "
+            f"call; estimate {estimate['peak_bytes'] / 2**20:.0f} MB (weights + trace + largest chunk)",
+            f"work       forward token positions {measured['forward_tokens']} (estimate {estimate['forward_tokens']}); "
+            f"HVPs {measured['hvps']} (estimate {estimate['hvps']})",
+        ]
+    )
+
+
+def run_long_from_args(args) -> int:
+    from ..models.loading import resolve_device, resolve_dtype
+
+    resolve_device(args.device)
+    resolve_dtype(args.dtype)
+    report = long_context(
+        layers=args.layers, width=args.width, heads=args.heads, vocab=args.vocab, context=args.context,
+        samples=args.samples, dtype=args.dtype, device=args.device, curvature_layers=args.curvature_layers or None,
+        low_rank=args.low_rank or None, memory_budget_mb=args.memory_budget_mb,
+    )  # fmt: skip
+    print(json.dumps(report, indent=2) if args.format == "json" else format_long(report))
+    return 0
+
+
+def register(commands) -> None:
+    _add_bench(commands)
+    _add_bench_approx(commands)
+    _add_bench_long(commands)
+
+
+def _add_bench(commands) -> None:
+    parser = commands.add_parser("bench", help="time the fast path against the reference path")
+    add_arguments(parser)
+    parser.set_defaults(run=run_from_args)
+
+
+def _add_bench_approx(commands) -> None:
+    parser = commands.add_parser(
+        "bench-approx", help="agreement of each long-context approximation with the exact estimator (small models)"
+    )
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.set_defaults(run=run_agreement_from_args)
+
+
+def _add_bench_long(commands) -> None:
+    parser = commands.add_parser("bench-long", help="one long-context attribution: time, memory and the estimate")
+    for name, default in (("layers", 6), ("width", 512), ("heads", 8), ("vocab", 50257), ("context", 512), ("samples", 10)):
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--curvature-layers", type=int, default=2, help="0: exact curvature w.r.t. X")
+    parser.add_argument("--low-rank", type=int, default=32, help="0: exact per-token blocks")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--memory-budget-mb", type=int, default=None)
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.set_defaults(run=run_long_from_args)

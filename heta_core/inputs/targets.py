@@ -1,0 +1,210 @@
+"""What is explained: the request resolved to a token document, n scored prompt tokens and a mode.
+
+Targets: the next token (default: the last token of the input, or ``target_position``), a given
+continuation (``target_text``) or a greedy generation (``generate=N``); a span is attributed as one
+("sum") or per token ("each", a target × prompt matrix), as HETA.md "Targets" defines. A single
+target token is a span of one.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+from ..errors import ConfigError, InputError
+from ..runtime.precision import compute_dtype
+from .document import Document, check_unicode, encode_text, from_messages, from_text
+from .granularity import GRANULARITIES, check_spans, require_offsets
+
+TARGET_MODES = ("sum", "each")
+# the request arguments of Attributor.attribute / estimate, in prepare()'s terms
+REQUEST_FIELDS = (
+    "text", "input_ids", "messages", "target_position", "target_text", "target_mode", "generate", "granularity", "spans",
+    "include_template",
+)  # fmt: skip
+
+
+@dataclass
+class Request:
+    """A resolved request: the token document (prompt + targets), n scored prompt tokens, the mode."""
+
+    doc: Document
+    scored: int
+    mode: str  # "sum" | "each"
+
+    @property
+    def targets(self) -> int:
+        return len(self.doc.ids) - self.scored
+
+
+@dataclass
+class Prepared:
+    """A request checked against the model, ready to plan or run (generation not yet done)."""
+
+    request: Request
+    prompt: Document  # the caller's input as given (before any target span)
+    kinds: list[str]  # aggregate granularities beyond tokens
+    spans: list[tuple[int, int]] | None
+    include_template: bool
+    generate: int | None
+
+
+def document(tokenizer, vocab: int, text, input_ids, messages) -> Document:
+    given = [name for name, value in (("text", text), ("input_ids", input_ids), ("messages", messages)) if value is not None]
+    if len(given) != 1:
+        raise InputError("pass exactly one of text, input_ids or messages", code="invalid_input")
+    if text is not None:
+        return from_text(tokenizer, text)
+    if messages is not None:
+        return from_messages(tokenizer, messages)
+    ids = check_ids(input_ids, vocab)
+    return Document(ids, [None] * len(ids))
+
+
+def check_ids(input_ids, vocab: int) -> list[int]:
+    if isinstance(input_ids, torch.Tensor):
+        if input_ids.dim() != 1 or input_ids.dtype.is_floating_point:
+            raise InputError("input_ids must be a 1-D integer tensor", code="invalid_input_ids")
+        input_ids = input_ids.tolist()
+    if isinstance(input_ids, (str, bytes)) or not isinstance(input_ids, Iterable):
+        raise InputError("input_ids must be a sequence of integers", code="invalid_input_ids")
+    ids = list(input_ids)
+    if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in ids):
+        raise InputError("input_ids must be a sequence of integers", code="invalid_input_ids")
+    ids = [int(i) for i in ids]
+    bad = [i for i in ids if not 0 <= i < vocab]
+    if bad:
+        raise InputError(f"token id {bad[0]} is outside the vocabulary [0, {vocab})", code="invalid_input_ids")
+    return ids
+
+
+def resolve_target(length: int, target_position: int | None) -> int:
+    """The target index t (default: the last token); negative values count from the end."""
+    if target_position is None:
+        return length - 1
+    if isinstance(target_position, bool) or not isinstance(target_position, numbers.Integral):
+        raise InputError(f"target_position must be an integer, got {target_position!r}", code="target_out_of_range")
+    target_position = int(target_position)
+    position = target_position + length if target_position < 0 else target_position
+    if not 1 <= position < length:
+        raise InputError(
+            f"target_position {target_position} is out of range: the input has {length} tokens and the target "
+            f"needs at least one token before it (valid: 1..{length - 1} or -{length - 1}..-1)",
+            code="target_out_of_range",
+        )
+    return position
+
+
+def resolve(tokenizer, doc: Document, target_position, target_text, target_mode, generate) -> Request:
+    """The request with its targets; a generation is represented by ``generate`` placeholder tokens
+    (what the planner assumes: every token is generated) until :func:`with_generation` runs it."""
+    choices = [n for n, v in (("target_position", target_position), ("target_text", target_text), ("generate", generate)) if v is not None]
+    if len(choices) > 1:
+        raise InputError(f"pass at most one of {', '.join(choices)}", code="invalid_target")
+    if target_mode not in TARGET_MODES:
+        raise InputError(f"target_mode must be one of {', '.join(TARGET_MODES)}; got {target_mode!r}", code="invalid_target")
+    if target_text is None and generate is None:
+        if len(doc.ids) < 2:
+            raise InputError(f"need at least 2 tokens (a context and a target), got {len(doc.ids)}", code="too_short")
+        t = resolve_target(len(doc.ids), target_position)
+        return Request(doc.truncated(t + 1), t, target_mode)
+    if not doc.ids:
+        raise InputError("the prompt has no tokens", code="too_short")
+    if target_text is not None:
+        if not isinstance(target_text, str) or not target_text:
+            raise InputError("target_text must be a non-empty string", code="empty_input")
+        if tokenizer is None:
+            raise InputError("target_text needs a tokenizer", code="no_tokenizer")
+        check_unicode(target_text, "target_text")
+        shift = len(doc.text) if doc.text is not None else 0
+        ids, offsets = encode_text(tokenizer, target_text, special_tokens=False, shift=shift)
+        if not ids:
+            raise InputError("target_text encodes to no tokens", code="empty_input")
+        return Request(doc.extended(ids, target_text, offsets), len(doc.ids), target_mode)
+    if isinstance(generate, bool) or not isinstance(generate, numbers.Integral) or generate < 1:
+        raise InputError(f"generate must be an integer >= 1, got {generate!r}", code="invalid_target")
+    count = int(generate)
+    return Request(doc.extended([0] * count, None, [None] * count), len(doc.ids), target_mode)
+
+
+def granularities(granularity) -> list[str]:
+    """The aggregate kinds to report beyond tokens."""
+    if granularity is None:
+        return []
+    kinds = [granularity] if isinstance(granularity, str) else list(granularity)
+    for kind in kinds:
+        if kind not in GRANULARITIES:
+            raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}; got {kind!r}", code="invalid_granularity")
+    return [k for k in kinds if k != "token"]
+
+
+def check_fits(handle, name: str, cfg, request: Request) -> None:
+    """Everything about ``cfg`` and the request's size that depends on the model."""
+    if compute_dtype(cfg.dtype, handle.dtype) != handle.dtype:
+        raise ConfigError(
+            f"dtype={cfg.dtype!r} differs from the loaded model's {handle.dtype}; set it when creating the Attributor",
+            field="dtype",
+        )
+    if cfg.mask_token_id is not None and cfg.mask_token_id >= handle.vocab_size:
+        raise ConfigError(f"mask token id {cfg.mask_token_id} is outside the vocabulary [0, {handle.vocab_size})", field="mask")
+    if cfg.curvature_layers is not None and cfg.curvature_layers > handle.num_layers:
+        raise ConfigError(f"curvature_layers={cfg.curvature_layers} exceeds the model's {handle.num_layers} blocks", field="curvature_layers")
+    fed = len(request.doc.ids) - 1
+    if handle.max_positions is not None and fed > handle.max_positions:
+        raise InputError(f"the input has {fed} positions; {name} reads at most {handle.max_positions}", code="too_many_tokens")
+
+
+def prepare(handle, tokenizer, name: str, cfg, *, text=None, input_ids=None, messages=None, target_position=None,
+            target_text=None, target_mode="sum", generate=None, granularity=None, spans=None,
+            include_template=False) -> Prepared:  # fmt: skip
+    """Every check that needs no computation: what ``estimate`` validates is what ``attribute`` runs."""
+    doc = document(tokenizer, handle.vocab_size, text, input_ids, messages)
+    kinds = granularities(granularity)
+    request = resolve(tokenizer, doc, target_position, target_text, target_mode, generate)
+    check_fits(handle, name, cfg, request)
+    for kind in kinds:
+        require_offsets(doc, request.scored, kind)  # the prompt: a generation's text is not known yet
+    checked = check_spans(spans, doc.text) if spans is not None else None
+    if not isinstance(include_template, bool):
+        raise InputError(f"include_template must be true or false, got {include_template!r}", code="invalid_input")
+    return Prepared(request, doc, kinds, checked, include_template, int(generate) if generate is not None else None)
+
+
+@torch.no_grad()
+def generate_tokens(handle, prompt: list[int], count: int) -> list[int]:
+    """Greedy decoding of up to ``count`` tokens; stops after an end-of-sequence token (kept)."""
+    model, device = handle.model, handle.device
+    eos = model.generation_config.eos_token_id if getattr(model, "generation_config", None) else None
+    eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True, logits_to_keep=1)
+    generated = []
+    for _ in range(count):
+        token = int(out.logits[0, -1].argmax())
+        generated.append(token)
+        if token in eos:
+            break
+        out = model(
+            input_ids=torch.tensor([[token]], device=device), past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1
+        )
+    return generated
+
+
+def with_generation(handle, tokenizer, prepared: Prepared) -> Request:
+    """The request with its placeholder targets replaced by the model's greedy generation."""
+    request, doc = prepared.request, prepared.prompt
+    if prepared.generate is None:
+        return request
+    ids = generate_tokens(handle, doc.ids, prepared.generate)
+    text, offsets = None, [None] * len(ids)
+    if tokenizer is not None:
+        base = len(doc.text) if doc.text is not None else 0
+        offsets, previous = [], 0
+        for j in range(len(ids)):
+            length = len(tokenizer.decode(ids[: j + 1]))
+            offsets.append((base + previous, base + length))
+            previous = length
+        text = tokenizer.decode(ids)
+    return Request(doc.extended(ids, text, offsets), request.scored, request.mode)

@@ -1,0 +1,39 @@
+"""What every attribution method gives the façade: a run and a plan over the same request.
+
+``run(handle, request, config, progress) → Parts`` scores the request; ``plan(handle, request,
+config, budget) → Plan`` predicts its work from the same chunk planner, without running the model
+(the cost ceiling, progress totals and ``Attributor.estimate`` read it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Parts:
+    """A method's output over the n prompt tokens, ready for assembly.
+
+    ``values``: "score" and, for HETA, its components "flow", "hessian", "kl" — float32, ``[n]``
+    (one target or a "sum" span) or ``[k, n]`` ("each"). ``logprobs``: log P(y_j | prompt, y_<j)
+    per target token. ``hvps``: Hessian-vector products used (None for a method without any).
+    ``timings``: seconds per stage of the method.
+    """
+
+    values: dict[str, torch.Tensor]
+    logprobs: list[float]
+    hvps: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Predicted work of one run: HVPs, token positions pushed through the model, batched chunks
+    (the progress ticks) and peak activation bytes (trace + the largest chunk)."""
+
+    hvps: int
+    forward_tokens: int
+    chunks: int
+    peak_bytes: int

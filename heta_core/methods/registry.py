@@ -1,0 +1,55 @@
+"""The attribution methods: one entry each, the only list of them.
+
+``METHODS`` (names), ``METHOD_ALIASES``, the CLI help, ``GET /models``, the result's
+``meta.config`` and the metric stages all derive from this table. Adding a method = a module under
+``methods/`` with ``run`` and ``plan`` (:mod:`heta_core.methods.base`) and an entry here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .baselines import pipeline as baselines
+from .heta import pipeline as heta
+
+# HetaConfig fields that change HETA's numbers (memory_budget_mb, cuda_streams and dtype only
+# change how it runs; the result's meta reports the dtype it ran in)
+HETA_FIELDS = (
+    "beta", "gamma", "num_hvp_samples", "mask", "flow", "normalize", "seed", "strategy",
+    "curvature", "curvature_layers", "low_rank", "window", "overlap",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    aliases: tuple[str, ...]
+    summary: str
+    run: Callable  # (handle, request, config, progress) -> Parts
+    plan: Callable  # (handle, request, config, budget bytes) -> Plan
+    fields: tuple[str, ...]  # the HetaConfig fields its result depends on
+    signed: bool  # scores can be negative
+    stages: tuple[str, ...]  # the keys of Parts.timings
+
+
+_TABLE = (
+    Method("heta", (), "Hessian-Enhanced Token Attribution: M_T · (β·S + γ·I)", heta.run, heta.plan, HETA_FIELDS, False, heta.STAGES),
+    Method("gradient", (), "‖∂g/∂x_i‖₂ (saliency)", baselines.run, baselines.plan, (), False, ("baseline",)),
+    Method("input_x_gradient", ("ixg",), "x_i · ∂g/∂x_i", baselines.run, baselines.plan, (), True, ("baseline",)),
+    Method(
+        "integrated_gradients", ("ig",), "path integral of gradients from the masked input",
+        baselines.run, baselines.plan, ("ig_steps", "mask"), True, ("baseline",),
+    ),  # fmt: skip
+    Method("attention_rollout", ("rollout",), "Abnar & Zuidema's attention rollout", baselines.run, baselines.plan, (), False, ("baseline",)),
+    Method("occlusion", ("loo",), "leave-one-out drop of log P(target)", baselines.run, baselines.plan, ("mask",), True, ("baseline",)),
+)
+
+REGISTRY: dict[str, Method] = {method.name: method for method in _TABLE}
+METHODS: tuple[str, ...] = tuple(REGISTRY)
+METHOD_ALIASES: dict[str, str] = {alias: method.name for method in _TABLE for alias in method.aliases}
+
+
+def method(name: str) -> Method:
+    """The entry of a canonical method name (``HetaConfig`` has already resolved aliases)."""
+    return REGISTRY[name]

@@ -1,0 +1,113 @@
+"""Parts of a run → the :class:`~heta_core.results.schema.AttributionResult` document.
+
+Per-token values come from the method's :class:`~heta_core.methods.base.Parts`; aggregates sum
+exactly the float32 values the tokens report (:mod:`heta_core.inputs.granularity`); non-finite
+numbers become null.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from functools import lru_cache
+from importlib import metadata
+
+import torch
+
+from ..inputs.document import Document, unknown_words
+from ..inputs.granularity import aggregate, segments
+from ..methods.registry import method
+from .schema import AttributionResult, ResultMeta, ResultWarning, Segment, TargetInfo, Timings, TokenInfo, Versions
+
+
+def _finite(value):
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value if value is None or math.isfinite(value) else None
+
+
+def _column(values: dict[str, torch.Tensor], i: int) -> dict:
+    return {name: _finite(tensor[..., i].tolist()) for name, tensor in values.items()}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def versions() -> Versions:
+    return Versions(heta=_version("heta"), torch=torch.__version__, transformers=_version("transformers"), python=platform.python_version())
+
+
+def _token_text(doc: Document, i: int, tokenizer) -> str | None:
+    start, end = doc.offsets[i] if doc.offsets[i] is not None else (None, None)
+    if doc.text is not None and start is not None and end > start:
+        return doc.text[start:end]
+    return tokenizer.decode([doc.ids[i]]) if tokenizer is not None else None
+
+
+def _token(doc: Document, i: int, tokenizer, values: dict[str, torch.Tensor] | None) -> dict:
+    start, end = doc.offsets[i] if doc.offsets[i] is not None else (None, None)
+    row = {
+        "position": i, "id": doc.ids[i], "text": _token_text(doc, i, tokenizer), "start": start, "end": end,
+        "role": doc.roles[i], "message": doc.messages[i], "template": doc.template[i], "special": doc.special[i],
+    }  # fmt: skip
+    if values is not None:
+        row.update(_column(values, i))
+    return row
+
+
+def _aggregates(doc: Document, n: int, values, kinds, spans, include_template) -> dict[str, list[Segment]]:
+    found = {kind: segments(doc, n, kind, include_template=include_template) for kind in kinds}
+    if spans is not None:
+        found["span"] = segments(doc, n, "span", include_template=include_template, spans=spans)
+    if doc.message_roles:
+        found["message"] = segments(doc, n, "message", include_template=include_template)
+    result = {}
+    for kind, units in found.items():
+        rows = aggregate(units, values)
+        for row in rows:
+            row.update({name: _finite(row[name]) for name in values})
+            if kind == "message":
+                row["role"] = doc.message_roles[row["index"]]
+        result[kind] = [Segment(**row) for row in rows]
+    return result
+
+
+def _warnings(doc: Document, tokenizer) -> list[ResultWarning]:
+    count, words = unknown_words(doc, tokenizer)
+    if not count:
+        return []
+    return [
+        ResultWarning(
+            code="unknown_tokens", count=count, words=words,
+            message=f"{count} token(s) are the tokenizer's unknown token: the model never saw these words "
+            f"({', '.join(words[:10])}{', ...' if len(words) > 10 else ''}); their scores describe the unknown token",
+        )
+    ]  # fmt: skip
+
+
+def assemble(handle, tokenizer, name: str, revision: str | None, prepared, request, cfg, parts, compute_s: float) -> AttributionResult:
+    doc, n = request.doc, request.scored
+    values = parts.values
+    tokens = [TokenInfo(**_token(doc, i, tokenizer, values)) for i in range(n)]
+    targets = [
+        TargetInfo(position=n + j, id=doc.ids[n + j], text=_token_text(doc, n + j, tokenizer), logprob=_finite(logprob),
+                   start=(doc.offsets[n + j] or (None, None))[0], end=(doc.offsets[n + j] or (None, None))[1])
+        for j, logprob in enumerate(parts.logprobs)
+    ]  # fmt: skip
+    entry = method(cfg.method)
+    timings = Timings(compute_s=compute_s, **{f"{stage}_s": seconds for stage, seconds in parts.timings.items()})
+    meta = ResultMeta(
+        model=name, revision=revision, model_type=handle.config.model_type,
+        dtype=str(handle.dtype).removeprefix("torch."), device=str(handle.device),
+        config={field: getattr(cfg, field) for field in entry.fields}, hvps=parts.hvps, versions=versions(), timings=timings,
+    )  # fmt: skip
+    return AttributionResult(
+        method=cfg.method, target_mode=request.mode, text=doc.text, tokens=tokens, targets=targets,
+        aggregates=_aggregates(doc, n, values, prepared.kinds, prepared.spans, prepared.include_template),
+        warnings=_warnings(doc, tokenizer), meta=meta,
+    )  # fmt: skip

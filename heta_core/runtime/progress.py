@@ -1,0 +1,25 @@
+"""Progress of one attribution, counted in batched chunks against the method's plan."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+class Progress:
+    """Counts chunks against the plan and reports the fraction done to the caller's callback.
+
+    The callback runs on the host between chunks; an exception it raises (e.g. a cancellation)
+    aborts the attribution, and the model's settings are restored on the way out.
+    """
+
+    def __init__(self, callback: Callable[[float], None] | None, total: int):
+        self.callback, self.total, self.done = callback, max(1, total), 0
+
+    def tick(self) -> None:
+        if self.callback is not None:
+            self.callback(min(self.done / self.total, 1.0))
+        self.done += 1
+
+    def finish(self) -> None:
+        if self.callback is not None:
+            self.callback(1.0)

@@ -1,0 +1,88 @@
+"""Admission: a request is checked completely — model, limits, every engine check through the
+weightless planner's ``estimate``, the cost ceilings — before anything is written to Redis, so bad
+input is a 422 at once and never a failed job. Then one Lua script queues it (or finds its
+idempotent twin, or refuses with 429 when the queue or the caller's in-flight jobs are full).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+
+from heta_core import Attributor, Estimate, HetaError
+
+from . import jobs
+from .auth import hash_key
+from .problems import Problem
+from .schemas import AttributeRequest
+from .settings import Settings
+
+
+def max_tokens(settings: Settings, planner: Attributor) -> int:
+    """Prompt + target tokens a request may have: the setting, capped by the model's positions."""
+    return min(settings.max_prompt_tokens, getattr(planner.model.config, "max_position_embeddings", None) or 10**9)
+
+
+def validate(body: AttributeRequest, settings: Settings, planners: dict[str, Attributor]) -> tuple[str, Estimate]:
+    """(model, estimate) of an admissible request; raises a 422 Problem otherwise."""
+    model = body.model or (settings.models[0] if settings.models else None)
+    if model not in planners:
+        raise Problem(422, "unknown_model", f"model {model!r} is not served; served: {', '.join(settings.models)}")
+    if body.config.method is None:  # the stored job names its method, whatever the default later becomes
+        body.config.method = settings.default_method
+    try:
+        kwargs, config = body.engine_call()
+    except HetaError as error:
+        raise Problem(422, error.code, str(error), field=error.field) from None
+    if config.num_hvp_samples > settings.max_samples:
+        raise Problem(422, "invalid_config", f"samples must be <= {settings.max_samples}", field="samples")
+    if body.generate is not None and body.generate > settings.max_generate:
+        raise Problem(422, "invalid_target", f"generate must be <= {settings.max_generate}")
+    planner = planners[model]
+    try:
+        estimate = planner.estimate(**kwargs, config=config)
+    except HetaError as error:
+        raise Problem(422, error.code, str(error), field=error.field) from None
+    limit = max_tokens(settings, planner)
+    tokens = estimate.prompt_tokens + estimate.target_tokens
+    if tokens > limit:
+        raise Problem(422, "too_many_tokens", f"the request has {tokens} tokens; {model} accepts at most {limit}")
+    if estimate.hvps > settings.max_hvps or estimate.forward_tokens > settings.max_forward_tokens:
+        raise Problem(
+            422, "cost_over_ceiling",
+            f"the request needs {estimate.hvps} HVPs and {estimate.forward_tokens} token positions; the ceiling is "
+            f"{settings.max_hvps} HVPs and {settings.max_forward_tokens} positions (try low_rank or window)",
+            estimate=estimate.to_dict(),
+        )  # fmt: skip
+    return model, estimate
+
+
+async def submit(client, settings: Settings, planners, body: AttributeRequest, owner: str, idempotency_key: str | None) -> tuple[str, bool]:
+    """Queue the job (or find the idempotent twin); returns (job id, created)."""
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+        raise Problem(422, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
+    model, _ = await asyncio.to_thread(validate, body, settings, planners)
+    request_json = body.model_dump_json(exclude={"wait"})
+    digest = hashlib.sha256(request_json.encode()).hexdigest()
+    job_id = uuid.uuid4().hex
+    deadline = time.time() + min(body.deadline_s or settings.job_deadline_s, settings.job_deadline_s)
+    call = jobs.enqueue_call(
+        model, job_id, request_json, owner, deadline,
+        idempotency=f"heta:idem:{owner}:{hash_key(idempotency_key)}" if idempotency_key is not None else "",
+        idempotency_value=f"{job_id}:{digest}", max_depth=settings.max_queue_depth,
+        max_inflight=settings.max_inflight_per_key, ttl=settings.result_ttl_s,
+    )  # fmt: skip
+    outcome, value = await client.eval(*call)
+    if outcome == "idempotent":
+        existing, existing_digest = value.split(":")
+        if existing_digest != digest:
+            raise Problem(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body")
+        return existing, False
+    if outcome == "queue_full":
+        raise Problem(429, "queue_full", f"the queue for {model} is full ({value} jobs)", headers={"Retry-After": "10"})
+    if outcome == "inflight_limit":
+        raise Problem(429, "too_many_inflight", f"you have {value} unfinished jobs; wait for some to finish",
+                      headers={"Retry-After": "5"})  # fmt: skip
+    return job_id, True

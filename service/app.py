@@ -1,0 +1,152 @@
+"""The HTTP API (FastAPI): ``create_app`` wires settings, Redis, the weightless planners, error
+handling and metrics, and includes one router per route module (:mod:`heta_service.routes`).
+OpenAPI at /openapi.json (docs at /docs): every response is typed, every error is one
+``application/problem+json`` schema (:mod:`heta_service.problems`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException
+
+from heta_core import Attributor, __version__
+
+from .auth import Keys
+from .connections import connect, connect_async
+from .metrics import RedisCollector, api_metrics
+from .problems import Problem, openapi_with_problems, problem_response
+from .routes import attribute, health, jobs, models
+from .settings import Settings
+
+log = logging.getLogger("heta.api")
+# codes for errors Starlette raises itself (unknown route, wrong method, unparseable body)
+HTTP_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}
+UNGATED = ("/healthz", "/readyz", "/metrics")  # answer while draining: probes and scrapes
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.redis = connect_async(settings.redis_url)
+        sync_redis = connect(settings.redis_url)
+        app.state.metrics_registry.register(RedisCollector(sync_redis, settings.models))
+        # weightless models: tokenization, validation and cost estimates without loading weights
+        app.state.planners = {
+            name: await asyncio.to_thread(Attributor.planner, name, None, settings.dtype) for name in settings.models
+        }
+        yield
+        app.state.draining = True
+        await app.state.redis.aclose()
+        sync_redis.close()
+
+    app = FastAPI(
+        title="HETA attribution service",
+        version=__version__,
+        description="Hessian-Enhanced Token Attribution for decoder-only LLMs. Errors are RFC 9457 problem+json "
+        "(`application/problem+json`) with a stable `code`.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.keys = Keys(settings.api_keys)
+    app.state.draining = False
+    app.state.metrics_registry = CollectorRegistry()
+    app.state.start_draining = lambda: setattr(app.state, "draining", True)
+    for module in (attribute, jobs, models, health):
+        app.include_router(module.router)
+    _handle_errors(app)
+    _observe(app, settings)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            app.openapi_schema = openapi_with_problems(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app
+
+
+def _handle_errors(app: FastAPI) -> None:
+    def path(request: Request) -> str:
+        return str(request.url.path)
+
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, problem: Problem):
+        return problem_response(problem, path(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, error: RequestValidationError):
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+        if any(e["type"] == "json_invalid" for e in errors):
+            detail = f"the body is not valid JSON: {error.errors()[0].get('ctx', {}).get('error', 'decode error')}"
+            return problem_response(Problem(400, "malformed_body", detail), path(request))
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
+        return problem_response(Problem(422, "validation_error", detail, errors=errors), path(request))
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request: Request, error: HTTPException):
+        detail = "the body is not valid UTF-8 JSON" if error.status_code == 400 else str(error.detail)
+        code = HTTP_CODES.get(error.status_code, "http_error")
+        return problem_response(Problem(error.status_code, code, detail, headers=dict(error.headers or {})), path(request))
+
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def on_redis_down(request: Request, error: Exception):
+        problem = Problem(503, "redis_unavailable", "the job store is unavailable; retry later", headers={"Retry-After": "5"})
+        return problem_response(problem, path(request))
+
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, error: Exception):
+        log.exception("unhandled error on %s", path(request))
+        return problem_response(Problem(500, "internal_error", f"{type(error).__name__}: the server failed; this is a bug"), path(request))
+
+
+def _observe(app: FastAPI, settings: Settings) -> None:
+    request_count, request_latency = api_metrics(app.state.metrics_registry)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        started = time.perf_counter()
+        if app.state.draining and request.url.path not in UNGATED:
+            response = problem_response(Problem(503, "draining", "the server is shutting down", headers={"Retry-After": "5"}))
+        else:
+            response = await _limit_body(request, call_next, settings.max_body_bytes)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        request_count.labels(template, request.method, str(response.status_code)).inc()
+        request_latency.labels(template, request.method).observe(time.perf_counter() - started)
+        return response
+
+
+async def _limit_body(request: Request, call_next, limit: int):
+    declared = request.headers.get("content-length")
+    too_large = Problem(413, "body_too_large", f"the request body exceeds {limit} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return problem_response(too_large, str(request.url.path))
+    if request.method in ("POST", "PUT", "PATCH") and declared is None:
+        body = await request.body()  # chunked upload: measure what arrived
+        if len(body) > limit:
+            return problem_response(too_large, str(request.url.path))
+    return await call_next(request)
+
+
+def run_server(app: FastAPI, host: str, port: int) -> None:
+    """uvicorn, with the app told to drain (503, not ready) as soon as shutdown begins: requests
+    still in flight complete, new ones are refused and load balancers stop routing here."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            app.state.start_draining()
+            super().handle_exit(sig, frame)
+
+    DrainingServer(uvicorn.Config(app, host=host, port=port, log_level="info")).run()

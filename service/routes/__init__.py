@@ -1,0 +1,1 @@
+"""One module per group of routes; :mod:`heta_service.app` includes each router."""

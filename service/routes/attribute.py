@@ -1,0 +1,86 @@
+"""POST /attribute (wait for the result, up to ``wait`` seconds) and POST /jobs (queue only)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse, Response
+
+from .. import jobs
+from ..admission import submit
+from ..deps import CallerDep, PlannersDep, RedisDep, SettingsDep
+from ..problems import Problem, problem_responses
+from ..schemas import AttributeRequest, JobAccepted, JobResult
+
+router = APIRouter(tags=["attribution"])
+
+IdempotencyKey = Annotated[
+    str | None, Header(description="1-255 characters: one job per (API key, key); a retry returns the same job")
+]
+# a finished job's error code → the status POST /attribute answers with
+FAILURE_STATUS = {"deadline_exceeded": 504, "out_of_memory": 503, "dead_lettered": 500, "internal_error": 500}
+ADMISSION_PROBLEMS = (400, 401, 403, 413, 422, 429, 503)
+ACCEPTED = {
+    "model": JobAccepted,
+    "description": "queued (or still running after `wait`): poll the Location",
+    "headers": {"Location": {"description": "/jobs/{job_id}", "schema": {"type": "string"}}},
+}
+
+
+def accepted(job_id: str, status: str) -> JSONResponse:
+    return JSONResponse({"job_id": job_id, "status": status}, status_code=202, headers={"Location": f"/jobs/{job_id}"})
+
+
+async def wait_for(client, job_id: str, seconds: float) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        job = await client.hgetall(jobs.job_key(job_id))
+        left = deadline - time.monotonic()
+        if not job or job["status"] in jobs.FINAL or left <= 0:
+            return job
+        await client.blpop([jobs.done_key(job_id)], timeout=min(0.5, max(0.01, left)))
+
+
+def finished_response(job: dict) -> Response:
+    if job["status"] == "done":
+        return Response(job["result"], media_type="application/json")  # stored as the JobResult document
+    error = json.loads(job.get("error") or "{}")
+    code = error.get("code", job["status"])
+    if job["status"] == "cancelled":
+        raise Problem(409, "cancelled", "the job was cancelled", job_id=job["id"])
+    raise Problem(FAILURE_STATUS.get(code, 422), code, error.get("detail", "the job failed"), job_id=job["id"])
+
+
+@router.post(
+    "/attribute",
+    summary="Attribute; 200 with the result if done within `wait`, else 202",
+    response_model=JobResult,
+    responses={202: ACCEPTED, **problem_responses(*ADMISSION_PROBLEMS, 409, 500, 504)},
+)
+async def attribute(
+    body: AttributeRequest, owner: CallerDep, settings: SettingsDep, client: RedisDep, planners: PlannersDep,
+    idempotency_key: IdempotencyKey = None,
+):  # fmt: skip
+    job_id, _ = await submit(client, settings, planners, body, owner, idempotency_key)
+    job = await wait_for(client, job_id, min(body.wait, settings.max_wait_s))
+    if job and job["status"] in jobs.FINAL:
+        return finished_response(job)
+    return accepted(job_id, job.get("status", "queued") if job else "queued")
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    summary="Queue an attribution; always 202 with job_id",
+    response_model=JobAccepted,
+    responses={202: ACCEPTED, **problem_responses(*ADMISSION_PROBLEMS)},
+)
+async def create_job(
+    body: AttributeRequest, owner: CallerDep, settings: SettingsDep, client: RedisDep, planners: PlannersDep,
+    idempotency_key: IdempotencyKey = None,
+):  # fmt: skip
+    job_id, _ = await submit(client, settings, planners, body, owner, idempotency_key)
+    return accepted(job_id, "queued")

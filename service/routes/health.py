@@ -1,0 +1,64 @@
+"""Liveness, readiness and Prometheus metrics (no API key, except /metrics when HETA_METRICS_PUBLIC=false)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import redis
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..deps import KeysDep, RedisDep, SettingsDep, caller
+from ..problems import problem_responses
+from ..registry import live_workers_async
+from ..schemas import Health, Readiness
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness", response_model=Health)
+async def healthz():
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Ready when Redis answers and every served model has a live worker",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "not ready (Redis down, a model without workers, or draining)"}},
+)
+async def readyz(request: Request, settings: SettingsDep, client: RedisDep):
+    try:
+        await client.ping()
+        workers = await live_workers_async(client)
+    except (redis.ConnectionError, redis.TimeoutError):
+        return JSONResponse({"ready": False, "redis": False}, status_code=503)
+    missing = [m for m in settings.models if not any(m in w.get("models", {}) for w in workers)]
+    ready = not missing and not request.app.state.draining
+    body = {"ready": ready, "redis": True, "workers": len(workers), "models_without_workers": missing}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def _metrics_guard(
+    request: Request, settings: SettingsDep, client: RedisDep, keys: KeysDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+):  # fmt: skip
+    """/metrics is public unless HETA_METRICS_PUBLIC=false; then it needs a key like every route."""
+    if not settings.metrics_public:
+        await caller(request, settings, client, keys, authorization, x_api_key)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text exposition format)",
+    dependencies=[Depends(_metrics_guard)],
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+               **problem_responses(401, 403, 429, 503)},
+)  # fmt: skip
+async def metrics(request: Request):
+    payload = await asyncio.to_thread(generate_latest, request.app.state.metrics_registry)
+    return Response(payload, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,46 @@
+"""GET /jobs/{id} (status, progress, result or error) and DELETE /jobs/{id} (cancel)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from .. import jobs
+from ..deps import CallerDep, KeysDep, RedisDep, SettingsDep
+from ..problems import Problem, problem_responses
+from ..schemas import JobView
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+PROBLEMS = (401, 403, 404, 429, 503)
+
+
+async def load_job(client, keys, job_id: str, owner: str) -> dict:
+    job = await client.hgetall(jobs.job_key(job_id))
+    if not job or (keys.enabled and job.get("owner") != owner):
+        raise Problem(404, "job_not_found", f"no job {job_id!r} (unknown, expired, or not yours)")
+    return job
+
+
+@router.get("/{job_id}", summary="Status, progress 0-1, result when done, error when failed", response_model=JobView,
+            responses=problem_responses(*PROBLEMS))  # fmt: skip
+async def get_job(job_id: str, owner: CallerDep, client: RedisDep, keys: KeysDep):
+    return JSONResponse(jobs.public_view(await load_job(client, keys, job_id, owner)))
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=202,
+    summary="Cancel: a queued job never runs; a running one stops at its next chunk",
+    response_model=JobView,
+    responses=problem_responses(*PROBLEMS, 409),
+)
+async def cancel_job(job_id: str, owner: CallerDep, client: RedisDep, keys: KeysDep, settings: SettingsDep):
+    job = await load_job(client, keys, job_id, owner)
+    if job["status"] in jobs.FINAL:
+        raise Problem(409, "job_finished", f"the job is already {job['status']}", job_id=job_id)
+    await client.hset(jobs.job_key(job_id), "cancel", "1")
+    if job["status"] == "queued":
+        await client.eval(*jobs.finalize_call(job_id, job["owner"], "cancelled", settings.result_ttl_s))
+        if job.get("entry"):
+            await client.xdel(jobs.stream_key(job["model"]), job["entry"])
+    return JSONResponse(jobs.public_view(await client.hgetall(jobs.job_key(job_id))), status_code=202)

@@ -1,0 +1,39 @@
+"""GET /models: what is served, with which limits, and the attribution methods."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from heta_core import METHODS
+
+from ..admission import max_tokens
+from ..deps import CallerDep, PlannersDep, RedisDep, SettingsDep
+from ..problems import problem_responses
+from ..registry import live_workers_async
+from ..schemas import ModelsResponse, ServedModel
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/models", summary="Served models with dtype, device and limits; the attribution methods",
+            response_model=ModelsResponse, responses=problem_responses(401, 403, 429, 503))  # fmt: skip
+async def models(owner: CallerDep, settings: SettingsDep, client: RedisDep, planners: PlannersDep) -> ModelsResponse:
+    workers = await live_workers_async(client)
+    served = []
+    for name in settings.models:
+        planner = planners[name]
+        loaded = [w["models"][name] for w in workers if name in w.get("models", {})]
+        served.append(ServedModel(
+            name=name,
+            model_type=planner.model.config.model_type,
+            dtype=loaded[0]["dtype"] if loaded else str(planner.model.dtype).removeprefix("torch."),
+            devices=sorted({m["device"] for m in loaded}),
+            workers=len(loaded),
+            max_tokens=max_tokens(settings, planner),
+        ))  # fmt: skip
+    return ModelsResponse(
+        models=served,
+        default=settings.models[0] if settings.models else None,
+        methods=list(METHODS),
+        default_method=settings.default_method,
+    )

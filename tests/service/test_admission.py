@@ -1,0 +1,85 @@
+"""Admission refuses everything refusable: every bad request is answered at once with a problem and
+writes nothing to Redis — no job record, no stream entry, no idempotency key."""
+
+import pytest
+
+from heta_service import jobs
+from heta_service.connections import EmbeddedRedis, connect
+
+from .conftest import serve
+
+PROMPT = "c=6 e=6 b=3 h=3 m=6 ? h"  # heta-demo: 7 tokens, 64 positions
+# (body, headers, status, code)
+BAD = [
+    ({"text": PROMPT, "target_text": " 3", "spans": [[5, 2]]}, {}, 422, "invalid_spans"),
+    ({"text": PROMPT, "spans": [[-1, 3]]}, {}, 422, "invalid_spans"),
+    ({"text": PROMPT, "spans": [[0, 100000]]}, {}, 422, "invalid_spans"),
+    ({"input_ids": [5, 6, 7], "spans": [[0, 1]]}, {}, 422, "invalid_spans"),
+    ({"input_ids": [5, 6, 7], "config": {"granularity": "word"}}, {}, 422, "no_offsets"),
+    ({"text": "   "}, {}, 422, "empty_input"),
+    ({"text": PROMPT, "input_ids": [1, 2]}, {}, 422, "validation_error"),
+    ({"input_ids": [1, 10**6]}, {}, 422, "invalid_input_ids"),
+    ({"text": PROMPT, "target_position": 99}, {}, 422, "target_out_of_range"),
+    ({"text": PROMPT, "target_text": ""}, {}, 422, "empty_input"),
+    ({"text": PROMPT, "target_text": " 3", "target_position": 2}, {}, 422, "invalid_target"),
+    ({"text": PROMPT, "generate": 0}, {}, 422, "validation_error"),
+    ({"text": PROMPT, "generate": 100}, {}, 422, "too_many_tokens"),
+    ({"text": PROMPT, "config": {"samples": 0}}, {}, 422, "validation_error"),
+    ({"text": PROMPT, "config": {"samples": 200}}, {}, 422, "cost_over_ceiling"),
+    ({"text": PROMPT, "config": {"mask": "token:999999"}}, {}, 422, "invalid_config"),
+    ({"text": PROMPT, "config": {"method": "nope"}}, {}, 422, "invalid_config"),
+    ({"text": PROMPT, "config": {"curvature_layers": 99}}, {}, 422, "invalid_config"),
+    ({"text": PROMPT, "config": {"method": "gradient", "window": 4}}, {}, 422, "invalid_config"),
+    ({"text": PROMPT, "config": {"granularity": "paragraph"}}, {}, 422, "validation_error"),
+    ({"messages": [{"role": "wizard", "content": "c=6 ? c"}]}, {}, 422, "invalid_messages"),
+    ({"messages": [{"role": "user", "content": "c=6 ? c"}]}, {}, 422, "no_chat_template"),
+    ({"model": "gpt2", "text": PROMPT}, {}, 422, "unknown_model"),
+    ({"text": " ".join(["c=6"] * 80)}, {}, 422, "too_many_tokens"),
+    ({"text": PROMPT, "surprise": 1}, {}, 422, "validation_error"),
+    ({"text": PROMPT, "deadline_s": -1}, {}, 422, "validation_error"),
+    ({"input_ids": [3]}, {}, 422, "too_short"),
+    ({"text": PROMPT}, {"Idempotency-Key": "k" * 300}, 422, "invalid_idempotency_key"),
+    (b'{"text": "c=6 \\ud800 ? c"}', {}, 422, "invalid_text"),  # a lone surrogate, as JSON allows
+    (b'{"text": "c=6 ? c"', {}, 400, "malformed_body"),
+    ('{"text": "caf\u00e9"}'.encode("latin-1"), {}, 400, "malformed_body"),  # not UTF-8
+]
+
+
+def written(client) -> dict:
+    """What admission could have written: job records, idempotency keys, entries of any job stream."""
+    keys = set(client.scan_iter(match="heta:job:*")) | set(client.scan_iter(match="heta:idem:*"))
+    streams = {key: client.xlen(key) for key in client.scan_iter(match="heta:stream:*")}
+    return {"keys": keys, "entries": sum(streams.values())}
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """heta serve (heta-demo) against a Redis this test can read; a small HVP ceiling."""
+    tmp = tmp_path_factory.mktemp("admission")
+    redis_server = EmbeddedRedis(tmp / "own-redis")
+    try:
+        with serve(None, tmp, REDIS_URL=redis_server.url, MAX_HVPS=500, MAX_GENERATE=256) as server:
+            yield server, connect(redis_server.url)
+    finally:
+        redis_server.close()
+
+
+@pytest.mark.parametrize("path", ["/attribute", "/jobs"])
+def test_no_bad_body_creates_a_job(guarded, path):
+    server, client = guarded
+    assert len(BAD) >= 15
+    before = written(client)
+    for body, headers, status, code in BAD:
+        if isinstance(body, bytes):
+            answer = server.http.post(path, content=body, headers={"content-type": "application/json", **headers})
+        else:
+            answer = server.http.post(path, json=body, headers=headers)
+        assert answer.status_code == status and answer.json()["code"] == code, (body, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert written(client) == before, f"{body!r} wrote to Redis"
+    # the probe sees writes: a good request does create a job record and a stream entry
+    accepted = server.http.post("/jobs", json={"text": PROMPT})
+    assert accepted.status_code == 202
+    after = written(client)
+    assert jobs.job_key(accepted.json()["job_id"]) in after["keys"]
+    server.wait_status(accepted.json()["job_id"], {"done"})
