@@ -1,9 +1,11 @@
-"""``heta serve``, ``heta api`` and ``heta worker`` (registered with the ``heta`` command through the
-``heta.commands`` entry-point group). Flags override the matching ``HETA_*`` variables."""
+"""``heta serve``, ``heta api``, ``heta worker``, ``heta download`` and ``heta probe-worker`` (registered
+with the ``heta`` command through the ``heta.commands`` entry-point group). Flags override the matching
+``HETA_*`` variables."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _settings(args):
@@ -34,7 +36,7 @@ def _serve(args) -> int:
 
 
 def _api(args) -> int:
-    from .api import create_app, run_server
+    from .app import create_app, run_server
 
     settings = _settings(args)
     if not settings.redis_url:
@@ -48,6 +50,32 @@ def _worker(args) -> int:
 
     settings = _settings(args)
     return main(settings, settings.models)
+
+
+def _download(args) -> int:
+    from .download import DownloadError, fetch
+
+    try:
+        models = _settings(args).models  # the positional models, else HETA_MODELS
+        if args.revision is not None and len(models) != 1:
+            raise DownloadError("--revision needs exactly one model")
+        for model in models:
+            fetched = fetch(model, args.revision)
+            print(fetched.note)
+            if fetched.pinned:
+                print(f"  pin it: HETA_MODELS={fetched.pinned}")
+    except DownloadError as error:
+        print(f"heta download: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _probe_worker(args) -> int:
+    from .probe import probe_worker
+
+    alive, message = probe_worker(_settings(args))
+    print(message, file=sys.stdout if alive else sys.stderr)
+    return 0 if alive else 1
 
 
 def register(commands) -> None:
@@ -69,3 +97,15 @@ def register(commands) -> None:
     _add_common(worker)
     worker.add_argument("--device")
     worker.set_defaults(run=_worker)
+
+    download = commands.add_parser(
+        "download", help="fetch models into the Hugging Face cache (HF_HOME) so that workers start offline"
+    )
+    download.add_argument("model", nargs="*", help="HF id, optionally org/name@revision (default: HETA_MODELS)")
+    download.add_argument("--revision", help="branch, tag or commit to fetch (default: main)")
+    download.set_defaults(run=_download)
+
+    probe = commands.add_parser(
+        "probe-worker", help="liveness of this host's worker: exit 0 while its heartbeat is in the registry"
+    )
+    probe.set_defaults(run=_probe_worker, model=None)

@@ -15,7 +15,7 @@ class Settings(BaseSettings):
 
     # what is served
     models: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["heta-demo"], description="HF ids, local paths or heta-demo (the builtin), comma-separated"
+        default_factory=lambda: ["heta-demo"], description="HF ids (id@revision pins a branch, tag or commit), local paths or heta-demo (the builtin), comma-separated"
     )
     default_method: str = Field(
         "heta", description="method when a request names none: heta, gradient, input_x_gradient, integrated_gradients, "
