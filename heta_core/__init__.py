@@ -16,7 +16,7 @@ from importlib import metadata as _metadata
 
 from .attributor import Attributor
 from .config import METHODS, HetaConfig
-from .errors import ConfigError, HetaError, InputError, ModelLoadError, UnsupportedArchitectureError
+from .errors import ConfigError, HetaError, InputError, ModelLoadError, NonFiniteResultError, UnsupportedArchitectureError
 from .models.adapters import SUPPORTED_MODEL_TYPES
 from .results.schema import (
     SCHEMA_VERSION,
@@ -45,6 +45,7 @@ __all__ = [
     "InputError",
     "METHODS",
     "ModelLoadError",
+    "NonFiniteResultError",
     "ResultMeta",
     "ResultWarning",
     "SCHEMA_VERSION",

@@ -20,6 +20,7 @@ from .config import HetaConfig
 from .inputs import targets
 from .methods.registry import method
 from .models.handle import ModelHandle
+from .results import diagnostics
 from .results.assemble import assemble
 from .results.schema import AttributionResult, Estimate
 from .runtime.cost import budget_bytes
@@ -152,14 +153,24 @@ class Attributor:
         cfg, prepared = self._prepare(config, locals())
         request = targets.with_generation(self.handle, self.tokenizer, prepared)
         entry = method(cfg.method)
-        total = entry.plan(self.handle, request, cfg, budget_bytes(cfg.memory_budget_mb, self.device)).chunks if progress else 1
+        budget = budget_bytes(cfg.memory_budget_mb, self.device)
+        total = sum(plan.chunks for plan in self._plans(request, cfg, budget)) if progress else 1
         tracker = Progress(progress, total)
         with _inputs_only(self.model):
             parts = entry.run(self.handle, request, cfg, tracker)
+        faithfulness = diagnostics.diagnose(self.handle, request, cfg, parts.values["score"], budget, tracker) if cfg.diagnostics else None
         tracker.finish()
         return assemble(
-            self.handle, self.tokenizer, self.name, self.revision, prepared, request, cfg, parts, time.perf_counter() - started
-        )
+            self.handle, self.tokenizer, self.name, self.revision, prepared, request, cfg, parts, time.perf_counter() - started,
+            diagnostics=faithfulness,
+        )  # fmt: skip
+
+    def _plans(self, request, cfg: HetaConfig, budget: int) -> list:
+        """The method's plan and, with ``cfg.diagnostics``, the diagnostics' forwards after it."""
+        plans = [method(cfg.method).plan(self.handle, request, cfg, budget)]
+        if cfg.diagnostics:
+            plans.append(diagnostics.plan(self.handle, request, cfg, budget))
+        return plans
 
     def estimate(
         self,
@@ -186,10 +197,10 @@ class Attributor:
         """
         cfg, prepared = self._prepare(config, locals())
         request = prepared.request
-        plan = method(cfg.method).plan(self.handle, request, cfg, budget_bytes(cfg.memory_budget_mb, self.device))
-        tokens = plan.forward_tokens + (request.targets if generate is not None else 0)  # the generation itself
+        plans = self._plans(request, cfg, budget_bytes(cfg.memory_budget_mb, self.device))
+        tokens = sum(plan.forward_tokens for plan in plans) + (request.targets if generate is not None else 0)  # + the generation
         weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
         return Estimate(
-            prompt_tokens=request.scored, target_tokens=request.targets, hvps=plan.hvps, forward_tokens=tokens,
-            peak_bytes=weights + plan.peak_bytes,
+            prompt_tokens=request.scored, target_tokens=request.targets, hvps=sum(plan.hvps for plan in plans), forward_tokens=tokens,
+            peak_bytes=weights + max(plan.peak_bytes for plan in plans),  # the passes run one after another
         )  # fmt: skip

@@ -54,6 +54,10 @@ class HetaConfig:
     curvature           "exact" Hessian or "ggn" (Gauss–Newton surrogate, PSD)
     window, overlap     the authors' windowing: windows of W context tokens, consecutive windows
                         sharing a fraction ρ of their tokens (None: no windowing)
+
+    diagnostics         also measure how faithful the attribution is: the target's probability with
+                        the top-k tokens removed / only kept, k = 1, 3, 5 and 10 % (result.diagnostics;
+                        one full-length forward plus up to 8 masked ones per attribution row)
     """
 
     method: str = "heta"
@@ -74,6 +78,7 @@ class HetaConfig:
     curvature: str = "exact"
     window: int | None = None
     overlap: float = 0.0
+    diagnostics: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.method, str) and self.method in METHOD_ALIASES:
@@ -103,6 +108,8 @@ class HetaConfig:
                 _check_int(self, name, minimum)
         if isinstance(self.overlap, bool) or not isinstance(self.overlap, (int, float)) or not 0 <= self.overlap < 1:
             raise ConfigError(f"overlap must be a number in [0, 1), got {self.overlap!r}", field="overlap")
+        if not isinstance(self.diagnostics, bool):
+            raise ConfigError(f"diagnostics must be true or false, got {self.diagnostics!r}", field="diagnostics")
         if self.method != "heta" and self.window is not None:
             raise ConfigError(f"window applies to method 'heta' only, not {self.method!r}", field="window")
 

@@ -42,3 +42,10 @@ class ModelLoadError(HetaError):
     """The model could not be found or loaded under the safety rules (safetensors, no remote code)."""
 
     code = "model_not_found"
+
+
+class NonFiniteResultError(HetaError):
+    """The scores overflowed or are undefined (e.g. a huge beta/gamma): refused rather than
+    returned as a result whose every score is null."""
+
+    code = "non_finite_result"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-import uuid
 
 from heta_core import Attributor, Estimate, HetaError
 
@@ -61,16 +60,14 @@ def validate(body: AttributeRequest, settings: Settings, planners: dict[str, Att
 
 async def submit(client, settings: Settings, planners, body: AttributeRequest, owner: str, idempotency_key: str | None) -> tuple[str, bool]:
     """Queue the job (or find the idempotent twin); returns (job id, created)."""
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-        raise Problem(422, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
     model, _ = await asyncio.to_thread(validate, body, settings, planners)
     request_json = body.model_dump_json(exclude={"wait"})
     digest = hashlib.sha256(request_json.encode()).hexdigest()
-    job_id = uuid.uuid4().hex
+    job_id = jobs.new_job_id(model)
     deadline = time.time() + min(body.deadline_s or settings.job_deadline_s, settings.job_deadline_s)
     call = jobs.enqueue_call(
         model, job_id, request_json, owner, deadline,
-        idempotency=f"heta:idem:{owner}:{hash_key(idempotency_key)}" if idempotency_key is not None else "",
+        idempotency=jobs.idempotency_key(owner, hash_key(idempotency_key), model) if idempotency_key is not None else "",
         idempotency_value=f"{job_id}:{digest}", max_depth=settings.max_queue_depth,
         max_inflight=settings.max_inflight_per_key, ttl=settings.result_ttl_s,
     )  # fmt: skip
@@ -79,10 +76,41 @@ async def submit(client, settings: Settings, planners, body: AttributeRequest, o
         existing, existing_digest = value.split(":")
         if existing_digest != digest:
             raise Problem(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body")
+        await replicated(client, settings, existing)
         return existing, False
     if outcome == "queue_full":
         raise Problem(429, "queue_full", f"the queue for {model} is full ({value} jobs)", headers={"Retry-After": "10"})
     if outcome == "inflight_limit":
         raise Problem(429, "too_many_inflight", f"you have {value} unfinished jobs; wait for some to finish",
                       headers={"Retry-After": "5"})  # fmt: skip
+    await replicated(client, settings, job_id)
     return job_id, True
+
+
+_replicas: dict[int, tuple[float, int]] = {}  # client → (when read, connected replicas)
+
+
+async def _connected_replicas(client) -> int:
+    """The master's replicas now (read at most every 5 s)."""
+    when, count = _replicas.get(id(client), (0.0, 0))
+    if time.monotonic() - when > 5:
+        info = await client.info("replication")
+        count = int(info.get("connected_slaves", 0))
+        _replicas[id(client)] = (time.monotonic(), count)
+    return count
+
+
+async def replicated(client, settings: Settings, job_id: str) -> None:
+    """Acknowledge a job only once it is on a replica when there is one: replication is
+    asynchronous, and a failover would otherwise lose an accepted job (WAIT)."""
+    if settings.redis_cluster:  # the job's node, not "the" master: HETA_REDIS_WAIT_REPLICAS does not apply
+        return
+    wanted = settings.redis_wait_replicas
+    if wanted is None:
+        wanted = min(1, await _connected_replicas(client))
+    if wanted and await client.wait(wanted, settings.redis_wait_timeout_ms) < wanted:
+        raise Problem(
+            503, "redis_unavailable",
+            f"the job is queued but not yet on {wanted} replica(s); retry with the same Idempotency-Key",
+            headers={"Retry-After": "2"}, job_id=job_id,
+        )  # fmt: skip

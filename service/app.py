@@ -21,10 +21,11 @@ from starlette.exceptions import HTTPException
 from heta_core import Attributor, __version__
 
 from .auth import Keys
-from .connections import connect, connect_async
+from .connections import connect_store, is_out_of_memory, is_transient
+from .jobs import ensure_groups, use_cluster
 from .metrics import RedisCollector, api_metrics
 from .problems import Problem, openapi_with_problems, problem_response
-from .routes import attribute, health, jobs, models
+from .routes import attribute, events, health, jobs, models, queue, ui
 from .settings import Settings
 
 log = logging.getLogger("heta.api")
@@ -36,9 +37,16 @@ UNGATED = ("/healthz", "/readyz", "/metrics")  # answer while draining: probes a
 def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.redis = connect_async(settings.redis_url)
-        sync_redis = connect(settings.redis_url)
+        use_cluster(settings.redis_cluster)
+        app.state.redis = connect_store(settings, asynchronous=True)
+        sync_redis = connect_store(settings)
         app.state.metrics_registry.register(RedisCollector(sync_redis, settings.models))
+        try:
+            await asyncio.to_thread(ensure_groups, sync_redis, settings.models)
+        except redis.RedisError as error:  # the workers create them too; the API serves 503s until Redis is back
+            if not is_transient(error):
+                raise
+            log.warning("cannot create the job streams yet: %s", error)
         # weightless models: tokenization, validation and cost estimates without loading weights
         app.state.planners = {
             name: await asyncio.to_thread(Attributor.planner, name, None, settings.dtype) for name in settings.models
@@ -54,13 +62,15 @@ def create_app(settings: Settings) -> FastAPI:
         description="Hessian-Enhanced Token Attribution for decoder-only LLMs. Errors are RFC 9457 problem+json "
         "(`application/problem+json`) with a stable `code`.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: routes.ui, with their assets served locally (offline)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.keys = Keys(settings.api_keys)
     app.state.draining = False
     app.state.metrics_registry = CollectorRegistry()
     app.state.start_draining = lambda: setattr(app.state, "draining", True)
-    for module in (attribute, jobs, models, health):
+    for module in (attribute, jobs, events, queue, models, health, ui):
         app.include_router(module.router)
     _handle_errors(app)
     _observe(app, settings)
@@ -90,24 +100,41 @@ def _handle_errors(app: FastAPI) -> None:
             detail = f"the body is not valid JSON: {error.errors()[0].get('ctx', {}).get('error', 'decode error')}"
             return problem_response(Problem(400, "malformed_body", detail), path(request))
         detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
-        return problem_response(Problem(422, "validation_error", detail, errors=errors), path(request))
+        code = "invalid_idempotency_key" if all(e["loc"][:2] == ["header", "idempotency-key"] for e in errors) else "validation_error"
+        return problem_response(Problem(422, code, detail, errors=errors), path(request))
 
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, error: HTTPException):
         detail = "the body is not valid UTF-8 JSON" if error.status_code == 400 else str(error.detail)
         code = HTTP_CODES.get(error.status_code, "http_error")
-        return problem_response(Problem(error.status_code, code, detail, headers=dict(error.headers or {})), path(request))
+        headers = dict(error.headers or {})
+        if error.status_code == 405:  # Starlette names only the first matching route's methods
+            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
+        return problem_response(Problem(error.status_code, code, detail, headers=headers), path(request))
 
-    @app.exception_handler(redis.ConnectionError)
-    @app.exception_handler(redis.TimeoutError)
-    async def on_redis_down(request: Request, error: Exception):
-        problem = Problem(503, "redis_unavailable", "the job store is unavailable; retry later", headers={"Retry-After": "5"})
-        return problem_response(problem, path(request))
+    @app.exception_handler(redis.RedisError)
+    async def on_redis(request: Request, error: redis.RedisError):
+        if not is_transient(error):
+            return await on_bug(request, error)
+        full = is_out_of_memory(error)
+        detail = "the job store is full; retry later" if full else "the job store is unavailable; retry later"
+        log.warning("%s on %s: %s", "Redis full" if full else "Redis unavailable", path(request), error)
+        return problem_response(Problem(503, "redis_unavailable", detail, headers={"Retry-After": "5"}), path(request))
 
     @app.exception_handler(Exception)
     async def on_bug(request: Request, error: Exception):
         log.exception("unhandled error on %s", path(request))
         return problem_response(Problem(500, "internal_error", f"{type(error).__name__}: the server failed; this is a bug"), path(request))
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route serves at ``path``."""
+    methods: set[str] = set()
+    for route in app.routes:
+        match = getattr(route, "path_regex", None)
+        if match is not None and match.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _observe(app: FastAPI, settings: Settings) -> None:

@@ -39,8 +39,8 @@ def _api(args) -> int:
     from .app import create_app, run_server
 
     settings = _settings(args)
-    if not settings.redis_url:
-        raise SystemExit("heta api: error: set REDIS_URL (the API and its workers share one Redis)")
+    if not settings.has_store:
+        raise SystemExit("heta api: error: set REDIS_URL or HETA_REDIS_SENTINELS (the API and its workers share one Redis)")
     run_server(create_app(settings), settings.host, settings.port)
     return 0
 
@@ -109,3 +109,11 @@ def register(commands) -> None:
         "probe-worker", help="liveness of this host's worker: exit 0 while its heartbeat is in the registry"
     )
     probe.set_defaults(run=_probe_worker, model=None)
+
+    from .loadgen import add_arguments, run_from_args
+
+    load = commands.add_parser(
+        "bench-load", help="open-loop load over loopback: latency, throughput, 429s and queue overhead per arrival rate"
+    )
+    add_arguments(load)
+    load.set_defaults(run=run_from_args)

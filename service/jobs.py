@@ -5,44 +5,90 @@ deadline, attempts, progress, worker, result (JSON), error (JSON {code, detail})
 a cancel flag and a completion counter. Status moves queued → running → done | failed | cancelled |
 dead_lettered; the final transition is one Lua script, so whoever finishes a job first (a worker, a
 reclaiming worker, or the API cancelling a queued job) is the only one who does: a job completes once.
+
+Redis Cluster (``HETA_REDIS_CLUSTER``): a Lua script may only touch keys of one hash slot, so every
+key a script touches carries the model's hash tag ``{m<8 hex>}`` (job ids start with it, so a job's
+keys are found from its id alone), and the in-flight and idempotency counters become per model.
+Without a cluster the key names stay plain (``heta:stream:<model>``: what KEDA scales on).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+import uuid
 from typing import Any
 
 STATUSES = ("queued", "running", "cancelling", "done", "failed", "cancelled", "dead_lettered")
 FINAL = ("done", "failed", "cancelled", "dead_lettered")
 
 
+_cluster = False
+TAG_LENGTH = 9  # "m" and 8 hex digits of the model name's SHA-256
+
+
+def use_cluster(enabled: bool) -> None:
+    """Key names for Redis Cluster (hash-tagged per model) or for one Redis (plain); set once at start."""
+    global _cluster
+    _cluster = enabled
+
+
+def model_tag(model: str) -> str:
+    return "m" + hashlib.sha256(model.encode()).hexdigest()[: TAG_LENGTH - 1]
+
+
+def new_job_id(model: str) -> str:
+    """A job id that names its model's hash slot: the tag, then 32 random hex digits."""
+    return model_tag(model) + uuid.uuid4().hex
+
+
+def _slot(tag: str) -> str:
+    return f"{{{tag}}}:" if _cluster else ""
+
+
 def job_key(job_id: str) -> str:
-    return f"heta:job:{job_id}"
-
-
-def stream_key(model: str) -> str:
-    return f"heta:stream:{model}"
-
-
-def dead_letter_key(model: str) -> str:
-    return f"heta:dead:{model}"
-
-
-def inflight_key(owner: str) -> str:
-    return f"heta:inflight:{owner}"
+    return f"heta:job:{_slot(job_id[:TAG_LENGTH])}{job_id}"
 
 
 def done_key(job_id: str) -> str:
-    return f"heta:done:{job_id}"
+    return f"heta:done:{_slot(job_id[:TAG_LENGTH])}{job_id}"
+
+
+def stream_key(model: str) -> str:
+    return f"heta:stream:{{{model_tag(model)}}}" if _cluster else f"heta:stream:{model}"
+
+
+def dead_letter_key(model: str) -> str:
+    return f"heta:dead:{{{model_tag(model)}}}" if _cluster else f"heta:dead:{model}"
+
+
+def inflight_key(owner: str, model: str) -> str:
+    """Unfinished jobs of one caller (of one caller and model on a cluster)."""
+    return f"heta:inflight:{_slot(model_tag(model))}{owner}"
+
+
+def idempotency_key(owner: str, key_digest: str, model: str) -> str:
+    return f"heta:idem:{_slot(model_tag(model))}{owner}:{key_digest}"
 
 
 GROUP = "workers"
 
-# KEYS: stream, job, inflight, idempotency ("" for none)
+
+def ensure_groups(client, models: list[str]) -> None:
+    """Each model's stream and its consumer group (both API and workers call it: KEDA's lag trigger
+    needs the group before the first worker exists)."""
+    for model in models:
+        try:
+            client.xgroup_create(stream_key(model), GROUP, id="0", mkstream=True)
+        except Exception as error:  # noqa: BLE001 - BUSYGROUP: it exists
+            if "BUSYGROUP" not in str(error):
+                raise
+
+# KEYS: stream, job, inflight[, idempotency]
 # ARGV: max_depth, max_inflight, job_id, idempotency value, ttl, then field/value pairs of the job hash
 ENQUEUE = """
-if KEYS[4] ~= '' then
+if #KEYS == 4 then
   local existing = redis.call('GET', KEYS[4])
   if existing then return {'idempotent', existing} end
 end
@@ -50,7 +96,7 @@ local waiting = redis.call('XLEN', KEYS[1])
 if waiting >= tonumber(ARGV[1]) then return {'queue_full', tostring(waiting)} end
 local inflight = tonumber(redis.call('GET', KEYS[3]) or '0')
 if inflight >= tonumber(ARGV[2]) then return {'inflight_limit', tostring(inflight)} end
-if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[5]) end
+if #KEYS == 4 then redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[5]) end
 local fields = {}
 for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
@@ -75,6 +121,28 @@ if left <= 0 then redis.call('DEL', KEYS[2]) end
 redis.call('RPUSH', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[3], 60)
 return 1
+"""
+
+
+# KEYS: job; ARGV: worker id, started. Marks a job running unless it is already final (a late worker
+# whose lease was taken over must not reopen a job another run finished). 1 if started, else 0.
+START = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'done' or status == 'failed' or status == 'cancelled' or status == 'dead_lettered' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started', ARGV[2], 'progress', '0')
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return 1
+"""
+
+# KEYS: job; ARGV: worker id, then field/value pairs. Writes only while this worker's run is the job's
+# current one (fencing: a reclaimed job's stale worker changes nothing); returns the cancel flag.
+IF_MINE = """
+if redis.call('HGET', KEYS[1], 'worker') == ARGV[1] and redis.call('HGET', KEYS[1], 'status') == 'running' then
+  local fields = {}
+  for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
+  if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+end
+return redis.call('HGET', KEYS[1], 'cancel')
 """
 
 
@@ -103,14 +171,22 @@ def flatten(fields: dict[str, str]) -> list[str]:
 def enqueue_call(model: str, job_id: str, request_json: str, owner: str, deadline: float, *, idempotency: str,
                  idempotency_value: str, max_depth: int, max_inflight: int, ttl: int) -> list:  # fmt: skip
     """ENQUEUE for a new job; ``idempotency`` is the key of the caller's Idempotency-Key ("" for none)."""
-    keys = [stream_key(model), job_key(job_id), inflight_key(owner), idempotency]
+    keys = [stream_key(model), job_key(job_id), inflight_key(owner, model), *([idempotency] if idempotency else [])]
     fields = job_fields(job_id, model, request_json, owner, deadline)
     return [ENQUEUE, len(keys), *keys, max_depth, max_inflight, job_id, idempotency_value, ttl, *flatten(fields)]
 
 
-def finalize_call(job_id: str, owner: str, status: str, ttl: int, **fields: Any) -> list:
+def start_call(job_id: str, worker: str, started: float) -> list:
+    return [START, 1, job_key(job_id), worker, repr(started)]
+
+
+def if_mine_call(job_id: str, worker: str, **fields: str) -> list:
+    return [IF_MINE, 1, job_key(job_id), worker, *flatten(fields)]
+
+
+def finalize_call(job_id: str, owner: str, model: str, status: str, ttl: int, **fields: Any) -> list:
     """FINALIZE: the job's one final transition (``fields`` are stored with it; non-strings as JSON)."""
-    keys = [job_key(job_id), inflight_key(owner), done_key(job_id)]
+    keys = [job_key(job_id), inflight_key(owner, model), done_key(job_id)]
     values = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None}
     return [FINALIZE, len(keys), *keys, status, repr(time.time()), str(ttl), *flatten(values)]
 

@@ -12,7 +12,7 @@ import socket
 
 import redis
 
-from .connections import connect
+from .connections import connect_store
 from .registry import live_workers
 from .settings import Settings
 
@@ -20,10 +20,10 @@ from .settings import Settings
 def probe_worker(settings: Settings, host: str | None = None) -> tuple[bool, str]:
     """(alive, one line saying why)."""
     host = host or socket.gethostname()
-    if not settings.redis_url:
+    if not settings.has_store:
         return False, "heta probe-worker: set REDIS_URL (the worker's Redis)"
     try:
-        client = connect(settings.redis_url)
+        client = connect_store(settings)
         try:
             workers = live_workers(client)
         finally:

@@ -16,13 +16,21 @@ def unregister(client, worker_id: str) -> None:
     client.delete(PREFIX + worker_id)
 
 
+def _gets(client, keys):
+    # a pipeline of GETs, not MGET: on a Redis Cluster the keys live in different slots
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+    return pipe
+
+
 def live_workers(client) -> list[dict]:
     keys = list(client.scan_iter(match=PREFIX + "*", count=100))
-    values = client.mget(keys) if keys else []
+    values = _gets(client, keys).execute() if keys else []
     return [json.loads(v) for v in values if v]
 
 
 async def live_workers_async(client) -> list[dict]:
     keys = [key async for key in client.scan_iter(match=PREFIX + "*", count=100)]
-    values = await client.mget(keys) if keys else []
+    values = await _gets(client, keys).execute() if keys else []
     return [json.loads(v) for v in values if v]

@@ -25,25 +25,31 @@ class Message(BaseModel):
 class AttributionConfig(BaseModel):
     """The request-settable subset of ``heta_core.HetaConfig`` (defaults: the engine's)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN and ±inf are refused (JSON parsers accept NaN/Infinity literals); bounds keep every
+    # number in a range the engine runs, so nothing admitted fails later for its size
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     method: str | None = Field(
         None, description="heta | gradient | input_x_gradient | integrated_gradients | attention_rollout | occlusion "
         "(short: ig, ixg, rollout, loo; default: the service's HETA_DEFAULT_METHOD)"
     )
     ig_steps: int | None = Field(None, ge=1, le=1024, description="integrated_gradients quadrature points")
-    samples: int | None = Field(None, ge=1, description="Rademacher probes per token (m)")
-    beta: float | None = Field(None, ge=0)
-    gamma: float | None = Field(None, ge=0)
+    samples: int | None = Field(None, ge=1, le=100_000, description="Rademacher probes per token (m; the service caps it at HETA_MAX_SAMPLES)")
+    beta: float | None = Field(None, ge=0, le=1e6, description="weight of S in Eq. 5")
+    gamma: float | None = Field(None, ge=0, le=1e6, description="weight of I in Eq. 5")
     mask: str | None = Field(None, description="zero | mean | token:<id>")
     flow: Literal["heta", "official"] | None = None
     normalize: Literal["none", "simplex"] | None = None
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="seeds the Rademacher probes")
     granularity: Granularity | list[Granularity] | None = None
     curvature: Literal["exact", "ggn"] | None = None
-    curvature_layers: int | None = Field(None, ge=1)
-    low_rank: int | None = Field(None, ge=1)
-    window: int | None = Field(None, ge=2)
+    curvature_layers: int | None = Field(None, ge=1, le=10_000)
+    low_rank: int | None = Field(None, ge=1, le=100_000)
+    window: int | None = Field(None, ge=2, le=1_000_000)
     overlap: float | None = Field(None, ge=0, lt=1)
+    diagnostics: bool | None = Field(
+        None, description="also measure the attribution's faithfulness: p(target) with the top-k tokens removed / only kept "
+        "(k = 1, 3, 5, 10 %) in the result's `diagnostics`; costs a few full-length forwards"
+    )
 
     def heta_config(self) -> HetaConfig:
         """A validated HetaConfig (raises heta_core.ConfigError naming the field)."""
@@ -59,26 +65,32 @@ class AttributeRequest(BaseModel):
     # the OpenAPI page's examples run as-is against the default model (heta-demo)
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,
         json_schema_extra={
             "examples": [
                 {"text": "c=6 e=6 b=3 h=3 m=6 ? h", "target_text": " 3"},
                 {"text": "c=6 e=6 b=3 h=3 m=6 ? h", "target_text": " 3", "config": {"method": "integrated_gradients"}},
-            ]
+            ],
+            # exactly one input: the one given non-null (the others absent or null)
+            "oneOf": [
+                {"required": [name], "properties": {name: {"type": kind}}}
+                for name, kind in (("text", "string"), ("input_ids", "array"), ("messages", "array"))
+            ],
         },
     )
-    model: str | None = Field(None, description="a served model (default: the first one)")
-    text: str | None = None
-    input_ids: list[int] | None = None
-    messages: list[Message] | None = None
+    model: str | None = Field(None, min_length=1, description="a served model (default: the first one)")
+    text: str | None = Field(None, description="the prompt; its last token is the target unless a target is given")
+    input_ids: list[int] | None = Field(None, description="the prompt as token ids")
+    messages: list[Message] | None = Field(None, description="chat messages, rendered with the model's chat template")
     target_position: int | None = None
     target_text: str | None = None
     target_mode: Literal["sum", "each"] = "sum"
-    generate: int | None = Field(None, ge=1)
+    generate: int | None = Field(None, ge=1, le=100_000, description="greedy tokens to generate and explain (capped by HETA_MAX_GENERATE)")
     spans: list[tuple[int, int]] | None = None
     include_template: bool = False
     config: AttributionConfig = Field(default_factory=AttributionConfig)
-    wait: float = Field(10.0, ge=0, description="seconds to wait for the result before answering 202")
-    deadline_s: float | None = Field(None, gt=0, description="fail the job if not finished this long after submission")
+    wait: float = Field(10.0, ge=0, le=86_400, description="seconds to wait for the result before answering 202 (capped by HETA_MAX_WAIT_S)")
+    deadline_s: float | None = Field(None, gt=0, le=86_400 * 365, description="fail the job if not finished this long after submission (capped by HETA_JOB_DEADLINE_S)")
 
     @model_validator(mode="after")
     def _one_input(self):
@@ -174,6 +186,6 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
-    redis: bool
+    redis: bool = Field(description="Redis answers and takes writes (false when down or at maxmemory)")
     workers: int | None = None
     models_without_workers: list[str] | None = None

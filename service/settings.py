@@ -6,8 +6,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+LEASE_HEARTBEATS = 3
 
 
 class Settings(BaseSettings):
@@ -35,11 +38,24 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("HETA_REDIS_URL", "REDIS_URL"), description="shared Redis; unset: `heta serve` embeds one"
     )
     redis_dir: Path = Field(Path(".heta/redis"), description="embedded Redis data directory (kept across restarts)")
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Redis Sentinel addresses host:port, comma-separated (instead of REDIS_URL)"
+    )
+    redis_master: str = Field("heta", description="the master name the sentinels monitor")
+    redis_cluster: bool = Field(False, description="REDIS_URL names a node of a Redis Cluster (keys hash-tagged per model)")
+    redis_wait_replicas: int | None = Field(
+        None, ge=0, description="replicas a new job must reach before it is acknowledged (WAIT); unset: 1 when the "
+        "master has a replica, else 0"
+    )
+    redis_wait_timeout_ms: int = Field(2000, ge=1, description="how long to wait for that replication; then 503")
 
     # security and admission
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="keys or sha256:<hex>, comma-separated")
     metrics_public: bool = Field(True, description="false: /metrics needs an API key too")
     rate_limit_per_minute: int = Field(600, ge=1, description="requests per API key (or client address) per minute")
+    auth_failures_per_minute: int = Field(
+        20, ge=1, description="requests with a missing or wrong API key per client address per minute; then 429"
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
     max_queue_depth: int = Field(100, ge=1, description="unfinished jobs per model")
     max_inflight_per_key: int = Field(16, ge=1, description="unfinished jobs per API key")
@@ -58,6 +74,33 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(3, ge=1, description="deliveries before a job goes to the dead-letter stream")
     drain_s: float = Field(30.0, ge=0, description="on SIGTERM, time to finish the current job")
 
+    @property
+    def has_store(self) -> bool:
+        """A Redis is configured (a URL or sentinels); otherwise only `heta serve` can run (it embeds one)."""
+        return bool(self.redis_url or self.redis_sentinels)
+
+    @model_validator(mode="after")
+    def _one_store(self):
+        if self.redis_sentinels and (self.redis_url or self.redis_cluster):
+            raise ValueError("HETA_REDIS_SENTINELS replaces REDIS_URL and HETA_REDIS_CLUSTER: set one way to reach Redis")
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("HETA_REDIS_CLUSTER needs REDIS_URL naming one node of the cluster")
+        for entry in self.redis_sentinels:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"HETA_REDIS_SENTINELS: {entry!r} is not host:port")
+        return self
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self):
+        # the heartbeat renews a running job's lease; a lease shorter than a few heartbeats expires
+        # on healthy workers and their jobs run twice
+        if self.lease_s < LEASE_HEARTBEATS * self.heartbeat_s:
+            raise ValueError(
+                f"HETA_LEASE_S ({self.lease_s:g}) must be at least {LEASE_HEARTBEATS} × HETA_HEARTBEAT_S ({self.heartbeat_s:g})"
+            )
+        return self
+
     @field_validator("default_method")
     @classmethod
     def _known_method(cls, value: str) -> str:
@@ -65,7 +108,7 @@ class Settings(BaseSettings):
 
         return HetaConfig(method=value).method  # raises a ConfigError (a ValueError) listing the methods
 
-    @field_validator("models", "api_keys", mode="before")
+    @field_validator("models", "api_keys", "redis_sentinels", mode="before")
     @classmethod
     def _comma_list(cls, value):
         if isinstance(value, str):

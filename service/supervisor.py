@@ -32,11 +32,17 @@ def worker_command() -> list[str]:
 
 
 class Pool:
-    """Keeps ``count`` worker processes alive."""
+    """Keeps ``count`` worker processes alive. A worker that dies soon after starting (Redis down, a
+    model that cannot load) is restarted after a growing pause, not in a tight loop."""
+
+    FAST_EXIT_S = 30.0  # a worker that ran less than this counts as failing to start
+    MAX_PAUSE_S = 30.0
 
     def __init__(self, count: int, env: dict[str, str], devices: list[str | None]):
         self.env, self.devices = env, devices
         self.procs: list[subprocess.Popen | None] = [None] * count
+        self.started = [0.0] * count
+        self.pauses = [0.0] * count
         self.restarts = 0
         self.stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
@@ -45,6 +51,7 @@ class Pool:
         env = dict(self.env)
         if self.devices[slot] is not None:
             env["HETA_DEVICE"] = self.devices[slot]
+        self.started[slot] = time.monotonic()
         return subprocess.Popen(worker_command(), env=env)
 
     def start(self) -> None:
@@ -53,10 +60,20 @@ class Pool:
         self._thread.start()
 
     def _watch(self) -> None:
+        due = [0.0] * len(self.procs)  # when a dead slot may be restarted
         while not self.stopping.wait(0.5):
+            now = time.monotonic()
             for slot, proc in enumerate(self.procs):
-                if proc is not None and proc.poll() is not None and not self.stopping.is_set():
-                    log.warning("worker %d (pid %d) exited with %s: restarting", slot, proc.pid, proc.returncode)
+                if proc is None or proc.poll() is None or self.stopping.is_set():
+                    continue
+                if not due[slot]:
+                    lived = now - self.started[slot]
+                    self.pauses[slot] = 0.0 if lived > self.FAST_EXIT_S else min(max(1.0, 2 * self.pauses[slot]), self.MAX_PAUSE_S)
+                    due[slot] = now + self.pauses[slot]
+                    log.warning("worker %d (pid %d) exited with %s after %.0f s: restarting in %.0f s",
+                                slot, proc.pid, proc.returncode, lived, self.pauses[slot])  # fmt: skip
+                if now >= due[slot]:
+                    due[slot] = 0.0
                     self.restarts += 1
                     self.procs[slot] = self._spawn(slot)
 
@@ -82,15 +99,16 @@ def serve(settings: Settings) -> int:
     if not settings.models:
         raise SystemExit("heta serve: error: no models: set HETA_MODELS or pass --model")
     embedded = None
-    if not settings.redis_url:
+    if not settings.has_store:
         embedded = EmbeddedRedis(settings.redis_dir)
         settings = settings.model_copy(update={"redis_url": embedded.url})
         log.info("embedded Redis at %s (data in %s)", embedded.url, settings.redis_dir)
     gpus = torch.cuda.device_count() if settings.device in (None, "cuda") else 0
     count = settings.workers or max(1, gpus)
     devices = [f"cuda:{i % gpus}" if gpus and settings.device in (None, "cuda") else settings.device for i in range(count)]
-    env = {**os.environ, "HETA_REDIS_URL": settings.redis_url, "HETA_MODELS": ",".join(settings.models),
-           SUPERVISOR_ENV: str(os.getpid())}  # fmt: skip
+    env = {**os.environ, "HETA_MODELS": ",".join(settings.models), SUPERVISOR_ENV: str(os.getpid())}
+    if settings.redis_url:  # the embedded one, or the configured one (sentinels reach workers through the environment)
+        env["HETA_REDIS_URL"] = settings.redis_url
     if settings.torch_threads is None and not gpus:
         # CPU workers share the cores: N workers × all-core thread pools run ~5× slower than N × cores/N
         env["HETA_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // count))
@@ -100,6 +118,7 @@ def serve(settings: Settings) -> int:
     # caught; with the default handler that would kill us before the workers are stopped below
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    print(f"heta serve: the explorer is at http://{settings.host}:{settings.port}/ (API docs: /docs)", flush=True)
     try:
         run_server(create_app(settings), settings.host, settings.port)
     finally:

@@ -10,14 +10,19 @@ At-least-once delivery with nothing lost:
   the job again; after ``max_deliveries`` deliveries the job goes to the dead-letter stream instead;
 - finishing is one atomic transition (see :mod:`heta_service.jobs`), so a job completes once.
 
-Cancellation and deadlines are checked between chunks (the engine's progress callback). CUDA
-out-of-memory empties the cache and retries with half the memory budget (twice), then fails the job
-with a clear error; the worker keeps serving. SIGTERM drains: no new jobs; the current one is
-finished within ``drain_s`` or released for another worker at once.
+Starting a job and reporting its progress are fenced by the worker's id (a worker stopped past its
+lease that wakes up changes nothing), and a job whose deadline passed in the queue is skipped.
+Cancellation and deadlines are checked between chunks (the engine's progress callback). A Redis
+that is down, full or failing over never fails a job: each step waits with back-off (the heartbeat
+keeps the lease) and the main loop resumes when Redis is back. CUDA out-of-memory empties the
+cache and retries with half the memory budget (twice), then fails the job with a clear error; the
+worker keeps serving. SIGTERM drains: no new jobs; the current one is finished within ``drain_s``
+or released for another worker at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -31,7 +36,7 @@ import torch
 from heta_core import Attributor, HetaError
 
 from . import jobs, metrics, registry
-from .connections import connect
+from .connections import connect_store, is_transient
 from .schemas import AttributeRequest, job_result_json
 from .settings import Settings
 
@@ -56,7 +61,8 @@ class Worker:
         self.settings = settings
         self.models = models
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.client = connect(settings.redis_url)
+        jobs.use_cluster(settings.redis_cluster)
+        self.client = connect_store(settings)
         self.attributors: dict[str, Attributor] = {}
         self.current: tuple[str, str, str] | None = None  # (stream, entry id, job id)
         self.draining = threading.Event()
@@ -70,12 +76,7 @@ class Worker:
         for name in self.models:
             log.info("loading %s", name)
             self.attributors[name] = Attributor.from_pretrained(name, device=self.settings.device, dtype=self.settings.dtype)
-        for name in self.models:
-            try:
-                self.client.xgroup_create(jobs.stream_key(name), jobs.GROUP, id="0", mkstream=True)
-            except Exception as error:  # noqa: BLE001 - BUSYGROUP: it exists
-                if "BUSYGROUP" not in str(error):
-                    raise
+        self.retrying(jobs.ensure_groups, self.client, self.models)
 
     def info(self) -> dict:
         device = next(iter(self.attributors.values())).device if self.attributors else torch.device("cpu")
@@ -97,11 +98,8 @@ class Worker:
     def heartbeat(self) -> None:
         """Registry entry and lease renewal, every ``heartbeat_s``, whatever the compute is doing."""
         ttl = max(3 * self.settings.heartbeat_s, self.settings.heartbeat_s + 1)
-        supervisor = os.environ.get("HETA_SUPERVISOR_PID")
         while not self.stopped.wait(self.settings.heartbeat_s):
-            if supervisor and os.getppid() != int(supervisor) and not self.draining.is_set():
-                log.warning("the supervisor (pid %s) is gone: draining", supervisor)
-                self.drain()
+            self.watch_supervisor()
             try:
                 registry.register(self.client, self.id, self.info(), ttl)
                 with self._lock:
@@ -112,21 +110,61 @@ class Worker:
             except Exception:  # noqa: BLE001 - Redis hiccup: try again next beat
                 log.exception("heartbeat failed")
 
+    def watch_supervisor(self) -> None:
+        """A worker started by ``heta serve`` drains once serve is gone (killed, even by SIGKILL)."""
+        supervisor = os.environ.get("HETA_SUPERVISOR_PID")
+        if supervisor and os.getppid() != int(supervisor) and not self.draining.is_set():
+            log.warning("the supervisor (pid %s) is gone: draining", supervisor)
+            self.drain()
+
     def run(self) -> None:
-        self.load()
+        try:
+            self.load()
+        except Released:  # drained while still waiting for Redis at start: nothing to hand back
+            log.info("worker %s stopped before serving", self.id)
+            return
         registry.register(self.client, self.id, self.info(), max(3 * self.settings.heartbeat_s, 2))
         beat = threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True)
         beat.start()
         log.info("worker %s serving %s", self.id, ", ".join(self.models))
+        pause = 0.0
         try:
             while not self.draining.is_set():
-                entry = self.next_entry()
-                if entry is not None:
-                    self.process(*entry)
+                try:
+                    entry = self.next_entry()
+                    if entry is not None:
+                        self.process(*entry)
+                    pause = 0.0
+                except Exception as error:
+                    if not is_transient(error):
+                        raise
+                    # Redis down or full: wait and resume, never a tight loop and never an exit
+                    pause = min(max(0.2, 2 * pause), 10.0)
+                    log.warning("Redis unavailable (%s): retrying in %.1f s", error, pause)
+                    self.draining.wait(pause)
         finally:
             self.stopped.set()
-            registry.unregister(self.client, self.id)
+            with contextlib.suppress(Exception):
+                registry.unregister(self.client, self.id)
             log.info("worker %s stopped", self.id)
+
+    def retrying(self, step, *args, **kwargs):
+        """A Redis step run until it succeeds: a transient failure (Redis down or full) waits with
+        back-off while the heartbeat keeps the job's lease, so it never fails a job. Draining past
+        its deadline: :class:`Released` (the job stays in the stream for another worker)."""
+        pause = 0.1
+        while True:
+            try:
+                return step(*args, **kwargs)
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                self.watch_supervisor()  # also before the heartbeat thread runs (loading)
+                if self.draining.is_set() and time.monotonic() > self.drain_deadline:
+                    raise Released from error
+                log.warning("Redis unavailable during a job (%s): retrying in %.1f s", error, pause)
+                time.sleep(pause)
+                pause = min(2 * pause, 5.0)
 
     def drain(self, *_args) -> None:
         self.draining.set()
@@ -143,88 +181,113 @@ class Worker:
             claimed = self.client.xautoclaim(stream, jobs.GROUP, self.id, lease_ms, "0-0", count=1)[1]
             if claimed:
                 entry, fields = claimed[0]
-                metrics.record_job(self.client, "reclaimed")
+                self._record("reclaimed")
                 pending = self.client.xpending_range(stream, jobs.GROUP, min=entry, max=entry, count=1)
                 deliveries = pending[0]["times_delivered"] if pending else 1
                 log.warning("reclaimed %s (delivery %d)", fields.get("job"), deliveries)
                 return stream, entry, fields["job"], deliveries
-        streams = {jobs.stream_key(name): ">" for name in self.models}
-        answer = self.client.xreadgroup(jobs.GROUP, self.id, streams, count=1, block=500)
-        for stream, entries in answer or []:
-            for entry, fields in entries:
-                return stream, entry, fields["job"], 1
+        # one XREADGROUP for every stream; on a Redis Cluster the streams live in different slots: one each
+        groups = [self.models] if not self.settings.redis_cluster else [[name] for name in self.models]
+        for names in groups:
+            streams = {jobs.stream_key(name): ">" for name in names}
+            answer = self.client.xreadgroup(jobs.GROUP, self.id, streams, count=1, block=max(50, 500 // len(groups)))
+            for stream, entries in answer or []:
+                for entry, fields in entries:
+                    return stream, entry, fields["job"], 1
         return None
 
     def _done(self, stream: str, entry: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xack(stream, jobs.GROUP, entry)
-        pipe.xdel(stream, entry)
-        pipe.execute()
+        def ack() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xack(stream, jobs.GROUP, entry)
+            pipe.xdel(stream, entry)
+            pipe.execute()
 
-    def finalize(self, job_id: str, owner: str, status: str, **fields) -> bool:
-        return bool(self.client.eval(*jobs.finalize_call(job_id, owner, status, self.settings.result_ttl_s, **fields)))
+        self.retrying(ack)
+
+    def finalize(self, job: dict, status: str, **fields) -> bool:
+        call = jobs.finalize_call(job["id"], job["owner"], job["model"], status, self.settings.result_ttl_s, **fields)
+        return bool(self.retrying(self.client.eval, *call))
+
+    def _record(self, *args, **kwargs) -> None:
+        """Metrics are best effort: a full or absent Redis loses a count, never a job."""
+        try:
+            metrics.record_job(self.client, *args, **kwargs)
+        except Exception as error:  # noqa: BLE001
+            if not is_transient(error):
+                raise
+            log.warning("metrics not recorded: %s", error)
 
     # ------------------------------------------------------------------ jobs
 
     def process(self, stream: str, entry: str, job_id: str, deliveries: int) -> None:
-        job = self.client.hgetall(jobs.job_key(job_id))
-        if not job or job.get("status") in jobs.FINAL:  # cancelled while queued, or expired
-            self._done(stream, entry)
-            return
-        owner, model = job["owner"], job["model"]
-        if deliveries > self.settings.max_deliveries:
-            self.client.xadd(jobs.dead_letter_key(model), {"job": job_id, "deliveries": deliveries})
-            detail = f"the job was delivered {deliveries} times without completing (its workers died)"
-            if self.finalize(job_id, owner, "dead_lettered", error={"code": "dead_lettered", "detail": detail}):
-                metrics.record_job(self.client, "dead_lettered")
-            self._done(stream, entry)
-            return
-        deadline = float(job["deadline"])
-        if time.time() > deadline:
-            self._fail(job_id, owner, "deadline_exceeded", "the job's deadline passed before it could run", job)
-            self._done(stream, entry)
-            return
-        started = time.time()
-        self.client.hset(jobs.job_key(job_id), mapping={"status": "running", "worker": self.id, "started": repr(started)})
-        self.client.hincrby(jobs.job_key(job_id), "attempts", 1)
-        with self._lock:
+        with self._lock:  # the heartbeat renews this entry's lease from now on
             self.current = (stream, entry, job_id)
         try:
-            self._run(job_id, job, deadline, started)
+            self._process(stream, entry, job_id, deliveries)
         except Released:
             # make the entry claimable at once and put the job back in the queue's view
-            self.client.hset(jobs.job_key(job_id), mapping={"status": "queued", "progress": "0"})
-            self.client.xclaim(stream, jobs.GROUP, self.id, 0, [entry], idle=int(self.settings.lease_s * 1000), justid=True)
+            with contextlib.suppress(Exception):
+                self.client.eval(*jobs.if_mine_call(job_id, self.id, status="queued", progress="0"))
+                self.client.xclaim(stream, jobs.GROUP, self.id, 0, [entry], idle=int(self.settings.lease_s * 1000), justid=True)
             log.warning("released %s while draining", job_id)
-            return
         finally:
             with self._lock:
                 self.current = None
+
+    def _process(self, stream: str, entry: str, job_id: str, deliveries: int) -> None:
+        job = self.retrying(self.client.hgetall, jobs.job_key(job_id))
+        if not job or job.get("status") in jobs.FINAL:  # cancelled while queued, or expired
+            self._done(stream, entry)
+            return
+        model = job["model"]
+        if deliveries > self.settings.max_deliveries:
+            self.retrying(self.client.xadd, jobs.dead_letter_key(model), {"job": job_id, "deliveries": deliveries})
+            detail = f"the job was delivered {deliveries} times without completing (its workers died)"
+            if self.finalize(job, "dead_lettered", error={"code": "dead_lettered", "detail": detail}):
+                self._record("dead_lettered")
+            self._done(stream, entry)
+            return
+        deadline = float(job["deadline"])
+        if time.time() > deadline:  # skipped: no compute is spent on a job nobody waits for
+            self._fail(job, "deadline_exceeded", "the job's deadline passed before it could run")
+            self._done(stream, entry)
+            return
+        started = time.time()
+        if not self.retrying(self.client.eval, *jobs.start_call(job_id, self.id, started)):
+            self._done(stream, entry)  # another run finished it meanwhile
+            return
+        self._run(job_id, job, deadline, started)
         self._done(stream, entry)
 
-    def _fail(self, job_id: str, owner: str, code: str, detail: str, job: dict) -> None:
-        if self.finalize(job_id, owner, "failed", error={"code": code, "detail": detail}):
-            metrics.record_job(self.client, "failed", time.time() - float(job["created"]))
+    def _fail(self, job: dict, code: str, detail: str) -> None:
+        if self.finalize(job, "failed", error={"code": code, "detail": detail}):
+            self._record("failed", time.time() - float(job["created"]))
 
     def _run(self, job_id: str, job: dict, deadline: float, started: float) -> None:
-        owner = job["owner"]
         request = AttributeRequest.model_validate_json(job["request"])
         kwargs, config = request.engine_call()
         attributor = self.attributors[job["model"]]
-        key = jobs.job_key(job_id)
         last_write = [0.0]
 
         def progress(fraction: float) -> None:
-            if self.client.hget(key, "cancel"):
-                raise JobCancelled
             if time.time() > deadline:
                 raise DeadlineExceeded
             if self.draining.is_set() and time.monotonic() > self.drain_deadline:
                 raise Released
             now = time.monotonic()
-            if now - last_write[0] > 0.2 or fraction >= 1.0:
-                self.client.hset(key, "progress", f"{fraction:.4f}")
+            report = now - last_write[0] > 0.2 or fraction >= 1.0
+            try:  # one round trip: the progress (throttled) and the cancel flag
+                fields = {"progress": f"{fraction:.4f}"} if report else {}
+                cancelled = self.client.eval(*jobs.if_mine_call(job_id, self.id, **fields))
+            except Exception as error:  # noqa: BLE001 - Redis down or full: compute on, report later
+                if not is_transient(error):
+                    raise
+                return
+            if report:
                 last_write[0] = now
+            if cancelled:
+                raise JobCancelled
 
         for attempt in range(OOM_RETRIES + 1):
             try:
@@ -234,37 +297,37 @@ class Worker:
                 torch.cuda.empty_cache()
                 budget = config.memory_budget_mb or 4096
                 if attempt == OOM_RETRIES:
-                    self._fail(job_id, owner, "out_of_memory", "the job ran out of GPU memory even with smaller chunks", job)
+                    self._fail(job, "out_of_memory", "the job ran out of GPU memory even with smaller chunks")
                     return
                 config = config.replace(memory_budget_mb=max(16, budget // 2))
                 log.warning("CUDA OOM on %s: retrying with memory_budget_mb=%d", job_id, config.memory_budget_mb)
             except JobCancelled:
-                if self.finalize(job_id, owner, "cancelled"):
-                    metrics.record_job(self.client, "cancelled", time.time() - float(job["created"]))
+                if self.finalize(job, "cancelled"):
+                    self._record("cancelled", time.time() - float(job["created"]))
                 return
             except DeadlineExceeded:
-                self._fail(job_id, owner, "deadline_exceeded", "the job did not finish before its deadline", job)
+                self._fail(job, "deadline_exceeded", "the job did not finish before its deadline")
                 return
             except HetaError as error:
-                self._fail(job_id, owner, error.code, str(error), job)
+                self._fail(job, error.code, str(error))
                 return
             except Released:
                 raise
             except Exception as error:  # noqa: BLE001 - a bug must fail the job, not the worker
                 log.exception("job %s failed", job_id)
-                self._fail(job_id, owner, "internal_error", f"{type(error).__name__}: {error}", job)
+                self._fail(job, "internal_error", f"{type(error).__name__}: {error}")
                 return
         created = float(job["created"])
         body = job_result_json(result, job_id, created, started)
-        if self.finalize(job_id, owner, "done", result=body, progress="1"):
+        if self.finalize(job, "done", result=body, progress="1"):
             stages = {name: seconds for name, seconds in result.timings.stages().items() if name != "total"}
-            metrics.record_job(self.client, "done", time.time() - created, result.method, stages, result.meta.hvps or 0)
+            self._record("done", time.time() - created, result.method, stages, result.meta.hvps or 0)
 
 
 def main(settings: Settings, models: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not settings.redis_url:
-        raise SystemExit("heta worker: error: set REDIS_URL (or run `heta serve`, which starts Redis)")
+    if not settings.has_store:
+        raise SystemExit("heta worker: error: set REDIS_URL or HETA_REDIS_SENTINELS (or run `heta serve`, which starts Redis)")
     if not models:
         raise SystemExit("heta worker: error: no models: set HETA_MODELS or pass --model")
     if settings.torch_threads is not None:

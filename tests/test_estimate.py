@@ -26,6 +26,10 @@ from .conftest import TEXT
         ({"target_text": " . the", "target_mode": "each"}, {"method": "occlusion"}),
         ({"target_text": " . the cat"}, {"method": "attention_rollout"}),
         ({}, {"method": "input_x_gradient"}),
+        # diagnostics: the extra full-length forwards are counted too
+        ({}, {"diagnostics": True}),
+        ({"target_text": " . the", "target_mode": "each"}, {"diagnostics": True, "memory_budget_mb": 16}),
+        ({"target_text": " . the cat"}, {"method": "occlusion", "diagnostics": True}),
     ],
 )
 def test_estimate_matches_the_run(make_attributor, kwargs, changes):
@@ -57,7 +61,9 @@ def test_estimate_grows_with_length_and_rejects_bad_input(make_attributor):
     assert low_rank.hvps == 2 * (4 + 8) < long.hvps
 
 
-@pytest.mark.parametrize("changes", [{}, {"memory_budget_mb": 16}, {"low_rank": 4}, {"strategy": "reference"}, {"window": 5}])
+@pytest.mark.parametrize(
+    "changes", [{}, {"memory_budget_mb": 16}, {"low_rank": 4}, {"strategy": "reference"}, {"window": 5}, {"diagnostics": True}]
+)
 def test_progress_is_reported_per_chunk_and_reaches_one(make_attributor, changes):
     attributor = make_attributor("gpt2", num_hvp_samples=2, **changes)
     seen = []

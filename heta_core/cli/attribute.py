@@ -68,6 +68,10 @@ def render_table(result, granularity: str = "token") -> str:
             label = label if len(label) <= 14 else label[:13] + "…"
             cells = "".join(f"  {bar(values[n], largest[n])} {values[n]:>10.4g}" for n in columns)
             lines.append(f"{i:>4}  {label:<14}{cells}")
+    if result.diagnostics is not None:
+        from ..results.diagnostics import describe
+
+        lines += ["faithfulness: " + line for line in describe(result)]
     return "\n".join(lines)
 
 
@@ -103,7 +107,10 @@ def register(commands) -> None:
     parser.add_argument("--low-rank", type=int, default=None, metavar="K")
     parser.add_argument("--window", type=int, default=None, metavar="W")
     parser.add_argument("--overlap", type=float, default=0.0)
-    parser.add_argument("--format", choices=("json", "table"), default="table")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="also measure faithfulness: p(target) with the top 1, 3, 5, 10%% tokens removed / only kept")
+    parser.add_argument("--format", choices=("json", "table", "html"), default="table",
+                        help="html: a self-contained report (the explorer page's heatmap), e.g. > report.html")
     parser.set_defaults(run=run)
 
 
@@ -130,7 +137,7 @@ def run(args) -> int:
         method=args.method, ig_steps=args.ig_steps, num_hvp_samples=args.samples, seed=args.seed, beta=args.beta, gamma=args.gamma, mask=args.mask,
         flow=args.flow, normalize=args.normalize, strategy=args.strategy, memory_budget_mb=args.memory_budget_mb,
         curvature=args.curvature, curvature_layers=args.curvature_layers, low_rank=args.low_rank, window=args.window,
-        overlap=args.overlap,
+        overlap=args.overlap, diagnostics=args.diagnostics,
     )  # fmt: skip
     messages = _json_argument(args.messages, "--messages")
     spans = _json_argument(args.spans, "--spans")
@@ -142,6 +149,10 @@ def run(args) -> int:
     )  # fmt: skip
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))
+    elif args.format == "html":
+        from ..results.report import render_report
+
+        print(render_report(result))
     else:
         print(render_table(result, args.granularity))
     return 0

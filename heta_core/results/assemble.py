@@ -14,6 +14,7 @@ from importlib import metadata
 
 import torch
 
+from ..errors import NonFiniteResultError
 from ..inputs.document import Document, unknown_words
 from ..inputs.granularity import aggregate, segments
 from ..methods.registry import method
@@ -90,9 +91,17 @@ def _warnings(doc: Document, tokenizer) -> list[ResultWarning]:
     ]  # fmt: skip
 
 
-def assemble(handle, tokenizer, name: str, revision: str | None, prepared, request, cfg, parts, compute_s: float) -> AttributionResult:
+def assemble(
+    handle, tokenizer, name: str, revision: str | None, prepared, request, cfg, parts, compute_s: float, diagnostics=None
+) -> AttributionResult:
+    """``diagnostics``: (the :class:`~heta_core.results.schema.Diagnostics` document, its seconds) or None."""
     doc, n = request.doc, request.scored
     values = parts.values
+    if not bool(torch.isfinite(values["score"]).all()):
+        raise NonFiniteResultError(
+            f"{cfg.method}'s scores are not finite (a float32 overflow or an undefined value); with HETA, lower beta and "
+            "gamma or use normalize='simplex'"
+        )
     tokens = [TokenInfo(**_token(doc, i, tokenizer, values)) for i in range(n)]
     targets = [
         TargetInfo(position=n + j, id=doc.ids[n + j], text=_token_text(doc, n + j, tokenizer), logprob=_finite(logprob),
@@ -100,7 +109,8 @@ def assemble(handle, tokenizer, name: str, revision: str | None, prepared, reque
         for j, logprob in enumerate(parts.logprobs)
     ]  # fmt: skip
     entry = method(cfg.method)
-    timings = Timings(compute_s=compute_s, **{f"{stage}_s": seconds for stage, seconds in parts.timings.items()})
+    timings = Timings(compute_s=compute_s, **{f"{stage}_s": seconds for stage, seconds in parts.timings.items()},
+                      diagnostics_s=diagnostics[1] if diagnostics else None)  # fmt: skip
     meta = ResultMeta(
         model=name, revision=revision, model_type=handle.config.model_type,
         dtype=str(handle.dtype).removeprefix("torch."), device=str(handle.device),
@@ -109,5 +119,5 @@ def assemble(handle, tokenizer, name: str, revision: str | None, prepared, reque
     return AttributionResult(
         method=cfg.method, target_mode=request.mode, text=doc.text, tokens=tokens, targets=targets,
         aggregates=_aggregates(doc, n, values, prepared.kinds, prepared.spans, prepared.include_template),
-        warnings=_warnings(doc, tokenizer), meta=meta,
+        warnings=_warnings(doc, tokenizer), diagnostics=diagnostics[0] if diagnostics else None, meta=meta,
     )  # fmt: skip

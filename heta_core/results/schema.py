@@ -102,6 +102,9 @@ class Timings(_Model):
     kl_s: float | None = Field(None, ge=0, description="HETA: the masked forwards of I")
     hessian_s: float | None = Field(None, ge=0, description="HETA: the Hessian-vector products of S")
     baseline_s: float | None = Field(None, ge=0, description="baselines: the method's whole computation")
+    diagnostics_s: float | None = Field(
+        None, ge=0, description="the faithfulness diagnostics' masked forwards (null unless config.diagnostics)"
+    )
     compute_s: float = Field(ge=0, description="the engine's whole call (generation and assembly included)")
     queue_s: float | None = Field(None, ge=0, description="service only: submission to the start of the run that produced the result")
     total_s: float | None = Field(None, ge=0, description="service only: submission to the stored result")
@@ -110,6 +113,40 @@ class Timings(_Model):
         """The method's stages that ran, and ``total`` (the engine call), in seconds."""
         ran = {name: getattr(self, f"{name}_s") for name in ("flow", "kl", "hessian", "baseline")}
         return {**{name: value for name, value in ran.items() if value is not None}, "total": self.compute_s}
+
+
+class FaithfulnessPoint(_Model):
+    """The target's probability with the top-k tokens removed and with only them kept."""
+
+    k: int = Field(ge=1, description="how many top-ranked prompt tokens were removed or kept (at most the prompt's length)")
+    fraction: float | None = Field(
+        description="0.1 for the \"top 10 %\" point (k = ⌈0.1·n⌉); null for the fixed counts 1, 3 and 5"
+    )
+    tokens: list[int] = Field(description="positions of the top-k tokens, best first (by score; ties: earlier first)")
+    removed: float | None = Field(description="p of the target with these tokens removed (replaced by the mask vector)")
+    kept: float | None = Field(description="p of the target with only these tokens kept (every other prompt token removed)")
+    comprehensiveness: float | None = Field(
+        description="p − removed: how much of the prediction the top-k tokens carry (higher = more faithful)"
+    )
+    sufficiency: float | None = Field(description="p − kept: what the top-k tokens alone fail to recover (lower = more faithful)")
+
+
+class DiagnosticRow(_Model):
+    """Faithfulness of one attribution row: the whole span in `sum` mode, one target token in `each` mode."""
+
+    targets: list[int] = Field(description="indices into `targets` of the tokens whose probability p is")
+    probability: float | None = Field(
+        description="p with the whole prompt: P(y | prompt); for a `sum` span the product of its tokens' "
+        "probabilities (the span's total log-probability, exponentiated)"
+    )
+    points: list[FaithfulnessPoint] = Field(description="k = 1, 3, 5 tokens and the top 10 % of the prompt, in that order")
+
+
+class Diagnostics(_Model):
+    """How faithful this very attribution is (ERASER's comprehensiveness and sufficiency at top-k)."""
+
+    mask: str = Field(description="how a token was removed: its input embedding replaced by this mask vector (config.mask)")
+    rows: list[DiagnosticRow] = Field(description="one per attribution row: one for `sum`, one per target for `each`")
 
 
 class Versions(_Model):
@@ -160,6 +197,10 @@ class AttributionResult(_Model):
         description="word / sentence (when requested), span (the request's spans) and message (chat input) sums",
     )
     warnings: list[ResultWarning] = Field(default_factory=list, description="conditions worth knowing; empty when none")
+    diagnostics: Diagnostics | None = Field(
+        None, description="config.diagnostics: how the target's probability drops when the top-k tokens are removed "
+        "or kept (docs/result.md); null when not asked for"
+    )
     meta: ResultMeta
 
     # ------------------------------------------------------------------ Python conveniences

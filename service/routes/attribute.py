@@ -18,7 +18,8 @@ from ..schemas import AttributeRequest, JobAccepted, JobResult
 router = APIRouter(tags=["attribution"])
 
 IdempotencyKey = Annotated[
-    str | None, Header(description="1-255 characters: one job per (API key, key); a retry returns the same job")
+    str | None,
+    Header(min_length=1, max_length=255, description="one job per (API key, key): a retried submit returns the same job"),
 ]
 # a finished job's error code → the status POST /attribute answers with
 FAILURE_STATUS = {"deadline_exceeded": 504, "out_of_memory": 503, "dead_lettered": 500, "internal_error": 500}

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..connections import is_transient
 from ..deps import KeysDep, RedisDep, SettingsDep, caller
 from ..problems import problem_responses
 from ..registry import live_workers_async
@@ -25,15 +26,18 @@ async def healthz():
 
 @router.get(
     "/readyz",
-    summary="Ready when Redis answers and every served model has a live worker",
+    summary="Ready when Redis takes writes and every served model has a live worker",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "not ready (Redis down, a model without workers, or draining)"}},
+    responses={503: {"model": Readiness, "description": "not ready: Redis down or full, a model without workers, or draining"}},
 )
 async def readyz(request: Request, settings: SettingsDep, client: RedisDep):
     try:
-        await client.ping()
+        # a write, not a ping: a Redis at maxmemory answers pings but refuses every job
+        await client.set("heta:ready-probe", "1", px=10_000)
         workers = await live_workers_async(client)
-    except (redis.ConnectionError, redis.TimeoutError):
+    except redis.RedisError as error:
+        if not is_transient(error):
+            raise
         return JSONResponse({"ready": False, "redis": False}, status_code=503)
     missing = [m for m in settings.models if not any(m in w.get("models", {}) for w in workers)]
     ready = not missing and not request.app.state.draining

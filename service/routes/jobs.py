@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
 
 from .. import jobs
 from ..deps import CallerDep, KeysDep, RedisDep, SettingsDep
@@ -30,17 +32,26 @@ async def get_job(job_id: str, owner: CallerDep, client: RedisDep, keys: KeysDep
 @router.delete(
     "/{job_id}",
     status_code=202,
-    summary="Cancel: a queued job never runs; a running one stops at its next chunk",
+    summary="Cancel (a queued job never runs; a running one stops at its next chunk), or purge a finished job",
     response_model=JobView,
-    responses=problem_responses(*PROBLEMS, 409),
-)
-async def cancel_job(job_id: str, owner: CallerDep, client: RedisDep, keys: KeysDep, settings: SettingsDep):
+    responses={204: {"description": "purged: the finished job's request and result are deleted"},
+               **problem_responses(*PROBLEMS, 409, 422)},
+)  # fmt: skip
+async def cancel_job(
+    job_id: str, owner: CallerDep, client: RedisDep, keys: KeysDep, settings: SettingsDep,
+    purge: Annotated[bool, Query(description="delete a finished job's stored request and result now, not at its TTL")] = False,
+):  # fmt: skip
     job = await load_job(client, keys, job_id, owner)
+    if purge:
+        if job["status"] not in jobs.FINAL:
+            raise Problem(409, "job_running", f"the job is {job['status']}: cancel it first, then purge it", job_id=job_id)
+        await client.delete(jobs.job_key(job_id), jobs.done_key(job_id))
+        return Response(status_code=204)
     if job["status"] in jobs.FINAL:
-        raise Problem(409, "job_finished", f"the job is already {job['status']}", job_id=job_id)
+        raise Problem(409, "job_finished", f"the job is already {job['status']} (purge=true deletes it)", job_id=job_id)
     await client.hset(jobs.job_key(job_id), "cancel", "1")
     if job["status"] == "queued":
-        await client.eval(*jobs.finalize_call(job_id, job["owner"], "cancelled", settings.result_ttl_s))
+        await client.eval(*jobs.finalize_call(job_id, job["owner"], job["model"], "cancelled", settings.result_ttl_s))
         if job.get("entry"):
             await client.xdel(jobs.stream_key(job["model"]), job["entry"])
     return JSONResponse(jobs.public_view(await client.hgetall(jobs.job_key(job_id))), status_code=202)

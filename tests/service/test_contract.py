@@ -132,7 +132,7 @@ def test_every_route_declares_its_responses_and_problems_share_one_schema(openap
             responses = operation["responses"]
             success = [s for s in responses if s.startswith("2")]
             assert success, f"{method} {path} declares no success response"
-            for status in success:
+            for status in (s for s in success if s != "204"):  # 204: no content by definition
                 content = responses[status].get("content", {})
                 assert content and all(c.get("schema") for c in content.values()), f"{method} {path} {status} is untyped"
             for status, response in responses.items():

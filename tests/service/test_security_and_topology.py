@@ -1,6 +1,7 @@
 """API keys and rate limits; `heta api` and `heta worker` as separate processes sharing one Redis."""
 
 import contextlib
+from pathlib import Path
 import os
 import signal
 import subprocess
@@ -185,3 +186,59 @@ def test_a_job_whose_workers_keep_dying_is_dead_lettered(model_dir, tmp_path):
         after = server.http.post("/attribute", json={"text": TEXT, "wait": 30})
         assert after.status_code == 200  # the replacement worker keeps serving
         assert len(server.worker_pids()) == 1  # the supervisor replaced the killed one
+
+
+SECRET_PROMPT = "the zebra of secrets sat on the mat"  # must never appear in logs
+
+
+def test_a_key_can_neither_cancel_nor_purge_another_keys_job_and_purges_its_own(secured):
+    job_id = secured.http.post("/jobs", json={"text": SECRET_PROMPT}, headers=auth("alice")).json()["job_id"]
+    for request in ({}, {"params": {"purge": "true"}}):
+        other = secured.http.delete(f"/jobs/{job_id}", headers=auth("bob"), **request)
+        assert other.status_code == 404 and other.json()["code"] == "job_not_found"
+    running = secured.http.delete(f"/jobs/{job_id}", params={"purge": "true"}, headers=auth("alice"))
+    assert running.status_code in (204, 409)  # 409 job_running while unfinished: cancel first
+    secured.wait_status(job_id, {"done"}, headers=auth("alice"))
+    assert secured.http.get(f"/jobs/{job_id}", headers=auth("bob")).status_code == 404
+    assert secured.http.delete(f"/jobs/{job_id}", params={"purge": "true"}, headers=auth("alice")).status_code == 204
+    gone = secured.http.get(f"/jobs/{job_id}", headers=auth("alice"))
+    assert gone.status_code == 404  # the stored prompt and result are deleted, not only hidden
+
+
+@pytest.mark.parametrize(
+    "model", ["../tiny-gpt2", "/etc/passwd", "http://example.com/model", "gpt2", "heta-demo", " x", "models/../x"]
+)
+def test_the_model_allowlist_cannot_be_bypassed(secured, model_dir, model):
+    for name in (model, model_dir + "/../tiny-gpt2", model_dir + "/"):
+        answer = secured.http.post("/jobs", json={"model": name, "text": TEXT}, headers=auth("bob"))
+        assert answer.status_code == 422 and answer.json()["code"] == "unknown_model", name
+
+
+def test_api_documentation_is_public_and_carries_no_secrets(secured):
+    """A choice (README): the schema and the docs pages describe the API, they hold no data, and
+    clients generate code from them; everything that reads or writes data needs a key."""
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert secured.http.get(path).status_code == 200
+    schema = secured.http.get("/openapi.json").text
+    assert not any(key in schema for key in KEYS.values())
+
+
+def test_logs_and_error_bodies_hold_no_keys_and_no_prompts(secured):
+    bad = secured.http.post("/jobs", json={"text": SECRET_PROMPT, "input_ids": [1]}, headers=auth("alice"))
+    assert bad.status_code == 422 and SECRET_PROMPT not in bad.text
+    wrong = secured.http.get("/models", headers={"Authorization": "Bearer " + KEYS["alice"] + "x"})
+    assert wrong.status_code == 403 and KEYS["alice"] not in wrong.text
+    done = secured.http.post("/attribute", json={"text": SECRET_PROMPT, "wait": 30}, headers=auth("alice"))
+    assert done.status_code == 200
+    log = (Path(secured.env["HETA_REDIS_DIR"]).parent / "serve.log").read_text()
+    assert SECRET_PROMPT not in log and not any(key in log for key in KEYS.values())
+
+
+def test_guessing_keys_is_rate_limited_per_client(model_dir, tmp_path):
+    with serve(model_dir, tmp_path, API_KEYS=KEYS["alice"], AUTH_FAILURES_PER_MINUTE=5) as server:
+        answers = [server.http.get("/models", headers={"Authorization": f"Bearer guess-{i}"}) for i in range(12)]
+        codes = [a.status_code for a in answers]
+        # a fixed one-minute window: at most 2 × 5 failures pass before 429s, even across a boundary
+        assert codes.count(403) <= 10 and codes[-1] == 429, codes
+        assert answers[-1].json()["code"] == "rate_limited" and int(answers[-1].headers["retry-after"]) <= 61
+        assert server.http.get("/models", headers=auth("alice")).status_code == 200  # the right key still works

@@ -1,0 +1,251 @@
+"""``heta bench-load``: open-loop load on a HETA service over loopback, stepping the arrival rate
+past capacity, and an optional soak at a fixed rate.
+
+Requests arrive on a fixed schedule (open loop: a slow server does not slow the arrivals down),
+each a ``POST /attribute`` that waits for its result. Per step it prints the offered rate, the
+throughput of completed attributions, latency percentiles, the error rate (any non-2xx), 5xx and
+429 counts with the 429s' own latency, and the **queue overhead**: end-to-end latency minus the
+engine's compute time (``meta.timings.compute_s`` of the result). Every accepted job is then
+followed to its final state: a job that never ends is counted as lost. ``--soak S`` adds S seconds
+at the last rate below capacity and reports the resident memory of the API and worker processes at
+its start and end (``--serve`` only: it needs the processes' pids).
+
+Only loopback addresses are accepted; every run is bounded by its steps' durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+PROMPT = {"text": "c=6 e=6 b=3 h=3 m=6 ? h", "target_text": " 3"}
+LOOPBACK = ("http://127.", "http://localhost", "http://[::1]")
+
+
+@dataclass
+class Outcome:
+    status: int
+    seconds: float
+    compute_s: float | None = None
+    job_id: str | None = None
+    retry_after: bool = False
+
+
+@dataclass
+class Step:
+    rate: float
+    seconds: float
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def report(self) -> dict:
+        done = [o for o in self.outcomes if o.status == 200]
+        limited = [o for o in self.outcomes if o.status == 429]
+        overhead = [1000 * (o.seconds - o.compute_s) for o in done if o.compute_s is not None]
+        return {
+            "offered_per_s": self.rate,
+            "requests": len(self.outcomes),
+            "throughput_per_s": len(done) / self.seconds,
+            "latency_ms": _percentiles([1000 * o.seconds for o in done]),
+            "queue_overhead_ms": _percentiles(overhead),
+            "error_rate": 1 - len(done) / max(1, len(self.outcomes)),
+            "status_5xx": sum(o.status >= 500 for o in self.outcomes),
+            "status_429": len(limited),
+            "status_429_without_retry_after": sum(not o.retry_after for o in limited),
+            "latency_429_ms": _percentiles([1000 * o.seconds for o in limited]),
+            "statuses": {str(s): sum(o.status == s for o in self.outcomes) for s in sorted({o.status for o in self.outcomes})},
+        }
+
+
+def _percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None}
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50": statistics.median(ordered), "p95": pick(0.95), "p99": pick(0.99)}
+
+
+async def _one(http: httpx.AsyncClient, body: dict, step: Step) -> None:
+    started = time.perf_counter()
+    try:
+        response = await http.post("/attribute", json=body)
+    except httpx.HTTPError:
+        step.outcomes.append(Outcome(599, time.perf_counter() - started))  # a time-out or a reset: never expected
+        return
+    seconds = time.perf_counter() - started
+    outcome = Outcome(response.status_code, seconds, retry_after="retry-after" in response.headers)
+    if response.status_code == 200:
+        result = response.json()
+        outcome.compute_s, outcome.job_id = result["meta"]["timings"]["compute_s"], result["job_id"]
+    elif response.status_code == 202:
+        outcome.job_id = response.json()["job_id"]
+    step.outcomes.append(outcome)
+
+
+async def run_step(http: httpx.AsyncClient, rate: float, seconds: float, body: dict) -> Step:
+    step = Step(rate, seconds)
+    tasks, start, count = [], time.perf_counter(), int(rate * seconds)
+    for i in range(count):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(_one(http, body, step)))
+    await asyncio.gather(*tasks)
+    return step
+
+
+async def lost_jobs(http: httpx.AsyncClient, steps: list[Step], grace_s: float) -> int:
+    """Accepted jobs (200 or 202) that do not reach a final state within ``grace_s``."""
+    pending = {o.job_id for s in steps for o in s.outcomes if o.job_id and o.status == 202}
+    deadline = time.monotonic() + grace_s
+    while pending and time.monotonic() < deadline:
+        for job_id in list(pending):
+            job = (await http.get(f"/jobs/{job_id}")).json()
+            if job.get("status") in ("done", "failed", "cancelled", "dead_lettered"):
+                pending.discard(job_id)
+        await asyncio.sleep(0.2)
+    return len(pending)
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as statm:
+        return round(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
+def label(pid: int) -> str:
+    """``pid role``: the service's processes by what they run (serve, worker, redis-server)."""
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    words = [w.decode(errors="replace") for w in cmdline if w]
+    role = next((w for w in ("worker", "serve") if w in words), Path(words[0].split()[0]).name if words else "?")
+    return f"{pid} {role}"
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found, stack = [pid], [pid]
+    while stack:
+        parent = stack.pop()
+        children = [child for child, p in parents.items() if p == parent]
+        found += children
+        stack += children
+    return found
+
+
+async def benchmark(url: str, rates: list[float], step_s: float, soak_s: float, pids: list[int] | None) -> dict:
+    body = {**PROMPT, "wait": 60}
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+        for _ in range(5):  # warm-up: lazy imports, allocator, first kernels
+            await http.post("/attribute", json=body)
+        steps = [await run_step(http, rate, step_s, body) for rate in rates]
+        soak = None
+        if soak_s:
+            below = [s for s in steps if s.report()["status_429"] == 0] or steps[:1]
+            rate = below[-1].rate
+            names = {pid: label(pid) for pid in pids or []}
+            before = {names[pid]: rss_mb(pid) for pid in pids or []}
+            soak_step = await run_step(http, rate, soak_s, body)
+            after = {names[pid]: rss_mb(pid) for pid in pids or [] if Path(f"/proc/{pid}").exists()}
+            soak = {**soak_step.report(), "seconds": soak_s, "rss_mb_start": before, "rss_mb_end": after}
+            steps.append(soak_step)
+        lost = await lost_jobs(http, steps, grace_s=120)
+    return {"steps": [s.report() for s in steps[: len(rates)]], "soak": soak, "lost_jobs": lost}
+
+
+def format_report(report: dict) -> str:
+    def ms(values: dict, key: str) -> str:
+        return "—" if values[key] is None else f"{values[key]:.1f}"
+
+    lines = ["offered/s  done/s   p50 ms   p95 ms   p99 ms  overhead p50/p99 ms  errors  5xx   429  429 p50 ms"]
+    rows = report["steps"] + ([report["soak"]] if report["soak"] else [])
+    for row in rows:
+        latency, overhead = row["latency_ms"], row["queue_overhead_ms"]
+        lines.append(
+            f"{row['offered_per_s']:>9.0f} {row['throughput_per_s']:>7.1f} {ms(latency, 'p50'):>8} {ms(latency, 'p95'):>8} "
+            f"{ms(latency, 'p99'):>8}  {ms(overhead, 'p50'):>9} / {ms(overhead, 'p99'):<7}  {100 * row['error_rate']:>5.1f}% "
+            f"{row['status_5xx']:>4} {row['status_429']:>5}  {ms(row['latency_429_ms'], 'p50'):>9}"
+        )
+    if report["soak"]:
+        soak = report["soak"]
+        lines.append(f"soak {soak['seconds']:.0f} s: RSS MB start {soak['rss_mb_start']} end {soak['rss_mb_end']}")
+    lines.append(f"lost jobs: {report['lost_jobs']}")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def local_service(workers: int):
+    """``heta serve`` with heta-demo on a free loopback port and a temporary Redis directory."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    directory = tempfile.mkdtemp(prefix="heta-load-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HETA_") and k != "REDIS_URL"}
+    env.update(HETA_PORT=str(port), HETA_REDIS_DIR=os.path.join(directory, "redis"), HETA_WORKERS=str(workers),
+               HETA_RATE_LIMIT_PER_MINUTE="1000000", HF_HUB_OFFLINE="1")  # fmt: skip
+    log = open(os.path.join(directory, "serve.log"), "w")
+    proc = subprocess.Popen([sys.executable, "-m", "heta_core.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            if proc.poll() is not None:
+                raise SystemExit(f"heta bench-load: error: heta serve exited; see {log.name}")
+            time.sleep(0.25)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        log.close()
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--url", help="a running service (loopback only); default: start heta serve with heta-demo")
+    parser.add_argument("--workers", type=int, default=1, help="workers of the service --url is not given (default 1)")
+    parser.add_argument("--rates", default="5,10,20,40,80", help="arrival rates per second, one step each (default 5,10,20,40,80)")
+    parser.add_argument("--step-seconds", type=float, default=10.0, help="duration of each step (default 10)")
+    parser.add_argument("--soak", type=float, default=0.0, metavar="S", help="then S seconds at the last rate without 429s")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def run_from_args(args) -> int:
+    try:
+        rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    except ValueError:
+        raise SystemExit(f"heta bench-load: error: --rates must be numbers, got {args.rates!r}") from None
+    if not rates or min(rates) <= 0 or args.step_seconds <= 0 or args.soak < 0:
+        raise SystemExit("heta bench-load: error: rates and --step-seconds must be > 0, --soak >= 0")
+    if args.url and not args.url.startswith(LOOPBACK):
+        raise SystemExit("heta bench-load: error: --url must be a loopback address")
+    with contextlib.ExitStack() as stack:
+        if args.url:
+            url, pids = args.url, None
+        else:
+            url, root = stack.enter_context(local_service(args.workers))
+            pids = tree(root)
+        report = asyncio.run(benchmark(url, rates, args.step_seconds, args.soak, pids))
+    print(json.dumps(report, indent=2) if args.format == "json" else format_report(report))
+    return 0
