@@ -6,8 +6,10 @@ ARG TORCH_VARIANT=cpu
 ARG TORCH_VERSION=2.13.0
 
 FROM python:3.11.14-slim-bookworm AS base
-# HF_HUB_OFFLINE: a worker loads what `heta download` put in /models and never reaches the Hub itself
+# HF_HUB_OFFLINE: a worker loads what `heta download` put in /models and never reaches the Hub itself.
+# OMP_WAIT_POLICY: idle OpenMP threads sleep instead of spinning, so co-located processes keep their cores.
 ENV PYTHONDONTWRITEBYTECODE=1 \
+    OMP_WAIT_POLICY=PASSIVE \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

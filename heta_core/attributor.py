@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from functools import cached_property
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -111,6 +111,11 @@ class Attributor:
     def num_layers(self) -> int:
         return self.handle.num_layers
 
+    def chunk_budget_mb(self, config: HetaConfig | None = None) -> int:
+        """The memory budget a batched chunk of this call gets: ``memory_budget_mb``, or the auto one
+        (512 MB on CPU, half the free memory on CUDA)."""
+        return budget_bytes((config or self.config).memory_budget_mb, self.device) // 2**20
+
     @cached_property
     def revision(self) -> str | None:
         """The exact weights (``meta.revision``): see :func:`heta_core.models.loading.model_revision`."""
@@ -126,9 +131,10 @@ class Attributor:
 
     def attribute(
         self,
-        text: str | None = None,
+        text: str | Mapping | None = None,
         *,
-        input_ids: Sequence[int] | torch.Tensor | None = None,
+        input_ids: Sequence[int] | torch.Tensor | Mapping | None = None,
+        attention_mask: Sequence[int] | torch.Tensor | None = None,
         messages: list[dict] | None = None,
         target_position: int | None = None,
         target_text: str | None = None,
@@ -142,7 +148,10 @@ class Attributor:
     ) -> AttributionResult:
         """Attribute a target (default: the input's last token) to every prompt token before it.
 
-        Exactly one of ``text``, ``input_ids``, ``messages``. At most one of ``target_position``,
+        Exactly one of ``text``, ``input_ids``, ``messages``. ``input_ids`` may be what a tokenizer
+        returns (a list, a ``[T]`` / ``[1, T]`` tensor or array, a ``BatchEncoding`` — also as the
+        first argument), so ``attribute(**tokenizer(text, return_tensors="pt"))`` works; the
+        ``attention_mask`` drops padding on either side and refuses holes. At most one of ``target_position``,
         ``target_text`` (a continuation appended to the prompt) and ``generate`` (greedy tokens).
         ``target_mode``: "sum" (one attribution of the span's total log-probability) or "each" (a row
         per target token). ``granularity``: "word" and/or "sentence" aggregates; ``spans``: caller
@@ -174,9 +183,10 @@ class Attributor:
 
     def estimate(
         self,
-        text: str | None = None,
+        text: str | Mapping | None = None,
         *,
-        input_ids: Sequence[int] | torch.Tensor | None = None,
+        input_ids: Sequence[int] | torch.Tensor | Mapping | None = None,
+        attention_mask: Sequence[int] | torch.Tensor | None = None,
         messages: list[dict] | None = None,
         target_position: int | None = None,
         target_text: str | None = None,

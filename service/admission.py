@@ -12,7 +12,7 @@ import time
 
 from heta_core import Attributor, Estimate, HetaError
 
-from . import jobs
+from . import cache, jobs
 from .auth import hash_key
 from .problems import Problem
 from .schemas import AttributeRequest
@@ -65,11 +65,18 @@ async def submit(client, settings: Settings, planners, body: AttributeRequest, o
     digest = hashlib.sha256(request_json.encode()).hexdigest()
     job_id = jobs.new_job_id(model)
     deadline = time.time() + min(body.deadline_s or settings.job_deadline_s, settings.job_deadline_s)
+    idempotency = jobs.idempotency_key(owner, hash_key(idempotency_key), model) if idempotency_key is not None else ""
+    entry = ""
+    if settings.cache_ttl_s and settings.cache_max_bytes:
+        entry = cache.key(model, await asyncio.to_thread(lambda: planners[model].revision), *body.engine_call())
+        stored = await cache.lookup(client, entry)
+        if stored is not None and not (idempotency and await client.exists(idempotency)):
+            await _answer_from_cache(client, settings, stored, model, job_id, request_json, owner, deadline, idempotency, digest)
+            return job_id, True
     call = jobs.enqueue_call(
-        model, job_id, request_json, owner, deadline,
-        idempotency=jobs.idempotency_key(owner, hash_key(idempotency_key), model) if idempotency_key is not None else "",
+        model, job_id, request_json, owner, deadline, idempotency=idempotency,
         idempotency_value=f"{job_id}:{digest}", max_depth=settings.max_queue_depth,
-        max_inflight=settings.max_inflight_per_key, ttl=settings.result_ttl_s,
+        max_inflight=settings.max_inflight_per_key, ttl=settings.result_ttl_s, cache=entry,
     )  # fmt: skip
     outcome, value = await client.eval(*call)
     if outcome == "idempotent":
@@ -85,6 +92,24 @@ async def submit(client, settings: Settings, planners, body: AttributeRequest, o
                       headers={"Retry-After": "5"})  # fmt: skip
     await replicated(client, settings, job_id)
     return job_id, True
+
+
+async def _answer_from_cache(client, settings: Settings, stored: str, model: str, job_id: str, request_json: str,
+                             owner: str, deadline: float, idempotency: str, digest: str) -> None:  # fmt: skip
+    """A finished job of this caller holding the cached result: never queued, never computed."""
+    fields = jobs.job_fields(job_id, model, request_json, owner, deadline)
+    now = repr(time.time())
+    fields.update(status="done", progress="1", started=now, finished=now, completions="1",
+                  result=cache.served(stored, job_id, float(fields["created"])))  # fmt: skip
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(jobs.job_key(job_id), mapping=fields)
+    pipe.expire(jobs.job_key(job_id), settings.result_ttl_s)
+    pipe.rpush(jobs.done_key(job_id), "done")  # as FINALIZE does: a waiter wakes at once
+    pipe.expire(jobs.done_key(job_id), 60)
+    if idempotency:
+        pipe.set(idempotency, f"{job_id}:{digest}", ex=settings.result_ttl_s)
+    await pipe.execute()
+    await replicated(client, settings, job_id)
 
 
 _replicas: dict[int, tuple[float, int]] = {}  # client → (when read, connected replicas)

@@ -169,10 +169,13 @@ def flatten(fields: dict[str, str]) -> list[str]:
 
 
 def enqueue_call(model: str, job_id: str, request_json: str, owner: str, deadline: float, *, idempotency: str,
-                 idempotency_value: str, max_depth: int, max_inflight: int, ttl: int) -> list:  # fmt: skip
-    """ENQUEUE for a new job; ``idempotency`` is the key of the caller's Idempotency-Key ("" for none)."""
+                 idempotency_value: str, max_depth: int, max_inflight: int, ttl: int, cache: str = "") -> list:  # fmt: skip
+    """ENQUEUE for a new job; ``idempotency`` is the key of the caller's Idempotency-Key ("" for none),
+    ``cache`` the result cache entry the worker fills when the job is done ("" for none)."""
     keys = [stream_key(model), job_key(job_id), inflight_key(owner, model), *([idempotency] if idempotency else [])]
     fields = job_fields(job_id, model, request_json, owner, deadline)
+    if cache:
+        fields["cache"] = cache
     return [ENQUEUE, len(keys), *keys, max_depth, max_inflight, job_id, idempotency_value, ttl, *flatten(fields)]
 
 

@@ -90,6 +90,13 @@ class RedisCollector:
                 compute.add_metric([method, stage], float(stored.get(f"compute|{method}|{stage}", 0)))
         yield compute
         yield CounterMetricFamily("heta_hvps", "Hessian-vector products computed", value=float(stored.get("hvps", 0)))
+        lookups = CounterMetricFamily("heta_cache_requests", "Result cache lookups by result", labels=["result"])
+        for result in ("hit", "miss"):
+            lookups.add_metric([result], float(stored.get(f"cache|{result}", 0)))
+        yield lookups
+        from .cache import TOTAL
+
+        yield GaugeMetricFamily("heta_cache_bytes", "Bytes of results in the result cache", value=float(self.client.get(TOTAL) or 0))
 
         depth = GaugeMetricFamily("heta_queue_depth", "Jobs waiting (not yet picked up) per model", labels=["model"])
         age = GaugeMetricFamily("heta_oldest_job_age_seconds", "Age of the oldest unfinished job per model", labels=["model"])

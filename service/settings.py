@@ -26,7 +26,13 @@ class Settings(BaseSettings):
     )
     device: str | None = Field(None, description="worker device: cpu, cuda, cuda:1 (default: cuda if available)")
     dtype: str | None = Field(None, description="load dtype (default: the checkpoint's)")
-    workers: int | None = Field(None, ge=1, description="worker processes for `heta serve` (default: GPUs, or 1 on CPU)")
+    workers: int | None = Field(
+        None, ge=1, description="worker processes for `heta serve` (default: visible GPUs × HETA_WORKERS_PER_GPU, or 1 on CPU)"
+    )
+    workers_per_gpu: int = Field(
+        1, ge=1, description="`heta serve` workers per visible GPU, each with CUDA_VISIBLE_DEVICES set to its card "
+        "(more than 1 for small models)"
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="intra-op threads per worker (`heta serve` default on CPU: cores ÷ workers, no oversubscription)"
     )
@@ -67,6 +73,8 @@ class Settings(BaseSettings):
 
     # jobs
     result_ttl_s: int = Field(3600, ge=1, description="finished jobs and results are kept this long")
+    cache_ttl_s: int = Field(0, ge=0, description="result cache: an identical request within this many seconds is answered without compute (0: off)")
+    cache_max_bytes: int = Field(64 * 2**20, ge=0, description="result cache: the oldest results are dropped beyond this total (0: off)")
     job_deadline_s: float = Field(600.0, gt=0, description="default and maximum job deadline")
     max_wait_s: float = Field(60.0, ge=0, description="cap on a request's `wait`")
     lease_s: float = Field(30.0, gt=0, description="a job whose worker stops renewing is reclaimed after this")

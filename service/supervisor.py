@@ -1,8 +1,9 @@
 """``heta serve``: Redis (embedded unless REDIS_URL is set), the worker pool and the API in one command.
 
 Workers are separate processes started with a fresh interpreter (never forked, so never after CUDA
-initialisation), identifiable as ``heta worker`` in the process list; one per GPU by default, N on
-CPU. A worker that dies is restarted; the jobs it held are reclaimed by the queue once their lease
+initialisation), identifiable as ``heta worker`` in the process list; one per visible GPU by default
+(``HETA_WORKERS_PER_GPU`` for small models), each confined to its card by ``CUDA_VISIBLE_DEVICES``;
+N on CPU. A worker that dies is restarted; the jobs it held are reclaimed by the queue once their lease
 expires. SIGTERM/SIGINT: the API stops taking requests, workers drain, Redis is saved and stopped.
 """
 
@@ -38,8 +39,8 @@ class Pool:
     FAST_EXIT_S = 30.0  # a worker that ran less than this counts as failing to start
     MAX_PAUSE_S = 30.0
 
-    def __init__(self, count: int, env: dict[str, str], devices: list[str | None]):
-        self.env, self.devices = env, devices
+    def __init__(self, count: int, env: dict[str, str], devices: list[dict[str, str]]):
+        self.env, self.devices = env, devices  # per slot: the environment that places it (device_env)
         self.procs: list[subprocess.Popen | None] = [None] * count
         self.started = [0.0] * count
         self.pauses = [0.0] * count
@@ -48,9 +49,7 @@ class Pool:
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
 
     def _spawn(self, slot: int) -> subprocess.Popen:
-        env = dict(self.env)
-        if self.devices[slot] is not None:
-            env["HETA_DEVICE"] = self.devices[slot]
+        env = {**self.env, **self.devices[slot]}
         self.started[slot] = time.monotonic()
         return subprocess.Popen(worker_command(), env=env)
 
@@ -90,6 +89,23 @@ class Pool:
                 proc.kill()
 
 
+def device_env(settings: Settings, gpus: int, visible: str | None) -> list[dict[str, str]]:
+    """Per worker, the environment that places it: one worker per visible GPU (times
+    ``workers_per_gpu``), each seeing only its GPU through ``CUDA_VISIBLE_DEVICES`` — so a worker's
+    ``cuda`` is its own card, its allocator and auto memory budget see that card alone, and a crash
+    or leak stays there. ``gpus`` is the count torch sees (0: CPU, or a device named explicitly);
+    ``visible`` the supervisor's own ``CUDA_VISIBLE_DEVICES``, whose entries (indices or UUIDs)
+    are handed out, not renumbered."""
+    if not gpus:  # CPU, or HETA_DEVICE names one device (cpu, cuda:1): every worker takes it as given
+        count = settings.workers or 1
+        return [{"HETA_DEVICE": settings.device} if settings.device else {} for _ in range(count)]
+    names = [v.strip() for v in visible.split(",") if v.strip()][:gpus] if visible else []
+    names = names if len(names) == gpus else [str(i) for i in range(gpus)]
+    count = settings.workers or gpus * settings.workers_per_gpu
+    # slot i on GPU i mod gpus: with HETA_WORKERS set the GPUs are filled round-robin, evenly
+    return [{"CUDA_VISIBLE_DEVICES": names[i % gpus], "HETA_DEVICE": "cuda"} for i in range(count)]
+
+
 def serve(settings: Settings) -> int:
     import torch
 
@@ -104,14 +120,18 @@ def serve(settings: Settings) -> int:
         settings = settings.model_copy(update={"redis_url": embedded.url})
         log.info("embedded Redis at %s (data in %s)", embedded.url, settings.redis_dir)
     gpus = torch.cuda.device_count() if settings.device in (None, "cuda") else 0
-    count = settings.workers or max(1, gpus)
-    devices = [f"cuda:{i % gpus}" if gpus and settings.device in (None, "cuda") else settings.device for i in range(count)]
+    devices = device_env(settings, gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    count = len(devices)
     env = {**os.environ, "HETA_MODELS": ",".join(settings.models), SUPERVISOR_ENV: str(os.getpid())}
     if settings.redis_url:  # the embedded one, or the configured one (sentinels reach workers through the environment)
         env["HETA_REDIS_URL"] = settings.redis_url
     if settings.torch_threads is None and not gpus:
         # CPU workers share the cores: N workers × all-core thread pools run ~5× slower than N × cores/N
         env["HETA_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // count))
+    # OpenMP threads that spin between parallel regions starve everything else on the cores (the API,
+    # the other workers): measured on 2 shared cores, heta-demo took 2,592 ms per request spinning and
+    # 28 ms passive. An operator's own setting wins.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     pool = Pool(count, env, devices)
     pool.start()
     # uvicorn restores these handlers after its graceful shutdown and then re-raises the signal it

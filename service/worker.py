@@ -16,7 +16,8 @@ Cancellation and deadlines are checked between chunks (the engine's progress cal
 that is down, full or failing over never fails a job: each step waits with back-off (the heartbeat
 keeps the lease) and the main loop resumes when Redis is back. CUDA out-of-memory empties the
 cache and retries with half the memory budget (twice), then fails the job with a clear error; the
-worker keeps serving. SIGTERM drains: no new jobs; the current one is finished within ``drain_s``
+worker keeps serving (``HETA_FAULT_OOM_TIMES``, :mod:`heta_core.runtime.faults`, injects such
+failures for tests). SIGTERM drains: no new jobs; the current one is finished within ``drain_s``
 or released for another worker at once.
 """
 
@@ -35,7 +36,7 @@ import torch
 
 from heta_core import Attributor, HetaError
 
-from . import jobs, metrics, registry
+from . import cache, jobs, metrics, registry
 from .connections import connect_store, is_transient
 from .schemas import AttributeRequest, job_result_json
 from .settings import Settings
@@ -90,6 +91,7 @@ class Worker:
             "draining": self.draining.is_set(),
         }
         if device.type == "cuda":
+            info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")  # the card(s) `heta serve` gave it
             info["gpu_allocated"] = torch.cuda.memory_allocated(device)
             info["gpu_peak"] = torch.cuda.max_memory_allocated(device)
             info["gpu_total"] = torch.cuda.get_device_properties(device).total_memory  # the memory alert's limit
@@ -295,7 +297,8 @@ class Worker:
                 break
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
-                budget = config.memory_budget_mb or 4096
+                # halve what the failed attempt really used: the configured budget, else the auto one
+                budget = attributor.chunk_budget_mb(config)
                 if attempt == OOM_RETRIES:
                     self._fail(job, "out_of_memory", "the job ran out of GPU memory even with smaller chunks")
                     return
@@ -322,6 +325,17 @@ class Worker:
         if self.finalize(job, "done", result=body, progress="1"):
             stages = {name: seconds for name, seconds in result.timings.stages().items() if name != "total"}
             self._record("done", time.time() - created, result.method, stages, result.meta.hvps or 0)
+            if job.get("cache"):
+                self._cache(job["cache"], body)
+
+    def _cache(self, entry: str, body: str) -> None:
+        """The result cache is best effort too: a full Redis loses an entry, never a job."""
+        try:
+            self.client.eval(*cache.put_call(entry, body, self.settings.cache_ttl_s, self.settings.cache_max_bytes))
+        except Exception as error:  # noqa: BLE001
+            if not is_transient(error):
+                raise
+            log.warning("result not cached: %s", error)
 
 
 def main(settings: Settings, models: list[str]) -> int:

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -5,6 +7,38 @@ from heta_core import Attributor, HetaConfig
 from heta_core.models.toymodels import tiny_model, tiny_tokenizer
 
 TEXT = "the cat sat on the mat . the dog ate the bone"
+# Where every model a test builds runs: `HETA_TEST_DEVICE=cuda` (scripts/gpu-check) reruns the same
+# suites on a GPU, with the same float64 comparisons. Tests take it from the `device` / `tiny`
+# fixtures below (subprocesses from HETA_DEVICE, see tests/service/conftest.py), never a literal.
+DEVICE = torch.device(os.environ.get("HETA_TEST_DEVICE", "cpu"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs CUDA; collected only when HETA_TEST_DEVICE is a CUDA device (scripts/gpu-check)")
+
+
+def pytest_collection_modifyitems(config, items):
+    # GPU-only tests are not skipped on CPU runs (CI allows no skips): they are not collected at all
+    if DEVICE.type != "cuda":
+        kept = [item for item in items if item.get_closest_marker("gpu") is None]
+        if len(kept) != len(items):
+            config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+            items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    return DEVICE
+
+
+@pytest.fixture(scope="session")
+def tiny(device):
+    """``tiny_model(...)`` placed on the test device."""
+
+    def build(family: str, **kwargs):
+        return tiny_model(family, **kwargs).to(device)
+
+    return build
 
 
 @pytest.fixture(scope="session")
@@ -22,14 +56,14 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def make_attributor(tokenizer):
+def make_attributor(tokenizer, device):
     """A cached ``Attributor`` per (family, dtype): building models is the slow part of small tests."""
     cache = {}
 
     def make(family: str = "llama", dtype: torch.dtype = torch.float64, **config) -> Attributor:
         key = (family, dtype)
         if key not in cache:
-            cache[key] = Attributor(tiny_model(family, dtype=dtype), tokenizer)
+            cache[key] = Attributor(tiny_model(family, dtype=dtype).to(device), tokenizer)
         attributor = cache[key]
         attributor.config = HetaConfig(**config)
         return attributor

@@ -7,14 +7,14 @@ from transformers import BloomConfig
 from heta_core import Attributor, UnsupportedArchitectureError
 from heta_core.models.adapters import SUPPORTED_MODEL_TYPES, HeadLayout, adapter_for, eager_attention
 from heta_core.methods.heta.flow import head_value_norms, official_value_norms
-from heta_core.models.toymodels import random_model, tiny_model
+from heta_core.models.toymodels import random_model
 from heta_core.runtime.trace import run_trace
 
 IDS = [5, 9, 14, 20, 7, 30]
 
 
 def _trace(model):
-    embeds = model.get_input_embeddings()(torch.tensor(IDS)).detach()
+    embeds = model.get_input_embeddings()(torch.tensor(IDS, device=model.device)).detach()
     with eager_attention(model):
         return embeds, run_trace(
             model, adapter_for(model.config), HeadLayout.from_config(model.config), embeds, keep_cache=False,
@@ -33,9 +33,9 @@ def _norms_by_hand(values_per_head, out_proj_weight, heads, head_dim):
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gemma"])
-def test_gqa_value_norms_by_hand(family):
+def test_gqa_value_norms_by_hand(tiny, family):
     """KV heads < heads: head h reads kv head h // (H/KV); Qwen2's value bias is included."""
-    model = tiny_model(family)
+    model = tiny(family)
     layout = HeadLayout.from_config(model.config)
     assert layout.kv_heads < layout.heads
     embeds, trace = _trace(model)
@@ -54,9 +54,9 @@ def test_gqa_value_norms_by_hand(family):
         assert attn.v_proj.bias is not None and float(attn.v_proj.bias.detach().abs().sum()) > 0
 
 
-def test_fused_qkv_value_norms_by_hand_phi3():
+def test_fused_qkv_value_norms_by_hand_phi3(tiny):
     """Phi-3's qkv_proj rows are [q: H·hd | k: KV·hd | v: KV·hd]."""
-    model = tiny_model("phi3")
+    model = tiny("phi3")
     layout = HeadLayout.from_config(model.config)
     embeds, trace = _trace(model)
     attn = model.model.layers[0].self_attn
@@ -70,12 +70,12 @@ def test_fused_qkv_value_norms_by_hand_phi3():
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_fused_qkv_value_norms_by_hand_gpt2_and_neox():
-    gpt2 = tiny_model("gpt2")
+def test_fused_qkv_value_norms_by_hand_gpt2_and_neox(tiny):
+    gpt2 = tiny("gpt2")
     layout = HeadLayout.from_config(gpt2.config)
     embeds, trace = _trace(gpt2)
     block = gpt2.transformer.h[0]
-    positions = gpt2.transformer.wpe(torch.arange(len(IDS)))
+    positions = gpt2.transformer.wpe(torch.arange(len(IDS), device=gpt2.device))
     qkv = block.ln_1(embeds + positions) @ block.attn.c_attn.weight + block.attn.c_attn.bias  # Conv1D: x W + b
     width = layout.heads * layout.head_dim
     values = qkv[:, 2 * width :]
@@ -84,7 +84,7 @@ def test_fused_qkv_value_norms_by_hand_gpt2_and_neox():
     actual = head_value_norms(trace.values[0], adapter_for(gpt2.config).out_weight(block.attn, layout), layout)
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
 
-    neox = tiny_model("gpt_neox")
+    neox = tiny("gpt_neox")
     layout = HeadLayout.from_config(neox.config)
     embeds, trace = _trace(neox)
     layer = neox.gpt_neox.layers[0]
@@ -97,8 +97,8 @@ def test_fused_qkv_value_norms_by_hand_gpt2_and_neox():
 
 
 @pytest.mark.parametrize("family", ["llama", "phi3", "gpt2"])
-def test_official_value_norms_use_residual_stream_without_bias(family):
-    model = tiny_model(family)
+def test_official_value_norms_use_residual_stream_without_bias(tiny, family):
+    model = tiny(family)
     layout = HeadLayout.from_config(model.config)
     adapter = adapter_for(model.config)
     embeds, trace = _trace(model)
@@ -114,23 +114,23 @@ def test_official_value_norms_use_residual_stream_without_bias(family):
     # for the layer's normalised input
     norm = adapter.blocks(model)[1]
     normed = (norm.ln_1 if family == "gpt2" else norm.input_layernorm)(residual)
-    bias = adapter.values(attn, torch.zeros(1, 1, residual.shape[-1], dtype=residual.dtype), layout)[0, 0]
+    bias = adapter.values(attn, torch.zeros(1, 1, residual.shape[-1], dtype=residual.dtype, device=residual.device), layout)[0, 0]
     direct = torch.einsum("td,kde->tke", normed, value_weight) + bias
     torch.testing.assert_close(direct, trace.values[1])
 
 
-def test_attention_probabilities_are_causal_rows(make_attributor):
-    model = tiny_model("mistral")
+def test_attention_probabilities_are_causal_rows(tiny):
+    model = tiny("mistral")
     _, trace = _trace(model)
     assert len(trace.attentions) == model.config.num_hidden_layers
     for probs in trace.attentions:
-        torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1], dtype=probs.dtype))
+        torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1], dtype=probs.dtype, device=probs.device))
         assert float(probs.triu(1).abs().max()) == 0.0
 
 
-def test_sdpa_loaded_model_gives_eager_numbers_and_keeps_its_setting(tokenizer):
-    eager = Attributor(tiny_model("llama", attn_implementation="eager"), tokenizer).attribute("the cat sat on the mat")
-    sdpa_model = tiny_model("llama", attn_implementation="sdpa")
+def test_sdpa_loaded_model_gives_eager_numbers_and_keeps_its_setting(tiny, tokenizer):
+    eager = Attributor(tiny("llama", attn_implementation="eager"), tokenizer).attribute("the cat sat on the mat")
+    sdpa_model = tiny("llama", attn_implementation="sdpa")
     sdpa = Attributor(sdpa_model, tokenizer).attribute("the cat sat on the mat")
     for name in ("flow", "hessian", "kl", "scores"):
         torch.testing.assert_close(getattr(sdpa, name), getattr(eager, name), rtol=1e-5, atol=1e-7)

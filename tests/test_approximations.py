@@ -8,7 +8,6 @@ from heta_core.models.adapters import HeadLayout, adapter_for, eager_attention
 from heta_core.runtime.batching import SuffixRunner
 from heta_core.cli.bench import approximation_agreement
 from heta_core.methods.heta.hessian import Curvature, block_products, probes
-from heta_core.models.toymodels import tiny_model
 from heta_core.runtime.trace import run_trace
 
 from .conftest import TEXT, assert_rel_close
@@ -42,10 +41,10 @@ def test_approximations_fast_equal_reference(make_attributor, changes):
     assert_rel_close(fast.hessian, reference.hessian, 1e-4, f"{changes} S")
 
 
-def test_ggn_products_match_the_explicit_gauss_newton_matrix():
-    model = tiny_model("gpt2").requires_grad_(False)
-    embeds = model.get_input_embeddings()(torch.tensor(IDS[:-1])).detach()
-    target = torch.tensor([IDS[-1]])
+def test_ggn_products_match_the_explicit_gauss_newton_matrix(tiny):
+    model = tiny("gpt2").requires_grad_(False)
+    embeds = model.get_input_embeddings()(torch.tensor(IDS[:-1], device=model.device)).detach()
+    target = torch.tensor([IDS[-1]], device=model.device)
     i, dim = 3, embeds.shape[1]
 
     def logits_of(x_i):
@@ -59,9 +58,9 @@ def test_ggn_products_match_the_explicit_gauss_newton_matrix():
         gauss_newton = jacobian.T @ (torch.diag(q) - torch.outer(q, q)) @ jacobian
         trace = run_trace(model, adapter_for(model.config), HeadLayout.from_config(model.config), embeds, keep_cache=True)
         runner = SuffixRunner(model, trace.kv)
-        directions = probes(0, i, 3, dim).double()[:, None, :]
+        directions = probes(0, i, 3, dim).double()[:, None, :].to(model.device)
         products = block_products(
-            lambda rows: runner.logits(2, rows, 1), embeds, embeds, target, 2, torch.tensor([i]), directions,
+            lambda rows: runner.logits(2, rows, 1), embeds, embeds, target, 2, torch.tensor([i], device=model.device), directions,
             Curvature(kind="ggn"), None,
         )  # fmt: skip
     torch.testing.assert_close(products[:, 0], directions[:, 0] @ gauss_newton.T, rtol=1e-8, atol=1e-10)

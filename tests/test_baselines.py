@@ -14,12 +14,12 @@ BASELINES = ("gradient", "input_x_gradient", "integrated_gradients", "attention_
 
 def _embeds(attributor, text=TEXT):
     ids = attributor.tokenizer(text)["input_ids"]
-    return ids, attributor.model.get_input_embeddings()(torch.tensor(ids[:-1])).detach()
+    return ids, attributor.model.get_input_embeddings()(torch.tensor(ids[:-1], device=attributor.device)).detach()
 
 
 @torch.no_grad()
 def _g(model, embeds, target):
-    return float(target_logprob(model, embeds[None], torch.tensor([target]))[0])
+    return float(target_logprob(model, embeds[None], torch.tensor([target], device=embeds.device))[0])
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
@@ -45,9 +45,9 @@ def test_gradient_and_input_x_gradient_equal_autograd(make_attributor):
     leaf = embeds.clone().requires_grad_(True)
     logits = attributor.model(inputs_embeds=leaf[None]).logits[0, -1]
     torch.log_softmax(logits, -1)[ids[-1]].backward()
-    assert torch.allclose(attributor.attribute(TEXT).scores.double(), leaf.grad.norm(dim=-1), rtol=1e-6)
+    assert torch.allclose(attributor.attribute(TEXT).scores.double(), leaf.grad.norm(dim=-1).cpu(), rtol=1e-6)
     attributor.config = HetaConfig(method="input_x_gradient")
-    assert torch.allclose(attributor.attribute(TEXT).scores.double(), (leaf.grad * embeds).sum(-1), rtol=1e-6, atol=1e-9)
+    assert torch.allclose(attributor.attribute(TEXT).scores.double(), (leaf.grad * embeds).sum(-1).cpu(), rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("mask", ["zero", "mean"])
@@ -90,7 +90,7 @@ def test_attention_rollout_equals_the_literal_product(make_attributor):
         attentions = attributor.model(inputs_embeds=embeds[None], output_attentions=True).attentions
     joint = torch.eye(len(embeds), dtype=torch.float64)
     for layer in attentions:
-        mixed = 0.5 * layer[0].mean(0) + 0.5 * torch.eye(len(embeds), dtype=torch.float64)
+        mixed = 0.5 * layer[0].mean(0).cpu() + 0.5 * torch.eye(len(embeds), dtype=torch.float64)
         joint = (mixed / mixed.sum(-1, keepdim=True)) @ joint
     expected = joint[-1] / joint[-1].sum()
     assert torch.allclose(attributor.attribute(TEXT).scores.double(), expected, rtol=1e-6)
@@ -115,7 +115,9 @@ def test_progress_ticks_per_chunk_and_a_raising_callback_aborts(make_attributor,
     attributor = make_attributor("gpt2", method=method, ig_steps=6, memory_budget_mb=16)
     seen = []
     attributor.attribute(TEXT, target_text=" . the", target_mode="each", progress=seen.append)
-    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen) and len(seen) >= 3  # 2 rows + finish
+    # a tick per chunk, then the finish; occlusion's masked rows of a toy model all fit one chunk
+    chunks = 1 if method == "occlusion" else 2
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen) and len(seen) >= chunks + 1
 
     class Cancelled(Exception):
         pass

@@ -1,5 +1,6 @@
 """The ``heta`` command, run as a real process."""
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -86,6 +87,23 @@ def test_unknown_model_is_one_line(tmp_path):
     done = heta("attribute", "--model", str(tmp_path / "missing-model"), "--text", TEXT)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "missing-model" in done.stderr and "Traceback" not in done.stderr
+    assert "no such directory" in done.stderr
+
+
+def test_a_hub_id_without_network_or_cache_fails_at_once_in_one_line(tmp_path):
+    """HF_HUB_OFFLINE unset and the Hub unreachable (a closed local port stands in for no network):
+    one line naming the way out, instead of the Hub client's retries."""
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(PYTHONPATH=str(ROOT), HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
+    done = subprocess.run([sys.executable, "-m", "heta_core.cli", "attribute", "--model", "someorg/somemodel", "--text", TEXT],
+                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert "not in the local Hugging Face cache and the Hub cannot be reached" in done.stderr and "heta download" in done.stderr
+
+
+def test_version():
+    done = heta("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"heta {importlib.metadata.version('heta')}"
 
 
 def test_bench_prints_both_paths_and_their_ratio():
@@ -98,7 +116,10 @@ def test_bench_prints_both_paths_and_their_ratio():
     assert report["fast_seconds"] > 0 and report["reference_seconds"] > 0
     assert report["speedup"] == pytest.approx(report["reference_seconds"] / report["fast_seconds"])
     assert report["hvps"] == 12 and report["fast_gflop"] > 0 and report["matmul_gflops"] > 0
-    assert max(report["max_rel_diff"].values()) < 1e-4
+    # float32: the KL is a sum of p·(log p − log q) that cancels to a small number, whose rounding is ~1e-4
+    # of it (the float64 tests compare the paths to 1e-10); everything else agrees to float32 precision
+    assert report["max_rel_diff"]["kl"] < 1e-3
+    assert max(v for k, v in report["max_rel_diff"].items() if k != "kl") < 1e-5
     text = heta("bench", "--layers", "1", "--width", "16", "--heads", "2", "--vocab", "50", "--context", "4",
                 "--samples", "1", "--repeats", "1", "--no-reference")  # fmt: skip
     assert text.returncode == 0 and "GFLOP/s" in text.stdout and "reference" not in text.stdout

@@ -17,7 +17,7 @@ def reference_logprobs(attributor, result, keep: list[bool], mask: str) -> list[
     model = attributor.model
     ids = [t.id for t in result.tokens] + [t.id for t in result.targets]
     n = len(result.tokens)
-    embeds = model.get_input_embeddings()(torch.tensor(ids[:-1])).detach()
+    embeds = model.get_input_embeddings()(torch.tensor(ids[:-1], device=model.device)).detach()
     fill = torch.zeros_like(embeds[0]) if mask == "zero" else embeds[:n].mean(0)
     masked = embeds.clone()
     for i in range(n):

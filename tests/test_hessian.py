@@ -9,7 +9,6 @@ from heta_core import Attributor, HetaConfig
 from heta_core.models.adapters import HeadLayout, adapter_for, eager_attention
 from heta_core.runtime.batching import SuffixRunner
 from heta_core.methods.heta.hessian import Curvature, CurvatureOperator, block_products, probes, target_logprob
-from heta_core.models.toymodels import tiny_model
 from heta_core.runtime.trace import run_trace
 
 IDS = [5, 9, 14, 20, 7, 30, 11]
@@ -17,7 +16,7 @@ IDS = [5, 9, 14, 20, 7, 30, 11]
 
 def _logprob_fn(model, target_id):
     def g(x):
-        return target_logprob(model(inputs_embeds=x[None]).logits[0, -1:], torch.tensor([target_id]))[0]
+        return target_logprob(model(inputs_embeds=x[None]).logits[0, -1:], torch.tensor([target_id], device=x.device))[0]
 
     return g
 
@@ -30,16 +29,16 @@ def _full_hessian(model, embeds, target_id):
 # GPT-2 computes in pure float64. Llama-family RMSNorm upcasts/downcasts through float32 even in a
 # float64 model, which bounds the agreement there at float32 precision.
 @pytest.mark.parametrize("family, rtol", [("gpt2", 1e-8), ("qwen2", 1e-5)])
-def test_block_hvps_match_autograd_hessian(family, rtol):
-    model = tiny_model(family).requires_grad_(False)
-    embeds = model.get_input_embeddings()(torch.tensor(IDS[:-1])).detach()
+def test_block_hvps_match_autograd_hessian(tiny, family, rtol):
+    model = tiny(family).requires_grad_(False)
+    embeds = model.get_input_embeddings()(torch.tensor(IDS[:-1], device=model.device)).detach()
     target = IDS[-1]
     hessian = _full_hessian(model, embeds, target)
     size, dim = embeds.shape
     start = 2
-    positions = torch.arange(start, size)
-    directions = torch.stack([probes(3, int(i), 2, dim) for i in positions], 1).double()  # [m, B, d]
-    targets = torch.tensor([target])
+    positions = torch.arange(start, size, device=model.device)
+    directions = torch.stack([probes(3, int(i), 2, dim) for i in positions], 1).double().to(model.device)  # [m, B, d]
+    targets = torch.tensor([target], device=model.device)
     with eager_attention(model):
         trace = run_trace(model, adapter_for(model.config), HeadLayout.from_config(model.config), embeds, keep_cache=True)
         runner = SuffixRunner(model, trace.kv)
@@ -61,16 +60,16 @@ def test_block_hvps_match_autograd_hessian(family, rtol):
                 torch.testing.assert_close(literal, exact, rtol=rtol, atol=atol)
 
 
-def test_sensitivity_matches_exact_expectation_over_all_sign_vectors():
+def test_sensitivity_matches_exact_expectation_over_all_sign_vectors(tiny):
     """S_i with large m is within 5% of E‖H_ii r‖_1, enumerated over all 2^d sign vectors (d = 8)."""
-    model = tiny_model("llama", hidden_size=8, intermediate_size=16, num_attention_heads=2, num_key_value_heads=1,
+    model = tiny("llama", hidden_size=8, intermediate_size=16, num_attention_heads=2, num_key_value_heads=1,
                        head_dim=4).requires_grad_(False)  # fmt: skip
-    embeds = model.get_input_embeddings()(torch.tensor(IDS[:-1])).detach()
+    embeds = model.get_input_embeddings()(torch.tensor(IDS[:-1], device=model.device)).detach()
     hessian = _full_hessian(model, embeds, IDS[-1])
     size, dim = embeds.shape
     assert dim == 8
     signs = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=dim)), dtype=torch.float64)  # [256, d]
-    exact = torch.stack([(signs @ hessian[i, :, i, :].T).abs().sum(-1).mean() for i in range(size)])
+    exact = torch.stack([(signs @ hessian[i, :, i, :].T.cpu()).abs().sum(-1).mean() for i in range(size)])
 
     result = Attributor(model, config=HetaConfig(num_hvp_samples=4000, seed=1)).attribute(input_ids=IDS)
     relative = (result.hessian.double() - exact).abs() / exact

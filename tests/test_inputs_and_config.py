@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from heta_core import Attributor, ConfigError, HetaConfig, InputError
-from heta_core.models.toymodels import tiny_model
 
 from .conftest import TEXT
 
@@ -68,7 +67,15 @@ def test_config_defaults_and_round_trip():
         ({"input_ids": [True, 5]}, "invalid_input_ids", "integers"),
         ({"input_ids": list(range(4, 34)) * 5}, "too_many_tokens", "reads at most 128"),
         ({"input_ids": [4.5, 5]}, "invalid_input_ids", "integers"),
-        ({"input_ids": torch.zeros(2, 2, dtype=torch.long)}, "invalid_input_ids", "1-D"),
+        ({"input_ids": torch.zeros(2, 2, dtype=torch.long)}, "invalid_input_ids", "2 prompts"),
+        ({"input_ids": torch.zeros(1, 1, 3, dtype=torch.long)}, "invalid_input_ids", "one row"),
+        ({"input_ids": torch.tensor([4.0, 5.0])}, "invalid_input_ids", "integers"),
+        ({"input_ids": [4, 5, 6], "attention_mask": [1, 0, 1]}, "invalid_attention_mask", "holes"),
+        ({"input_ids": [4, 5, 6], "attention_mask": [1, 1]}, "invalid_attention_mask", "2 entries for 3"),
+        ({"input_ids": [4, 5, 6], "attention_mask": [0, 0, 0]}, "invalid_attention_mask", "keeps no token"),
+        ({"input_ids": [4, 5, 6], "attention_mask": [1, 2, 1]}, "invalid_attention_mask", "only 0 and 1"),
+        ({"text": "the cat", "attention_mask": [1, 1]}, "invalid_attention_mask", "goes with input_ids"),
+        ({"input_ids": {"attention_mask": [1, 1]}}, "invalid_input_ids", "no input_ids"),
         ({"text": 42}, "invalid_input", "string"),
     ],
 )
@@ -80,9 +87,9 @@ def test_bad_inputs(make_attributor, kwargs, code, words):
     assert words in str(error.value)
 
 
-def test_text_needs_a_tokenizer():
+def test_text_needs_a_tokenizer(tiny):
     with pytest.raises(InputError) as error:
-        Attributor(tiny_model("gpt2")).attribute("the cat")
+        Attributor(tiny("gpt2")).attribute("the cat")
     assert error.value.code == "no_tokenizer"
 
 
@@ -97,13 +104,13 @@ def test_mask_token_outside_vocabulary(make_attributor):
         make_attributor("gpt2", mask="token:9999").attribute(TEXT)
 
 
-def test_dtype_policy_never_downcasts(tokenizer):
+def test_dtype_policy_never_downcasts(tiny, tokenizer):
     with pytest.raises(ConfigError, match="downcast"):
-        Attributor(tiny_model("gpt2", dtype=torch.float64), config=HetaConfig(dtype="float32"))
-    upcast = Attributor(tiny_model("gpt2", dtype=torch.float32), tokenizer, HetaConfig(dtype="float64", num_hvp_samples=1))
+        Attributor(tiny("gpt2", dtype=torch.float64), config=HetaConfig(dtype="float32"))
+    upcast = Attributor(tiny("gpt2", dtype=torch.float32), tokenizer, HetaConfig(dtype="float64", num_hvp_samples=1))
     assert upcast.model.dtype == torch.float64
     assert upcast.attribute(TEXT).meta.dtype == "float64"
-    plain = Attributor(tiny_model("gpt2", dtype=torch.float32), tokenizer, HetaConfig(num_hvp_samples=1))
+    plain = Attributor(tiny("gpt2", dtype=torch.float32), tokenizer, HetaConfig(num_hvp_samples=1))
     assert plain.attribute(TEXT).meta.dtype == "float32"
     with pytest.raises(ConfigError, match="dtype"):
         plain.attribute(TEXT, config=HetaConfig(dtype="float64"))
@@ -123,3 +130,31 @@ def test_numpy_style_integers_are_accepted(make_attributor):
     attributor = make_attributor("gpt2", num_hvp_samples=1)
     result = attributor.attribute(input_ids=np.array([4, 9, 12, 30]), target_position=np.int64(2))
     assert result.target.position == 2 and [t.id for t in result.tokens] == [4, 9]
+
+
+def test_what_a_tokenizer_returns_is_taken_as_it_is(make_attributor, tokenizer):
+    """attribute(**tokenizer(text, return_tensors="pt")) and every other shape of the same ids give
+    the result of the plain id list; padding is dropped by the attention mask."""
+    import numpy as np
+
+    attributor = make_attributor("gpt2", num_hvp_samples=2)
+    ids = tokenizer(TEXT)["input_ids"]
+    expected = attributor.attribute(input_ids=ids).scores
+    padded = torch.tensor([[0, 0, *ids, 0]])
+    forms = {
+        "BatchEncoding pt": dict(**tokenizer(TEXT, return_tensors="pt")),
+        "BatchEncoding positional": dict(text=tokenizer(TEXT, return_tensors="pt")),
+        "BatchEncoding as input_ids": dict(input_ids=tokenizer(TEXT)),
+        "1-D tensor": dict(input_ids=torch.tensor(ids)),
+        "[1, T] tensor": dict(input_ids=torch.tensor([ids])),
+        "numpy": dict(input_ids=np.array(ids)),
+        "[1, T] numpy": dict(input_ids=np.array([ids], dtype=np.int32)),
+        "tuple": dict(input_ids=tuple(ids)),
+        "left and right padding": dict(input_ids=padded, attention_mask=torch.tensor([[0, 0, *[1] * len(ids), 0]])),
+    }
+    for name, kwargs in forms.items():
+        result = attributor.attribute(**kwargs)
+        assert [t.id for t in result.tokens] == ids[:-1], name
+        assert torch.equal(result.scores, expected), name
+    # estimate takes the same forms
+    assert attributor.estimate(**tokenizer(TEXT, return_tensors="pt")) == attributor.estimate(input_ids=ids)

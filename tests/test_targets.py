@@ -54,7 +54,7 @@ def test_span_logprobs_sum_to_the_span_logprob(make_attributor):
     result = attributor.attribute(PROMPT, target_text=SPAN)
     ids = [t.id for t in result.tokens] + [t.id for t in result.targets]
     with torch.no_grad():
-        logits = attributor.model(torch.tensor([ids])).logits[0]
+        logits = attributor.model(torch.tensor([ids], device=attributor.device)).logits[0]
     n = len(result.tokens)
     expected = sum(float(torch.log_softmax(logits[n - 1 + j], -1)[ids[n + j]]) for j in range(len(result.targets)))
     assert sum(t.logprob for t in result.targets) == pytest.approx(expected, rel=1e-9)
@@ -66,7 +66,7 @@ def test_generate_attributes_the_greedy_continuation(make_attributor):
     ids = [t.id for t in result.tokens]
     with torch.no_grad():
         for target in result.targets:
-            assert target.id == int(attributor.model(torch.tensor([ids])).logits[0, -1].argmax())
+            assert target.id == int(attributor.model(torch.tensor([ids], device=attributor.device)).logits[0, -1].argmax())
             ids.append(target.id)
     eos = attributor.model.generation_config.eos_token_id
     assert len(result.targets) == 3 or result.targets[-1].id == eos

@@ -23,6 +23,7 @@ def build_parser() -> Parser:
     from . import attribute, bench, evaluate, toy_model
 
     parser = Parser(prog="heta", description="Hessian-Enhanced Token Attribution for decoder-only LMs")
+    parser.add_argument("--version", action="version", version=f"heta {metadata.version('heta')}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in (attribute, evaluate, bench, toy_model):
         module.register(commands)

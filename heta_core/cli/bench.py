@@ -6,6 +6,11 @@ each path runs in its own fresh process so one path's freed memory cannot hide t
 the fast path's FLOPs (``torch.utils.flop_counter``) and achieved GFLOP/s next to a large-matmul
 GFLOP/s measured in the same process. Defaults are the issue's shape: a GPT-2-shaped random
 model (6 layers, d=512, 8 heads, vocab 50257), a 48-token context, m = 10, float32, CPU.
+``--family llama`` builds a Llama-shaped model instead (GQA ``--kv-heads``, SwiGLU ``--ffn``).
+
+On CUDA it also proves that the KL and Hessian stages overlap on their streams: one run under
+``torch.profiler``, each kernel assigned to the stage whose host range (``heta.kl`` /
+``heta.hessian``, see the pipeline) launched it, and the time both stages' kernels run at once.
 """
 
 from __future__ import annotations
@@ -58,8 +63,11 @@ def peak_memory(device: torch.device) -> Iterator[dict]:
         box["peak_bytes"] = max(peak[0], _rss()) - base
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Achieved GFLOP/s of a large square matmul: the machine's practical ceiling for this dtype."""
+def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int | None = None) -> float:
+    """Achieved GFLOP/s of a large square matmul: the machine's practical ceiling for this dtype.
+    A GPU needs a larger product (and more of them) than a CPU to reach its dense peak."""
+    size = size or (8192 if device.type == "cuda" else 2048)
+    repeats = repeats or (20 if device.type == "cuda" else 5)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b  # warm-up
@@ -81,20 +89,37 @@ def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / scale)
 
 
-def _measure(spec: dict, strategy: str, repeats: int, count_flops: bool) -> dict:
+def model_config(spec: dict):
+    from ..models.toymodels import gpt2_shaped, llama_shaped
+
+    positions = max(1024, spec["context"] + 1)
+    if spec.get("family", "gpt2") == "llama":
+        return llama_shaped(spec["layers"], spec["width"], spec["heads"], spec["kv_heads"] or spec["heads"],
+                            spec["ffn"] or 4 * spec["width"], spec["vocab"], positions=positions)  # fmt: skip
+    return gpt2_shaped(spec["layers"], spec["width"], spec["heads"], spec["vocab"], positions=positions)
+
+
+_MODELS: dict = {}
+
+
+def _measure(spec: dict, strategy: str, repeats: int, count_flops: bool, overlap: bool = False) -> dict:
     """Runs in a fresh process, so its peak memory is its own: build the model, run one path."""
     from ..attributor import Attributor
     from ..config import HetaConfig
     from ..models.loading import resolve_dtype
-    from ..models.toymodels import gpt2_shaped, random_model
+    from ..models.toymodels import random_model
 
     device = torch.device(spec["device"])
-    config = gpt2_shaped(spec["layers"], spec["width"], spec["heads"], spec["vocab"], positions=max(1024, spec["context"] + 1))
-    model = random_model(config, dtype=resolve_dtype(spec["dtype"]), seed=spec["seed"]).to(device)
+    key = tuple(sorted((k, v) for k, v in spec.items() if k != "context"))
+    if key not in _MODELS:  # in-process runs (HETA_BENCH_INPROCESS) build each model once
+        _MODELS.clear()
+        with device:  # initialised where it runs: a 1B model's random init on a GPU takes seconds, not minutes
+            _MODELS[key] = random_model(model_config(spec), dtype=resolve_dtype(spec["dtype"]), seed=spec["seed"])
+    model = _MODELS[key]
     ids = torch.randint(0, spec["vocab"], (spec["context"] + 1,), generator=torch.Generator().manual_seed(spec["seed"]))
     heta = HetaConfig(num_hvp_samples=spec["samples"], seed=spec["seed"], memory_budget_mb=spec["memory_budget_mb"],
                       strategy=strategy)  # fmt: skip
-    attributor = Attributor(model, config=heta, name="gpt2-shaped-random")
+    attributor = Attributor(model, config=heta, name=f"{spec.get('family', 'gpt2')}-shaped-random")
     ids = ids.tolist()
     if strategy == "fast":
         attributor.attribute(input_ids=ids)  # warm-up: allocator, kernels, lazy imports
@@ -117,13 +142,102 @@ def _measure(spec: dict, strategy: str, repeats: int, count_flops: bool) -> dict
     if count_flops:
         from torch.utils.flop_counter import FlopCounterMode
 
-        with FlopCounterMode(display=False) as counter:
+        from ..models.adapters import eager_attention
+
+        # counted under eager attention: the same matmuls, and torch's SDPA flop formula rejects
+        # grouped-query shapes (found on the GPU with the 1B Llama shape)
+        with eager_attention(attributor.model), FlopCounterMode(display=False) as counter:
             attributor.attribute(input_ids=ids)
         out["gflop"] = counter.get_total_flops() / 1e9
+    if overlap:
+        out["overlap"] = stage_overlap(lambda: attributor.attribute(input_ids=ids), device)
+    return out
+
+
+STAGE_RANGES = ("heta.kl", "heta.hessian")
+
+
+def stage_overlap(call, device: torch.device) -> dict:
+    """Runs ``call`` under ``torch.profiler`` and measures how long kernels of the KL stage and of
+    the Hessian stage ran at the same time on the GPU.
+
+    A kernel belongs to the stage whose host range (``record_function`` in the pipeline) contains
+    the runtime call that launched it (CUPTI correlation ids). On CPU there are no kernels: the
+    host ranges are still checked, so the annotations cannot silently disappear.
+    """
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        call()
+        _sync(device)
+    with tempfile.NamedTemporaryFile(suffix=".json") as handle:
+        prof.export_chrome_trace(handle.name)
+        events = json.load(open(handle.name)).get("traceEvents", [])
+    return overlap_from_trace(events)
+
+
+def overlap_from_trace(events: list[dict]) -> dict:
+    """Per stage: kernel count and busy time; and the time both stages' kernels overlap (ms)."""
+    ranges = {name: [] for name in STAGE_RANGES}
+    launches: dict[int, float] = {}
+    kernels = []
+    for event in events:
+        if event.get("ph") != "X":
+            continue
+        category, args = event.get("cat", ""), event.get("args", {})
+        if category in ("user_annotation", "cpu_op") and event.get("name") in ranges:
+            ranges[event["name"]].append((event["ts"], event["ts"] + event.get("dur", 0)))
+        elif category in ("cuda_runtime", "cuda_driver") and "correlation" in args:
+            launches[args["correlation"]] = event["ts"]
+        elif category == "kernel" and "correlation" in args:
+            kernels.append((args["correlation"], event["ts"], event["ts"] + event.get("dur", 0)))
+    busy = {name: [] for name in STAGE_RANGES}
+    for correlation, start, end in kernels:
+        launched = launches.get(correlation)
+        for name, spans in ranges.items():
+            if launched is not None and any(a <= launched <= b for a, b in spans):
+                busy[name].append((start, end))
+                break
+    merged = {name: _merge(spans) for name, spans in busy.items()}
+    both = _intersection(*(merged[name] for name in STAGE_RANGES))
+    return {
+        "host_ranges": {name: len(spans) for name, spans in ranges.items()},
+        "kernels": {name: len(spans) for name, spans in busy.items()},
+        "busy_ms": {name: sum(b - a for a, b in spans) / 1000 for name, spans in merged.items()},
+        "overlap_ms": sum(b - a for a, b in both) / 1000,
+    }
+
+
+def _merge(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def _intersection(first: list[tuple[float, float]], second: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out, i, j = [], 0, 0
+    while i < len(first) and j < len(second):
+        a, b = max(first[i][0], second[j][0]), min(first[i][1], second[j][1])
+        if a < b:
+            out.append((a, b))
+        if first[i][1] < second[j][1]:
+            i += 1
+        else:
+            j += 1
     return out
 
 
 def _in_fresh_process(*args) -> dict:
+    """(``HETA_BENCH_INPROCESS=1`` runs it here: a GPU machine's driver start-up is paid once.)"""
+    if os.environ.get("HETA_BENCH_INPROCESS") == "1":
+        return _measure(*args)
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -145,41 +259,70 @@ def run(
     repeats: int = 3,
     memory_budget_mb: int | None = None,
     seed: int = 0,
+    family: str = "gpt2",
+    kv_heads: int | None = None,
+    ffn: int | None = None,
+    reference_context: int | None = None,
+    overlap: bool | None = None,
 ) -> dict:
-    """Each path runs in its own fresh process (same seed, same model); the matmul ceiling runs here."""
+    """Each path runs in its own fresh process (same seed, same model); the matmul ceiling runs here.
+
+    ``reference_context`` < ``context`` runs the (slow) reference path on a shorter context: the
+    speed-up is then measured there, with the fast path rerun at that context, and also reported
+    extrapolated to ``context`` by the reference's quadratic growth in token positions (a lower
+    bound: its attention grows faster)."""
     from ..models.loading import resolve_dtype
 
     spec = dict(layers=layers, width=width, heads=heads, vocab=vocab, context=context, samples=samples, dtype=dtype,
-                device=device, memory_budget_mb=memory_budget_mb, seed=seed)  # fmt: skip
+                device=device, memory_budget_mb=memory_budget_mb, seed=seed, family=family, kv_heads=kv_heads,
+                ffn=ffn)  # fmt: skip
+    overlap = device.startswith("cuda") if overlap is None else overlap
+    shape = {"family": family, "layers": layers, "width": width, "heads": heads, "vocab": vocab, "context": context}
+    if family == "llama":
+        shape.update(kv_heads=kv_heads or heads, ffn=ffn or 4 * width)
     report: dict = {
-        "shape": {"layers": layers, "width": width, "heads": heads, "vocab": vocab, "context": context},
+        "shape": shape,
         "samples": samples,
         "dtype": dtype,
         "device": device,
         "threads": torch.get_num_threads(),
         "matmul_gflops": matmul_gflops(torch.device(device), resolve_dtype(dtype)),
     }
-    fast = _in_fresh_process(spec, "fast", repeats, True)
+    fast = _in_fresh_process(spec, "fast", repeats, True, overlap)
     report["fast_seconds"] = fast["seconds"]
     report["fast_peak_mb"] = fast["peak_mb"]
     report["fast_stage_seconds"] = fast["stages"]
     report["hvps"] = fast["hvps"]
     report["fast_gflop"] = fast["gflop"]
     report["fast_gflops_per_s"] = fast["gflop"] / fast["seconds"]
+    report["matmul_fraction"] = report["fast_gflops_per_s"] / report["matmul_gflops"]
+    if overlap:
+        report["overlap"] = fast["overlap"]
     if reference:
-        slow = _in_fresh_process(spec, "reference", 1, False)
+        short = reference_context if reference_context and reference_context < context else None
+        ref_spec = {**spec, "context": short} if short else spec
+        slow = _in_fresh_process(ref_spec, "reference", 1, False)
+        fast_there = _in_fresh_process(ref_spec, "fast", repeats, False) if short else fast
         report["reference_seconds"] = slow["seconds"]
         report["reference_peak_mb"] = slow["peak_mb"]
         report["reference_stage_seconds"] = slow["stages"]
-        report["speedup"] = slow["seconds"] / fast["seconds"]
-        report["max_rel_diff"] = {name: _max_rel(fast["numbers"][name], slow["numbers"][name]) for name in fast["numbers"]}
+        report["speedup"] = slow["seconds"] / fast_there["seconds"]
+        report["max_rel_diff"] = {
+            name: _max_rel(fast_there["numbers"][name], slow["numbers"][name]) for name in fast_there["numbers"]
+        }
+        if short:
+            report["reference_context"] = short
+            report["fast_seconds_at_reference_context"] = fast_there["seconds"]
+            report["speedup_extrapolated"] = slow["seconds"] * (context / short) ** 2 / fast["seconds"]
     return report
 
 
 def format_report(report: dict) -> str:
     shape = report["shape"]
+    family = "Llama" if shape.get("family") == "llama" else "GPT-2"
+    heads = f"{shape['heads']}/{shape['kv_heads']} heads" if "kv_heads" in shape else f"{shape['heads']} heads"
     lines = [
-        f"model      GPT-2-shaped random: {shape['layers']} layers, d={shape['width']}, {shape['heads']} heads, "
+        f"model      {family}-shaped random: {shape['layers']} layers, d={shape['width']}, {heads}, "
         f"vocab {shape['vocab']}; context {shape['context']} tokens; m={report['samples']}; "
         f"{report['dtype']} on {report['device']} ({report['threads']} threads)",
         f"fast       {report['fast_seconds']:9.3f} s   peak +{report['fast_peak_mb']:.0f} MB   "
@@ -190,7 +333,13 @@ def format_report(report: dict) -> str:
             f"reference  {report['reference_seconds']:9.3f} s   peak +{report['reference_peak_mb']:.0f} MB   "
             f"stages {report['reference_stage_seconds']}"
         )
-        lines.append(f"speed-up   {report['speedup']:9.2f} x   (reference / fast)")
+        if "reference_context" in report:
+            lines.append(
+                f"speed-up   {report['speedup']:9.2f} x   (reference / fast, both at {report['reference_context']} tokens; "
+                f"extrapolated to {shape['context']}: {report['speedup_extrapolated']:.1f} x)"
+            )
+        else:
+            lines.append(f"speed-up   {report['speedup']:9.2f} x   (reference / fast)")
         diffs = "  ".join(f"{k} {v:.1e}" for k, v in report["max_rel_diff"].items())
         lines.append(f"agreement  max relative difference: {diffs}")
     lines.append(
@@ -198,21 +347,32 @@ def format_report(report: dict) -> str:
         f"{report['fast_gflops_per_s']:.1f} GFLOP/s; large matmul {report['matmul_gflops']:.1f} GFLOP/s "
         f"({100 * report['fast_gflops_per_s'] / report['matmul_gflops']:.0f}% of it)"
     )
+    if "overlap" in report:
+        overlap = report["overlap"]
+        busy = "  ".join(f"{k.split('.')[-1]} {v:.1f} ms" for k, v in overlap["busy_ms"].items())
+        lines.append(f"streams    kernels busy: {busy}; KL and Hessian kernels concurrent for {overlap['overlap_ms']:.1f} ms")
     return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--family", choices=("gpt2", "llama"), default="gpt2", help="layout of the random model")
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--vocab", type=int, default=50257)
+    parser.add_argument("--kv-heads", type=int, default=None, help="llama: key/value heads (default: --heads)")
+    parser.add_argument("--ffn", type=int, default=None, help="llama: MLP width (default: 4 x --width)")
     parser.add_argument("--context", type=int, default=48, help="context tokens (the target is one more)")
+    parser.add_argument("--reference-context", type=int, default=None,
+                        help="run the reference path at this shorter context (speed-up measured there, and extrapolated)")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--dtype", default="float32", help="float32 | float64 | bfloat16 | float16")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="fast-path timing runs (best is reported)")
     parser.add_argument("--memory-budget-mb", type=int, default=None, help="default: auto")
     parser.add_argument("--no-reference", dest="reference", action="store_false", help="skip the slow path")
+    parser.add_argument("--overlap", action="store_true",
+                        help="profile one fast run for the KL/Hessian stream overlap (always on CUDA; on CPU it checks the stage ranges)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 
@@ -225,12 +385,15 @@ def run_from_args(args) -> int:
             raise InputError(f"--{name} must be >= 1")
     if args.width % args.heads:
         raise InputError("--width must be a multiple of --heads")
+    if args.kv_heads is not None and (args.kv_heads < 1 or args.heads % args.kv_heads):
+        raise InputError("--kv-heads must divide --heads")
     resolve_device(args.device)
     resolve_dtype(args.dtype)
     report = run(
         layers=args.layers, width=args.width, heads=args.heads, vocab=args.vocab, context=args.context,
         samples=args.samples, dtype=args.dtype, device=args.device, reference=args.reference,
-        repeats=args.repeats, memory_budget_mb=args.memory_budget_mb,
+        repeats=args.repeats, memory_budget_mb=args.memory_budget_mb, family=args.family, kv_heads=args.kv_heads,
+        ffn=args.ffn, reference_context=args.reference_context, overlap=True if args.overlap else None,
     )  # fmt: skip
     print(json.dumps(report, indent=2) if args.format == "json" else format_report(report))
     return 0

@@ -1,10 +1,15 @@
-"""Evaluation: faithfulness and plausibility metrics, ``heta eval``'s harness and the heta-demo model.
+"""Evaluation: faithfulness and plausibility metrics, ``heta eval``'s harness and suite, and the demo models.
 
 ``metrics`` (rankings, hit@k, F1, DSA, AOPC), ``faithfulness`` (Soft-NC/NS, comprehensiveness,
-sufficiency, deletion/insertion curves), ``stats`` (rank agreement), ``harness`` (datasets,
-``evaluate``, the report) and ``demo`` (the builtin model's task and training).
+sufficiency, deletion/insertion curves), ``stats`` (rank agreement, Wilson intervals), ``harness`` (datasets,
+``evaluate``, the report), ``suite`` (``heta eval --suite``: per-condition results with intervals and
+HETA's ablations, its table and plot) and ``demo`` (the builtin models' tasks, conditions and training).
 """
 
-from .harness import EvalSettings, Item, bootstrap_ci, evaluate, metric_names, prepare, qa_items, render, synthetic_items
+from .harness import EvalSettings, Item, bootstrap_ci, evaluate, example_items, metric_names, prepare, qa_items, render, synthetic_items
+from .suite import SuiteSettings, run_suite
 
-__all__ = ["EvalSettings", "Item", "bootstrap_ci", "evaluate", "metric_names", "prepare", "qa_items", "render", "synthetic_items"]
+__all__ = [
+    "EvalSettings", "Item", "SuiteSettings", "bootstrap_ci", "evaluate", "example_items", "metric_names", "prepare", "qa_items",
+    "render", "run_suite", "synthetic_items",
+]  # fmt: skip

@@ -57,8 +57,13 @@ def synthetic_items(count: int, seed: int = 0) -> list[Item]:
     """Held-out examples of the demo task (training draws from other seeds)."""
     from .demo import task
 
+    return example_items(task.examples(count, seed))
+
+
+def example_items(examples) -> list[Item]:
+    """Items of demo-task examples (:class:`heta_core.evaluation.demo.task.Example`): one word, one token."""
     items = []
-    for example in task.examples(count, seed):
+    for example in examples:
         spans = _word_spans(example.text)
         items.append(
             Item(

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 
 from ..errors import ConfigError, InputError
+from ..models.compat import cache_of, with_cache
 from ..runtime.precision import compute_dtype
 from .document import Document, check_unicode, encode_text, from_messages, from_text
+from .encodings import unpack
 from .granularity import GRANULARITIES, check_spans, require_offsets
 
 TARGET_MODES = ("sum", "each")
 # the request arguments of Attributor.attribute / estimate, in prepare()'s terms
 REQUEST_FIELDS = (
-    "text", "input_ids", "messages", "target_position", "target_text", "target_mode", "generate", "granularity", "spans",
+    "text", "input_ids", "attention_mask", "messages", "target_position", "target_text", "target_mode", "generate", "granularity", "spans",
     "include_template",
 )  # fmt: skip
 
@@ -52,7 +53,8 @@ class Prepared:
     generate: int | None
 
 
-def document(tokenizer, vocab: int, text, input_ids, messages) -> Document:
+def document(tokenizer, vocab: int, text, input_ids, messages, attention_mask=None) -> Document:
+    text, input_ids = unpack(text, input_ids, attention_mask)
     given = [name for name, value in (("text", text), ("input_ids", input_ids), ("messages", messages)) if value is not None]
     if len(given) != 1:
         raise InputError("pass exactly one of text, input_ids or messages", code="invalid_input")
@@ -64,14 +66,8 @@ def document(tokenizer, vocab: int, text, input_ids, messages) -> Document:
     return Document(ids, [None] * len(ids))
 
 
-def check_ids(input_ids, vocab: int) -> list[int]:
-    if isinstance(input_ids, torch.Tensor):
-        if input_ids.dim() != 1 or input_ids.dtype.is_floating_point:
-            raise InputError("input_ids must be a 1-D integer tensor", code="invalid_input_ids")
-        input_ids = input_ids.tolist()
-    if isinstance(input_ids, (str, bytes)) or not isinstance(input_ids, Iterable):
-        raise InputError("input_ids must be a sequence of integers", code="invalid_input_ids")
-    ids = list(input_ids)
+def check_ids(ids: list, vocab: int) -> list[int]:
+    """``ids`` as :func:`.encodings.unpack` leaves them: every one an integer in the vocabulary."""
     if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in ids):
         raise InputError("input_ids must be a sequence of integers", code="invalid_input_ids")
     ids = [int(i) for i in ids]
@@ -157,11 +153,11 @@ def check_fits(handle, name: str, cfg, request: Request) -> None:
         raise InputError(f"the input has {fed} positions; {name} reads at most {handle.max_positions}", code="too_many_tokens")
 
 
-def prepare(handle, tokenizer, name: str, cfg, *, text=None, input_ids=None, messages=None, target_position=None,
+def prepare(handle, tokenizer, name: str, cfg, *, text=None, input_ids=None, attention_mask=None, messages=None, target_position=None,
             target_text=None, target_mode="sum", generate=None, granularity=None, spans=None,
             include_template=False) -> Prepared:  # fmt: skip
     """Every check that needs no computation: what ``estimate`` validates is what ``attribute`` runs."""
-    doc = document(tokenizer, handle.vocab_size, text, input_ids, messages)
+    doc = document(tokenizer, handle.vocab_size, text, input_ids, messages, attention_mask)
     kinds = granularities(granularity)
     request = resolve(tokenizer, doc, target_position, target_text, target_mode, generate)
     check_fits(handle, name, cfg, request)
@@ -187,7 +183,7 @@ def generate_tokens(handle, prompt: list[int], count: int) -> list[int]:
         if token in eos:
             break
         out = model(
-            input_ids=torch.tensor([[token]], device=device), past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1
+            input_ids=torch.tensor([[token]], device=device), **with_cache(model, cache_of(out)), use_cache=True, logits_to_keep=1
         )
     return generated
 

@@ -4,8 +4,8 @@ Safetensors weights only (``use_safetensors=True``: pickled ``.bin`` checkpoints
 and ``trust_remote_code=False``. The architecture is checked from the config before any weights
 are read, so an unsupported model fails fast with the list of supported ones.
 
-``"heta-demo"`` names the model shipped inside the package (:mod:`heta_core.evaluation.demo`): it
-loads offline, with no Hugging Face Hub lookup.
+``"heta-demo"`` and ``"heta-demo-hard"`` name the models shipped inside the package
+(:mod:`heta_core.evaluation.demo`): they load offline, with no Hugging Face Hub lookup.
 
 A model is named by a Hugging Face id, a local directory or ``heta-demo``; ``id@revision`` pins a
 Hub revision (a branch, tag or commit). :func:`model_revision` names the exact weights for the
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 from pathlib import Path
 
 import torch
@@ -59,10 +60,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def builtin_path(name_or_path: str) -> str:
-    """The directory of a builtin model name (``heta-demo``); anything else is returned unchanged."""
-    from ..evaluation.demo import DEMO_DIR, DEMO_NAME
+    """The directory of a builtin model name (``heta-demo``, ``heta-demo-hard``); anything else is returned unchanged."""
+    from ..evaluation.demo import BUILTINS
 
-    return str(DEMO_DIR) if name_or_path == DEMO_NAME else name_or_path
+    return str(BUILTINS[name_or_path][0]) if name_or_path in BUILTINS else name_or_path
 
 
 _PINNED = re.compile(r"^(?P<name>[^@]+)@(?P<revision>[\w.\-/]+)$")
@@ -91,13 +92,13 @@ def _sha256_of_safetensors(directory: Path) -> str | None:
 
 
 def model_revision(name_or_path: str, revision: str | None = None) -> str | None:
-    """The exact weights: heta-demo's fixed version, ``sha256:<hex>`` over a local directory's
+    """The exact weights: a builtin demo model's fixed version, ``sha256:<hex>`` over a local directory's
     safetensors files (read once: about a second per GB), or a Hub snapshot's commit hash (from the
     local cache, no network). None when it cannot be told (an in-memory model)."""
-    from ..evaluation.demo import DEMO_NAME, DEMO_REVISION
+    from ..evaluation.demo import BUILTINS
 
-    if name_or_path == DEMO_NAME:
-        return DEMO_REVISION
+    if name_or_path in BUILTINS:
+        return BUILTINS[name_or_path][1]
     if os.path.isdir(name_or_path):
         return _sha256_of_safetensors(Path(name_or_path))
     try:
@@ -124,8 +125,44 @@ def load_planner(name_or_path: str, *, dtype: str | torch.dtype | None = None, r
     return model.eval(), _tokenizer(name_or_path, revision)
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9_][\w.\-]*(/[\w.\-]+)?$")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connect to the Hub: without it, a machine with no network spends ~25 s in retries."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _locate(name_or_path: str, revision: str | None) -> None:
+    """Fail in a second with one clear line: a path that is not a directory, or a Hub id that is
+    neither in the local cache nor reachable."""
+    if os.path.isdir(name_or_path):
+        return
+    if not _HUB_ID.match(name_or_path):
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: no such directory (and not a Hugging Face id)")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE or isinstance(try_to_load_from_cache(name_or_path, "config.json", revision=revision), str):
+        return  # offline mode says it in one line itself; a cached snapshot loads without the network
+    if not _hub_reachable():
+        raise ModelLoadError(
+            f"cannot load model {name_or_path!r}: it is not in the local Hugging Face cache and the Hub cannot be "
+            "reached (fetch it with `heta download` on a connected machine, or check the network)"
+        )
+
+
 def _supported_config(name_or_path: str, revision: str | None):
     """The model's config, checked against the adapters before any weights are read."""
+    _locate(name_or_path, revision)
     try:
         model_config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as error:

@@ -96,3 +96,14 @@ def random_model(config, *, dtype: torch.dtype = torch.float32, seed: int = 0, a
 def gpt2_shaped(layers: int = 6, width: int = 512, heads: int = 8, vocab: int = 50257, positions: int = 1024) -> GPT2Config:
     """The benchmark shape from the issue: GPT-2 layout, random weights."""
     return GPT2Config(n_layer=layers, n_embd=width, n_head=heads, vocab_size=vocab, n_positions=positions)
+
+
+def llama_shaped(
+    layers: int = 16, width: int = 2048, heads: int = 32, kv_heads: int = 8, ffn: int = 8192, vocab: int = 128256,
+    positions: int = 4096,
+) -> LlamaConfig:  # fmt: skip
+    """A Llama-3.2-1B-class layout (GQA, RMSNorm, rotary, SwiGLU), random weights: the GPU benchmark's second shape."""
+    return LlamaConfig(
+        num_hidden_layers=layers, hidden_size=width, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        intermediate_size=ffn, vocab_size=vocab, max_position_embeddings=positions, tie_word_embeddings=False,
+    )  # fmt: skip

@@ -171,6 +171,7 @@ class ResultMeta(_Model):
     hvps: int | None = Field(description="Hessian-vector products computed (HETA); null for baselines")
     versions: Versions
     timings: Timings
+    cached: bool = Field(False, description="true when the service answered from its result cache (no compute; `timings` are the original run's)")
 
 
 class AttributionResult(_Model):

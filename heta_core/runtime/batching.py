@@ -8,8 +8,10 @@ where ``start`` is the first position of the chunk. Only the logits at p are com
 
 Chunks are contiguous in position order and sized so that (a) the activations fit the memory budget
 and (b) a chunk spans at most a quarter of the remaining suffix — rows for later positions in the
-chunk recompute ``start .. i-1`` (forward only: nothing there depends on the differentiated x_i),
-and bounding the span bounds that waste.
+chunk recompute ``start .. i-1`` (nothing there depends on the differentiated x_i), and bounding
+the span bounds that waste. (b) gives way while a chunk holds less than half the budget: a large
+budget (a GPU's) is then filled with rows, because a device running small batches idles for longer
+than the recomputation costs.
 """
 
 from __future__ import annotations
@@ -24,15 +26,20 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from ..models.compat import with_cache
+from .faults import allocation_point
+
 SPAN_FRACTION = 0.25
+FILL_FRACTION = 0.5  # the span bound applies only once a chunk holds this share of the budget
 
 
 def plan_chunks(
-    positions: list[int], seq_len: int, row_bytes: Callable[[int], int], budget_bytes: int
+    positions: list[int], seq_len: int, row_bytes: Callable[..., int], budget_bytes: int
 ) -> list[tuple[int, int]]:
     """Split items (sorted ``positions``, one per batch row) into ``[lo, hi)`` chunks.
 
-    ``row_bytes(n)`` estimates the memory of one batch row running n positions. A single row is
+    ``row_bytes(n, seq_len)`` estimates the memory of one batch row running the last n of
+    ``seq_len`` positions (:func:`heta_core.runtime.cost.row_bytes_fn`). A single row is
     always allowed, whatever the budget says, so every request makes progress.
     """
     chunks = []
@@ -40,12 +47,12 @@ def plan_chunks(
     while lo < len(positions):
         start = positions[lo]
         rows_tokens = seq_len - start
-        per_row = row_bytes(rows_tokens)
+        per_row = row_bytes(rows_tokens, seq_len)
         span_end = start + max(1, math.ceil(SPAN_FRACTION * rows_tokens))
         hi = lo + 1
         while (
             hi < len(positions)
-            and positions[hi] < span_end
+            and (positions[hi] < span_end or (hi - lo) * per_row < FILL_FRACTION * budget_bytes)
             and (hi + 1 - lo) * per_row <= budget_bytes
         ):
             hi += 1
@@ -64,17 +71,12 @@ class SuffixRunner:
     def logits(self, start: int, suffix: torch.Tensor, keep: int = 1) -> torch.Tensor:
         """Logits ``[B, keep, V]`` at the last ``keep`` positions of suffix rows that continue the
         unmasked prefix of length ``start``."""
-        cache = None
-        if start > 0:
-            batch = suffix.shape[0]
-            cache = DynamicCache(
-                ddp_cache_data=[
-                    (k[:, :, :start].expand(batch, -1, -1, -1), v[:, :, :start].expand(batch, -1, -1, -1))
-                    for k, v in self.kv
-                ],
-                config=self.model.config,
-            )
-        out = self.model(inputs_embeds=suffix, past_key_values=cache, use_cache=cache is not None, logits_to_keep=keep)
+        batch = suffix.shape[0]
+        # a cache even at start 0 (an empty one): without any, transformers inspects the position ids
+        # for packed sequences with a host-side `.all()`, a GPU synchronisation in every chunk
+        prefix = [(k[:, :, :start].expand(batch, -1, -1, -1), v[:, :, :start].expand(batch, -1, -1, -1)) for k, v in self.kv]
+        cache = DynamicCache(ddp_cache_data=prefix if start > 0 else None, config=self.model.config)
+        out = self.model(inputs_embeds=suffix, **with_cache(self.model, cache), use_cache=True, logits_to_keep=keep)
         return out.logits[:, -keep:]
 
 
@@ -109,6 +111,7 @@ class StreamPool:
             self._host_start = time.perf_counter()
         if self.on_chunk is not None:
             self.on_chunk()
+        allocation_point()
         if not self.streams:
             yield
             return
@@ -154,3 +157,20 @@ class StreamPool:
         for end in ends:
             end.synchronize()
         return max(start.elapsed_time(end) for end in ends) / 1000.0
+
+
+def to_host(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies results to the CPU: on CUDA into pinned buffers, all queued without blocking and then
+    one synchronisation, instead of one blocking pageable copy per tensor. Call after ``join``."""
+    out, waits = [], set()
+    for tensor in tensors:
+        if tensor.device.type != "cuda":
+            out.append(tensor.cpu())
+            continue
+        buffer = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        buffer.copy_(tensor, non_blocking=True)
+        out.append(buffer)
+        waits.add(tensor.device)
+    for device in waits:
+        torch.cuda.current_stream(device).synchronize()
+    return out

@@ -67,5 +67,5 @@ def masked_work(scored: int, fed: int, row_bytes, budget: int) -> tuple[int, int
     for lo, hi in plan_chunks(list(range(scored)), fed, row_bytes, budget):
         tokens += (hi - lo) * (fed - lo)
         chunks += 1
-        peak = max(peak, (hi - lo) * row_bytes(fed - lo))
+        peak = max(peak, (hi - lo) * row_bytes(fed - lo, fed))
     return tokens, chunks, peak

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..models.adapters import Adapter, HeadLayout
+from ..models.compat import cache_of
 from .precision import accumulation_dtype
 
 
@@ -101,5 +102,5 @@ def run_trace(
     logits = out.logits[0, -predicting:]
     trace.logprobs = torch.log_softmax(logits.to(accumulation_dtype(embeds.dtype)), dim=-1)
     if keep_cache:
-        trace.kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        trace.kv = [(layer.keys, layer.values) for layer in cache_of(out).layers]
     return trace

@@ -35,9 +35,14 @@ def accepted(job_id: str, status: str) -> JSONResponse:
     return JSONResponse({"job_id": job_id, "status": status}, status_code=202, headers={"Location": f"/jobs/{job_id}"})
 
 
-async def wait_for(client, job_id: str, seconds: float) -> dict:
+async def wait_for(client, job_id: str, seconds: float, fresh: bool = False) -> dict:
+    """The job once final, or as it is after ``seconds``. A ``fresh`` job (just queued) cannot be
+    final yet: its first read would be a wasted round trip on every request, so it starts waiting."""
     deadline = time.monotonic() + seconds
     while True:
+        if fresh and seconds > 0:
+            fresh = False
+            await client.blpop([jobs.done_key(job_id)], timeout=min(0.5, max(0.01, seconds)))
         job = await client.hgetall(jobs.job_key(job_id))
         left = deadline - time.monotonic()
         if not job or job["status"] in jobs.FINAL or left <= 0:
@@ -65,8 +70,8 @@ async def attribute(
     body: AttributeRequest, owner: CallerDep, settings: SettingsDep, client: RedisDep, planners: PlannersDep,
     idempotency_key: IdempotencyKey = None,
 ):  # fmt: skip
-    job_id, _ = await submit(client, settings, planners, body, owner, idempotency_key)
-    job = await wait_for(client, job_id, min(body.wait, settings.max_wait_s))
+    job_id, created = await submit(client, settings, planners, body, owner, idempotency_key)
+    job = await wait_for(client, job_id, min(body.wait, settings.max_wait_s), fresh=created)
     if job and job["status"] in jobs.FINAL:
         return finished_response(job)
     return accepted(job_id, job.get("status", "queued") if job else "queued")

@@ -79,6 +79,8 @@ class Server:
 def base_env(model_dir: str | None, tmp: Path, **settings) -> dict:
     """The service's environment; ``model_dir=None`` leaves HETA_MODELS unset (the builtin default)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HETA_") and k != "REDIS_URL"}
+    if "HETA_TEST_DEVICE" in os.environ:  # the suite's device (scripts/gpu-check: cuda) for the workers too
+        env["HETA_DEVICE"] = os.environ["HETA_TEST_DEVICE"]
     env.update(
         HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", PYTHONPATH=str(ROOT),
         HETA_REDIS_DIR=str(tmp / "redis"), HETA_LEASE_S="2", HETA_HEARTBEAT_S="0.5", HETA_DRAIN_S="5",

@@ -86,6 +86,20 @@ def example(rng: random.Random, pairs: int | None = None) -> Example:
     )
 
 
+def training_sequence(rng: random.Random, queries: int) -> tuple[list[str], list[int], list[str]]:
+    """(words, positions that predict an answer, the answers): one set of pairs, then ``queries``
+    questions about it, each followed by its answer ("… ? b 7 ? k 3 ? f 3")."""
+    e = example(rng)
+    pairs = e.words[: e.candidates]
+    keys, values = [p.split("=")[0] for p in pairs], [p.split("=")[1] for p in pairs]
+    asked = [rng.randrange(len(keys)) for _ in range(queries)]
+    words, positions = list(pairs), []
+    for q in asked:
+        words += [QUERY, keys[q], values[q]]
+        positions.append(len(words) - 2)
+    return words, positions, [values[q] for q in asked]
+
+
 def examples(count: int, seed: int) -> list[Example]:
     """``count`` examples from one seeded stream (training uses seed ≥ 1000, evaluation 0..999)."""
     rng = random.Random(seed)

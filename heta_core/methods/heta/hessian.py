@@ -184,7 +184,10 @@ def sensitivity(
     positions = list(range(scored))
     index = torch.arange(scored, device=embeds.device)
     count = targets.shape[0]
-    all_probes = torch.stack([probes(seed, i, samples, dim) for i in positions], 1).to(embeds.device, embeds.dtype)
+    host = torch.stack([probes(seed, i, samples, dim) for i in positions], 1)
+    if embeds.device.type == "cuda":  # a pageable upload would block the host: pinned, it is queued like a kernel
+        host = host.pin_memory()
+    all_probes = host.to(embeds.device, non_blocking=True).to(embeds.dtype)
     parts = []
     for lo, hi in plan_chunks(positions, size, row_bytes, budget_bytes):
         with streams.next():
@@ -192,7 +195,8 @@ def sensitivity(
                 lambda rows, lo=lo: runner.logits(lo, rows, count),
                 embeds, source, targets, lo, index[lo:hi], all_probes[:, lo:hi], curvature, block,
             )  # fmt: skip
-            parts.append(products.abs().sum(-1).to(accumulation_dtype(embeds.dtype)).mean(0))
+            # |·| summed over d in float32 at least: a bf16 sum of d terms keeps ~3 significant digits
+            parts.append(products.to(accumulation_dtype(embeds.dtype)).abs().sum(-1).mean(0))
     return streams.gather(parts), scored * samples
 
 

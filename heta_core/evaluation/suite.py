@@ -1,0 +1,352 @@
+"""``heta eval --suite``: per condition, where each attribution method finds the causal tokens, with intervals.
+
+A *condition* is a list of :class:`~.harness.Item` whose causal tokens are known (the demo models'
+conditions come from :mod:`.demo.conditions`; a curated data set is one condition). Per condition:
+
+1. The model answers every prompt (greedy next token); **only prompts it answers correctly are
+   attributed**, and its accuracy is reported (Wilson 95% interval).
+2. Every method attributes those prompts (timed). Per prompt: hit@1 (the top-ranked candidate is
+   causal), the rank of the first causal token among the candidates (1 = top), deletion and
+   insertion AOPC (:mod:`.faithfulness`, over all prompt tokens).
+3. HETA's ablations come from the same run's components (HETA.md §4): M_T, S, I alone, the pairs
+   M_T·S, M_T·I, β·S + γ·I, and Eq. 5 with ``normalize`` none and simplex; then HETA again with
+   m = 2 / 10 / 50 Hessian samples under the probe seeds ``config.seed`` and ``config.seed + 1``
+   (``flips``: the share of prompts whose top-1 candidate changes with the seed).
+4. Aggregates: hit@1 with its Wilson interval; mean rank and AOPCs with percentile bootstrap
+   intervals (seeded); the **paired** bootstrap interval of hit@1 minus the best baseline's on the
+   same prompts (the best baseline = the highest hit@1, then the lowest mean rank); seconds per
+   prompt.
+
+"The methods separate" in a condition when the best and the worst of HETA, gradient, attention
+rollout and occlusion have disjoint Wilson intervals (``report["separating"]``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from . import faithfulness, metrics
+from .harness import Item, Prepared, _finite, bootstrap_ci, prepare
+from .stats import wilson
+from ..config import HetaConfig
+from ..methods.heta.combine import combine
+from ..methods.registry import METHODS
+from ..runtime.masking import mask_vector
+
+BASELINES = tuple(m for m in METHODS if m != "heta")
+SEPARATION = ("heta", "gradient", "attention_rollout", "occlusion")  # the issue's "Done when" set
+COMPONENTS = ("M_T", "S", "I", "M_T·S", "M_T·I", "βS+γI", "normalize=none", "normalize=simplex")
+
+
+@dataclass(frozen=True)
+class SuiteSettings:
+    n: int = 100  # prompts drawn per condition (attributed: those answered correctly)
+    samples: tuple[int, ...] = (2, 10, 50)  # Hessian samples of the ablation
+    curve_steps: int = 20  # points of the deletion / insertion curves
+    bootstrap: int = 1000
+    seed: int = 0  # prompts and bootstrap resamples
+
+
+# CI's bound (≤ 3 minutes for both demo models on 2 cores): fewer prompts, and no m = 50 (its two
+# runs per prompt would be 70% of the time)
+QUICK = SuiteSettings(n=12, samples=(2, 10), bootstrap=400)
+
+
+def _rank(scores: torch.Tensor, prepared: Prepared) -> int:
+    order = metrics.ranking(scores, prepared.candidates)
+    return 1 + min(order.index(g) for g in prepared.gold if g in order)
+
+
+class _Prompt:
+    """One correctly answered prompt: what every variant's scores are measured against."""
+
+    def __init__(self, attributor, prepared: Prepared, mask: str, curve_steps: int):
+        model = attributor.model
+        embedding = model.get_input_embeddings()
+        embeds = embedding(torch.tensor(prepared.ids, device=attributor.device)).detach()
+        self.prepared, self.curve_steps = prepared, curve_steps
+        self.probe = faithfulness.Perturbations(model, embeds, prepared.target, mask_vector(embeds, mask, embedding))
+        with torch.no_grad():
+            self.predicted = int(model(inputs_embeds=embeds[None], logits_to_keep=1).logits[0, -1].argmax())
+
+    @property
+    def correct(self) -> bool:
+        return self.predicted == self.prepared.target
+
+    def measure(self, scores: torch.Tensor) -> dict[str, float]:
+        scores = scores.double()
+        row = {"hit@1": metrics.hit_at_k(scores, self.prepared.gold, 1, self.prepared.candidates), "rank": _rank(scores, self.prepared)}
+        row.update(faithfulness.deletion_insertion(self.probe, scores, self.curve_steps))
+        return row
+
+
+def _components(result, config: HetaConfig) -> dict[str, torch.Tensor]:
+    """HETA's ablations from one run's M_T, S and I (no extra model work)."""
+    flow, s, i = result.flow.double(), result.hessian.double(), result.kl.double()
+    ones = torch.ones_like(flow)
+    terms = dict(beta=config.beta, gamma=config.gamma)
+    return {
+        "M_T": flow, "S": s, "I": i, "M_T·S": flow * s, "M_T·I": flow * i,
+        "βS+γI": combine(ones, s, i, **terms, normalize=config.normalize),
+        "normalize=none": combine(flow, s, i, **terms, normalize="none"),
+        "normalize=simplex": combine(flow, s, i, **terms, normalize="simplex"),
+    }  # fmt: skip
+
+
+def _top1(scores: torch.Tensor, prepared: Prepared) -> int:
+    return metrics.ranking(scores.double(), prepared.candidates)[0]
+
+
+def score_prompt(attributor, prompt: _Prompt, methods: Sequence[str], config: HetaConfig, settings: SuiteSettings):
+    """{variant: per-prompt measures} for one prompt: the methods, then HETA's ablations."""
+    ids = prompt.prepared.ids + [prompt.prepared.target]
+    rows: dict[str, dict[str, float]] = {}
+
+    def run(cfg: HetaConfig):
+        clock = time.perf_counter()
+        result = attributor.attribute(input_ids=ids, config=cfg)
+        return result, time.perf_counter() - clock
+
+    heta = None
+    for method in methods:
+        result, seconds = run(config.replace(method=method))
+        rows[method] = {**prompt.measure(result.scores), "seconds": seconds}
+        if method == "heta":
+            heta = (result, seconds)
+    if heta is None:
+        return rows
+    for name, scores in _components(heta[0], config).items():
+        rows[name] = {**prompt.measure(scores), "seconds": heta[1]}
+    for m in settings.samples:
+        tops = []
+        for seed in (config.seed, config.seed + 1):
+            cfg = config.replace(method="heta", num_hvp_samples=m, seed=seed)
+            result, seconds = heta if cfg == config.replace(method="heta") else run(cfg)
+            tops.append(_top1(result.scores, prompt.prepared))
+            if seed == config.seed:
+                rows[f"m={m}"] = {**prompt.measure(result.scores), "seconds": seconds}
+        rows[f"m={m}"]["flips"] = float(tops[0] != tops[-1])
+    return rows
+
+
+def _interval(values: list[float], settings: SuiteSettings) -> dict:
+    mean, low, high = bootstrap_ci(values, settings.bootstrap, settings.seed)
+    return {"mean": _finite(mean), "ci95": [_finite(low), _finite(high)]}
+
+
+def _proportion(values: list[float]) -> dict:
+    low, high = wilson(sum(values), len(values))
+    return {"mean": _finite(sum(values) / len(values)) if values else None, "ci95": [_finite(low), _finite(high)]}
+
+
+def _best_baseline(rows: dict[str, dict[str, list[float]]]) -> str | None:
+    present = [m for m in BASELINES if m in rows and rows[m]["hit@1"]]
+    if not present:
+        return None
+    mean = lambda m, key: sum(rows[m][key]) / len(rows[m][key])  # noqa: E731
+    return min(present, key=lambda m: (-mean(m, "hit@1"), mean(m, "rank"), BASELINES.index(m)))
+
+
+def evaluate_condition(
+    attributor, items: Sequence[Item], methods: Sequence[str], config: HetaConfig, settings: SuiteSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:  # fmt: skip
+    """One condition's block of the suite report (see the module docstring)."""
+    prompts = [_Prompt(attributor, prepare(attributor.tokenizer, item), config.mask, settings.curve_steps) for item in items]
+    correct = [p for p in prompts if p.correct]
+    rows: dict[str, dict[str, list[float]]] = {}
+    for number, prompt in enumerate(correct):
+        for variant, measures in score_prompt(attributor, prompt, methods, config, settings).items():
+            for key, value in measures.items():
+                rows.setdefault(variant, {}).setdefault(key, []).append(value)
+        if progress is not None:
+            progress(number + 1, len(correct))
+    best = _best_baseline(rows)
+    variants = {}
+    for variant, measures in rows.items():
+        cell = {
+            "hit@1": _proportion(measures["hit@1"]),
+            "rank": _interval(measures["rank"], settings),
+            "deletion_aopc": _interval(measures["deletion_aopc"], settings),
+            "insertion_aopc": _interval(measures["insertion_aopc"], settings),
+            "seconds_per_prompt": sum(measures["seconds"]) / len(measures["seconds"]),
+        }
+        if best is not None:
+            paired = [a - b for a, b in zip(measures["hit@1"], rows[best]["hit@1"])]
+            cell["hit@1_minus_best_baseline"] = _interval(paired, settings)
+        if "flips" in measures:
+            cell["flips"] = _proportion(measures["flips"])
+        variants[variant] = cell
+    return {
+        "prompts": len(prompts),
+        "attributed": len(correct),
+        "model_accuracy": _proportion([float(p.correct) for p in prompts]),
+        "best_baseline": best,
+        "methods": {m: variants[m] for m in methods if m in variants},
+        "ablations": {v: cell for v, cell in variants.items() if v not in methods},
+    }
+
+
+def separating(conditions: dict[str, dict], among: Sequence[str] = SEPARATION) -> list[dict]:
+    """Conditions where the best and the worst of ``among`` have disjoint hit@1 intervals."""
+    out = []
+    for name, block in conditions.items():
+        cells = {m: block["methods"][m]["hit@1"] for m in among if m in block["methods"]}
+        if len(cells) < 2:
+            continue
+        best = max(cells, key=lambda m: cells[m]["mean"])
+        worst = min(cells, key=lambda m: cells[m]["mean"])
+        if cells[best]["ci95"][0] > cells[worst]["ci95"][1]:
+            out.append({"condition": name, "best": best, "best_hit@1": cells[best], "worst": worst, "worst_hit@1": cells[worst]})
+    return out
+
+
+def summary(conditions: dict[str, dict]) -> dict[str, dict]:
+    """Per variant across conditions: mean hit@1, the worst condition and its hit@1, and how often
+    its interval of hit@1 minus the best baseline lies above 0 (wins), below 0 (losses) or covers 0."""
+    out: dict[str, dict] = {}
+    for name, block in conditions.items():
+        for variant, cell in {**block["methods"], **block["ablations"]}.items():
+            entry = out.setdefault(variant, {"hit@1": {}, "wins": [], "ties": [], "losses": []})
+            entry["hit@1"][name] = cell["hit@1"]["mean"]
+            diff = cell.get("hit@1_minus_best_baseline")
+            if diff and diff["ci95"][0] is not None and variant != block["best_baseline"]:
+                low, high = diff["ci95"]
+                entry["wins" if low > 0 else "losses" if high < 0 else "ties"].append(name)
+    for entry in out.values():
+        values = {k: v for k, v in entry.pop("hit@1").items() if v is not None}
+        worst = min(values, key=values.get) if values else None
+        entry.update(mean_hit1=sum(values.values()) / len(values) if values else None, worst_condition=worst, worst_hit1=values.get(worst))
+    return out
+
+
+def run_suite(
+    attributor, conditions: dict[str, Sequence[Item]], methods: Sequence[str] = METHODS, *,
+    config: HetaConfig | None = None, settings: SuiteSettings = SuiteSettings(),
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:  # fmt: skip
+    """The suite report of one model: ``{"model", "revision", "settings", "conditions": {name: block},
+    "separating", "summary"}`` (module docstring)."""
+    config = config or attributor.config
+    methods = list(dict.fromkeys(config.replace(method=m).method for m in methods))  # "ig" → its full name, once
+    blocks = {}
+    for name, items in conditions.items():
+        blocks[name] = evaluate_condition(
+            attributor, items, methods, config, settings, None if progress is None else lambda d, t, name=name: progress(name, d, t)
+        )
+    return {
+        "model": attributor.name,
+        "revision": attributor.revision,
+        "settings": {**asdict(settings), "config": config.to_dict(), "methods": methods},
+        "conditions": blocks,
+        "separating": separating(blocks),
+        "summary": summary(blocks),
+    }
+
+
+def demo_conditions(model: str, n: int, seed: int = 0, names: Sequence[str] | None = None) -> dict[str, list[Item]]:
+    """A builtin demo model's conditions as items (:mod:`.demo.conditions`)."""
+    from .demo import conditions
+    from .harness import example_items
+
+    allowed = conditions.MODEL_CONDITIONS[model][1]
+    return {name: example_items(conditions.examples(n, seed, name, model)) for name in (names or allowed)}
+
+
+# ---- the terminal table ------------------------------------------------------------------------
+
+
+def _cell(cell: dict | None, digits: int = 2) -> str:
+    if not cell or cell["mean"] is None:
+        return "n/a"
+    low, high = cell["ci95"]
+    return f"{cell['mean']:.{digits}f} [{low:.{digits}f},{high:.{digits}f}]"
+
+
+# the short names the CLI accepts, so that the overview's columns stay 18 characters wide
+_SHORT = {"input_x_gradient": "ixg", "integrated_gradients": "ig", "attention_rollout": "rollout"}
+
+
+def render(report: dict) -> str:
+    """The overview (hit@1 per condition × method) and one block per condition."""
+    conditions = report["conditions"]
+    methods = report["settings"]["methods"]
+    lines = [
+        f"heta eval --suite  model {report['model']} (revision {report['revision']})  "
+        f"{report['settings']['n']} prompts per condition; only correctly answered prompts are attributed",
+        "",
+        "hit@1 [Wilson 95%] of the top-ranked candidate being causal",
+        f"{'condition':<10} {'accuracy':>18}" + "".join(f"  {_SHORT.get(m, m):>18}" for m in methods),
+    ]
+    for name, block in conditions.items():
+        cells = "".join(f"  {_cell(block['methods'][m]['hit@1']) if m in block['methods'] else 'n/a':>18}" for m in methods)
+        lines.append(f"{name:<10} {_cell(block['model_accuracy']):>18}" + cells)
+    lines.append("")
+    if report["separating"]:
+        lines.append("methods separate (disjoint intervals among heta, gradient, rollout, occlusion) in: " + ", ".join(
+            f"{s['condition']} ({s['best']} {s['best_hit@1']['mean']:.2f} vs {s['worst']} {s['worst_hit@1']['mean']:.2f})"
+            for s in report["separating"]
+        ))  # fmt: skip
+    else:
+        lines.append("methods do not separate: every condition's intervals of heta, gradient, rollout and occlusion overlap")
+    for name, block in conditions.items():
+        best = block["best_baseline"]
+        lines += [
+            "",
+            f"== {name}: model accuracy {_cell(block['model_accuracy'])}, {block['attributed']}/{block['prompts']} attributed; best baseline {best}",
+            f"{'variant':<20} {'hit@1':>18} {'rank of 1st causal':>20} {'deletion AOPC':>20} {'insertion AOPC':>20} "
+            f"{'hit@1 - best baseline':>22} {'s/prompt':>9} {'flips':>18}",
+        ]
+        for variant, cell in {**block["methods"], **block["ablations"]}.items():
+            lines.append(
+                f"{variant:<20} {_cell(cell['hit@1']):>18} {_cell(cell['rank']):>20} {_cell(cell['deletion_aopc'], 3):>20} "
+                f"{_cell(cell['insertion_aopc'], 3):>20} {_cell(cell.get('hit@1_minus_best_baseline')):>22} "
+                f"{cell['seconds_per_prompt']:>9.4f} {_cell(cell['flips']) if 'flips' in cell else '':>18}"
+            )
+    return "\n".join(lines)
+
+
+# ---- the plot -----------------------------------------------------------------------------------
+
+
+def plot(reports: Sequence[dict], path: str, methods: Sequence[str] | None = None) -> None:
+    """hit@1 with Wilson error bars, methods × conditions, one panel per model; grey bars: the
+    model's accuracy per condition (only its correct answers are attributed). PNG, headless."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: CI and servers
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(len(reports), 1, figsize=(11, 3.2 * len(reports) + 0.6), squeeze=False)
+    for axis, report in zip(axes[:, 0], reports):
+        names = list(report["conditions"])
+        shown = list(methods or report["settings"]["methods"])
+        accuracy = [report["conditions"][name]["model_accuracy"]["mean"] or 0.0 for name in names]
+        axis.bar(range(len(names)), accuracy, width=0.9, color="0.9", label="model accuracy")
+        width = 0.8 / len(shown)
+        for k, method in enumerate(shown):
+            xs, ys, low, high = [], [], [], []
+            for c, name in enumerate(names):
+                cell = report["conditions"][name]["methods"].get(method, {}).get("hit@1")
+                if cell and cell["mean"] is not None:
+                    xs.append(c - 0.4 + width * (k + 0.5))
+                    ys.append(cell["mean"])
+                    low.append(cell["mean"] - cell["ci95"][0])
+                    high.append(cell["ci95"][1] - cell["mean"])
+            axis.errorbar(xs, ys, yerr=[low, high], fmt="o", markersize=4, capsize=2, label=method)
+        axis.set_xticks(range(len(names)), names)
+        axis.set_xlim(-0.5, len(names) - 0.5)
+        axis.set_ylim(0, 1.04)
+        axis.set_ylabel("hit@1")
+        axis.set_title(f"{report['model']}: hit@1 of a causal token (Wilson 95%), attributed prompts only", fontsize=10)
+        axis.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
+    figure.savefig(path, dpi=80)
+    pyplot.close(figure)

@@ -1,0 +1,276 @@
+"""heta-demo-hard, the suite's conditions, and `heta eval --suite` (numbers against literal recomputation)."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import GPT2LMHeadModel
+
+from heta_core import Attributor, HetaConfig
+from heta_core.evaluation import metrics, suite
+from heta_core.evaluation.demo import HARD_DIR, conditions, hard_task, task, train
+from heta_core.evaluation.demo.hard_task import answer_of
+from heta_core.evaluation.harness import prepare
+from heta_core.evaluation.stats import wilson
+from heta_core.methods.heta.combine import combine
+
+ROOT = Path(__file__).resolve().parents[1]
+OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(scope="module")
+def hard():
+    return Attributor.from_pretrained("heta-demo-hard", device="cpu")
+
+
+def test_wilson_interval_matches_reference_values():
+    # reference: statsmodels.stats.proportion.proportion_confint(k, n, method="wilson")
+    assert wilson(5, 10) == pytest.approx((0.236593, 0.763407), abs=1e-6)
+    assert wilson(0, 10) == pytest.approx((0.0, 0.277533), abs=1e-6)
+    assert wilson(10, 10) == pytest.approx((0.722467, 1.0), abs=1e-6)
+    # the interval inverts the score test: at each bound p0, (p̂ − p0)² = z² p0 (1 − p0) / n
+    for k, n in ((81, 263), (3, 7)):
+        for bound in wilson(k, n):
+            assert (k / n - bound) ** 2 == pytest.approx(1.959964**2 * bound * (1 - bound) / n, rel=1e-9)
+    assert all(v != v for v in wilson(0, 0))  # NaN: no trials, no interval
+    # the interval holds the observed rate, also at 0/n and n/n where rounding could push it out
+    assert all(wilson(k, n)[0] <= k / n <= wilson(k, n)[1] for n in range(1, 60) for k in range(n + 1))
+
+
+def _answer_without(example, removed):
+    context = [w for i, w in enumerate(example.words[: example.candidates]) if i not in set(removed)]
+    try:
+        return answer_of(context, example.words[example.candidates :])
+    except KeyError:
+        return None  # the question has no answer any more
+
+
+@pytest.mark.parametrize("model", list(conditions.MODEL_CONDITIONS))
+def test_condition_ground_truth_holds_by_construction(model):
+    vocab = set(hard_task.VOCAB if model == "heta-demo-hard" else task.VOCAB)
+    for name in conditions.MODEL_CONDITIONS[model][1]:
+        for e in conditions.examples(60, 5, name, model):
+            assert set(e.words) <= vocab and e.answer == _answer_without(e, [])
+            assert e.gold and not set(e.gold) & set(e.distractors) and max(e.gold) < e.candidates
+            if name == "redundant":  # each copy suffices alone; removing all of them loses the answer
+                assert all(_answer_without(e, [g]) == e.answer for g in e.gold) and _answer_without(e, e.gold) is None
+            else:  # each causal token is necessary
+                assert all(_answer_without(e, [g]) != e.answer for g in e.gold), (name, e.words)
+            assert _answer_without(e, e.distractors) == e.answer  # look-alikes never carry the answer
+            shown = {e.words[g].split("=")[1] for g in e.gold} if name == "compose" else {e.answer}
+            for value in shown:  # the answer value (each joined value) is stored elsewhere too: a look-alike
+                elsewhere = [i for i, w in enumerate(e.words[: e.candidates]) if w.split("=")[-1] == value and i not in e.gold]
+                assert elsewhere and set(elsewhere) <= set(e.distractors), (name, e.words)
+    assert conditions.examples(5, 1, "conflict") == conditions.examples(5, 1, "conflict")
+    with pytest.raises(ValueError, match="two_hop"):
+        conditions.examples(1, 0, "two_hop", "heta-demo")  # heta-demo's vocabulary has no pointers
+
+
+def test_specific_condition_prompts():
+    for e in conditions.examples(20, 0, "two_hop"):
+        (pointer,) = [e.words[g] for g in e.gold if ">" in e.words[g]]
+        (pair,) = [e.words[g] for g in e.gold if "=" in e.words[g]]
+        assert e.words[-2:] == ["?", pointer.split(">")[0]] and pair.split("=")[0] == pointer.split(">")[1]
+        assert e.answer == pair.split("=")[1]
+    c = conditions.examples(1, 0, "conflict")[0]
+    (old,) = [i for i in c.distractors if c.words[i].startswith(c.words[-1] + "=")]
+    assert old < c.gold[0] and c.words[c.gold[0]] == f"{c.words[-1]}={c.answer}"
+    s = conditions.examples(1, 0, "compose")[0]
+    values = {w.split("=")[0]: w.split("=")[1] for w in s.words[: s.candidates]}
+    assert s.words[-3] == "&" and s.answer == values[s.words[-2]] + values[s.words[-1]]
+    assert sorted(s.words[g].split("=")[0] for g in s.gold) == sorted(s.words[-2:])
+    assert [x.gold for x in conditions.examples(3, 0, "early")] == [[0]] * 3
+    assert all(x.gold == [x.candidates - 1] for x in conditions.examples(3, 0, "late"))
+
+
+def test_hard_model_ships_small_with_its_training_record():
+    assert (HARD_DIR / "model.safetensors").stat().st_size <= 10 * 2**20
+    recorded = json.loads((HARD_DIR / "training.json").read_text())
+    recipe = train.RECIPES["heta-demo-hard"]
+    assert recorded["model"] == "heta-demo-hard" and recorded["seed"] == 0 and recorded["label_smoothing"] > 0
+    assert (recorded["steps"], recorded["lr"], recorded["queries"], recorded["threads"]) == (recipe.steps, recipe.lr, recipe.queries, 1)
+    assert recorded["train_seconds"] <= 15 * 60
+    assert set(recorded["condition_accuracy"]) == set(conditions.CONDITIONS)
+
+
+def test_hard_model_accuracy_per_condition_on_held_out_prompts(hard):
+    """The recorded per-condition accuracy, recomputed on the same held-out prompts."""
+    ids = hard.tokenizer.get_vocab()
+    recorded = json.loads((HARD_DIR / "training.json").read_text())
+    for name in conditions.CONDITIONS:
+        answers = train.correct(hard.model, conditions.examples(recorded["condition_examples"], train.HELD_OUT_SEED, name), ids)
+        assert sum(answers) / len(answers) == recorded["condition_accuracy"][name] >= 0.9, name
+
+
+def test_hard_model_outputs_are_not_saturated(hard):
+    """Label smoothing keeps P(answer) well below 1, so gradients and curvature carry signal."""
+    ids = hard.tokenizer.get_vocab()
+    probabilities = []
+    with torch.no_grad():
+        for e in conditions.examples(30, 0, "base"):
+            logits = hard.model(input_ids=torch.tensor([[ids[w] for w in e.words]])).logits[0, -1]
+            probabilities.append(float(torch.softmax(logits, -1)[ids[e.answer]]))
+    assert max(probabilities) < 0.97 and sum(probabilities) / len(probabilities) > 0.5
+
+
+def test_hard_model_embeddings_start_as_sums_of_parts():
+    torch.manual_seed(0)
+    network = GPT2LMHeadModel(train.model_config("heta-demo-hard"))
+    ids = train.tokenizer(hard_task.VOCAB).get_vocab()
+    train.factored_embeddings(network, ids, hard_task.parts)
+    e = lambda word: network.get_input_embeddings().weight[ids[word]]  # noqa: E731
+    # "f=3" = key f + value 3 + "=": differences cancel the parts two words share
+    assert torch.allclose(e("f=3") - e("f=7"), e("b=3") - e("b=7"), atol=1e-6)
+    assert torch.allclose(e("f=3") - e("f~3"), e("b=3") - e("b~3"), atol=1e-6)
+    assert torch.allclose(e("A>f") - e("A>b"), e("f=3") - e("b=3"), atol=1e-6)
+    assert torch.allclose(e("37") - e("47"), e("3") - e("4"), atol=1e-6)
+    assert torch.allclose(e("f=3") - e("f"), e("b=3") - e("b"), atol=1e-6)  # a query token is its key part
+    assert not torch.allclose(e("37"), e("73"))  # the two slots of a joined answer differ
+
+
+def test_hard_training_is_reproducible_from_its_seed(tmp_path):
+    # the recipe trains on one thread whatever the caller's count (and restores it afterwards)
+    threads = torch.get_num_threads()
+    runs = [
+        train.train(tmp_path / name, model="heta-demo-hard", seed=seed, steps=3, held_out=20, log=lambda _: None)
+        for name, seed in (("a", 0), ("b", 0), ("c", 1))
+    ]
+    a, b, c = (load_file(tmp_path / name / "model.safetensors") for name in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert runs[0]["condition_accuracy"] == runs[1]["condition_accuracy"] and runs[0]["condition_examples"] == 10
+    assert runs[0]["threads"] == 1 and torch.get_num_threads() == threads
+    assert Attributor.from_pretrained(str(tmp_path / "a")).model.config.n_layer == 4
+
+
+@pytest.fixture(scope="module")
+def report(hard):
+    items = suite.demo_conditions("heta-demo-hard", 6, seed=0, names=["two_hop", "redundant"])
+    settings = suite.SuiteSettings(n=6, samples=(2, 10), bootstrap=200)
+    return hard, items, suite.run_suite(hard, items, config=HetaConfig(), settings=settings)
+
+
+def test_suite_numbers_are_literal_recomputations(report):
+    hard, items, out = report
+    config = HetaConfig()
+    for name, block in out["conditions"].items():
+        prepared = [prepare(hard.tokenizer, item) for item in items[name]]
+        with torch.no_grad():
+            answered = [p for p in prepared if int(hard.model(input_ids=torch.tensor([p.ids])).logits[0, -1].argmax()) == p.target]
+        assert block["prompts"] == len(prepared) and block["attributed"] == len(answered)
+        assert block["model_accuracy"]["ci95"] == pytest.approx(list(wilson(len(answered), len(prepared))))
+        hits, ranks = {}, {}
+        for method in ("gradient", "occlusion", "heta"):
+            hits[method], ranks[method] = [], []
+            for p in answered:
+                result = hard.attribute(input_ids=p.ids + [p.target], config=config.replace(method=method))
+                order = metrics.ranking(result.scores.double(), p.candidates)
+                hits[method].append(float(order[0] in p.gold))
+                ranks[method].append(1 + min(order.index(g) for g in p.gold))
+                if method == "heta":
+                    simplex = combine(result.flow.double(), result.hessian.double(), result.kl.double(), beta=0.5, gamma=0.5, normalize="simplex")
+                    hits.setdefault("normalize=simplex", []).append(float(metrics.ranking(simplex, p.candidates)[0] in p.gold))
+                    hits.setdefault("M_T", []).append(float(metrics.ranking(result.flow.double(), p.candidates)[0] in p.gold))
+            cell = block["methods"][method]
+            assert cell["hit@1"]["mean"] == pytest.approx(sum(hits[method]) / len(answered))
+            assert cell["hit@1"]["ci95"] == pytest.approx(list(wilson(sum(hits[method]), len(answered))))
+            assert cell["rank"]["mean"] == pytest.approx(sum(ranks[method]) / len(answered))
+        for variant in ("normalize=simplex", "M_T"):
+            assert block["ablations"][variant]["hit@1"]["mean"] == pytest.approx(sum(hits[variant]) / len(answered))
+        best = block["best_baseline"]
+        best_hit = block["methods"][best]["hit@1"]["mean"]
+        assert best_hit == max(block["methods"][m]["hit@1"]["mean"] for m in suite.BASELINES)
+        difference = block["methods"]["heta"]["hit@1_minus_best_baseline"]
+        assert difference["mean"] == pytest.approx(block["methods"]["heta"]["hit@1"]["mean"] - best_hit)
+        assert difference["ci95"][0] <= difference["mean"] <= difference["ci95"][1]
+        assert set(block["ablations"]) == {*suite.COMPONENTS, "m=2", "m=10"}
+        assert 0.0 <= block["ablations"]["m=2"]["flips"]["mean"] <= 1.0
+        assert block["ablations"]["m=10"]["hit@1"] == block["methods"]["heta"]["hit@1"]  # the same run (m=10, seed 0)
+
+
+def test_plot_writes_a_png_with_one_panel_per_model(report, tmp_path):
+    _, _, out = report
+    path = tmp_path / "plot.png"
+    suite.plot([out, out], str(path))
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", header[16:24])
+    assert width > 600 and height > 400  # two stacked panels
+
+
+def test_separation_is_read_off_the_intervals():
+    cell = lambda mean, low, high: {"hit@1": {"mean": mean, "ci95": [low, high]}}  # noqa: E731
+    blocks = {
+        "apart": {"methods": {"heta": cell(1.0, 0.9, 1.0), "occlusion": cell(0.5, 0.3, 0.7), "gradient": cell(0.8, 0.6, 0.9)}},
+        "overlapping": {"methods": {"heta": cell(1.0, 0.7, 1.0), "occlusion": cell(0.8, 0.6, 0.9)}},
+    }
+    (found,) = suite.separating(blocks)
+    assert found["condition"] == "apart" and (found["best"], found["worst"]) == ("heta", "occlusion")
+
+
+def test_heta_eval_suite_quick_on_both_demo_models(tmp_path):
+    """The CI run of the suite: both demo models, every condition, within 3 minutes on 2 cores."""
+    out = subprocess.run(
+        [sys.executable, "-m", "heta_core.cli", "eval", "--suite", "--quick", "--format", "json", "--out", str(tmp_path / "suite")],
+        env=OFFLINE, capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    document = json.loads(out.stdout)
+    assert document["seconds"] <= 180, document["seconds"]
+    assert json.loads((tmp_path / "suite" / "suite.json").read_text()) == document
+    assert (tmp_path / "suite" / "hit_at_1.png").read_bytes()[:4] == b"\x89PNG"
+    demo, hard = document["models"]
+    assert demo["model"] == "heta-demo" and hard["model"] == "heta-demo-hard" and hard["revision"] == "heta-demo-hard-1"
+    assert list(demo["conditions"]) == list(conditions.MODEL_CONDITIONS["heta-demo"][1])
+    assert list(hard["conditions"]) == list(conditions.CONDITIONS)
+    for report in (demo, hard):
+        for name, block in report["conditions"].items():
+            assert block["prompts"] == suite.QUICK.n and 0 <= block["attributed"] <= block["prompts"]
+            for cell in [*block["methods"].values(), *block["ablations"].values()]:
+                low, high = cell["hit@1"]["ci95"]
+                assert low <= cell["hit@1"]["mean"] <= high and cell["seconds_per_prompt"] > 0
+    assert "hit@1 [Wilson 95%]" in subprocess.run(
+        [sys.executable, "-m", "heta_core.cli", "eval", "--suite", "--model", "heta-demo", "--conditions", "base", "--n", "2",
+         "--no-plot", "--out", str(tmp_path / "small")],
+        env=OFFLINE, capture_output=True, text=True, timeout=300, check=True,
+    ).stdout  # fmt: skip
+
+
+def test_heta_eval_suite_bad_input_is_one_line(tmp_path):
+    for args, message in (
+        (["--model", "gpt2"], "another model needs --dataset PATH"),
+        (["--model", "heta-demo", "--conditions", "two_hop"], "not among heta-demo's"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "heta_core.cli", "eval", "--suite", *args, "--out", str(tmp_path)],
+            env=OFFLINE, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_suite_on_a_curated_dataset_attributes_only_what_the_model_answers(make_attributor):
+    """A user's model and the paper's curated file: one condition, the same analysis."""
+    from heta_core.evaluation import qa_items
+
+    attributor = make_attributor("gpt2", num_hvp_samples=2)
+    items = qa_items(ROOT.parent / "shared" / "data" / "heta_qa_dataset_100_unique.json", 3)
+    # make the second item's answer whatever the model says, so exactly that one is attributed
+    prepared = prepare(attributor.tokenizer, items[1])
+    with torch.no_grad():
+        said = int(attributor.model(input_ids=torch.tensor([prepared.ids])).logits[0, -1].argmax())
+    items[1].answer = attributor.tokenizer.decode([said])
+    others = [prepare(attributor.tokenizer, items[i]) for i in (0, 2)]
+    with torch.no_grad():
+        right = sum(int(attributor.model(input_ids=torch.tensor([p.ids])).logits[0, -1].argmax()) == p.target for p in others)
+    settings = suite.SuiteSettings(n=3, samples=(2,), bootstrap=50)
+    out = suite.run_suite(attributor, {"qa": items}, ["heta", "occlusion"], settings=settings)
+    block = out["conditions"]["qa"]
+    assert block["prompts"] == 3 and block["attributed"] == 1 + right
+    assert block["model_accuracy"]["mean"] == pytest.approx((1 + right) / 3)
+    assert list(block["methods"]) == ["heta", "occlusion"] and block["best_baseline"] == "occlusion"
+    assert 1 <= block["methods"]["heta"]["rank"]["mean"] <= len(prepared.ids)

