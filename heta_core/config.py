@@ -40,7 +40,8 @@ class HetaConfig:
     num_hvp_samples     Rademacher probes per token for the S estimator [m]
     mask                how token i is removed for the KL term: "zero", "mean" or "token:<id>"
     flow                "heta" (this project's M_T) or "official" (the authors' released code)
-    normalize           "none" (paper) or "simplex" (S and I each rescaled to sum 1 before Eq. 5)
+    normalize           "simplex" (S and I each rescaled to sum 1 before Eq. 5; the default, chosen
+                        by `heta eval --suite`, docs/evaluation.md) or "none" (the paper's Eq. 5)
     seed                seeds the probes; the only source of randomness
     strategy            "fast" (batched, chunked, KV-prefix reuse) or "reference" (literal loops)
     memory_budget_mb    upper bound for the activations of one batched chunk (fast path); None =
@@ -67,7 +68,7 @@ class HetaConfig:
     num_hvp_samples: int = 10
     mask: str = "zero"
     flow: str = "heta"
-    normalize: str = "none"
+    normalize: str = "simplex"
     seed: int = 0
     strategy: str = "fast"
     memory_budget_mb: int | None = None

@@ -25,12 +25,17 @@ def test_eq5_simplex_rescales_each_term_to_sum_one():
 
 
 def test_result_fields_and_scores_follow_eq5(make_attributor, device):
-    result = make_attributor("qwen2", beta=0.3, gamma=0.7).attribute(TEXT)
+    result = make_attributor("qwen2", beta=0.3, gamma=0.7, normalize="none").attribute(TEXT)
     n = len(TEXT.split()) - 1
     for name in ("scores", "flow", "hessian", "kl"):
         tensor = getattr(result, name)
         assert tensor.dtype == torch.float32 and tensor.device.type == "cpu" and tensor.shape == (n,)
     torch.testing.assert_close(result.scores, result.flow * (0.3 * result.hessian + 0.7 * result.kl))
+    # the default rescales S and I to sum 1 each first; the terms themselves are the same
+    default = make_attributor("qwen2", beta=0.3, gamma=0.7).attribute(TEXT)
+    torch.testing.assert_close(default.hessian, result.hessian)
+    expected = result.flow * (0.3 * result.hessian / result.hessian.sum() + 0.7 * result.kl / result.kl.sum())
+    torch.testing.assert_close(default.scores, expected)
     assert result.target.position == n and result.target.text == "bone"
     assert result.target.logprob < 0
     assert [t.position for t in result.tokens] == list(range(n))

@@ -174,15 +174,20 @@ def test_suite_numbers_are_literal_recomputations(report):
                 hits[method].append(float(order[0] in p.gold))
                 ranks[method].append(1 + min(order.index(g) for g in p.gold))
                 if method == "heta":
-                    simplex = combine(result.flow.double(), result.hessian.double(), result.kl.double(), beta=0.5, gamma=0.5, normalize="simplex")
-                    hits.setdefault("normalize=simplex", []).append(float(metrics.ranking(simplex, p.candidates)[0] in p.gold))
-                    hits.setdefault("M_T", []).append(float(metrics.ranking(result.flow.double(), p.candidates)[0] in p.gold))
+                    terms = result.flow.double(), result.hessian.double(), result.kl.double()
+                    for normalize in ("none", "simplex"):
+                        scores = combine(*terms, beta=0.5, gamma=0.5, normalize=normalize)
+                        hits.setdefault(f"normalize={normalize}", []).append(float(metrics.ranking(scores, p.candidates)[0] in p.gold))
+                    hits.setdefault("M_T", []).append(float(metrics.ranking(terms[0], p.candidates)[0] in p.gold))
             cell = block["methods"][method]
             assert cell["hit@1"]["mean"] == pytest.approx(sum(hits[method]) / len(answered))
             assert cell["hit@1"]["ci95"] == pytest.approx(list(wilson(sum(hits[method]), len(answered))))
             assert cell["rank"]["mean"] == pytest.approx(sum(ranks[method]) / len(answered))
-        for variant in ("normalize=simplex", "M_T"):
-            assert block["ablations"][variant]["hit@1"]["mean"] == pytest.approx(sum(hits[variant]) / len(answered))
+        for variant in ("normalize=simplex", "normalize=none", "M_T"):
+            cell = block["ablations"][variant]
+            assert cell["hit@1"]["mean"] == pytest.approx(sum(hits[variant]) / len(answered))
+            assert cell["hit@1_minus_heta"]["mean"] == pytest.approx((sum(hits[variant]) - sum(hits["heta"])) / len(answered))
+        assert hits["normalize=simplex"] == hits["heta"]  # the default
         best = block["best_baseline"]
         best_hit = block["methods"][best]["hit@1"]["mean"]
         assert best_hit == max(block["methods"][m]["hit@1"]["mean"] for m in suite.BASELINES)
@@ -212,6 +217,41 @@ def test_separation_is_read_off_the_intervals():
     }
     (found,) = suite.separating(blocks)
     assert found["condition"] == "apart" and (found["best"], found["worst"]) == ("heta", "occlusion")
+
+
+def test_summary_reads_wins_ties_and_losses_off_the_paired_intervals():
+    interval = lambda mean, low, high: {"mean": mean, "ci95": [low, high]}  # noqa: E731
+    blocks = {
+        "a": {
+            "best_baseline": "occlusion",
+            "methods": {
+                "heta": {"hit@1": interval(0.8, 0.7, 0.9), "hit@1_minus_best_baseline": interval(-0.2, -0.3, -0.1)},
+                "occlusion": {"hit@1": interval(1.0, 0.9, 1.0), "hit@1_minus_best_baseline": interval(0.0, 0.0, 0.0)},
+            },
+            "ablations": {
+                "normalize=none": {"hit@1": interval(0.6, 0.5, 0.7), "hit@1_minus_best_baseline": interval(-0.4, -0.5, -0.3),
+                                   "hit@1_minus_heta": interval(-0.2, -0.3, -0.1)},
+            },
+        },
+        "b": {
+            "best_baseline": "occlusion",
+            "methods": {
+                "heta": {"hit@1": interval(1.0, 0.9, 1.0), "hit@1_minus_best_baseline": interval(0.05, -0.02, 0.1)},
+                "occlusion": {"hit@1": interval(0.95, 0.9, 1.0), "hit@1_minus_best_baseline": interval(0.0, 0.0, 0.0)},
+            },
+            "ablations": {
+                "normalize=none": {"hit@1": interval(1.0, 0.9, 1.0), "hit@1_minus_best_baseline": interval(0.05, 0.01, 0.1),
+                                   "hit@1_minus_heta": interval(0.0, -0.05, 0.05)},
+            },
+        },
+    }  # fmt: skip
+    out = suite.summary(blocks)
+    assert (out["heta"]["wins"], out["heta"]["ties"], out["heta"]["losses"]) == ([], ["b"], ["a"])
+    assert out["heta"]["mean_hit1"] == pytest.approx(0.9) and (out["heta"]["worst_condition"], out["heta"]["worst_hit1"]) == ("a", 0.8)
+    assert (out["occlusion"]["wins"], out["occlusion"]["ties"], out["occlusion"]["losses"]) == ([], [], [])  # the best baseline itself
+    none = out["normalize=none"]
+    assert (none["wins"], none["losses"], none["better_than_heta"], none["worse_than_heta"]) == (["b"], ["a"], [], ["a"])
+    assert "better_than_heta" not in out["heta"]
 
 
 def test_heta_eval_suite_quick_on_both_demo_models(tmp_path):

@@ -97,7 +97,7 @@ def register(commands) -> None:
     parser.add_argument("--gamma", type=float, default=0.5)
     parser.add_argument("--mask", default="zero", help="zero | mean | token:<id>")
     parser.add_argument("--flow", default="heta", help="heta | official")
-    parser.add_argument("--normalize", default="none", help="none | simplex")
+    parser.add_argument("--normalize", default=None, help="simplex (default) | none (the paper's Eq. 5)")
     parser.add_argument("--strategy", default="fast", help="fast | reference")
     parser.add_argument("--memory-budget-mb", type=int, default=None, help="default: auto")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -135,7 +135,7 @@ def run(args) -> int:
 
     config = HetaConfig(
         method=args.method, ig_steps=args.ig_steps, num_hvp_samples=args.samples, seed=args.seed, beta=args.beta, gamma=args.gamma, mask=args.mask,
-        flow=args.flow, normalize=args.normalize, strategy=args.strategy, memory_budget_mb=args.memory_budget_mb,
+        flow=args.flow, normalize=args.normalize or HetaConfig.normalize, strategy=args.strategy, memory_budget_mb=args.memory_budget_mb,
         curvature=args.curvature, curvature_layers=args.curvature_layers, low_rank=args.low_rank, window=args.window,
         overlap=args.overlap, diagnostics=args.diagnostics,
     )  # fmt: skip

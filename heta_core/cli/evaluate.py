@@ -31,7 +31,7 @@ def _add_eval(commands) -> None:
     parser.add_argument("--n", type=int, default=None, help="number of examples (default 100; --suite: per condition, 100, --quick 12)")
     parser.add_argument("--top-k", type=int, default=3, help="k of hit@k, comp@k, suff@k")
     parser.add_argument("--samples", type=int, default=None, help="HETA Rademacher probes per token (m; default: HetaConfig's)")
-    parser.add_argument("--normalize", default=None, help="HETA: none | simplex (default: HetaConfig's)")
+    parser.add_argument("--normalize", default=None, help="HETA: simplex | none (default: HetaConfig's, simplex)")
     parser.add_argument("--mask", default="zero", help="removal vector: zero | mean | token:<id>")
     parser.add_argument("--ig-steps", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0, help="data (synthetic), probes, Soft-NC/NS draws, bootstrap")
@@ -40,7 +40,9 @@ def _add_eval(commands) -> None:
     parser.add_argument("--format", choices=("json", "table"), default="table")
     suite = parser.add_argument_group("condition suite (docs/evaluation.md)")
     suite.add_argument("--suite", action="store_true", help="per condition: accuracy, hit@1 with intervals, ranks, AOPC, ablations")
-    suite.add_argument("--quick", action="store_true", help="--suite with 12 prompts per condition and Hessian samples 2 and 10 only (CI: under 3 minutes)")
+    suite.add_argument(
+        "--quick", action="store_true", help="--suite with 12 prompts per condition and Hessian samples 2 and 10 only (CI: under 3 minutes)"
+    )
     suite.add_argument("--conditions", default=None, help="comma-separated subset of the demo conditions (default: all of the model's)")
     suite.add_argument("--out", default="heta-suite", help="--suite: directory for suite.json and hit_at_1.png (default ./heta-suite)")
     suite.add_argument("--no-plot", action="store_true", help="--suite: skip the PNG (no matplotlib needed)")

@@ -14,8 +14,9 @@ conditions come from :mod:`.demo.conditions`; a curated data set is one conditio
    (``flips``: the share of prompts whose top-1 candidate changes with the seed).
 4. Aggregates: hit@1 with its Wilson interval; mean rank and AOPCs with percentile bootstrap
    intervals (seeded); the **paired** bootstrap interval of hit@1 minus the best baseline's on the
-   same prompts (the best baseline = the highest hit@1, then the lowest mean rank); seconds per
-   prompt.
+   same prompts (the best baseline = the highest hit@1, then the lowest mean rank); for each
+   ablation, the paired interval of its hit@1 minus HETA's (``hit@1_minus_heta``: what a choice
+   such as ``normalize`` changes, measured on the same prompts); seconds per prompt.
 
 "The methods separate" in a condition when the best and the worst of HETA, gradient, attention
 rollout and occlusion have disjoint Wilson intervals (``report["separating"]``).
@@ -23,7 +24,6 @@ rollout and occlusion have disjoint Wilson intervals (``report["separating"]``).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
@@ -53,7 +53,7 @@ class SuiteSettings:
 
 
 # CI's bound (≤ 3 minutes for both demo models on 2 cores): fewer prompts, and no m = 50 (its two
-# runs per prompt would be 70% of the time)
+# runs per prompt were about 60% of the time)
 QUICK = SuiteSettings(n=12, samples=(2, 10), bootstrap=400)
 
 
@@ -179,6 +179,8 @@ def evaluate_condition(
         if best is not None:
             paired = [a - b for a, b in zip(measures["hit@1"], rows[best]["hit@1"])]
             cell["hit@1_minus_best_baseline"] = _interval(paired, settings)
+        if variant not in methods and "heta" in rows:  # an ablation against the configured HETA, paired
+            cell["hit@1_minus_heta"] = _interval([a - b for a, b in zip(measures["hit@1"], rows["heta"]["hit@1"])], settings)
         if "flips" in measures:
             cell["flips"] = _proportion(measures["flips"])
         variants[variant] = cell
@@ -206,18 +208,33 @@ def separating(conditions: dict[str, dict], among: Sequence[str] = SEPARATION) -
     return out
 
 
+def _side(diff: dict | None) -> str | None:
+    """Where a paired difference's interval lies: above 0, below 0, or covering it."""
+    if not diff or diff["ci95"][0] is None:
+        return None
+    low, high = diff["ci95"]
+    return "above" if low > 0 else "below" if high < 0 else "covers"
+
+
 def summary(conditions: dict[str, dict]) -> dict[str, dict]:
     """Per variant across conditions: mean hit@1, the worst condition and its hit@1, and how often
-    its interval of hit@1 minus the best baseline lies above 0 (wins), below 0 (losses) or covers 0."""
+    its interval of hit@1 minus the best baseline lies above 0 (wins), below 0 (losses) or covers 0;
+    for an ablation also where its interval of hit@1 minus HETA's lies above 0 (``better_than_heta``)
+    or below 0 (``worse_than_heta``)."""
     out: dict[str, dict] = {}
     for name, block in conditions.items():
         for variant, cell in {**block["methods"], **block["ablations"]}.items():
             entry = out.setdefault(variant, {"hit@1": {}, "wins": [], "ties": [], "losses": []})
             entry["hit@1"][name] = cell["hit@1"]["mean"]
-            diff = cell.get("hit@1_minus_best_baseline")
-            if diff and diff["ci95"][0] is not None and variant != block["best_baseline"]:
-                low, high = diff["ci95"]
-                entry["wins" if low > 0 else "losses" if high < 0 else "ties"].append(name)
+            side = _side(cell.get("hit@1_minus_best_baseline")) if variant != block["best_baseline"] else None
+            if side:
+                entry[{"above": "wins", "below": "losses", "covers": "ties"}[side]].append(name)
+            if "hit@1_minus_heta" in cell:
+                side = _side(cell["hit@1_minus_heta"])
+                entry.setdefault("better_than_heta", [])
+                entry.setdefault("worse_than_heta", [])
+                if side in ("above", "below"):
+                    entry["better_than_heta" if side == "above" else "worse_than_heta"].append(name)
     for entry in out.values():
         values = {k: v for k, v in entry.pop("hit@1").items() if v is not None}
         worst = min(values, key=values.get) if values else None
@@ -294,18 +311,39 @@ def render(report: dict) -> str:
         ))  # fmt: skip
     else:
         lines.append("methods do not separate: every condition's intervals of heta, gradient, rollout and occlusion overlap")
+    lines += [
+        "",
+        "across conditions: mean hit@1, the worst condition, and the conditions where the paired interval of hit@1 minus "
+        "the best baseline's lies above 0 (wins), covers 0 (ties) or lies below 0 (losses; where a variant is the best "
+        "baseline, it is not counted); for HETA's ablations, where the paired interval of hit@1 minus HETA's lies above "
+        "or below 0",
+        f"{'variant':<20} {'mean hit@1':>10} {'worst':>16}  {'wins':>4} {'ties':>4} {'losses':>6}  losses in; vs heta",
+    ]
+    for variant, entry in report["summary"].items():
+        worst = f"{entry['worst_condition']} {entry['worst_hit1']:.2f}" if entry["worst_condition"] else "n/a"
+        mean = f"{entry['mean_hit1']:.3f}" if entry["mean_hit1"] is not None else "n/a"
+        versus = ""
+        if "better_than_heta" in entry:
+            above, below = (", ".join(entry[k]) or "-" for k in ("better_than_heta", "worse_than_heta"))
+            versus = f"; above heta in: {above}, below in: {below}"
+        lines.append(
+            f"{variant:<20} {mean:>10} {worst:>16}  {len(entry['wins']):>4} {len(entry['ties']):>4} {len(entry['losses']):>6}  "
+            + ", ".join(entry["losses"]) + versus
+        )
     for name, block in conditions.items():
         best = block["best_baseline"]
         lines += [
             "",
-            f"== {name}: model accuracy {_cell(block['model_accuracy'])}, {block['attributed']}/{block['prompts']} attributed; best baseline {best}",
+            f"== {name}: model accuracy {_cell(block['model_accuracy'])}, {block['attributed']}/{block['prompts']} attributed; "
+            f"best baseline {best}",
             f"{'variant':<20} {'hit@1':>18} {'rank of 1st causal':>20} {'deletion AOPC':>20} {'insertion AOPC':>20} "
-            f"{'hit@1 - best baseline':>22} {'s/prompt':>9} {'flips':>18}",
+            f"{'hit@1 - best baseline':>22} {'hit@1 - heta':>18} {'s/prompt':>9} {'flips':>18}",
         ]
         for variant, cell in {**block["methods"], **block["ablations"]}.items():
             lines.append(
                 f"{variant:<20} {_cell(cell['hit@1']):>18} {_cell(cell['rank']):>20} {_cell(cell['deletion_aopc'], 3):>20} "
                 f"{_cell(cell['insertion_aopc'], 3):>20} {_cell(cell.get('hit@1_minus_best_baseline')):>22} "
+                f"{_cell(cell['hit@1_minus_heta']) if 'hit@1_minus_heta' in cell else '':>18} "
                 f"{cell['seconds_per_prompt']:>9.4f} {_cell(cell['flips']) if 'flips' in cell else '':>18}"
             )
     return "\n".join(lines)
@@ -315,8 +353,9 @@ def render(report: dict) -> str:
 
 
 def plot(reports: Sequence[dict], path: str, methods: Sequence[str] | None = None) -> None:
-    """hit@1 with Wilson error bars, methods × conditions, one panel per model; grey bars: the
-    model's accuracy per condition (only its correct answers are attributed). PNG, headless."""
+    """hit@1 with Wilson error bars, methods × conditions, one panel per model, plus HETA with the
+    other ``normalize`` (the choice of default is read off this); grey bars: the model's accuracy per
+    condition (only its correct answers are attributed). PNG, headless."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: CI and servers
@@ -326,19 +365,25 @@ def plot(reports: Sequence[dict], path: str, methods: Sequence[str] | None = Non
     for axis, report in zip(axes[:, 0], reports):
         names = list(report["conditions"])
         shown = list(methods or report["settings"]["methods"])
+        normalize = report["settings"]["config"]["normalize"]
+        if "heta" in shown:
+            shown.insert(shown.index("heta") + 1, "normalize=" + ("none" if normalize == "simplex" else "simplex"))
         accuracy = [report["conditions"][name]["model_accuracy"]["mean"] or 0.0 for name in names]
         axis.bar(range(len(names)), accuracy, width=0.9, color="0.9", label="model accuracy")
         width = 0.8 / len(shown)
         for k, method in enumerate(shown):
             xs, ys, low, high = [], [], [], []
             for c, name in enumerate(names):
-                cell = report["conditions"][name]["methods"].get(method, {}).get("hit@1")
+                block = report["conditions"][name]
+                cell = {**block["ablations"], **block["methods"]}.get(method, {}).get("hit@1")
                 if cell and cell["mean"] is not None:
                     xs.append(c - 0.4 + width * (k + 0.5))
                     ys.append(cell["mean"])
                     low.append(cell["mean"] - cell["ci95"][0])
                     high.append(cell["ci95"][1] - cell["mean"])
-            axis.errorbar(xs, ys, yerr=[low, high], fmt="o", markersize=4, capsize=2, label=method)
+            label = f"heta ({method})" if method.startswith("normalize=") else method
+            label = f"heta (normalize={normalize})" if method == "heta" else label
+            axis.errorbar(xs, ys, yerr=[low, high], fmt="o", markersize=4, capsize=2, label=label)
         axis.set_xticks(range(len(names)), names)
         axis.set_xlim(-0.5, len(names) - 0.5)
         axis.set_ylim(0, 1.04)
@@ -346,7 +391,7 @@ def plot(reports: Sequence[dict], path: str, methods: Sequence[str] | None = Non
         axis.set_title(f"{report['model']}: hit@1 of a causal token (Wilson 95%), attributed prompts only", fontsize=10)
         axis.grid(axis="y", alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
+    figure.legend(handles, labels, loc="lower center", ncol=(len(labels) + 1) // 2, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     figure.savefig(path, dpi=80)
     pyplot.close(figure)

@@ -69,8 +69,9 @@ class FaultProxy:
                     payload = b'{"status": 503, "code": "redis_unavailable", "detail": "injected"}'
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
-                    self.wfile.write(payload)
+                    # recorded before the answer goes out: the client may read `seen` the moment it has it
                     proxy.seen.append((self.command, self.path, fault[2]))
+                    self.wfile.write(payload)
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
                 answer = forward.request(self.command, self.path, content=body, headers=headers)
@@ -85,8 +86,8 @@ class FaultProxy:
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(answer.content)))
                 self.end_headers()
-                self.wfile.write(answer.content)
                 proxy.seen.append((self.command, self.path, answer.status_code))
+                self.wfile.write(answer.content)
 
             do_GET = do_POST = do_DELETE = _any
 

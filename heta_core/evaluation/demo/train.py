@@ -1,10 +1,11 @@
-"""Train the builtin demo models from a seed: ``heta train-demo [--model heta-demo-hard] --out DIR [--seed S] [--steps N]``.
+"""Train the builtin demo models from a seed: ``heta train-demo [--model heta-demo-hard] --out DIR [--seed S]``.
 
 ``heta-demo``: a 2-layer GPT-2 (d=64, 4 heads) on the one-hop retrieval task of :mod:`.task`.
 ``heta-demo-hard``: a 4-layer GPT-2 (d=128, 4 heads) on :mod:`.hard_task` (two hops, overrides,
-decoys, sums), with label smoothing so its outputs stay unsaturated. The loss is on the answer
-tokens only. A run is seeded (weights and data: same seed and thread count, same weights);
-docs/evaluation.md lists the measured time and accuracy of the shipped runs (``training.json``).
+decoys, joined answers), with label smoothing so its outputs stay unsaturated, embeddings that
+start as sums of their words' parts, and one thread. The loss is on the answer tokens only. A run
+is seeded (weights and data: same seed and thread count, same weights); docs/evaluation.md lists
+the measured time and accuracy of the shipped runs (``training.json``).
 """
 
 from __future__ import annotations
@@ -167,7 +168,9 @@ def train(
         torch.set_num_threads(threads)
 
 
-def _train(out: Path, recipe: Recipe, model: str, seed: int, steps: int, batch_size: int, queries: int, lr: float, held_out: int, log) -> dict:
+def _train(
+    out: Path, recipe: Recipe, model: str, seed: int, steps: int, batch_size: int, queries: int, lr: float, held_out: int, log
+) -> dict:
     torch.manual_seed(seed)
     rng = random.Random(1000 + seed)
     vocab = tokenizer(recipe.vocab)
@@ -195,8 +198,13 @@ def _train(out: Path, recipe: Recipe, model: str, seed: int, steps: int, batch_s
         optimizer.step()
         schedule.step()
         if (step + 1) % 250 == 0:
-            per = "".join(f"  {c} {accuracy(network, conditions.examples(40, HELD_OUT_SEED, c, model), ids):.2f}" for c in recipe.conditions)
-            log(f"step {step + 1}/{steps}  loss {loss.item():.4f}  held-out accuracy {accuracy(network, checks[:200], ids):.3f}{per}  {time.perf_counter() - started:.0f}s")
+            per = "".join(
+                f"  {c} {accuracy(network, conditions.examples(40, HELD_OUT_SEED, c, model), ids):.2f}" for c in recipe.conditions
+            )
+            log(
+                f"step {step + 1}/{steps}  loss {loss.item():.4f}  held-out accuracy {accuracy(network, checks[:200], ids):.3f}"
+                f"{per}  {time.perf_counter() - started:.0f}s"
+            )
     seconds = round(time.perf_counter() - started, 1)
     report = {
         "model": model, "seed": seed, "steps": steps, "batch_size": batch_size, "queries": queries, "lr": lr,

@@ -2,10 +2,12 @@
 
     Attr_i = M_T[i] · ( β · S_i + γ · I_i )
 
-``normalize="none"`` is the paper's default: S and I enter with their own scales (S usually
-dominates). ``normalize="simplex"`` first rescales S and I each to sum 1, so that β and γ become
-real weights; a term that is zero everywhere stays zero. For a target × context matrix ("each"
-mode) every row is rescaled on its own.
+``normalize="none"`` is the paper's Eq. 5 as written: S and I enter with their own scales, which
+differ by orders of magnitude (S ≈ 3·10⁻⁴ of I on heta-demo, the other way round on models with
+unsaturated outputs), so one term decides. ``normalize="simplex"`` (the default since
+``heta eval --suite`` measured it, docs/evaluation.md) first rescales S and I each to sum 1, so
+that β and γ become real weights; a term that is zero everywhere stays zero. For a target ×
+context matrix ("each" mode) every row is rescaled on its own.
 """
 
 from __future__ import annotations
