@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from .config import HetaConfig
-from .inputs import targets
+from .errors import ConfigError, HetaError, InputError
+from .inputs import batch, targets
 from .methods.registry import method
 from .models.handle import ModelHandle
 from .results import diagnostics
@@ -145,6 +146,9 @@ class Attributor:
         include_template: bool = False,
         config: HetaConfig | None = None,
         progress: Callable[[float], None] | None = None,
+        response_ids: Sequence[int] | None = None,
+        foil_text: str | None = None,
+        foil_id: int | None = None,
     ) -> AttributionResult:
         """Attribute a target (default: the input's last token) to every prompt token before it.
 
@@ -152,7 +156,11 @@ class Attributor:
         returns (a list, a ``[T]`` / ``[1, T]`` tensor or array, a ``BatchEncoding`` — also as the
         first argument), so ``attribute(**tokenizer(text, return_tensors="pt"))`` works; the
         ``attention_mask`` drops padding on either side and refuses holes. At most one of ``target_position``,
-        ``target_text`` (a continuation appended to the prompt) and ``generate`` (greedy tokens).
+        ``target_text`` (a continuation appended to the prompt), ``response_ids`` (a response produced
+        elsewhere, as token ids appended exactly as given; a very unlikely token gets an
+        ``unlikely_response`` warning) and ``generate`` (greedy tokens). ``foil_text`` / ``foil_id``:
+        one token to contrast with a single target token — the methods then explain
+        log p(target) − log p(foil) (docs/engine.md "Contrastive targets").
         ``target_mode``: "sum" (one attribution of the span's total log-probability) or "each" (a row
         per target token). ``granularity``: "word" and/or "sentence" aggregates; ``spans``: caller
         character spans to aggregate over; chat input always gets per-message aggregates.
@@ -173,6 +181,60 @@ class Attributor:
             self.handle, self.tokenizer, self.name, self.revision, prepared, request, cfg, parts, time.perf_counter() - started,
             diagnostics=faithfulness,
         )  # fmt: skip
+
+    def attribute_batch(
+        self, inputs: Any, *, attention_mask: Any = None, config: HetaConfig | None = None,
+        progress: Callable[[float], None] | None = None, errors: str = "raise", **shared: Any,
+    ) -> list[AttributionResult | HetaError]:  # fmt: skip
+        """One result per prompt, in order: ``list(iter_batch(...))``."""
+        return list(self.iter_batch(inputs, attention_mask=attention_mask, config=config, progress=progress, errors=errors, **shared))
+
+    def iter_batch(
+        self, inputs: Any, *, attention_mask: Any = None, config: HetaConfig | None = None,
+        progress: Callable[[float], None] | None = None, errors: str = "raise", **shared: Any,
+    ) -> Iterator[AttributionResult | HetaError]:  # fmt: skip
+        """Attribute several prompts on the warm model, yielding each result as it is done.
+
+        ``inputs``: texts, message lists, id rows, ``attribute`` keyword dicts (each may carry its
+        own ``config``), or a tokenizer's ``[B, T]`` output (``attention_mask`` rows drop padding):
+        see :mod:`heta_core.inputs.batch`. ``shared`` keyword arguments of ``attribute`` (e.g.
+        ``target_text``, ``granularity``) apply to every item that does not set them. Prompts run
+        one after another — each one's batched chunks already fill the device — and every prompt
+        is checked (as ``estimate`` checks) before the first one runs. ``progress(fraction)``
+        covers the whole batch. ``errors="return"`` yields a prompt's :class:`HetaError` in its place instead of raising.
+        """
+        if errors not in ("raise", "return"):
+            raise ConfigError(f"errors must be 'raise' or 'return', got {errors!r}", field="errors")
+        misplaced = sorted((set(shared) - set(targets.REQUEST_FIELDS)) | (set(shared) & set(batch.INPUT_FIELDS)))
+        if misplaced:
+            raise InputError(f"attribute_batch: {', '.join(misplaced)} cannot apply to every prompt (the prompts are `inputs`)")
+        calls = []
+        for item in batch.items(inputs, attention_mask):
+            call = {**shared, **item}
+            call["config"] = call.get("config") or config
+            try:  # everything attribute checks, before the first prompt runs
+                self.estimate(**call)
+                calls.append(call)
+            except HetaError as error:
+                if errors == "raise":
+                    raise
+                calls.append(error)
+
+        def scaled(index: int) -> Callable[[float], None] | None:
+            return None if progress is None else (lambda fraction: progress((index + fraction) / len(calls)))
+
+        for index, call in enumerate(calls):
+            if isinstance(call, HetaError):
+                yield call
+            else:
+                try:
+                    yield self.attribute(**call, progress=scaled(index))
+                except HetaError as error:  # found only by running (e.g. a non-finite result)
+                    if errors == "raise":
+                        raise
+                    yield error
+            if progress is not None:
+                progress((index + 1) / len(calls))
 
     def _plans(self, request, cfg: HetaConfig, budget: int) -> list:
         """The method's plan and, with ``cfg.diagnostics``, the diagnostics' forwards after it."""
@@ -196,6 +258,9 @@ class Attributor:
         spans: Sequence[tuple[int, int]] | None = None,
         include_template: bool = False,
         config: HetaConfig | None = None,
+        response_ids: Sequence[int] | None = None,
+        foil_text: str | None = None,
+        foil_id: int | None = None,
     ) -> Estimate:
         """Predicted HVPs, forward token positions and peak memory of ``attribute`` with the same
         arguments, without running the model (``generate=N`` is assumed to produce all N tokens).

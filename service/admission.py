@@ -15,7 +15,7 @@ from heta_core import Attributor, Estimate, HetaError
 from . import cache, jobs
 from .auth import hash_key
 from .problems import Problem
-from .schemas import AttributeRequest
+from .schemas import AttributeRequest, AttributionConfig, BatchRequest, PromptRequest
 from .settings import Settings
 
 
@@ -24,22 +24,25 @@ def max_tokens(settings: Settings, planner: Attributor) -> int:
     return min(settings.max_prompt_tokens, getattr(planner.model.config, "max_position_embeddings", None) or 10**9)
 
 
-def validate(body: AttributeRequest, settings: Settings, planners: dict[str, Attributor]) -> tuple[str, Estimate]:
-    """(model, estimate) of an admissible request; raises a 422 Problem otherwise."""
+def served_model(body: AttributeRequest | BatchRequest, settings: Settings, planners: dict[str, Attributor]) -> str:
     model = body.model or (settings.models[0] if settings.models else None)
     if model not in planners:
         raise Problem(422, "unknown_model", f"model {model!r} is not served; served: {', '.join(settings.models)}")
-    if body.config.method is None:  # the stored job names its method, whatever the default later becomes
-        body.config.method = settings.default_method
+    return model
+
+
+def check_prompt(prompt: PromptRequest, model: str, settings: Settings, planner: Attributor) -> Estimate:
+    """The estimate of one admissible prompt (its config's method filled in); raises a 422 Problem."""
+    if prompt.config.method is None:  # the stored job names its method, whatever the default later becomes
+        prompt.config.method = settings.default_method
     try:
-        kwargs, config = body.engine_call()
+        kwargs, config = prompt.engine_call()
     except HetaError as error:
         raise Problem(422, error.code, str(error), field=error.field) from None
     if config.num_hvp_samples > settings.max_samples:
         raise Problem(422, "invalid_config", f"samples must be <= {settings.max_samples}", field="samples")
-    if body.generate is not None and body.generate > settings.max_generate:
+    if prompt.generate is not None and prompt.generate > settings.max_generate:
         raise Problem(422, "invalid_target", f"generate must be <= {settings.max_generate}")
-    planner = planners[model]
     try:
         estimate = planner.estimate(**kwargs, config=config)
     except HetaError as error:
@@ -48,6 +51,10 @@ def validate(body: AttributeRequest, settings: Settings, planners: dict[str, Att
     tokens = estimate.prompt_tokens + estimate.target_tokens
     if tokens > limit:
         raise Problem(422, "too_many_tokens", f"the request has {tokens} tokens; {model} accepts at most {limit}")
+    return within_ceiling(estimate, settings)
+
+
+def within_ceiling(estimate: Estimate, settings: Settings) -> Estimate:
     if estimate.hvps > settings.max_hvps or estimate.forward_tokens > settings.max_forward_tokens:
         raise Problem(
             422, "cost_over_ceiling",
@@ -55,19 +62,54 @@ def validate(body: AttributeRequest, settings: Settings, planners: dict[str, Att
             f"{settings.max_hvps} HVPs and {settings.max_forward_tokens} positions (try low_rank or window)",
             estimate=estimate.to_dict(),
         )  # fmt: skip
-    return model, estimate
+    return estimate
 
 
-async def submit(client, settings: Settings, planners, body: AttributeRequest, owner: str, idempotency_key: str | None) -> tuple[str, bool]:
-    """Queue the job (or find the idempotent twin); returns (job id, created)."""
-    model, _ = await asyncio.to_thread(validate, body, settings, planners)
+def validate(body: AttributeRequest, settings: Settings, planners: dict[str, Attributor]) -> tuple[str, Estimate]:
+    """(model, estimate) of an admissible request; raises a 422 Problem otherwise."""
+    model = served_model(body, settings, planners)
+    return model, check_prompt(body, model, settings, planners[model])
+
+
+def validate_batch(body: BatchRequest, settings: Settings, planners: dict[str, Attributor]) -> tuple[str, BatchRequest]:
+    """(model, the batch as it runs: each item with its full config) of an admissible batch. A batch
+    is admitted whole: any invalid item refuses it (422 ``invalid_batch``, every bad item listed),
+    and the items together must fit one request's cost ceiling."""
+    model = served_model(body, settings, planners)
+    if len(body.items) > settings.max_batch_items:
+        raise Problem(422, "too_many_items", f"the batch has {len(body.items)} items; at most {settings.max_batch_items}")
+    prompts, problems, estimates = body.prompts(), [], []
+    for index, prompt in enumerate(prompts):
+        try:
+            estimates.append(check_prompt(prompt, model, settings, planners[model]))
+        except Problem as problem:
+            problems.append({"index": index, "code": problem.code, "detail": problem.detail, "field": problem.extra.get("field")})
+    if problems:
+        raise Problem(422, "invalid_batch", f"{len(problems)} of {len(prompts)} items cannot be run; nothing was queued", items=problems)
+    total = Estimate(
+        prompt_tokens=sum(e.prompt_tokens for e in estimates), target_tokens=sum(e.target_tokens for e in estimates),
+        hvps=sum(e.hvps for e in estimates), forward_tokens=sum(e.forward_tokens for e in estimates),
+        peak_bytes=max(e.peak_bytes for e in estimates),  # the items run one after another
+    )  # fmt: skip
+    within_ceiling(total, settings)
+    return model, body.model_copy(update={"items": prompts, "config": AttributionConfig()})
+
+
+async def submit(
+    client, settings: Settings, planners, body: AttributeRequest | BatchRequest, owner: str, idempotency_key: str | None
+) -> tuple[str, bool]:
+    """Queue the job (a batch is one job; or find the idempotent twin); returns (job id, created)."""
+    if isinstance(body, BatchRequest):
+        model, body = await asyncio.to_thread(validate_batch, body, settings, planners)
+    else:
+        model, _ = await asyncio.to_thread(validate, body, settings, planners)
     request_json = body.model_dump_json(exclude={"wait"})
     digest = hashlib.sha256(request_json.encode()).hexdigest()
     job_id = jobs.new_job_id(model)
     deadline = time.time() + min(body.deadline_s or settings.job_deadline_s, settings.job_deadline_s)
     idempotency = jobs.idempotency_key(owner, hash_key(idempotency_key), model) if idempotency_key is not None else ""
     entry = ""
-    if settings.cache_ttl_s and settings.cache_max_bytes:
+    if settings.cache_ttl_s and settings.cache_max_bytes and isinstance(body, AttributeRequest):
         entry = cache.key(model, await asyncio.to_thread(lambda: planners[model].revision), *body.engine_call())
         stored = await cache.lookup(client, entry)
         if stored is not None and not (idempotency and await client.exists(idempotency)):

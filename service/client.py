@@ -27,7 +27,7 @@ from typing import Any, Generator
 
 import httpx
 
-from .schemas import JobResult, JobView, ModelsResponse
+from .schemas import BatchResult, JobResult, JobView, ModelsResponse
 
 FINAL = ("done", "failed", "cancelled", "dead_lettered")
 RETRY_STATUSES = (429, 503)
@@ -94,6 +94,11 @@ def request_body(text=None, **fields) -> dict:
     return {name: value for name, value in {"text": text, **fields}.items() if value is not None}
 
 
+def batch_body(items: list, **fields) -> dict:
+    """The POST /attribute/batch body: each item a text or a request-body dict."""
+    return request_body(items=[{"text": item} if isinstance(item, str) else item for item in items], **fields)
+
+
 class _Protocol:
     """Requests, retries and waiting, without I/O (see the module docstring)."""
 
@@ -136,11 +141,12 @@ class _Protocol:
         response = yield from self._request("POST", "/jobs", json=body, headers=key, ok=(202,))
         return response.json()["job_id"]
 
-    def attribute(self, body: dict, idempotency_key: str | None, timeout: float | None) -> Step:
+    def attribute(self, body: dict, idempotency_key: str | None, timeout: float | None, path: str = "/attribute") -> Step:
+        """POST ``path`` (/attribute or /attribute/batch), then wait for the job if it outlives ``wait``."""
         key = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
-        response = yield from self._request("POST", "/attribute", json=body, headers=key, ok=(200, 202))
+        response = yield from self._request("POST", path, json=body, headers=key, ok=(200, 202))
         if response.status_code == 200:
-            return JobResult.model_validate_json(response.content)
+            return (BatchResult if path.endswith("/batch") else JobResult).model_validate_json(response.content)
         return (yield from self.wait(response.json()["job_id"], timeout))
 
     def job(self, job_id: str) -> Step:
@@ -214,6 +220,11 @@ class HetaClient(_Client):
         """POST /attribute, then wait for the job if it outlives the request's ``wait``."""
         return self._drive(self._ops("attribute", request_body(text, **fields), idempotency_key, timeout))
 
+    def batch(self, items: list, *, idempotency_key: str | None = None, timeout: float | None = None, **fields) -> BatchResult:
+        """POST /attribute/batch: ``items`` are texts or request-body dicts; ``fields``: ``config``
+        (every item's), ``model``, ``wait``, ``deadline_s``. One entry per item, result or error."""
+        return self._drive(self._ops("attribute", batch_body(items, **fields), idempotency_key, timeout, "/attribute/batch"))
+
     def submit(self, text=None, *, idempotency_key: str | None = None, **fields) -> str:
         """POST /jobs: the job id."""
         return self._drive(self._ops("submit", request_body(text, **fields), idempotency_key))
@@ -267,6 +278,9 @@ class AsyncHetaClient(_Client):
 
     async def attribute(self, text=None, *, idempotency_key: str | None = None, timeout: float | None = None, **fields) -> JobResult:
         return await self._drive(self._ops("attribute", request_body(text, **fields), idempotency_key, timeout))
+
+    async def batch(self, items: list, *, idempotency_key: str | None = None, timeout: float | None = None, **fields) -> BatchResult:
+        return await self._drive(self._ops("attribute", batch_body(items, **fields), idempotency_key, timeout, "/attribute/batch"))
 
     async def submit(self, text=None, *, idempotency_key: str | None = None, **fields) -> str:
         return await self._drive(self._ops("submit", request_body(text, **fields), idempotency_key))

@@ -39,7 +39,7 @@ DESCRIPTIONS = {
     404: "no such job, or not yours (`job_not_found`); unknown route (`not_found`)",
     409: "the job is already finished (`job_finished`) or was cancelled (`cancelled`)",
     413: "the body exceeds HETA_MAX_BODY_BYTES (`body_too_large`)",
-    422: "the request cannot be run: `validation_error`, `unknown_model`, `invalid_spans`, `cost_over_ceiling`, ... "
+    422: "the request cannot be run: `validation_error`, `unknown_model`, `invalid_spans`, `cost_over_ceiling`, `invalid_batch`, ... "
     "(refused before anything is queued)",
     429: "`queue_full`, `too_many_inflight` or `rate_limited`; retry after `Retry-After` seconds",
     500: "the job failed inside the service (`internal_error`, `dead_lettered`)",
@@ -52,6 +52,13 @@ class FieldError(BaseModel):
     loc: list[str | int] = Field(description="where in the request: body, field names, list indices")
     msg: str
     type: str
+
+
+class ItemProblem(BaseModel):
+    index: int = Field(ge=0, description="position in the batch's `items`")
+    code: str
+    detail: str
+    field: str | None = None
 
 
 class ProblemDetails(BaseModel):
@@ -76,6 +83,7 @@ class ProblemDetails(BaseModel):
     instance: str | None = Field(None, description="the request path")
     field: str | None = Field(None, description="invalid_config: the offending config field")
     errors: list[FieldError] | None = Field(None, description="validation_error: every invalid field")
+    items: list[ItemProblem] | None = Field(None, description="invalid_batch: every refused item of a batch")
     estimate: Estimate | None = Field(None, description="cost_over_ceiling: the request's predicted cost")
     job_id: str | None = Field(None, description="the job the problem concerns")
 

@@ -59,8 +59,8 @@ class AttributionConfig(BaseModel):
         return HetaConfig.from_dict(values)
 
 
-class AttributeRequest(BaseModel):
-    """Exactly one of ``text``, ``input_ids``, ``messages``; at most one target form."""
+class PromptRequest(BaseModel):
+    """One prompt: exactly one of ``text``, ``input_ids``, ``messages``; at most one target form."""
 
     # the OpenAPI page's examples run as-is against the default model (heta-demo)
     model_config = ConfigDict(
@@ -78,7 +78,6 @@ class AttributeRequest(BaseModel):
             ],
         },
     )
-    model: str | None = Field(None, min_length=1, description="a served model (default: the first one)")
     text: str | None = Field(None, description="the prompt; its last token is the target unless a target is given")
     input_ids: list[int] | None = Field(None, description="the prompt as token ids")
     messages: list[Message] | None = Field(None, description="chat messages, rendered with the model's chat template")
@@ -88,9 +87,16 @@ class AttributeRequest(BaseModel):
     generate: int | None = Field(None, ge=1, le=100_000, description="greedy tokens to generate and explain (capped by HETA_MAX_GENERATE)")
     spans: list[tuple[int, int]] | None = None
     include_template: bool = False
+    response_ids: list[int] | None = Field(
+        None, description="a response produced elsewhere (vLLM, TGI, ...) as token ids: appended to the prompt exactly as given "
+        "and explained like target_text; ids outside the vocabulary are a 422, very unlikely tokens an `unlikely_response` warning"
+    )
+    foil_text: str | None = Field(
+        None, description="contrastive target: one token (its text) the single target token is compared with; the scores "
+        "explain log p(target) − log p(foil)"
+    )
+    foil_id: int | None = Field(None, description="contrastive target, as a token id (instead of foil_text)")
     config: AttributionConfig = Field(default_factory=AttributionConfig)
-    wait: float = Field(10.0, ge=0, le=86_400, description="seconds to wait for the result before answering 202 (capped by HETA_MAX_WAIT_S)")
-    deadline_s: float | None = Field(None, gt=0, le=86_400 * 365, description="fail the job if not finished this long after submission (capped by HETA_JOB_DEADLINE_S)")
 
     @model_validator(mode="after")
     def _one_input(self):
@@ -112,8 +118,60 @@ class AttributeRequest(BaseModel):
             "granularity": self.config.granularity,
             "spans": self.spans,
             "include_template": self.include_template,
+            "response_ids": self.response_ids,
+            "foil_text": self.foil_text,
+            "foil_id": self.foil_id,
         }
         return kwargs, self.config.heta_config()
+
+
+MODEL = Field(None, min_length=1, description="a served model (default: the first one)")
+WAIT = Field(10.0, ge=0, le=86_400, description="seconds to wait for the result before answering 202 (capped by HETA_MAX_WAIT_S)")
+DEADLINE = Field(
+    None, gt=0, le=86_400 * 365, description="fail the job if not finished this long after submission (capped by HETA_JOB_DEADLINE_S)"
+)
+
+
+class AttributeRequest(PromptRequest):
+    """POST /attribute and POST /jobs: one prompt, its model and how long to wait."""
+
+    model: str | None = MODEL
+    wait: float = WAIT
+    deadline_s: float | None = DEADLINE
+
+
+class BatchItem(PromptRequest):
+    """One prompt of a batch; its ``config`` fields override the batch's ``config``."""
+
+    id: str | int | None = Field(None, description="echoed in this item's entry of the result (default: its index)")
+
+
+class BatchRequest(BaseModel):
+    """POST /attribute/batch: many prompts, one job; admitted whole (every item checked first)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {"items": [{"text": "c=6 e=6 b=3 h=3 m=6 ? h", "target_text": " 3"}, {"text": "a=2 d=5 ? d", "target_text": " 5", "id": "second"}],
+                 "config": {"samples": 4}},
+            ]
+        },
+    )  # fmt: skip
+    model: str | None = MODEL
+    items: list[BatchItem] = Field(min_length=1, description="the prompts (at most HETA_MAX_BATCH_ITEMS)")
+    config: AttributionConfig = Field(default_factory=AttributionConfig, description="every item's config unless the item sets a field")
+    wait: float = WAIT
+    deadline_s: float | None = DEADLINE
+
+    def prompts(self) -> list[BatchItem]:
+        """The items with the batch's config under their own (what runs)."""
+        shared = self.config.model_dump(exclude_none=True)
+        return [
+            item.model_copy(update={"config": AttributionConfig(**{**shared, **item.config.model_dump(exclude_none=True)})})
+            for item in self.items
+        ]
 
 
 # ---------------------------------------------------------------------- responses
@@ -147,6 +205,42 @@ class JobError(BaseModel):
     detail: str
 
 
+class BatchEntry(BaseModel):
+    """One item of a batch: its result, or why it failed (the other items are unaffected)."""
+
+    model_config = ConfigDict(extra="forbid")
+    index: int = Field(ge=0, description="position in the request's `items`")
+    id: str | int | None = Field(description="the item's `id` as sent")
+    result: AttributionResult | None = Field(None, description="the engine's result document, when this item succeeded")
+    error: JobError | None = Field(None, description="when this item failed")
+
+
+class BatchTimings(BaseModel):
+    queue_s: float = Field(ge=0)
+    compute_s: float = Field(ge=0, description="sum of the items' compute")
+    total_s: float = Field(ge=0, description="from submission to the last item")
+
+
+class BatchResult(BaseModel):
+    """The result of POST /attribute/batch: one entry per item, in order."""
+
+    model_config = ConfigDict(extra="forbid")
+    job_id: str
+    model: str
+    items: list[BatchEntry]
+    succeeded: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    timings: BatchTimings
+
+
+def batch_result_json(job_id: str, model: str, entries: list[dict], compute_s: float, created: float, started: float) -> str:
+    """The stored and served batch document (``entries``: BatchEntry dicts)."""
+    failed = sum(1 for entry in entries if entry.get("error"))
+    timings = {"queue_s": max(0.0, started - created), "compute_s": compute_s, "total_s": max(0.0, time.time() - created)}
+    return json.dumps({"job_id": job_id, "model": model, "items": entries, "succeeded": len(entries) - failed, "failed": failed,
+                       "timings": timings})  # fmt: skip
+
+
 class JobView(BaseModel):
     """A job as GET /jobs/{id} shows it; times are Unix seconds."""
 
@@ -160,7 +254,7 @@ class JobView(BaseModel):
     finished: float | None
     deadline: float
     worker: str | None = Field(description="host-pid-suffix of the worker that ran it last")
-    result: JobResult | None = Field(None, description="when done")
+    result: JobResult | BatchResult | None = Field(None, description="when done (a BatchResult for POST /attribute/batch)")
     error: JobError | None = Field(None, description="when failed, cancelled by a deadline or dead-lettered")
 
 

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     max_forward_tokens: int = Field(50_000_000, ge=1, description="cost ceiling: token positions per request")
     max_samples: int = Field(1000, ge=1, description="largest `config.samples` a request may ask for")
     max_generate: int = Field(256, ge=1, description="largest `generate` a request may ask for")
+    max_batch_items: int = Field(64, ge=1, description="prompts per POST /attribute/batch (the batch's total cost must fit the ceilings above)")
 
     # jobs
     result_ttl_s: int = Field(3600, ge=1, description="finished jobs and results are kept this long")

@@ -24,6 +24,7 @@ or released for another worker at once.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -38,7 +39,7 @@ from heta_core import Attributor, HetaError
 
 from . import cache, jobs, metrics, registry
 from .connections import connect_store, is_transient
-from .schemas import AttributeRequest, job_result_json
+from .schemas import AttributeRequest, BatchRequest, batch_result_json, job_result_json
 from .settings import Settings
 
 log = logging.getLogger("heta.worker")
@@ -51,6 +52,14 @@ class JobCancelled(Exception):
 
 class DeadlineExceeded(Exception):
     pass
+
+
+class ItemFailed(Exception):
+    """An attribution that cannot finish here (out of memory after the retries)."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code, self.detail = code, detail
 
 
 class Released(Exception):
@@ -267,9 +276,47 @@ class Worker:
             self._record("failed", time.time() - float(job["created"]))
 
     def _run(self, job_id: str, job: dict, deadline: float, started: float) -> None:
-        request = AttributeRequest.model_validate_json(job["request"])
-        kwargs, config = request.engine_call()
+        request = json.loads(job["request"])
         attributor = self.attributors[job["model"]]
+        progress = self._reporter(job_id, deadline)
+        created = float(job["created"])
+        try:
+            if "items" in request:  # POST /attribute/batch
+                batch = BatchRequest.model_validate(request)
+                body, hvps = self._run_batch(attributor, batch, progress, job_id, job["model"], (created, started))
+                method, stages = None, {}
+            else:
+                result = self._attempt(attributor, *AttributeRequest.model_validate(request).engine_call(), progress, job_id)
+                body, hvps = job_result_json(result, job_id, created, started), result.meta.hvps or 0
+                method = result.method
+                stages = {name: seconds for name, seconds in result.timings.stages().items() if name != "total"}
+        except JobCancelled:
+            if self.finalize(job, "cancelled"):
+                self._record("cancelled", time.time() - created)
+            return
+        except DeadlineExceeded:
+            self._fail(job, "deadline_exceeded", "the job did not finish before its deadline")
+            return
+        except ItemFailed as failure:
+            self._fail(job, failure.code, failure.detail)
+            return
+        except HetaError as error:
+            self._fail(job, error.code, str(error))
+            return
+        except Released:
+            raise
+        except Exception as error:  # noqa: BLE001 - a bug must fail the job, not the worker
+            log.exception("job %s failed", job_id)
+            self._fail(job, "internal_error", f"{type(error).__name__}: {error}")
+            return
+        if self.finalize(job, "done", result=body, progress="1"):
+            self._record("done", time.time() - created, method, stages, hvps)
+            if job.get("cache"):
+                self._cache(job["cache"], body)
+
+    def _reporter(self, job_id: str, deadline: float):
+        """The engine's progress callback: reports the fraction (throttled), and stops the run for a
+        cancel, a passed deadline or a drain past its deadline (between chunks)."""
         last_write = [0.0]
 
         def progress(fraction: float) -> None:
@@ -291,42 +338,47 @@ class Worker:
             if cancelled:
                 raise JobCancelled
 
+        return progress
+
+    def _attempt(self, attributor: Attributor, kwargs: dict, config, progress, job_id: str):
+        """One attribution; CUDA out-of-memory empties the cache and retries with half the memory
+        budget (``OOM_RETRIES`` times), then :class:`ItemFailed`."""
         for attempt in range(OOM_RETRIES + 1):
             try:
-                result = attributor.attribute(**kwargs, config=config, progress=progress)
-                break
+                return attributor.attribute(**kwargs, config=config, progress=progress)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 # halve what the failed attempt really used: the configured budget, else the auto one
                 budget = attributor.chunk_budget_mb(config)
                 if attempt == OOM_RETRIES:
-                    self._fail(job, "out_of_memory", "the job ran out of GPU memory even with smaller chunks")
-                    return
+                    raise ItemFailed("out_of_memory", "the job ran out of GPU memory even with smaller chunks") from None
                 config = config.replace(memory_budget_mb=max(16, budget // 2))
                 log.warning("CUDA OOM on %s: retrying with memory_budget_mb=%d", job_id, config.memory_budget_mb)
-            except JobCancelled:
-                if self.finalize(job, "cancelled"):
-                    self._record("cancelled", time.time() - float(job["created"]))
-                return
-            except DeadlineExceeded:
-                self._fail(job, "deadline_exceeded", "the job did not finish before its deadline")
-                return
-            except HetaError as error:
-                self._fail(job, error.code, str(error))
-                return
-            except Released:
+
+    def _run_batch(self, attributor: Attributor, batch: BatchRequest, progress, job_id: str, model: str, times: tuple[float, float]):
+        """Every item in turn, each with its own result or error; a cancel, a deadline or a drain
+        stops the whole job. Returns (the stored document, total HVPs)."""
+        entries, compute, hvps = [], 0.0, 0
+        for index, item in enumerate(batch.items):
+            def scaled(fraction: float, index: int = index) -> None:
+                progress((index + fraction) / len(batch.items))
+
+            entry: dict = {"index": index, "id": item.id}
+            try:
+                result = self._attempt(attributor, *item.engine_call(), scaled, job_id)
+                entry["result"] = result.to_dict()
+                compute += result.timings.compute_s
+                hvps += result.meta.hvps or 0
+            except (ItemFailed, HetaError) as error:
+                code, detail = (error.code, error.detail) if isinstance(error, ItemFailed) else (error.code, str(error))
+                entry["error"] = {"code": code, "detail": detail}
+            except (JobCancelled, DeadlineExceeded, Released):
                 raise
-            except Exception as error:  # noqa: BLE001 - a bug must fail the job, not the worker
-                log.exception("job %s failed", job_id)
-                self._fail(job, "internal_error", f"{type(error).__name__}: {error}")
-                return
-        created = float(job["created"])
-        body = job_result_json(result, job_id, created, started)
-        if self.finalize(job, "done", result=body, progress="1"):
-            stages = {name: seconds for name, seconds in result.timings.stages().items() if name != "total"}
-            self._record("done", time.time() - created, result.method, stages, result.meta.hvps or 0)
-            if job.get("cache"):
-                self._cache(job["cache"], body)
+            except Exception as error:  # noqa: BLE001 - a bug fails this item, not the batch
+                log.exception("job %s item %d failed", job_id, index)
+                entry["error"] = {"code": "internal_error", "detail": f"{type(error).__name__}: {error}"}
+            entries.append(entry)
+        return batch_result_json(job_id, model, entries, compute, *times), hvps
 
     def _cache(self, entry: str, body: str) -> None:
         """The result cache is best effort too: a full Redis loses an entry, never a job."""

@@ -153,3 +153,16 @@ def test_cli_defaults_to_heta_demo_and_trains_it(tmp_path):
     assert (tmp_path / "demo" / "model.safetensors").exists()
     again = heta("train-demo", "--out", str(tmp_path / "demo"))
     assert again.returncode == 2 and "exists and is not empty" in again.stderr
+
+
+def test_heta_eval_table_fits_120_columns():
+    out = subprocess.run(
+        [sys.executable, "-m", "heta_core.cli", "eval", "--n", "8"], env=OFFLINE, capture_output=True, text=True, timeout=600, check=True
+    )
+    lines = out.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 120, out.stdout
+    header = lines[1].split()
+    assert header == ["metric", "heta", "gradient", "ixg", "ig", "rollout", "occlusion"]
+    hit = lines[2].split()
+    assert hit[0] == "hit@1" and len(hit) == 7 and all(0 <= float(v) <= 1 for v in hit[1:])
+    assert lines[3].split()[0].startswith("[")  # its interval on the line below

@@ -29,7 +29,8 @@ def test_sum_equals_aggregated_each_rows(make_attributor):
 
 
 def test_each_row_is_an_independent_attribution(make_attributor):
-    attributor = make_attributor("gpt2", num_hvp_samples=2)
+    # raw Eq. 5: "simplex" rescales each row over its n prompt tokens, a single attribution over n + j
+    attributor = make_attributor("gpt2", num_hvp_samples=2, normalize="none")
     each = attributor.attribute(PROMPT, target_text=SPAN, target_mode="each")
     n = len(PROMPT.split())
     words = (PROMPT + SPAN).split()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from pathlib import Path
 
 from ..methods.registry import METHOD_ALIASES, METHODS
 from .usage import UsageError
@@ -83,10 +85,17 @@ def register(commands) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", help="the input; the last token is the target by default")
     source.add_argument("--messages", help="chat messages as JSON ([{role, content}, ...]) or @FILE")
+    source.add_argument("--input", metavar="FILE.jsonl", help="many prompts: one API request body per line (docs: README, Batches)")
+    parser.add_argument("--output", metavar="FILE.jsonl", help="with --input: one result (or error) per line; a rerun resumes it")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--target-position", type=int, default=None, help="index of the explained token")
     target.add_argument("--target-text", default=None, help="a continuation to attribute (appended to the input)")
     target.add_argument("--generate", type=int, default=None, metavar="N", help="greedily generate N tokens and attribute them")
+    target.add_argument("--response-ids", type=_id_list, default=None, metavar="1,2,3",
+                        help="a response produced elsewhere, as token ids (appended as given; attributed like --target-text)")
+    foil = parser.add_mutually_exclusive_group()
+    foil.add_argument("--foil-text", default=None, help="contrastive: explain log p(target) - log p(foil) for this one-token foil")
+    foil.add_argument("--foil-id", type=int, default=None, help="contrastive: the foil as a token id")
     parser.add_argument("--target-mode", choices=("sum", "each"), default="sum", help="a span as one target or one row per token")
     parser.add_argument("--granularity", choices=("token", "word", "sentence"), default="token")
     parser.add_argument("--include-template", action="store_true", help="count chat-template tokens in aggregates")
@@ -114,6 +123,14 @@ def register(commands) -> None:
     parser.set_defaults(run=run)
 
 
+def _id_list(argument: str) -> list[int]:
+    """``--response-ids 1,2,3`` (spaces allowed)."""
+    try:
+        return [int(part) for part in argument.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token ids, got {argument!r}") from None
+
+
 def _json_argument(argument: str | None, flag: str):
     """A JSON value given inline or as @FILE."""
     if argument is None:
@@ -139,13 +156,21 @@ def run(args) -> int:
         curvature=args.curvature, curvature_layers=args.curvature_layers, low_rank=args.low_rank, window=args.window,
         overlap=args.overlap, diagnostics=args.diagnostics,
     )  # fmt: skip
+    if (args.input is None) != (args.output is None):
+        raise UsageError("--input and --output go together (prompts.jsonl in, results.jsonl out)")
+    if args.input is not None:
+        from . import jsonl
+
+        items = jsonl.read_items(args.input)  # a missing or empty file fails before the model loads
+        attributor = Attributor.from_pretrained(args.model, config=config, device=args.device, dtype=args.dtype)
+        return jsonl.run(attributor, items, Path(args.output), config)
     messages = _json_argument(args.messages, "--messages")
     spans = _json_argument(args.spans, "--spans")
     attributor = Attributor.from_pretrained(args.model, config=config, device=args.device, dtype=args.dtype)
     result = attributor.attribute(
         args.text, messages=messages, target_position=args.target_position, target_text=args.target_text,
         target_mode=args.target_mode, generate=args.generate, granularity=args.granularity, spans=spans,
-        include_template=args.include_template,
+        include_template=args.include_template, response_ids=args.response_ids, foil_text=args.foil_text, foil_id=args.foil_id,
     )  # fmt: skip
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))

@@ -355,25 +355,29 @@ def format_report(report: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--family", choices=("gpt2", "llama"), default="gpt2", help="layout of the random model")
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--vocab", type=int, default=50257)
+    """``heta bench``'s options; the defaults are the issue's yardstick (a GPT-2-small-like layout, 48
+    context tokens, m = 10). ``%(default)s`` puts each default in ``--help``."""
+    parser.add_argument("--family", choices=("gpt2", "llama"), default="gpt2", help="layout of the random model (default: %(default)s)")
+    parser.add_argument("--layers", type=int, default=6, help="transformer blocks (default: %(default)s)")
+    parser.add_argument("--width", type=int, default=512, help="hidden size d (default: %(default)s)")
+    parser.add_argument("--heads", type=int, default=8, help="attention heads (default: %(default)s)")
+    parser.add_argument("--vocab", type=int, default=50257, help="vocabulary size (default: %(default)s, GPT-2's)")
     parser.add_argument("--kv-heads", type=int, default=None, help="llama: key/value heads (default: --heads)")
     parser.add_argument("--ffn", type=int, default=None, help="llama: MLP width (default: 4 x --width)")
-    parser.add_argument("--context", type=int, default=48, help="context tokens (the target is one more)")
+    parser.add_argument("--context", type=int, default=48, help="context tokens; the target is one more (default: %(default)s)")
     parser.add_argument("--reference-context", type=int, default=None,
-                        help="run the reference path at this shorter context (speed-up measured there, and extrapolated)")
-    parser.add_argument("--samples", type=int, default=10)
-    parser.add_argument("--dtype", default="float32", help="float32 | float64 | bfloat16 | float16")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3, help="fast-path timing runs (best is reported)")
-    parser.add_argument("--memory-budget-mb", type=int, default=None, help="default: auto")
-    parser.add_argument("--no-reference", dest="reference", action="store_false", help="skip the slow path")
+                        help="run the reference path at this shorter context and extrapolate its time (default: --context)")
+    parser.add_argument("--samples", type=int, default=10, help="Rademacher probes per token, m (default: %(default)s)")
+    parser.add_argument("--dtype", default="float32", help="float32 | float64 | bfloat16 | float16 (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="fast-path timing runs; the best is reported (default: %(default)s)")
+    parser.add_argument("--memory-budget-mb", type=int, default=None,
+                        help="activation budget of one batched chunk (default: auto, 512 MB on CPU, half the free GPU memory)")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="skip the slow literal path (no speed-up then; default: run it)")
     parser.add_argument("--overlap", action="store_true",
-                        help="profile one fast run for the KL/Hessian stream overlap (always on CUDA; on CPU it checks the stage ranges)")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+                        help="profile one fast run for the KL/Hessian stream overlap (default: off on CPU, where it checks the stage ranges; always on CUDA)")
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="a table, or one JSON document (default: %(default)s)")
 
 
 def run_from_args(args) -> int:
@@ -557,18 +561,20 @@ def _add_bench_approx(commands) -> None:
     parser = commands.add_parser(
         "bench-approx", help="agreement of each long-context approximation with the exact estimator (small models)"
     )
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="a table, or one JSON document (default: %(default)s)")
     parser.set_defaults(run=run_agreement_from_args)
 
 
 def _add_bench_long(commands) -> None:
     parser = commands.add_parser("bench-long", help="one long-context attribution: time, memory and the estimate")
-    for name, default in (("layers", 6), ("width", 512), ("heads", 8), ("vocab", 50257), ("context", 512), ("samples", 10)):
-        parser.add_argument(f"--{name}", type=int, default=default)
-    parser.add_argument("--curvature-layers", type=int, default=2, help="0: exact curvature w.r.t. X")
-    parser.add_argument("--low-rank", type=int, default=32, help="0: exact per-token blocks")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--memory-budget-mb", type=int, default=None)
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    sizes = (("layers", 6, "transformer blocks"), ("width", 512, "hidden size d"), ("heads", 8, "attention heads"),
+             ("vocab", 50257, "vocabulary size"), ("context", 512, "context tokens"), ("samples", 10, "Rademacher probes per token, m"))  # fmt: skip
+    for name, default, meaning in sizes:
+        parser.add_argument(f"--{name}", type=int, default=default, help=f"{meaning} (default: %(default)s)")
+    parser.add_argument("--curvature-layers", type=int, default=2, help="S w.r.t. the residual stream entering the last K blocks; 0: w.r.t. X (default: %(default)s)")
+    parser.add_argument("--low-rank", type=int, default=32, help="S from a rank-K approximation of the whole Hessian; 0: exact blocks (default: %(default)s)")
+    parser.add_argument("--dtype", default="float32", help="float32 | float64 | bfloat16 | float16 (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    parser.add_argument("--memory-budget-mb", type=int, default=None, help="activation budget of one batched chunk (default: auto)")
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="a table, or one JSON document (default: %(default)s)")
     parser.set_defaults(run=run_long_from_args)

@@ -253,23 +253,26 @@ def _finite(value: float) -> float | None:
 
 
 def render(report: dict) -> str:
-    """Methods × metrics as a text table: mean [95% CI]."""
+    """Metrics × methods as a text table under 120 columns: each metric's mean on one line and its
+    95% interval on the line below (methods by their short names: ig, ixg, rollout, ...)."""
+    from ..methods.registry import METHOD_ALIASES
+
     methods = list(report["results"])
     names = list(next(iter(report["results"].values()))) if methods else []
+    short = {
+        name: name if len(name) <= 10 else min([alias for alias, full in METHOD_ALIASES.items() if full == name] + [name], key=len)
+        for name in methods
+    }
+    cell = max([14] + [len(short[m]) + 2 for m in methods])
+    label = max([len(n) for n in names] + [6])
     lines = [
         f"model {report['model']}  dataset {report['dataset']}  n={report['n']}  "
-        f"model accuracy on the targets {report['model_accuracy']:.3f}"
+        f"model accuracy on the targets {report['model_accuracy']:.3f}",
+        f"{'metric':<{label}}" + "".join(f"{short[m]:>{cell}}" for m in methods),
     ]
-    width = max([len(m) for m in methods] + [6])
-    lines.append(f"{'method':<{width}}" + "".join(f"  {name:>22}" for name in names))
-    for method in methods:
-        cells = []
-        for name in names:
-            cell = report["results"][method][name]
-            if cell["mean"] is None:
-                cells.append(f"  {'n/a':>22}")
-                continue
-            low, high = cell["ci95"]
-            cells.append(f"  {cell['mean']:>7.3f} [{low:>6.3f},{high:>6.3f}]")
-        lines.append(f"{method:<{width}}" + "".join(cells))
+    for name in names:
+        values = [report["results"][m][name] for m in methods]
+        lines.append(f"{name:<{label}}" + "".join(f"{v['mean']:>{cell}.3f}" if v["mean"] is not None else f"{'n/a':>{cell}}" for v in values))
+        intervals = [f"[{v['ci95'][0]:.2f},{v['ci95'][1]:.2f}]" if v["mean"] is not None else "" for v in values]
+        lines.append(f"{'':<{label}}" + "".join(f"{text:>{cell}}" for text in intervals))
     return "\n".join(lines)

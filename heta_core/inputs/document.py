@@ -98,6 +98,17 @@ def encode_text(tokenizer, text: str, *, special_tokens: bool = True, shift: int
     return ids, _offsets(encoded, len(ids), shift)
 
 
+def encode_piece(tokenizer, text, what: str, empty_code: str, shift: int = 0) -> tuple[list[int], list]:
+    """A caller's piece of text appended to or compared with the prompt (``target_text``, ``foil_text``):
+    a non-empty valid string, tokenized without special tokens (they belong to a prompt's start)."""
+    if not isinstance(text, str) or not text:
+        raise InputError(f"{what} must be a non-empty string", code=empty_code)
+    if tokenizer is None:
+        raise InputError(f"{what} needs a tokenizer", code="no_tokenizer")
+    check_unicode(text, what)
+    return encode_text(tokenizer, text, special_tokens=False, shift=shift)
+
+
 def from_text(tokenizer, text) -> Document:
     if not isinstance(text, str):
         raise InputError(f"text must be a string, got {type(text).__name__}")

@@ -1,9 +1,11 @@
 """What is explained: the request resolved to a token document, n scored prompt tokens and a mode.
 
 Targets: the next token (default: the last token of the input, or ``target_position``), a given
-continuation (``target_text``) or a greedy generation (``generate=N``); a span is attributed as one
+continuation (``target_text``), a response produced elsewhere as token ids (``response_ids``,
+appended exactly as given) or a greedy generation (``generate=N``); a span is attributed as one
 ("sum") or per token ("each", a target × prompt matrix), as HETA.md "Targets" defines. A single
-target token is a span of one.
+target token is a span of one. A foil (``foil_text`` / ``foil_id``) makes the target contrastive:
+:mod:`.foil`.
 """
 
 from __future__ import annotations
@@ -16,25 +18,28 @@ import torch
 from ..errors import ConfigError, InputError
 from ..models.compat import cache_of, with_cache
 from ..runtime.precision import compute_dtype
-from .document import Document, check_unicode, encode_text, from_messages, from_text
+from .document import Document, encode_piece, from_messages, from_text
 from .encodings import unpack
+from .foil import resolve_foil
 from .granularity import GRANULARITIES, check_spans, require_offsets
 
 TARGET_MODES = ("sum", "each")
 # the request arguments of Attributor.attribute / estimate, in prepare()'s terms
 REQUEST_FIELDS = (
     "text", "input_ids", "attention_mask", "messages", "target_position", "target_text", "target_mode", "generate", "granularity", "spans",
-    "include_template",
+    "include_template", "response_ids", "foil_text", "foil_id",
 )  # fmt: skip
 
 
 @dataclass
 class Request:
-    """A resolved request: the token document (prompt + targets), n scored prompt tokens, the mode."""
+    """A resolved request: the token document (prompt + targets), n scored prompt tokens, the mode
+    and the foil (a token id contrasted with the single target token, or None)."""
 
     doc: Document
     scored: int
     mode: str  # "sum" | "each"
+    foil: int | None = None
 
     @property
     def targets(self) -> int:
@@ -51,6 +56,7 @@ class Prepared:
     spans: list[tuple[int, int]] | None
     include_template: bool
     generate: int | None
+    response: bool = False  # the targets are the caller's response_ids (checked for likelihood after the run)
 
 
 def document(tokenizer, vocab: int, text, input_ids, messages, attention_mask=None) -> Document:
@@ -66,14 +72,14 @@ def document(tokenizer, vocab: int, text, input_ids, messages, attention_mask=No
     return Document(ids, [None] * len(ids))
 
 
-def check_ids(ids: list, vocab: int) -> list[int]:
+def check_ids(ids: list, vocab: int, what: str = "input_ids") -> list[int]:
     """``ids`` as :func:`.encodings.unpack` leaves them: every one an integer in the vocabulary."""
     if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in ids):
-        raise InputError("input_ids must be a sequence of integers", code="invalid_input_ids")
+        raise InputError(f"{what} must be a sequence of integers", code="invalid_input_ids")
     ids = [int(i) for i in ids]
     bad = [i for i in ids if not 0 <= i < vocab]
     if bad:
-        raise InputError(f"token id {bad[0]} is outside the vocabulary [0, {vocab})", code="invalid_input_ids")
+        raise InputError(f"{what}: token id {bad[0]} is outside the vocabulary [0, {vocab})", code="invalid_input_ids")
     return ids
 
 
@@ -94,15 +100,16 @@ def resolve_target(length: int, target_position: int | None) -> int:
     return position
 
 
-def resolve(tokenizer, doc: Document, target_position, target_text, target_mode, generate) -> Request:
+def resolve(tokenizer, doc: Document, target_position, target_text, target_mode, generate, response_ids=None, vocab: int = 0) -> Request:
     """The request with its targets; a generation is represented by ``generate`` placeholder tokens
     (what the planner assumes: every token is generated) until :func:`with_generation` runs it."""
-    choices = [n for n, v in (("target_position", target_position), ("target_text", target_text), ("generate", generate)) if v is not None]
+    forms = (("target_position", target_position), ("target_text", target_text), ("generate", generate), ("response_ids", response_ids))
+    choices = [n for n, v in forms if v is not None]
     if len(choices) > 1:
         raise InputError(f"pass at most one of {', '.join(choices)}", code="invalid_target")
     if target_mode not in TARGET_MODES:
         raise InputError(f"target_mode must be one of {', '.join(TARGET_MODES)}; got {target_mode!r}", code="invalid_target")
-    if target_text is None and generate is None:
+    if target_text is None and generate is None and response_ids is None:
         if len(doc.ids) < 2:
             raise InputError(f"need at least 2 tokens (a context and a target), got {len(doc.ids)}", code="too_short")
         t = resolve_target(len(doc.ids), target_position)
@@ -110,16 +117,19 @@ def resolve(tokenizer, doc: Document, target_position, target_text, target_mode,
     if not doc.ids:
         raise InputError("the prompt has no tokens", code="too_short")
     if target_text is not None:
-        if not isinstance(target_text, str) or not target_text:
-            raise InputError("target_text must be a non-empty string", code="empty_input")
-        if tokenizer is None:
-            raise InputError("target_text needs a tokenizer", code="no_tokenizer")
-        check_unicode(target_text, "target_text")
         shift = len(doc.text) if doc.text is not None else 0
-        ids, offsets = encode_text(tokenizer, target_text, special_tokens=False, shift=shift)
+        ids, offsets = encode_piece(tokenizer, target_text, "target_text", "empty_input", shift)
         if not ids:
             raise InputError("target_text encodes to no tokens", code="empty_input")
         return Request(doc.extended(ids, target_text, offsets), len(doc.ids), target_mode)
+    if response_ids is not None:
+        given = response_ids.tolist() if hasattr(response_ids, "tolist") else response_ids  # a tensor or an array
+        if not isinstance(given, (list, tuple)):
+            raise InputError("response_ids must be a sequence of integers", code="invalid_input_ids")
+        ids = check_ids(given, vocab, "response_ids")
+        if not ids:
+            raise InputError("response_ids is empty", code="empty_input")
+        return Request(doc.extended(ids, *decoded(tokenizer, doc, ids)), len(doc.ids), target_mode)
     if isinstance(generate, bool) or not isinstance(generate, numbers.Integral) or generate < 1:
         raise InputError(f"generate must be an integer >= 1, got {generate!r}", code="invalid_target")
     count = int(generate)
@@ -155,18 +165,20 @@ def check_fits(handle, name: str, cfg, request: Request) -> None:
 
 def prepare(handle, tokenizer, name: str, cfg, *, text=None, input_ids=None, attention_mask=None, messages=None, target_position=None,
             target_text=None, target_mode="sum", generate=None, granularity=None, spans=None,
-            include_template=False) -> Prepared:  # fmt: skip
+            include_template=False, response_ids=None, foil_text=None, foil_id=None) -> Prepared:  # fmt: skip
     """Every check that needs no computation: what ``estimate`` validates is what ``attribute`` runs."""
     doc = document(tokenizer, handle.vocab_size, text, input_ids, messages, attention_mask)
     kinds = granularities(granularity)
-    request = resolve(tokenizer, doc, target_position, target_text, target_mode, generate)
+    request = resolve(tokenizer, doc, target_position, target_text, target_mode, generate, response_ids, handle.vocab_size)
+    request.foil = resolve_foil(tokenizer, handle.vocab_size, cfg, request, foil_text, foil_id, generate)
     check_fits(handle, name, cfg, request)
     for kind in kinds:
         require_offsets(doc, request.scored, kind)  # the prompt: a generation's text is not known yet
     checked = check_spans(spans, doc.text) if spans is not None else None
     if not isinstance(include_template, bool):
         raise InputError(f"include_template must be true or false, got {include_template!r}", code="invalid_input")
-    return Prepared(request, doc, kinds, checked, include_template, int(generate) if generate is not None else None)
+    generated = int(generate) if generate is not None else None
+    return Prepared(request, doc, kinds, checked, include_template, generated, response=response_ids is not None)
 
 
 @torch.no_grad()
@@ -194,13 +206,28 @@ def with_generation(handle, tokenizer, prepared: Prepared) -> Request:
     if prepared.generate is None:
         return request
     ids = generate_tokens(handle, doc.ids, prepared.generate)
-    text, offsets = None, [None] * len(ids)
-    if tokenizer is not None:
-        base = len(doc.text) if doc.text is not None else 0
-        offsets, previous = [], 0
-        for j in range(len(ids)):
-            length = len(tokenizer.decode(ids[: j + 1]))
-            offsets.append((base + previous, base + length))
-            previous = length
-        text = tokenizer.decode(ids)
-    return Request(doc.extended(ids, text, offsets), request.scored, request.mode)
+    return Request(doc.extended(ids, *decoded(tokenizer, doc, ids)), request.scored, request.mode, request.foil)
+
+
+def decoded(tokenizer, doc: Document, ids: list[int]) -> tuple[str | None, list[tuple[int, int] | None]]:
+    """(text, character offsets) of tokens appended to ``doc`` as given (a generation, a response):
+    each token's offsets are what decoding it after the previous ones adds. None without a tokenizer
+    or without a prompt text (ids input) to index into.
+
+    Decoded after the prompt where that extends the prompt's own decoding: tokenizers that mark a
+    word's leading space in the token (SentencePiece's "▁", word-level vocabularies) drop that space
+    when a span is decoded on its own, which would glue the response to the prompt."""
+    if tokenizer is None or doc.text is None:
+        return None, [None] * len(ids)
+    head = tokenizer.decode(doc.ids)
+    in_context = tokenizer.decode(doc.ids + ids).startswith(head)
+
+    def text_of(count: int) -> str:
+        return tokenizer.decode(doc.ids + ids[:count])[len(head) :] if in_context else tokenizer.decode(ids[:count])
+
+    base, offsets, previous = len(doc.text), [], 0
+    for j in range(len(ids)):
+        length = len(text_of(j + 1))
+        offsets.append((base + previous, base + length))
+        previous = length
+    return text_of(len(ids)), offsets

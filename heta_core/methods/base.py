@@ -19,13 +19,20 @@ class Parts:
     ``values``: "score" and, for HETA, its components "flow", "hessian", "kl" — float32, ``[n]``
     (one target or a "sum" span) or ``[k, n]`` ("each"). ``logprobs``: log P(y_j | prompt, y_<j)
     per target token. ``hvps``: Hessian-vector products used (None for a method without any).
-    ``timings``: seconds per stage of the method.
+    ``timings``: seconds per stage of the method. ``foil_logprob``: log P(foil | prompt) when the
+    request has a foil.
     """
 
     values: dict[str, torch.Tensor]
     logprobs: list[float]
     hvps: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    foil_logprob: float | None = None
+
+
+def foil_logprob(logprobs: torch.Tensor, foil: int | None) -> float | None:
+    """log P(foil) at the first predicting position from the trace's ``[k, V]`` log-probabilities."""
+    return None if foil is None else float(logprobs[0, foil])
 
 
 @dataclass(frozen=True)

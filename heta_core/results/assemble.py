@@ -18,7 +18,11 @@ from ..errors import NonFiniteResultError
 from ..inputs.document import Document, unknown_words
 from ..inputs.granularity import aggregate, segments
 from ..methods.registry import method
-from .schema import AttributionResult, ResultMeta, ResultWarning, Segment, TargetInfo, Timings, TokenInfo, Versions
+from .schema import AttributionResult, FoilInfo, ResultMeta, ResultWarning, Segment, TargetInfo, Timings, TokenInfo, Versions
+
+# a response token below this probability under the served model was most likely chosen by another
+# model or tokenizer (greedy or sampled text of the same model rarely goes below it)
+UNLIKELY_LOGPROB = math.log(1e-4)
 
 
 def _finite(value):
@@ -91,6 +95,29 @@ def _warnings(doc: Document, tokenizer) -> list[ResultWarning]:
     ]  # fmt: skip
 
 
+def _unlikely(doc: Document, n: int, logprobs: list[float], tokenizer) -> list[ResultWarning]:
+    """``unlikely_response``: response_ids tokens with log p < ln(1e-4) (−∞ included)."""
+    low = [j for j, logprob in enumerate(logprobs) if not logprob >= UNLIKELY_LOGPROB]
+    if not low:
+        return []
+    positions = [n + j for j in low]
+    texts = [_token_text(doc, p, tokenizer) or str(doc.ids[p]) for p in positions]
+    return [
+        ResultWarning(
+            code="unlikely_response", count=len(low), words=texts, positions=positions,
+            message=f"{len(low)} of {len(logprobs)} response token(s) have probability below 1e-4 under this model "
+            f"(positions {', '.join(map(str, positions[:10]))}{', ...' if len(low) > 10 else ''}): the response was probably "
+            "produced by a different model or tokenizer, so the attribution explains tokens this model would not choose",
+        )
+    ]  # fmt: skip
+
+
+def _foil(tokenizer, foil: int | None, logprob: float | None) -> FoilInfo | None:
+    if foil is None:
+        return None
+    return FoilInfo(id=foil, text=tokenizer.decode([foil]) if tokenizer is not None else None, logprob=_finite(logprob))
+
+
 def assemble(
     handle, tokenizer, name: str, revision: str | None, prepared, request, cfg, parts, compute_s: float, diagnostics=None
 ) -> AttributionResult:
@@ -105,9 +132,11 @@ def assemble(
     tokens = [TokenInfo(**_token(doc, i, tokenizer, values)) for i in range(n)]
     targets = [
         TargetInfo(position=n + j, id=doc.ids[n + j], text=_token_text(doc, n + j, tokenizer), logprob=_finite(logprob),
-                   start=(doc.offsets[n + j] or (None, None))[0], end=(doc.offsets[n + j] or (None, None))[1])
+                   start=(doc.offsets[n + j] or (None, None))[0], end=(doc.offsets[n + j] or (None, None))[1],
+                   foil=_foil(tokenizer, request.foil, parts.foil_logprob) if j == 0 else None)
         for j, logprob in enumerate(parts.logprobs)
     ]  # fmt: skip
+    warnings = _warnings(doc, tokenizer) + (_unlikely(doc, n, parts.logprobs, tokenizer) if prepared.response else [])
     entry = method(cfg.method)
     timings = Timings(compute_s=compute_s, **{f"{stage}_s": seconds for stage, seconds in parts.timings.items()},
                       diagnostics_s=diagnostics[1] if diagnostics else None)  # fmt: skip
@@ -119,5 +148,5 @@ def assemble(
     return AttributionResult(
         method=cfg.method, target_mode=request.mode, text=doc.text, tokens=tokens, targets=targets,
         aggregates=_aggregates(doc, n, values, prepared.kinds, prepared.spans, prepared.include_template),
-        warnings=_warnings(doc, tokenizer), diagnostics=diagnostics[0] if diagnostics else None, meta=meta,
+        warnings=warnings, diagnostics=diagnostics[0] if diagnostics else None, meta=meta,
     )  # fmt: skip

@@ -34,8 +34,14 @@ _SCORE = (
     "method, so compare scores across requests only for the same model, method and config."
 )
 _FLOW = "HETA's M_T[i]: share of the target-conditioned attention–value flow from this token (sums to 1 over the prompt). Null for baselines."
-_HESSIAN = "HETA's S_i: mean ℓ1 norm of the diagonal Hessian block times a Rademacher probe (log-probability curvature; ≥ 0). Null for baselines."
-_KL = "HETA's I_i: KL divergence (nats) of the next-token distribution when this token is masked (≥ 0; summed over a `sum` span). Null for baselines."
+_HESSIAN = (
+    "HETA's S_i: mean ℓ1 norm of the diagonal Hessian block times a Rademacher probe (log-probability curvature; of "
+    "log p(target) − log p(foil) with a foil; ≥ 0). Null for baselines."
+)
+_KL = (
+    "HETA's I_i: KL divergence (nats) of the next-token distribution when this token is masked (≥ 0; summed over a `sum` "
+    "span); with a foil, |change of log p(target) − log p(foil)| in nats instead. Null for baselines."
+)
 
 
 class _Model(BaseModel):
@@ -60,6 +66,14 @@ class TokenInfo(_Model):
     kl: Value = Field(None, description=_KL)
 
 
+class FoilInfo(_Model):
+    """The token a contrastive request compares the target with ("why the target rather than the foil?")."""
+
+    id: int = Field(ge=0, description="token id of the foil")
+    text: str | None = Field(description="the foil token's text (decoded)")
+    logprob: float | None = Field(description="natural-log probability of the foil at the target's position, given the prompt (≤ 0)")
+
+
 class TargetInfo(_Model):
     """An explained token."""
 
@@ -69,6 +83,10 @@ class TargetInfo(_Model):
     logprob: float | None = Field(description="natural-log probability of this token under the model, given everything before it (≤ 0)")
     start: int | None = Field(None, ge=0, description="character offset in the result's `text` (null for ids input)")
     end: int | None = Field(None, ge=0, description="exclusive end offset in the result's `text`")
+    foil: FoilInfo | None = Field(
+        None, description="contrastive requests (foil_text / foil_id): the token this target is contrasted with; the scores "
+        "explain log p(target) − log p(foil). Null otherwise"
+    )
 
 
 class Segment(_Model):
@@ -89,10 +107,16 @@ class Segment(_Model):
 class ResultWarning(_Model):
     """Something the caller should know about the result; it was computed anyway."""
 
-    code: Literal["unknown_tokens"] = Field(description="stable code: `unknown_tokens` = words the tokenizer mapped to its unknown token")
+    code: Literal["unknown_tokens", "unlikely_response"] = Field(
+        description="stable code: `unknown_tokens` = words the tokenizer mapped to its unknown token; `unlikely_response` = "
+        "response_ids tokens the model finds very unlikely (probability < 1e-4): probably produced by a different model or tokenizer"
+    )
     message: str = Field(description="human-readable explanation")
     count: int = Field(ge=1, description="how many tokens are affected")
-    words: list[str] = Field(description="the affected words, each once, in order of appearance")
+    words: list[str] = Field(description="the affected words (unknown_tokens, each once) or token texts (unlikely_response), in order")
+    positions: list[int] = Field(
+        default_factory=list, description="unlikely_response: the affected target tokens' positions; empty for unknown_tokens"
+    )
 
 
 class Timings(_Model):

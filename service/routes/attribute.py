@@ -1,4 +1,5 @@
-"""POST /attribute (wait for the result, up to ``wait`` seconds) and POST /jobs (queue only)."""
+"""POST /attribute (wait for the result, up to ``wait`` seconds), POST /attribute/batch (many
+prompts as one job, waited for the same way) and POST /jobs (queue only)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .. import jobs
 from ..admission import submit
 from ..deps import CallerDep, PlannersDep, RedisDep, SettingsDep
 from ..problems import Problem, problem_responses
-from ..schemas import AttributeRequest, JobAccepted, JobResult
+from ..schemas import AttributeRequest, BatchRequest, BatchResult, JobAccepted, JobResult
 
 router = APIRouter(tags=["attribution"])
 
@@ -60,6 +61,14 @@ def finished_response(job: dict) -> Response:
     raise Problem(FAILURE_STATUS.get(code, 422), code, error.get("detail", "the job failed"), job_id=job["id"])
 
 
+async def submit_and_wait(client, settings, planners, body: AttributeRequest | BatchRequest, owner: str, idempotency_key: str | None):
+    job_id, created = await submit(client, settings, planners, body, owner, idempotency_key)
+    job = await wait_for(client, job_id, min(body.wait, settings.max_wait_s), fresh=created)
+    if job and job["status"] in jobs.FINAL:
+        return finished_response(job)
+    return accepted(job_id, job.get("status", "queued") if job else "queued")
+
+
 @router.post(
     "/attribute",
     summary="Attribute; 200 with the result if done within `wait`, else 202",
@@ -70,11 +79,23 @@ async def attribute(
     body: AttributeRequest, owner: CallerDep, settings: SettingsDep, client: RedisDep, planners: PlannersDep,
     idempotency_key: IdempotencyKey = None,
 ):  # fmt: skip
-    job_id, created = await submit(client, settings, planners, body, owner, idempotency_key)
-    job = await wait_for(client, job_id, min(body.wait, settings.max_wait_s), fresh=created)
-    if job and job["status"] in jobs.FINAL:
-        return finished_response(job)
-    return accepted(job_id, job.get("status", "queued") if job else "queued")
+    return await submit_and_wait(client, settings, planners, body, owner, idempotency_key)
+
+
+@router.post(
+    "/attribute/batch",
+    summary="Attribute many prompts as one job; 200 with every item's result or error if done within `wait`, else 202",
+    response_model=BatchResult,
+    responses={202: ACCEPTED, **problem_responses(*ADMISSION_PROBLEMS, 409, 500, 504)},
+)
+async def attribute_batch(
+    body: BatchRequest, owner: CallerDep, settings: SettingsDep, client: RedisDep, planners: PlannersDep,
+    idempotency_key: IdempotencyKey = None,
+):  # fmt: skip
+    """Items are checked before anything is queued (one bad item: 422 `invalid_batch` listing every
+    bad item); then they run one after another in one job, whose progress covers the whole batch.
+    An item that fails while running gets an `error` entry; the others still run."""
+    return await submit_and_wait(client, settings, planners, body, owner, idempotency_key)
 
 
 @router.post(

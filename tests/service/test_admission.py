@@ -38,6 +38,12 @@ BAD = [
     ({"text": PROMPT, "surprise": 1}, {}, 422, "validation_error"),
     ({"text": PROMPT, "deadline_s": -1}, {}, 422, "validation_error"),
     ({"input_ids": [3]}, {}, 422, "too_short"),
+    ({"text": PROMPT, "response_ids": [23, 10**6]}, {}, 422, "invalid_input_ids"),
+    ({"text": PROMPT, "response_ids": [23], "target_text": " 3"}, {}, 422, "invalid_target"),
+    ({"text": PROMPT, "target_text": " 3", "foil_text": " 3"}, {}, 422, "invalid_foil"),
+    ({"text": PROMPT, "target_text": " 3", "foil_text": " 6 7"}, {}, 422, "invalid_foil"),
+    ({"text": PROMPT, "target_text": " 3", "foil_id": 10**6}, {}, 422, "invalid_foil"),
+    ({"text": PROMPT, "target_text": " 3", "foil_text": " 6", "config": {"method": "rollout"}}, {}, 422, "invalid_foil"),
     ({"text": PROMPT}, {"Idempotency-Key": "k" * 300}, 422, "invalid_idempotency_key"),
     (b'{"text": "c=6 \\ud800 ? c"}', {}, 422, "invalid_text"),  # a lone surrogate, as JSON allows
     (b'{"text": "c=6 ? c"', {}, 400, "malformed_body"),
@@ -83,3 +89,28 @@ def test_no_bad_body_creates_a_job(guarded, path):
     after = written(client)
     assert jobs.job_key(accepted.json()["job_id"]) in after["keys"]
     server.wait_status(accepted.json()["job_id"], {"done"})
+
+
+def test_contrastive_and_response_ids_requests_run(guarded):
+    """A foil and a response produced elsewhere pass admission and come back in the result."""
+    server, _ = guarded
+    answer = server.http.post("/attribute", json={"text": PROMPT, "response_ids": [23], "foil_text": " 6", "config": {"samples": 2}})
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    (target,) = result["targets"]
+    assert target["id"] == 23 and target["foil"]["id"] == 26 and target["foil"]["text"].strip() == "6"
+    assert target["foil"]["logprob"] < target["logprob"] and result["warnings"] == []
+    # the foil is part of the request: the same body without it is another (cacheable) request
+    plain = server.http.post("/attribute", json={"text": PROMPT, "response_ids": [23], "config": {"samples": 2}}).json()
+    assert plain["targets"][0]["foil"] is None and plain["tokens"] != result["tokens"]
+
+
+def test_foil_and_response_ids_are_part_of_the_cache_key():
+    from heta_service import cache
+    from heta_service.schemas import AttributeRequest
+
+    def key(**extra):
+        return cache.key("heta-demo", None, *AttributeRequest.model_validate({"text": PROMPT, **extra}).engine_call())
+
+    keys = {key(), key(response_ids=[23]), key(response_ids=[24]), key(target_text=" 3", foil_text=" 6"), key(target_text=" 3", foil_id=26)}
+    assert len(keys) == 5

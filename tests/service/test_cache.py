@@ -51,7 +51,7 @@ def test_only_an_identical_computation_hits(cached):
     attribute(cached, BODY)
     for changed in (
         {**BODY, "config": {**BODY["config"], "seed": 7}},  # another seed: other Hessian probes
-        {**BODY, "config": {**BODY["config"], "normalize": "simplex"}},
+        {**BODY, "config": {**BODY["config"], "normalize": "none"}},
         {**BODY, "text": BODY["text"].replace("h=3", "h=4"), "target_text": " 4"},
         {**BODY, "config": {**BODY["config"], "method": "occlusion"}},
     ):

@@ -115,7 +115,7 @@ def test_unknown_words_are_reported_not_scored_silently(demo):
     prompt = "c=6 zz=9 b=3 qq=1 zz=9 ? b"  # zz=9 and qq=1 are not in heta-demo's vocabulary
     body = demo.http.post("/attribute", json={"text": prompt, "target_text": " 3"}).json()
     assert body["warnings"] == [
-        {"code": "unknown_tokens", "count": 3, "words": ["zz=9", "qq=1"], "message": body["warnings"][0]["message"]}
+        {"code": "unknown_tokens", "count": 3, "words": ["zz=9", "qq=1"], "positions": [], "message": body["warnings"][0]["message"]}
     ]
     assert "zz=9" in body["warnings"][0]["message"]
     clean = demo.http.post("/attribute", json={"text": PROMPT, "target_text": " 3"}).json()

@@ -2,7 +2,9 @@
 
 ``rows`` are (sequence length, targets): one row for a single target or a "sum" span, one per
 target token in "each" mode (an independent attribution of y_j from the prompt and y_<j).
-Occlusion scores every target at once from the masked forwards of HETA's KL stage.
+Occlusion scores every target at once from the masked forwards of HETA's KL stage. With a foil
+(``request.foil``) every method explains log p(target) − log p(foil) instead; attention rollout,
+which explains no objective, is refused before the run (:mod:`heta_core.inputs.foil`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ...runtime.batching import StreamPool, SuffixRunner
 from ...runtime.cost import budget_bytes, row_bytes_fn, trace_bytes
 from ...runtime.masking import mask_vector, masked_work
 from ...runtime.trace import run_trace
-from ..base import Parts, Plan
+from ..base import Parts, Plan, foil_logprob
 from .gradients import gradient, input_x_gradient, integrated_gradients
 from .occlusion import occlusion
 from .rollout import attention_rollout
@@ -66,20 +68,20 @@ def run(handle, request, cfg, progress) -> Parts:
         drops = occlusion(
             SuffixRunner(model, trace.kv), embeds, n, targets, fill=fill, base_logprobs=trace.logprobs,
             row_bytes=row_bytes_fn(model.config, handle.layout, embeds.dtype), budget=budget,
-            streams=StreamPool(handle.device, cfg.cuda_streams, progress.tick),
+            streams=StreamPool(handle.device, cfg.cuda_streams, progress.tick), foil=request.foil,
         ).cpu()  # fmt: skip
         # "each": row j is y_j's drop; otherwise g = Σ_j log P(y_j), so the drops add up
         scores = drops.T if request.mode == "each" else drops.sum(1)[None]
     else:
         scores = baseline_scores(
             cfg.method, model, embeds, n, _rows(request, targets),
-            fill=fill, steps=cfg.ig_steps, mean_attentions=trace.mean_attentions,
+            fill=fill, steps=cfg.ig_steps, mean_attentions=trace.mean_attentions, foil=request.foil,
             row_bytes=row_bytes_fn(model.config, handle.layout, embeds.dtype, probes=1), budget=budget, tick=progress.tick,
         )  # fmt: skip
     seconds = time.perf_counter() - clock
     logprobs = [float(trace.logprobs[j, ids[n + j]]) for j in range(request.targets)]
     score = scores.double() if request.mode == "each" else scores.double()[0]
-    return Parts({"score": score.float()}, logprobs, None, {"baseline": seconds})
+    return Parts({"score": score.float()}, logprobs, None, {"baseline": seconds}, foil_logprob(trace.logprobs, request.foil))
 
 
 def plan(handle, request, cfg, budget: int) -> Plan:

@@ -27,6 +27,10 @@ Approximations (opt-in; HETA.md "Approximations"):
   S_i = (1/m) Σ_k ‖U_i Λ U_iᵀ r_k‖_1 with the same probes. Cost independent of the number of
   tokens; exact when rank(H) ≤ k + o.
 
+Contrastive (``Curvature.foil``, the project's extension; docs/engine.md): g is replaced by
+log p(y) − log p(f) = z_y − z_f at the target's predicting position, and S_i is read from that
+difference's Hessian. Only the exact operator has one: the GGN of a function linear in the logits is 0.
+
 Probes are a deterministic function of (seed, position): both paths, any chunking and any device
 draw the same r_k for token i, so the same seed gives the same numbers.
 """
@@ -42,6 +46,7 @@ from torch import nn
 from ...runtime.batching import StreamPool, plan_chunks
 from ...runtime.precision import accumulation_dtype
 from ...runtime.trace import hidden_arg
+from ..objective import objective
 
 _MIX = 0x9E3779B97F4A7C15  # splits (seed, position) into well-separated generator seeds
 OVERSAMPLE = 8  # extra range-finder columns for low_rank (Halko et al. recommend 5-10)
@@ -53,11 +58,10 @@ def probes(seed: int, position: int, count: int, dim: int) -> torch.Tensor:
     return torch.randint(0, 2, (count, dim), generator=generator, dtype=torch.int8) * 2 - 1
 
 
-def target_logprob(logits: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[y_j] ``[..., k]`` for logits ``[..., k, V]`` and targets ``[k]``."""
-    logprobs = torch.log_softmax(logits.to(accumulation_dtype(logits.dtype)), dim=-1)
-    index = target_ids.to(logits.device).expand(*logits.shape[:-1])
-    return logprobs.gather(-1, index[..., None])[..., 0]
+def target_logprob(logits: torch.Tensor, target_ids: torch.Tensor, foil: int | None = None) -> torch.Tensor:
+    """log softmax(logits)[y_j] ``[..., k]`` for logits ``[..., k, V]`` and targets ``[k]`` (minus the
+    foil's log-probability with a foil)."""
+    return objective(torch.log_softmax(logits.to(accumulation_dtype(logits.dtype)), dim=-1), target_ids, foil)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Curvature:
     kind: str = "exact"  # "exact" | "ggn"
     layer: int | None = None  # block whose input is differentiated (curvature_layers); None: X
     low_rank: int | None = None
+    foil: int | None = None  # contrastive objective log p(y) − log p(foil) (exact kind only)
 
 
 def _replace_hidden(inject: Callable[[torch.Tensor], torch.Tensor]):
@@ -86,7 +91,9 @@ class CurvatureOperator:
     puts the leaf into the rows' embeddings (``block=None``) or into ``block``'s hidden input.
     """
 
-    def __init__(self, forward, rows, leaf, inject, targets: torch.Tensor, kind: str, block: nn.Module | None):
+    def __init__(self, forward, rows, leaf, inject, targets: torch.Tensor, kind: str, block: nn.Module | None, foil: int | None = None):
+        if foil is not None and kind != "exact":
+            raise ValueError("a contrastive objective is linear in the logits: its Gauss-Newton matrix is zero")
         self.leaf, self.kind = leaf, kind
         if block is None:
             logits = forward(inject(rows))
@@ -97,7 +104,7 @@ class CurvatureOperator:
             finally:
                 handle.remove()
         if kind == "exact":
-            g = target_logprob(logits, targets).sum()
+            g = target_logprob(logits, targets, foil).sum()
             (self.grad,) = torch.autograd.grad(g, leaf, create_graph=True)
         else:
             self.logits = logits.to(accumulation_dtype(logits.dtype))
@@ -146,7 +153,7 @@ def block_products(
     input); ``directions`` ``[m, B, d]``; returns ``[m, B, d]``.
     """
     rows, leaf, inject = _token_rows(source, embeds, start, positions)
-    return CurvatureOperator(forward, rows, leaf, inject, targets, curvature.kind, block).apply(directions)
+    return CurvatureOperator(forward, rows, leaf, inject, targets, curvature.kind, block, curvature.foil).apply(directions)
 
 
 def sensitivity_reference(
@@ -166,7 +173,9 @@ def sensitivity_reference(
             leaf = source.detach().clone()[None].requires_grad_(True)
             direction = torch.zeros_like(leaf)
             direction[0, i] = draws[k]
-            operator = CurvatureOperator(forward, embeds[None], leaf, lambda h: leaf.to(h.dtype), targets, curvature.kind, block)
+            operator = CurvatureOperator(
+                forward, embeds[None], leaf, lambda h: leaf.to(h.dtype), targets, curvature.kind, block, curvature.foil
+            )
             scores[i] += operator.apply(direction[None])[0, 0, i].abs().sum().cpu()
     return scores / samples
 
@@ -222,7 +231,7 @@ def low_rank_sensitivity(
     leaf = source.detach().clone()[None].requires_grad_(True)
     operator = CurvatureOperator(
         lambda rows: runner.logits(0, rows, count), embeds[None], leaf, lambda h: leaf.to(h.dtype), targets,
-        curvature.kind, block,
+        curvature.kind, block, curvature.foil,
     )  # fmt: skip
     # the vmapped second pass holds one full-sequence activation set per direction: group them
     group = max(1, min(columns, budget_bytes // max(1, row_bytes(size))))

@@ -11,7 +11,9 @@
 batches them after the cached prefix. Both draw identical probes, so they agree to rounding.
 Targets: "each" attributes every target token independently (a target × prompt matrix); "sum"
 attributes the span's total log-probability — I and M_T are then the sum / mean of the per-token
-rows, S the curvature of the summed objective (HETA.md "Targets").
+rows, S the curvature of the summed objective (HETA.md "Targets"). With a foil (``request.foil``,
+one target token) S and I explain log p(y) − log p(foil) instead; M_T is unchanged
+(docs/engine.md "Contrastive targets").
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from ...runtime.batching import StreamPool, SuffixRunner, plan_chunks, to_host
 from ...runtime.cost import budget_bytes, row_bytes_fn, trace_bytes
 from ...runtime.masking import mask_vector, masked_work
 from ...runtime.trace import run_trace
-from ..base import Parts, Plan
+from ..base import Parts, Plan, foil_logprob
 from .combine import combine
 from .flow import layer_value_norms, semantic_flow
 from .hessian import OVERSAMPLE, Curvature, low_rank_sensitivity, sensitivity, sensitivity_reference
-from .kl import information, information_reference
+from .kl import impact, information, information_reference
 
 STAGES = ("flow", "kl", "hessian")
 
@@ -45,6 +47,7 @@ class Terms:
     hessian: torch.Tensor  # [n] ("sum") or [k, n] ("each")
     logprobs: list[float]
     hvps: int
+    foil_logprob: float | None = None
 
 
 def run(handle, request, cfg, progress) -> Parts:
@@ -58,7 +61,7 @@ def run(handle, request, cfg, progress) -> Parts:
         kl = terms.kl.sum(0)
     scores = combine(flow, terms.hessian, kl, beta=cfg.beta, gamma=cfg.gamma, normalize=cfg.normalize)
     values = {"score": scores.float(), "flow": flow.float(), "hessian": terms.hessian.float(), "kl": kl.float()}
-    return Parts(values, terms.logprobs, terms.hvps, timings)
+    return Parts(values, terms.logprobs, terms.hvps, timings, terms.foil_logprob)
 
 
 def _windows(n: int, cfg) -> list[int]:
@@ -71,18 +74,18 @@ def _windowed(handle, request, cfg, timings: dict, progress) -> Terms:
     """Exact, or the authors' windowing: each window of the prompt followed by the targets."""
     n = request.scored
     if cfg.window is None or n <= cfg.window:
-        return _compute(handle, request.doc.ids, n, request.mode, cfg, timings, progress)
+        return _compute(handle, request.doc.ids, n, request.mode, cfg, timings, progress, request.foil)
     targets = request.doc.ids[n:]
     total: Terms | None = None
     counts = torch.zeros(n, dtype=torch.float64)
     for a in _windows(n, cfg):
         b = a + cfg.window
-        window = _compute(handle, request.doc.ids[a:b] + targets, cfg.window, request.mode, cfg, timings, progress)
+        window = _compute(handle, request.doc.ids[a:b] + targets, cfg.window, request.mode, cfg, timings, progress, request.foil)
         if total is None:
             shape = lambda t: (*t.shape[:-1], n)  # noqa: E731
             total = Terms(
                 torch.zeros(shape(window.flow), dtype=torch.float64), torch.zeros(shape(window.kl), dtype=torch.float64),
-                torch.zeros(shape(window.hessian), dtype=torch.float64), window.logprobs, 0,
+                torch.zeros(shape(window.hessian), dtype=torch.float64), window.logprobs, 0, window.foil_logprob,
             )  # fmt: skip
         for name in STAGES:
             getattr(total, name)[..., a:b] += getattr(window, name)
@@ -94,21 +97,22 @@ def _windowed(handle, request, cfg, timings: dict, progress) -> Terms:
     return total
 
 
-def _curvature(handle, cfg) -> tuple[Curvature, torch.nn.Module | None]:
+def _curvature(handle, cfg, foil: int | None) -> tuple[Curvature, torch.nn.Module | None]:
     layer = handle.num_layers - cfg.curvature_layers if cfg.curvature_layers is not None else None
     block = handle.blocks()[layer] if layer is not None else None
-    return Curvature(kind=cfg.curvature, layer=layer, low_rank=cfg.low_rank), block
+    return Curvature(kind=cfg.curvature, layer=layer, low_rank=cfg.low_rank, foil=foil), block
 
 
-def _compute(handle, ids: list[int], n: int, mode: str, cfg, timings: dict, progress) -> Terms:
-    """Flow, KL and S for prompt ``ids[:n]`` and targets ``ids[n:]`` (float64 CPU tensors)."""
+def _compute(handle, ids: list[int], n: int, mode: str, cfg, timings: dict, progress, foil: int | None = None) -> Terms:
+    """Flow, KL (or the contrast's change) and S for prompt ``ids[:n]`` and targets ``ids[n:]`` (float64 CPU tensors)."""
     model, device = handle.model, handle.device
     reference = cfg.strategy == "reference"
     count = len(ids) - n
     targets = torch.tensor(ids[n:], device=device)
     embeds = handle.embed(ids[:-1])
     budget = budget_bytes(cfg.memory_budget_mb, device)
-    curvature, block = _curvature(handle, cfg)
+    curvature, block = _curvature(handle, cfg, foil)
+    readout = impact(targets, foil)
 
     clock = time.perf_counter()
     with eager_attention(model):
@@ -141,7 +145,7 @@ def _compute(handle, ids: list[int], n: int, mode: str, cfg, timings: dict, prog
     if reference:
         progress.tick()
         clock = time.perf_counter()
-        kl = information_reference(model, embeds, trace.logprobs, fill, n)
+        kl = information_reference(model, embeds, trace.logprobs, fill, n, readout)
         timings["kl"] += time.perf_counter() - clock
         clock = time.perf_counter()
         sensitivities(None)
@@ -154,6 +158,7 @@ def _compute(handle, ids: list[int], n: int, mode: str, cfg, timings: dict, prog
             kl = information(
                 runner, embeds, trace.logprobs, fill, n,
                 row_bytes=row_bytes_fn(model.config, handle.layout, embeds.dtype), budget_bytes=budget, streams=kl_streams,
+                readout=readout,
             )  # fmt: skip
         with record_function("heta.hessian"):
             sensitivities(hvp_streams)
@@ -169,6 +174,7 @@ def _compute(handle, ids: list[int], n: int, mode: str, cfg, timings: dict, prog
         hessian=(hessian if mode == "each" else hessian[0]).double(),
         logprobs=logprobs,
         hvps=hvps,
+        foil_logprob=foil_logprob(trace.logprobs, foil),
     )
 
 
