@@ -219,4 +219,5 @@ def run_server(app: FastAPI, host: str, port: int) -> None:
             app.state.start_draining()
             super().handle_exit(sig, frame)
 
-    DrainingServer(uvicorn.Config(app, host=host, port=port, log_level="info")).run()
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=app.state.settings.access_log)
+    DrainingServer(config).run()

@@ -124,14 +124,19 @@ return 1
 """
 
 
-# KEYS: job; ARGV: worker id, started. Marks a job running unless it is already final (a late worker
-# whose lease was taken over must not reopen a job another run finished). 1 if started, else 0.
+# KEYS: job; ARGV: worker id, started. Marks a job running unless it is gone or already final (a
+# late worker whose lease was taken over must not reopen a job another run finished) or its deadline
+# passed in the queue; answers {outcome, the job's fields...} in the same round trip: 'started' (the
+# fields as they now are), 'expired' (not started) or 'gone' (no fields).
 START = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return {'gone'} end
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status or status == 'done' or status == 'failed' or status == 'cancelled' or status == 'dead_lettered' then return 0 end
+if status == 'done' or status == 'failed' or status == 'cancelled' or status == 'dead_lettered' then return {'gone'} end
+if tonumber(redis.call('HGET', KEYS[1], 'deadline')) < tonumber(ARGV[2]) then return {'expired', unpack(fields)} end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started', ARGV[2], 'progress', '0')
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-return 1
+return {'started', unpack(redis.call('HGETALL', KEYS[1]))}
 """
 
 # KEYS: job; ARGV: worker id, then field/value pairs. Writes only while this worker's run is the job's
@@ -181,6 +186,12 @@ def enqueue_call(model: str, job_id: str, request_json: str, owner: str, deadlin
 
 def start_call(job_id: str, worker: str, started: float) -> list:
     return [START, 1, job_key(job_id), worker, repr(started)]
+
+
+def started(answer: list) -> tuple[str, dict[str, str]]:
+    """START's answer as (outcome, the job's fields)."""
+    outcome, flat = answer[0], answer[1:]
+    return outcome, dict(zip(flat[::2], flat[1::2]))
 
 
 def if_mine_call(job_id: str, worker: str, **fields: str) -> list:

@@ -247,28 +247,24 @@ class Worker:
                 self.current = None
 
     def _process(self, stream: str, entry: str, job_id: str, deliveries: int) -> None:
-        job = self.retrying(self.client.hgetall, jobs.job_key(job_id))
-        if not job or job.get("status") in jobs.FINAL:  # cancelled while queued, or expired
-            self._done(stream, entry)
-            return
-        model = job["model"]
         if deliveries > self.settings.max_deliveries:
-            self.retrying(self.client.xadd, jobs.dead_letter_key(model), {"job": job_id, "deliveries": deliveries})
-            detail = f"the job was delivered {deliveries} times without completing (its workers died)"
-            if self.finalize(job, "dead_lettered", error={"code": "dead_lettered", "detail": detail}):
-                self._record("dead_lettered")
-            self._done(stream, entry)
-            return
-        deadline = float(job["deadline"])
-        if time.time() > deadline:  # skipped: no compute is spent on a job nobody waits for
-            self._fail(job, "deadline_exceeded", "the job's deadline passed before it could run")
+            job = self.retrying(self.client.hgetall, jobs.job_key(job_id))
+            if job and job.get("status") not in jobs.FINAL:
+                model = job["model"]
+                self.retrying(self.client.xadd, jobs.dead_letter_key(model), {"job": job_id, "deliveries": deliveries})
+                detail = f"the job was delivered {deliveries} times without completing (its workers died)"
+                if self.finalize(job, "dead_lettered", error={"code": "dead_lettered", "detail": detail}):
+                    self._record("dead_lettered")
             self._done(stream, entry)
             return
         started = time.time()
-        if not self.retrying(self.client.eval, *jobs.start_call(job_id, self.id, started)):
-            self._done(stream, entry)  # another run finished it meanwhile
-            return
-        self._run(job_id, job, deadline, started)
+        # one round trip: the job's fields, and the job marked running unless it is final (cancelled
+        # while queued, finished by another run, expired) or its deadline passed in the queue
+        outcome, job = jobs.started(self.retrying(self.client.eval, *jobs.start_call(job_id, self.id, started)))
+        if outcome == "expired":  # skipped: no compute is spent on a job nobody waits for
+            self._fail(job, "deadline_exceeded", "the job's deadline passed before it could run")
+        elif outcome == "started":
+            self._run(job_id, job, float(job["deadline"]), started)
         self._done(stream, entry)
 
     def _fail(self, job: dict, code: str, detail: str) -> None:

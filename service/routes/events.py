@@ -131,10 +131,23 @@ async def job_events(
         **problem_responses(*PROBLEMS, *FINAL_PROBLEMS),
     },
 )  # fmt: skip
-async def job_report(job_id: str, owner: CallerDep, client: RedisDep, keys: KeysDep):
+async def job_report(
+    job_id: str, owner: CallerDep, client: RedisDep, keys: KeysDep,
+    item: Annotated[int | None, Query(ge=0, description="a batch job (POST /attribute/batch): the item to report")] = None,
+):  # fmt: skip
     job = await load_job(client, keys, job_id, owner)
     if job["status"] not in jobs.FINAL:
         raise Problem(409, "job_not_done", f"the job is {job['status']}; a report needs its result", job_id=job_id)
-    document = finished_response(job).body.decode()  # raises the job's problem unless it is done
-    html = await asyncio.to_thread(render_report, json.loads(document))
+    document = json.loads(finished_response(job).body)  # raises the job's problem unless it is done
+    if "items" in document:  # a batch: one report per item
+        if item is None or item >= len(document["items"]):
+            raise Problem(422, "invalid_item", f"the job is a batch of {len(document['items'])}: name an item, ?item=0..{len(document['items']) - 1}",
+                          job_id=job_id)  # fmt: skip
+        entry = document["items"][item]
+        if entry.get("error"):
+            raise Problem(422, entry["error"]["code"], f"item {item} failed: {entry['error']['detail']}", job_id=job_id)
+        document = entry["result"]
+    elif item is not None:
+        raise Problem(422, "invalid_item", "the job is not a batch: leave out ?item", job_id=job_id)
+    html = await asyncio.to_thread(render_report, document)
     return HTMLResponse(html, headers={"Content-Disposition": f'attachment; filename="heta-{job_id}.html"'})

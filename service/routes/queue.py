@@ -37,7 +37,7 @@ class RecentJob(BaseModel):
     created: float = Field(description="Unix seconds")
     finished: float | None = Field(description="Unix seconds; null until the job ends")
     method: str | None = Field(description="the request's config.method")
-    summary: str = Field(description="the start of the request's text (or its first message), for people")
+    summary: str = Field(description="the start of the request's text (or its first message; a batch: its size), for people")
 
 
 class QueueView(BaseModel):
@@ -69,6 +69,9 @@ def _summary(request_json: str | None) -> tuple[str | None, str]:
         request = json.loads(request_json or "{}")
     except ValueError:
         return None, ""
+    if request.get("items"):  # a batch (its items carry their full configs)
+        methods = {(item.get("config") or {}).get("method") for item in request["items"]}
+        return (methods.pop() if len(methods) == 1 else "mixed"), f"batch of {len(request['items'])} prompts"
     if request.get("text") is not None:
         text = request["text"]
     elif request.get("messages"):

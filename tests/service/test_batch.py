@@ -109,3 +109,18 @@ def test_the_client_sends_batches_and_raises_typed_problems(live):
         with pytest.raises(RequestError) as refused:
             heta.batch([{"text": ""}])
         assert refused.value.code == "invalid_batch" and refused.value.problem["items"][0]["index"] == 0
+
+
+def test_a_batch_reports_per_item_and_shows_in_the_queue(live):
+    answer = live.http.post("/attribute/batch", json={"items": ITEMS[:2], "config": CONFIG, "wait": 120})
+    job_id = answer.json()["job_id"]
+    report = live.http.get(f"/jobs/{job_id}/report", params={"item": 1})
+    assert report.status_code == 200 and "text/html" in report.headers["content-type"] and "k=9" in report.text
+    for params in ({}, {"item": 2}):
+        refused = live.http.get(f"/jobs/{job_id}/report", params=params)
+        assert refused.status_code == 422 and refused.json()["code"] == "invalid_item" and "0..1" in refused.json()["detail"]
+    single_body = {k: v for k, v in ITEMS[1].items() if k != "id"}
+    single = live.http.post("/attribute", json={**single_body, "config": CONFIG, "wait": 120}).json()
+    assert live.http.get(f"/jobs/{single['job_id']}/report", params={"item": 0}).json()["code"] == "invalid_item"
+    recent = {job["job_id"]: job for job in live.http.get("/queue").json()["jobs"]}
+    assert recent[job_id]["summary"] == "batch of 2 prompts" and recent[job_id]["method"] == "heta"
