@@ -7,6 +7,7 @@ import json
 import time
 from typing import Annotated
 
+import redis.asyncio.cluster
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, Response
 
@@ -40,15 +41,25 @@ async def wait_for(client, job_id: str, seconds: float, fresh: bool = False) -> 
     """The job once final, or as it is after ``seconds``. A ``fresh`` job (just queued) cannot be
     final yet: its first read would be a wasted round trip on every request, so it starts waiting."""
     deadline = time.monotonic() + seconds
+    job = None if fresh and seconds > 0 else await client.hgetall(jobs.job_key(job_id))
     while True:
-        if fresh and seconds > 0:
-            fresh = False
-            await client.blpop([jobs.done_key(job_id)], timeout=min(0.5, max(0.01, seconds)))
-        job = await client.hgetall(jobs.job_key(job_id))
         left = deadline - time.monotonic()
-        if not job or job["status"] in jobs.FINAL or left <= 0:
+        if job is not None and (not job or job["status"] in jobs.FINAL or left <= 0):
             return job
-        await client.blpop([jobs.done_key(job_id)], timeout=min(0.5, max(0.01, left)))
+        job = await _block_then_read(client, job_id, min(0.5, max(0.01, left)))
+
+
+async def _block_then_read(client, job_id: str, timeout: float) -> dict:
+    """Wait for the job's done signal (or ``timeout``), then read the job. One round trip: in a
+    pipeline the read queues behind the blocking pop on the same connection and runs the moment it
+    returns (a Redis Cluster client pipelines no blocking command: two round trips there)."""
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        await client.blpop([jobs.done_key(job_id)], timeout=timeout)
+        return await client.hgetall(jobs.job_key(job_id))
+    pipe = client.pipeline(transaction=False)
+    pipe.blpop([jobs.done_key(job_id)], timeout=timeout)
+    pipe.hgetall(jobs.job_key(job_id))
+    return (await pipe.execute())[1]
 
 
 def finished_response(job: dict) -> Response:
