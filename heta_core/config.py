@@ -140,6 +140,15 @@ class HetaConfig:
         return cls(**values)
 
 
+# the HTTP API's (and JSONL files') config names that differ from HetaConfig's (README: option names)
+API_NAMES = {"samples": "num_hvp_samples"}
+
+
+def from_api_names(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the API's config names turned into HetaConfig's."""
+    return {API_NAMES.get(name, name): value for name, value in values.items()}
+
+
 def _check_int(config: HetaConfig, name: str, minimum: int) -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from heta_core import AttributionResult, HetaConfig
+from heta_core.config import from_api_names
 
 from .jobs import STATUSES
 
@@ -53,10 +54,7 @@ class AttributionConfig(BaseModel):
 
     def heta_config(self) -> HetaConfig:
         """A validated HetaConfig (raises heta_core.ConfigError naming the field)."""
-        values = self.model_dump(exclude_none=True, exclude={"granularity"})
-        if "samples" in values:
-            values["num_hvp_samples"] = values.pop("samples")
-        return HetaConfig.from_dict(values)
+        return HetaConfig.from_dict(from_api_names(self.model_dump(exclude_none=True, exclude={"granularity"})))
 
 
 class PromptRequest(BaseModel):

@@ -19,12 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import HetaConfig
+from ..config import HetaConfig, from_api_names
 from ..errors import HetaError
 from .usage import UsageError
 
 BODY_FIELDS = ("text", "input_ids", "messages", "target_position", "target_text", "target_mode", "generate", "spans", "include_template")
-API_NAMES = {"samples": "num_hvp_samples"}  # the API's config names that differ from HetaConfig's
 
 
 def read_items(path: str) -> list[tuple[Any, int, dict | HetaError]]:
@@ -69,7 +68,7 @@ def call_of(body: dict, base: HetaConfig) -> dict[str, Any]:
         raise HetaError("config must be a JSON object", code="invalid_config", field="config")
     if "granularity" in overrides:
         call["granularity"] = overrides.pop("granularity")
-    overrides = {API_NAMES.get(name, name): value for name, value in overrides.items()}
+    overrides = from_api_names(overrides)
     call["config"] = HetaConfig.from_dict({**base.to_dict(), **overrides}) if overrides else base
     return call
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
 from ..config import HetaConfig
 from ..errors import InputError
+from .encodings import as_lists
 from .targets import REQUEST_FIELDS
 
 ITEM_FIELDS = (*REQUEST_FIELDS, "config")
@@ -28,30 +27,17 @@ def items(inputs: Any, attention_mask: Any = None) -> list[dict[str, Any]]:
             raise InputError("the encoding has no input_ids", code="invalid_input_ids")
         attention_mask = inputs.get("attention_mask") if attention_mask is None else attention_mask
         inputs = inputs["input_ids"]
-    inputs = _rows(inputs, "input_ids", "invalid_input_ids")
+    inputs = as_lists(inputs, "input_ids", "invalid_input_ids")
     if isinstance(inputs, (str, bytes)) or not isinstance(inputs, (list, tuple)):
         raise InputError("a batch is a list of prompts (for one prompt, use attribute)", code="invalid_input")
     if not inputs:
         raise InputError("the batch is empty", code="invalid_input")
     masks = [None] * len(inputs)
     if attention_mask is not None:
-        masks = _rows(attention_mask, "attention_mask", "invalid_attention_mask")
+        masks = as_lists(attention_mask, "attention_mask", "invalid_attention_mask")
         if not isinstance(masks, (list, tuple)) or len(masks) != len(inputs):
             raise InputError(f"attention_mask must have one row per prompt ({len(inputs)})", code="invalid_attention_mask")
     return [_item(row, mask, index) for index, (row, mask) in enumerate(zip(inputs, masks))]
-
-
-def _rows(value: Any, name: str, code: str) -> Any:
-    """Tensors and arrays as nested lists (integers only)."""
-    if isinstance(value, torch.Tensor):
-        if value.dtype.is_floating_point or value.dtype.is_complex:
-            raise InputError(f"{name} must hold integers, got a {value.dtype} tensor", code=code)
-        return value.tolist()
-    if hasattr(value, "tolist") and hasattr(value, "shape"):  # numpy, without importing it
-        if getattr(getattr(value, "dtype", None), "kind", "i") not in "iub":
-            raise InputError(f"{name} must hold integers, got an array of {value.dtype}", code=code)
-        return value.tolist()
-    return value
 
 
 def _item(row: Any, mask: Any, index: int) -> dict[str, Any]:

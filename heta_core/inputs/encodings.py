@@ -49,16 +49,22 @@ def unpack(text, input_ids, attention_mask) -> tuple[object, object]:
     return text, ids[kept[0] : kept[-1] + 1]
 
 
-def one_row(value, name: str, code: str) -> list:
-    """A flat list from a list, tensor or array of shape [T] or [1, T]; [B, T] with B > 1 is a batch."""
+def as_lists(value, name: str, code: str):
+    """A tensor or array of integers as (nested) lists; anything else as it is."""
     if isinstance(value, torch.Tensor):
         if value.dtype.is_floating_point or value.dtype.is_complex:
             raise InputError(f"{name} must hold integers, got a {value.dtype} tensor", code=code)
-        value = value.tolist()
-    elif hasattr(value, "tolist") and hasattr(value, "shape"):  # numpy, without importing it
+        return value.tolist()
+    if hasattr(value, "tolist") and hasattr(value, "shape"):  # numpy, without importing it
         if getattr(getattr(value, "dtype", None), "kind", "i") not in "iub":
             raise InputError(f"{name} must hold integers, got an array of {value.dtype}", code=code)
-        value = value.tolist()
+        return value.tolist()
+    return value
+
+
+def one_row(value, name: str, code: str) -> list:
+    """A flat list from a list, tensor or array of shape [T] or [1, T]; [B, T] with B > 1 is a batch."""
+    value = as_lists(value, name, code)
     if isinstance(value, (list, tuple)) and value and all(isinstance(row, (list, tuple)) for row in value):
         if len(value) != 1:
             raise InputError(f"{name} holds {len(value)} prompts; attribute takes one", code=code)
