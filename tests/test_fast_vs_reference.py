@@ -48,3 +48,27 @@ def test_chunking_does_not_change_numbers(make_attributor):
     large = attributor.attribute(TEXT, config=HetaConfig(num_hvp_samples=4, memory_budget_mb=4096))
     for name in COMPONENTS:
         torch.testing.assert_close(getattr(small, name), getattr(large, name), rtol=1e-6, atol=0)
+
+
+def test_fast_equivalents_compute_the_same_function_and_leave_the_model_as_it_was(tiny, device):
+    from transformers.activations import NewGELUActivation
+
+    from heta_core.models.adapters import fast_equivalents
+
+    model = tiny("gpt2", dtype=torch.float64)
+    activations = [m for m in model.modules() if type(m) is NewGELUActivation]
+    assert activations, "the tiny GPT-2 uses gelu_new"
+    embeds = torch.randn(3, 7, model.config.n_embd, dtype=torch.float64, device=device, )
+    head_inputs = []
+    watch = model.get_output_embeddings().register_forward_hook(lambda _m, args, _out: head_inputs.append(args[0]))
+    try:
+        plain = model(inputs_embeds=embeds, logits_to_keep=1).logits
+        with fast_equivalents(model):
+            fused = model(inputs_embeds=embeds, logits_to_keep=1).logits
+    finally:
+        watch.remove()
+    torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
+    # the strided slice hidden[:, -1:] reaches the head contiguous inside the context only
+    assert not head_inputs[0].is_contiguous() and head_inputs[1].is_contiguous()
+    assert all("forward" not in vars(m) for m in activations)
+    assert not model.get_output_embeddings()._forward_pre_hooks

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from ..models.adapters import fast_equivalents
 from ..models.compat import with_cache
 from .faults import allocation_point
 
@@ -76,7 +77,8 @@ class SuffixRunner:
         # for packed sequences with a host-side `.all()`, a GPU synchronisation in every chunk
         prefix = [(k[:, :, :start].expand(batch, -1, -1, -1), v[:, :, :start].expand(batch, -1, -1, -1)) for k, v in self.kv]
         cache = DynamicCache(ddp_cache_data=prefix if start > 0 else None, config=self.model.config)
-        out = self.model(inputs_embeds=suffix, **with_cache(self.model, cache), use_cache=True, logits_to_keep=keep)
+        with fast_equivalents(self.model):
+            out = self.model(inputs_embeds=suffix, **with_cache(self.model, cache), use_cache=True, logits_to_keep=keep)
         return out.logits[:, -keep:]
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from heta_core.models.toymodels import CORPUS
 
@@ -147,3 +148,12 @@ def worker_pids(root: int) -> list[int]:
             if _is_worker(child) and alive(child):
                 found.append(child)
     return sorted(found)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A real Chromium (Debian's binary, driven by Playwright) for the module's page tests."""
+    from .browser import chromium
+
+    with chromium() as launched:
+        yield launched

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .browser import OfflinePage, chromium, luminance, parse_number, people, probability
+from .browser import OfflinePage, luminance, parse_number, people, probability
 from .conftest import serve
 
 PROMPT = "c=6 e=6 b=3 h=3 m=6 ? h"
@@ -23,12 +23,6 @@ def server(tmp_path_factory):
     with serve(None, folder, MAX_SAMPLES=5000) as running:  # room for a job long enough to watch and cancel
         running.log = folder / "serve.log"
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@
     const rgb = linear.map((c) => Math.round(255 * (c <= 0.0031308 ? 12.92 * c : 1.055 * c ** (1 / 2.4) - 0.055)));
     const luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2];
     // white text below this luminance: both text colours keep a contrast ratio of about 4.5:1
-    return { css: `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`, text: luminance < 0.18 ? "#ffffff" : "#111111" };
+    return { css: `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`, text: luminance < 0.18 ? "#ffffff" : "#000000" };
   }
 
   /** Colour of ``value`` on a scale up to ``max``: sequential (white → blue) or diverging (blue ← white → red). */
