@@ -98,7 +98,9 @@ class EmbeddedRedis:
     """
 
     def __init__(self, directory: Path, *, keep_alive: bool = True, start_timeout: float = 30, **config: str):
-        self.directory = Path(directory)
+        # absolute: redis-server changes into `dir` before it opens `logfile`, so a relative data
+        # directory (the default `.heta/redis`) would send the log to `.heta/redis/.heta/redis/`
+        self.directory = Path(directory).resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         # a unix socket path must stay under ~100 bytes, so it lives in a short temp dir, not the data dir
         self._socket_dir = tempfile.mkdtemp(prefix="heta-redis-")

@@ -93,11 +93,11 @@ def base_env(model_dir: str | None, tmp: Path, **settings) -> dict:
 
 
 @contextlib.contextmanager
-def serve(model_dir: str | None, tmp: Path, **settings):
+def serve(model_dir: str | None, tmp: Path, cwd: Path | None = None, **settings):
     port = free_port()
     env = base_env(model_dir, tmp, PORT=port, **settings)
     log = open(tmp / "serve.log", "w")
-    proc = subprocess.Popen(heta_command("serve"), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(heta_command("serve"), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
     server = Server(f"http://127.0.0.1:{port}", [proc], env)
     try:
         server.wait_ready()

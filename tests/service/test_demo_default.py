@@ -11,7 +11,9 @@ PROMPT = "c=6 e=6 b=3 h=3 m=6 ? h"  # the pair h=3 (position 3) answers; b=3 is 
 
 
 def test_serve_defaults_to_heta_demo_and_takes_a_method(tmp_path):
-    with serve(None, tmp_path, DEFAULT_METHOD="ig") as server:
+    # the README's quick start: the default, relative Redis directory under the working directory
+    with serve(None, tmp_path, cwd=tmp_path, REDIS_DIR=".heta/redis", DEFAULT_METHOD="ig") as server:
+        assert (tmp_path / ".heta" / "redis" / "redis.log").is_file()
         models = server.http.get("/models").json()
         assert models["default"] == "heta-demo" and models["default_method"] == "integrated_gradients"
         assert models["methods"] == ["heta", "gradient", "input_x_gradient", "integrated_gradients", "attention_rollout", "occlusion"]
