@@ -69,6 +69,9 @@ class SuffixRunner:
     model: nn.Module
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block, keys/values of the whole context
 
+    def __post_init__(self) -> None:
+        self._equivalents = fast_equivalents(self.model)  # found once, entered per chunk
+
     def logits(self, start: int, suffix: torch.Tensor, keep: int = 1) -> torch.Tensor:
         """Logits ``[B, keep, V]`` at the last ``keep`` positions of suffix rows that continue the
         unmasked prefix of length ``start``."""
@@ -77,7 +80,7 @@ class SuffixRunner:
         # for packed sequences with a host-side `.all()`, a GPU synchronisation in every chunk
         prefix = [(k[:, :, :start].expand(batch, -1, -1, -1), v[:, :, :start].expand(batch, -1, -1, -1)) for k, v in self.kv]
         cache = DynamicCache(ddp_cache_data=prefix if start > 0 else None, config=self.model.config)
-        with fast_equivalents(self.model):
+        with self._equivalents:
             out = self.model(inputs_embeds=suffix, **with_cache(self.model, cache), use_cache=True, logits_to_keep=keep)
         return out.logits[:, -keep:]
 
