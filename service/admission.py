@@ -15,6 +15,7 @@ from heta_core import Attributor, Estimate, HetaError
 from . import cache, jobs
 from .auth import hash_key
 from .problems import Problem
+from .ratelimit import Caller
 from .schemas import AttributeRequest, AttributionConfig, BatchRequest, PromptRequest
 from .settings import Settings
 
@@ -101,16 +102,34 @@ def _small(body: AttributeRequest) -> bool:
     return size + len(body.target_text or "") < 4000 and (body.generate or 0) <= 64
 
 
-async def submit(
-    client, settings: Settings, planners, body: AttributeRequest | BatchRequest, owner: str, idempotency_key: str | None
-) -> tuple[str, bool]:
-    """Queue the job (a batch is one job; or find the idempotent twin); returns (job id, created)."""
+async def admissible(body: AttributeRequest | BatchRequest, settings: Settings, planners) -> tuple[str, AttributeRequest | BatchRequest]:
+    """(model, the request as it is queued) of an admissible request; raises a 422 Problem otherwise."""
     if isinstance(body, BatchRequest):
-        model, body = await asyncio.to_thread(validate_batch, body, settings, planners)
-    elif _small(body):  # ~0.3 ms of tokenizing and planning: cheaper than a thread hop
-        model, _ = validate(body, settings, planners)
-    else:  # a long prompt's tokenization would stall every other request on the event loop
-        model, _ = await asyncio.to_thread(validate, body, settings, planners)
+        return await asyncio.to_thread(validate_batch, body, settings, planners)
+    if _small(body):  # ~0.3 ms of tokenizing and planning: cheaper than a thread hop
+        return validate(body, settings, planners)[0], body
+    # a long prompt's tokenization would stall every other request on the event loop
+    return (await asyncio.to_thread(validate, body, settings, planners))[0], body
+
+
+async def submit(
+    client, settings: Settings, planners, body: AttributeRequest | BatchRequest, caller: Caller, idempotency_key: str | None
+) -> tuple[str, bool]:
+    """Queue the job (a batch is one job; or find the idempotent twin); returns (job id, created).
+
+    Every request counts against the caller's per-minute limit, whatever its outcome: on one Redis
+    node the enqueue script counts it (no round trip of its own); a refused or cached request, and
+    every request on a Redis Cluster (whose script cannot reach the counter's hash slot), is counted apart."""
+    one_node = not settings.redis_cluster
+    if not one_node:
+        await caller.count(client)
+    try:
+        model, body = await admissible(body, settings, planners)
+    except Problem:
+        if one_node:
+            await caller.count(client)  # past the limit the answer is 429, as it would be for a good request
+        raise
+    owner = caller.owner
     request_json = body.model_dump_json(exclude={"wait"})
     digest = hashlib.sha256(request_json.encode()).hexdigest()
     job_id = jobs.new_job_id(model)
@@ -121,14 +140,19 @@ async def submit(
         entry = cache.key(model, await asyncio.to_thread(lambda: planners[model].revision), *body.engine_call())
         stored = await cache.lookup(client, entry)
         if stored is not None and not (idempotency and await client.exists(idempotency)):
+            if one_node:
+                await caller.count(client)
             await _answer_from_cache(client, settings, stored, model, job_id, request_json, owner, deadline, idempotency, digest)
             return job_id, True
     call = jobs.enqueue_call(
         model, job_id, request_json, owner, deadline, idempotency=idempotency,
         idempotency_value=f"{job_id}:{digest}", max_depth=settings.max_queue_depth,
         max_inflight=settings.max_inflight_per_key, ttl=settings.result_ttl_s, cache=entry,
+        rate=(caller.key, caller.limit) if one_node else None,
     )  # fmt: skip
     outcome, value = await client.eval(*call)
+    if outcome == "rate_limited":
+        raise caller.refused()
     if outcome == "idempotent":
         existing, existing_digest = value.split(":")
         if existing_digest != digest:

@@ -22,6 +22,7 @@ from heta_core import Attributor, __version__
 
 from .auth import Keys
 from .connections import connect_store, is_out_of_memory, is_transient
+from .deps import Services
 from .jobs import ensure_groups, use_cluster
 from .metrics import RedisCollector, api_metrics
 from .problems import Problem, openapi_with_problems, problem_response
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.planners = {
             name: await asyncio.to_thread(Attributor.planner, name, None, settings.dtype) for name in settings.models
         }
+        app.state.services = Services(settings, app.state.redis, app.state.planners, app.state.keys)
         yield
         app.state.draining = True
         await app.state.redis.aclose()
@@ -95,6 +97,9 @@ def _handle_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, error: RequestValidationError):
+        refused = await _count_refused(request)
+        if refused is not None:
+            return problem_response(refused, path(request))
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
         if any(e["type"] == "json_invalid" for e in errors):
             detail = f"the body is not valid JSON: {error.errors()[0].get('ctx', {}).get('error', 'decode error')}"
@@ -125,6 +130,21 @@ def _handle_errors(app: FastAPI) -> None:
     async def on_bug(request: Request, error: Exception):
         log.exception("unhandled error on %s", path(request))
         return problem_response(Problem(500, "internal_error", f"{type(error).__name__}: the server failed; this is a bug"), path(request))
+
+
+async def _count_refused(request: Request) -> Problem | None:
+    """A submission whose body the schema refused still counts against its caller's limit (the
+    429 when past it); a Redis that cannot count does not hide the validation error."""
+    who = getattr(request.state, "uncounted", None)
+    if who is None:
+        return None
+    try:
+        await who.count(request.app.state.redis)
+    except Problem as problem:
+        return problem
+    except redis.RedisError:
+        pass
+    return None
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:

@@ -85,10 +85,20 @@ def ensure_groups(client, models: list[str]) -> None:
             if "BUSYGROUP" not in str(error):
                 raise
 
-# KEYS: stream, job, inflight[, idempotency]
-# ARGV: max_depth, max_inflight, job_id, idempotency value, ttl, then field/value pairs of the job hash
+# KEYS: stream, job, inflight, idempotency, rate (an unused one repeats the job key: every key stays
+# in the job's hash slot)
+# ARGV: max_depth, max_inflight, job_id, idempotency value ("": no Idempotency-Key), ttl, rate limit
+# (0: the request was counted elsewhere), then field/value pairs of the job hash. The request is
+# counted first, as every request is; then the idempotent twin, the queue and the in-flight limit.
 ENQUEUE = """
-if #KEYS == 4 then
+local limit = tonumber(ARGV[6])
+if limit > 0 then
+  local counted = redis.call('INCR', KEYS[5])
+  redis.call('EXPIRE', KEYS[5], 120)
+  if counted > limit then return {'rate_limited', tostring(counted)} end
+end
+local idempotent = ARGV[4] ~= ''
+if idempotent then
   local existing = redis.call('GET', KEYS[4])
   if existing then return {'idempotent', existing} end
 end
@@ -96,9 +106,9 @@ local waiting = redis.call('XLEN', KEYS[1])
 if waiting >= tonumber(ARGV[1]) then return {'queue_full', tostring(waiting)} end
 local inflight = tonumber(redis.call('GET', KEYS[3]) or '0')
 if inflight >= tonumber(ARGV[2]) then return {'inflight_limit', tostring(inflight)} end
-if #KEYS == 4 then redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[5]) end
+if idempotent then redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[5]) end
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
 local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[3])
 redis.call('HSET', KEYS[2], 'entry', entry)
@@ -124,19 +134,45 @@ return 1
 """
 
 
-# KEYS: job; ARGV: worker id, started. Marks a job running unless it is gone or already final (a
-# late worker whose lease was taken over must not reopen a job another run finished) or its deadline
-# passed in the queue; answers {outcome, the job's fields...} in the same round trip: 'started' (the
-# fields as they now are), 'expired' (not started) or 'gone' (no fields).
-START = """
-local fields = redis.call('HGETALL', KEYS[1])
-if #fields == 0 then return {'gone'} end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'done' or status == 'failed' or status == 'cancelled' or status == 'dead_lettered' then return {'gone'} end
-if tonumber(redis.call('HGET', KEYS[1], 'deadline')) < tonumber(ARGV[2]) then return {'expired', unpack(fields)} end
-redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started', ARGV[2], 'progress', '0')
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-return {'started', unpack(redis.call('HGETALL', KEYS[1]))}
+# start(job key, worker id, started): marks a job running unless it is gone or already final (a late
+# worker whose lease was taken over must not reopen a job another run finished) or its deadline passed
+# in the queue; answers {outcome, the job's fields...}: 'started' (the fields as they now are),
+# 'expired' (not started) or 'gone' (no fields).
+_START_FUNCTION = """
+local function start(job, worker, started)
+  local fields = redis.call('HGETALL', job)
+  if #fields == 0 then return {'gone'} end
+  local status = redis.call('HGET', job, 'status')
+  if status == 'done' or status == 'failed' or status == 'cancelled' or status == 'dead_lettered' then return {'gone'} end
+  if tonumber(redis.call('HGET', job, 'deadline')) < tonumber(started) then return {'expired', unpack(fields)} end
+  redis.call('HSET', job, 'status', 'running', 'worker', worker, 'started', started, 'progress', '0')
+  redis.call('HINCRBY', job, 'attempts', 1)
+  return {'started', unpack(redis.call('HGETALL', job))}
+end
+"""
+
+# KEYS: job; ARGV: worker id, started
+START = _START_FUNCTION + "return start(KEYS[1], ARGV[1], ARGV[2])"
+
+# KEYS: the streams; ARGV: group, worker id (the consumer), the job key's prefix. Runs pipelined right
+# behind the worker's blocking XREADGROUP, in the same round trip: starts the entry it delivered (the
+# oldest pending for this consumer; the worker holds no other) at the server's clock. Answers {} when
+# nothing was delivered, else {stream index, entry id, job id, start's answer...}. One Redis node only:
+# the job key is found from the entry, not declared (on a cluster it shares the stream's slot, but the
+# worker starts jobs apart there).
+TAKE = _START_FUNCTION + """
+for index, stream in ipairs(KEYS) do
+  local pending = redis.call('XPENDING', stream, ARGV[1], '-', '+', 1, ARGV[2])
+  if #pending > 0 then
+    local entry = pending[1][1]
+    local found = redis.call('XRANGE', stream, entry, entry)
+    if #found == 0 then return {} end  -- deleted meanwhile (cancelled while queued): the worker acks it
+    local job = found[1][2][2]
+    local now = redis.call('TIME')
+    return {index, entry, job, unpack(start(ARGV[3] .. job, ARGV[2], now[1] .. '.' .. string.format('%06d', now[2])))}
+  end
+end
+return {}
 """
 
 # KEYS: job; ARGV: worker id, then field/value pairs. Writes only while this worker's run is the job's
@@ -174,18 +210,27 @@ def flatten(fields: dict[str, str]) -> list[str]:
 
 
 def enqueue_call(model: str, job_id: str, request_json: str, owner: str, deadline: float, *, idempotency: str,
-                 idempotency_value: str, max_depth: int, max_inflight: int, ttl: int, cache: str = "") -> list:  # fmt: skip
+                 idempotency_value: str, max_depth: int, max_inflight: int, ttl: int, cache: str = "",
+                 rate: tuple[str, int] | None = None) -> list:  # fmt: skip
     """ENQUEUE for a new job; ``idempotency`` is the key of the caller's Idempotency-Key ("" for none),
-    ``cache`` the result cache entry the worker fills when the job is done ("" for none)."""
-    keys = [stream_key(model), job_key(job_id), inflight_key(owner, model), *([idempotency] if idempotency else [])]
+    ``cache`` the result cache entry the worker fills when the job is done ("" for none), ``rate``
+    (counter key, limit) when the script counts the request against the caller's per-minute limit
+    (the key must share the job's hash slot: not on a Redis Cluster)."""
+    job = job_key(job_id)
+    keys = [stream_key(model), job, inflight_key(owner, model), idempotency or job, rate[0] if rate else job]
     fields = job_fields(job_id, model, request_json, owner, deadline)
     if cache:
         fields["cache"] = cache
-    return [ENQUEUE, len(keys), *keys, max_depth, max_inflight, job_id, idempotency_value, ttl, *flatten(fields)]
+    return [ENQUEUE, len(keys), *keys, max_depth, max_inflight, job_id, idempotency_value if idempotency else "", ttl,
+            rate[1] if rate else 0, *flatten(fields)]  # fmt: skip
 
 
 def start_call(job_id: str, worker: str, started: float) -> list:
     return [START, 1, job_key(job_id), worker, repr(started)]
+
+
+def take_call(streams: list[str], worker: str) -> list:
+    return [TAKE, len(streams), *streams, GROUP, worker, job_key("")]
 
 
 def started(answer: list) -> tuple[str, dict[str, str]]:

@@ -44,6 +44,7 @@ from .settings import Settings
 
 log = logging.getLogger("heta.worker")
 OOM_RETRIES = 2
+RECLAIM_EVERY_S = 0.5
 
 
 class JobCancelled(Exception):
@@ -79,6 +80,7 @@ class Worker:
         self.drain_deadline = float("inf")
         self.stopped = threading.Event()
         self._lock = threading.Lock()
+        self._reclaim_at = 0.0  # monotonic time of the next look for expired leases
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -142,8 +144,12 @@ class Worker:
         try:
             while not self.draining.is_set():
                 try:
-                    entry = self.next_entry()
-                    if entry is not None:
+                    delivered = self.next_entries()
+                    for index, entry in enumerate(delivered):
+                        if self.draining.is_set():  # the rest go back to the queue at once
+                            for stream, entry_id, job_id, *_ in delivered[index:]:
+                                self._hand_back(stream, entry_id, job_id)
+                            break
                         self.process(*entry)
                     pause = 0.0
                 except Exception as error:
@@ -183,29 +189,63 @@ class Worker:
 
     # ------------------------------------------------------------------ queue
 
-    def next_entry(self) -> tuple[str, str, str, int] | None:
-        """(stream, entry id, job id, deliveries): an expired lease first, else a new job."""
+    def next_entries(self) -> list[tuple[str, str, str, int, list | None]]:
+        """[(stream, entry id, job id, deliveries, START's answer if the job is started already)]: an
+        expired lease first, else new jobs (at most one per stream: XREADGROUP's COUNT counts per
+        stream, so a worker serving several models can be handed one job of each at once; every one
+        delivered is run, none left to wait for its lease)."""
         lease_ms = int(self.settings.lease_s * 1000)
-        for name in self.models:
+        # expired leases are looked for at most every RECLAIM_EVERY_S, not after every job: a round
+        # trip less per job, and a dead worker's job still waits no more than lease_s + 0.5 s
+        now = time.monotonic()
+        reclaim = now >= self._reclaim_at
+        if reclaim:
+            self._reclaim_at = now + RECLAIM_EVERY_S
+        for name in self.models if reclaim else ():
             stream = jobs.stream_key(name)
             # Redis 6.2 answers (cursor, entries); 7.x adds the deleted ids
             claimed = self.client.xautoclaim(stream, jobs.GROUP, self.id, lease_ms, "0-0", count=1)[1]
             if claimed:
+                self._reclaim_at = 0.0  # there may be more
                 entry, fields = claimed[0]
                 self._record("reclaimed")
                 pending = self.client.xpending_range(stream, jobs.GROUP, min=entry, max=entry, count=1)
                 deliveries = pending[0]["times_delivered"] if pending else 1
                 log.warning("reclaimed %s (delivery %d)", fields.get("job"), deliveries)
-                return stream, entry, fields["job"], deliveries
-        # one XREADGROUP for every stream; on a Redis Cluster the streams live in different slots: one each
-        groups = [self.models] if not self.settings.redis_cluster else [[name] for name in self.models]
-        for names in groups:
-            streams = {jobs.stream_key(name): ">" for name in names}
-            answer = self.client.xreadgroup(jobs.GROUP, self.id, streams, count=1, block=max(50, 500 // len(groups)))
-            for stream, entries in answer or []:
-                for entry, fields in entries:
-                    return stream, entry, fields["job"], 1
-        return None
+                return [(stream, entry, fields["job"], deliveries, None)]
+        if not self.settings.redis_cluster:
+            return self._read_and_take()
+        # on a Redis Cluster the streams live in different slots: one XREADGROUP each, then START apart
+        for name in self.models:
+            streams = {jobs.stream_key(name): ">"}
+            answer = self.client.xreadgroup(jobs.GROUP, self.id, streams, count=1, block=max(50, 500 // len(self.models)))
+            delivered = [(stream, entry, fields["job"], 1, None) for stream, entries in answer or [] for entry, fields in entries]
+            if delivered:
+                return delivered
+        return []
+
+    def _read_and_take(self) -> list[tuple[str, str, str, int, list | None]]:
+        """One round trip (one Redis node): the blocking XREADGROUP over every stream, and TAKE
+        pipelined behind it, which marks the job it delivered running (START's work) the moment it
+        arrives; a START round trip less between a job's arrival and its compute."""
+        streams = [jobs.stream_key(name) for name in self.models]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xreadgroup(jobs.GROUP, self.id, dict.fromkeys(streams, ">"), count=1, block=500)
+        pipe.eval(*jobs.take_call(streams, self.id))
+        answer, taken = pipe.execute()
+        delivered = [(stream, entry, fields["job"], 1, None) for stream, entries in answer or [] for entry, fields in entries]
+        if not taken:
+            return delivered
+        index, entry, job_id, *start = taken
+        first = (streams[int(index) - 1], entry, job_id, 1, start)
+        return [first, *(item for item in delivered if item[:2] != first[:2])]
+
+    def _hand_back(self, stream: str, entry: str, job_id: str) -> None:
+        """An entry delivered to this worker, claimable by any other at once (its idle time set to the
+        lease), and its job back in the queue's view if this worker had started it."""
+        with contextlib.suppress(Exception):
+            self.client.eval(*jobs.if_mine_call(job_id, self.id, status="queued", progress="0"))
+            self.client.xclaim(stream, jobs.GROUP, self.id, 0, [entry], idle=int(self.settings.lease_s * 1000), justid=True)
 
     def _done(self, stream: str, entry: str) -> None:
         def ack() -> None:
@@ -231,22 +271,19 @@ class Worker:
 
     # ------------------------------------------------------------------ jobs
 
-    def process(self, stream: str, entry: str, job_id: str, deliveries: int) -> None:
+    def process(self, stream: str, entry: str, job_id: str, deliveries: int, taken: list | None = None) -> None:
         with self._lock:  # the heartbeat renews this entry's lease from now on
             self.current = (stream, entry, job_id)
         try:
-            self._process(stream, entry, job_id, deliveries)
+            self._process(stream, entry, job_id, deliveries, taken)
         except Released:
-            # make the entry claimable at once and put the job back in the queue's view
-            with contextlib.suppress(Exception):
-                self.client.eval(*jobs.if_mine_call(job_id, self.id, status="queued", progress="0"))
-                self.client.xclaim(stream, jobs.GROUP, self.id, 0, [entry], idle=int(self.settings.lease_s * 1000), justid=True)
+            self._hand_back(stream, entry, job_id)
             log.warning("released %s while draining", job_id)
         finally:
             with self._lock:
                 self.current = None
 
-    def _process(self, stream: str, entry: str, job_id: str, deliveries: int) -> None:
+    def _process(self, stream: str, entry: str, job_id: str, deliveries: int, taken: list | None) -> None:
         if deliveries > self.settings.max_deliveries:
             job = self.retrying(self.client.hgetall, jobs.job_key(job_id))
             if job and job.get("status") not in jobs.FINAL:
@@ -257,14 +294,15 @@ class Worker:
                     self._record("dead_lettered")
             self._done(stream, entry)
             return
-        started = time.time()
-        # one round trip: the job's fields, and the job marked running unless it is final (cancelled
-        # while queued, finished by another run, expired) or its deadline passed in the queue
-        outcome, job = jobs.started(self.retrying(self.client.eval, *jobs.start_call(job_id, self.id, started)))
+        if taken is None:  # START (TAKE did it already for a job just read): one round trip for the job's
+            # fields, and the job marked running unless it is final (cancelled while queued, finished
+            # by another run, expired) or its deadline passed in the queue
+            taken = self.retrying(self.client.eval, *jobs.start_call(job_id, self.id, time.time()))
+        outcome, job = jobs.started(taken)
         if outcome == "expired":  # skipped: no compute is spent on a job nobody waits for
             self._fail(job, "deadline_exceeded", "the job's deadline passed before it could run")
         elif outcome == "started":
-            self._run(job_id, job, float(job["deadline"]), started)
+            self._run(job_id, job, float(job["deadline"]), float(job["started"]))
         self._done(stream, entry)
 
     def _fail(self, job: dict, code: str, detail: str) -> None:
@@ -320,8 +358,10 @@ class Worker:
                 raise DeadlineExceeded
             if self.draining.is_set() and time.monotonic() > self.drain_deadline:
                 raise Released
+            if fraction <= 0.0 or fraction >= 1.0:  # START has just written 0, FINALIZE is about to write 1
+                return
             now = time.monotonic()
-            report = now - last_write[0] > 0.2 or fraction >= 1.0
+            report = now - last_write[0] > 0.2
             try:  # one round trip: the progress (throttled) and the cancel flag
                 fields = {"progress": f"{fraction:.4f}"} if report else {}
                 cancelled = self.client.eval(*jobs.if_mine_call(job_id, self.id, **fields))

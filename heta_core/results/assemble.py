@@ -31,8 +31,9 @@ def _finite(value):
     return value if value is None or math.isfinite(value) else None
 
 
-def _column(values: dict[str, torch.Tensor], i: int) -> dict:
-    return {name: _finite(tensor[..., i].tolist()) for name, tensor in values.items()}
+def _columns(values: dict[str, torch.Tensor]) -> dict[str, list]:
+    """Each value's per-token entries (the last axis first): one ``tolist`` per tensor, not per token."""
+    return {name: tensor.movedim(-1, 0).tolist() for name, tensor in values.items()}
 
 
 def _version(package: str) -> str | None:
@@ -54,14 +55,13 @@ def _token_text(doc: Document, i: int, tokenizer) -> str | None:
     return tokenizer.decode([doc.ids[i]]) if tokenizer is not None else None
 
 
-def _token(doc: Document, i: int, tokenizer, values: dict[str, torch.Tensor] | None) -> dict:
+def _token(doc: Document, i: int, tokenizer, columns: dict[str, list]) -> dict:
     start, end = doc.offsets[i] if doc.offsets[i] is not None else (None, None)
     row = {
         "position": i, "id": doc.ids[i], "text": _token_text(doc, i, tokenizer), "start": start, "end": end,
         "role": doc.roles[i], "message": doc.messages[i], "template": doc.template[i], "special": doc.special[i],
     }  # fmt: skip
-    if values is not None:
-        row.update(_column(values, i))
+    row.update({name: _finite(column[i]) for name, column in columns.items()})
     return row
 
 
@@ -129,7 +129,8 @@ def assemble(
             f"{cfg.method}'s scores are not finite (a float32 overflow or an undefined value); with HETA, lower beta and "
             "gamma or use normalize='simplex'"
         )
-    tokens = [TokenInfo(**_token(doc, i, tokenizer, values)) for i in range(n)]
+    columns = _columns(values)
+    tokens = [TokenInfo(**_token(doc, i, tokenizer, columns)) for i in range(n)]
     targets = [
         TargetInfo(position=n + j, id=doc.ids[n + j], text=_token_text(doc, n + j, tokenizer), logprob=_finite(logprob),
                    start=(doc.offsets[n + j] or (None, None))[0], end=(doc.offsets[n + j] or (None, None))[1],

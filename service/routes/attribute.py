@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse, Response
 
 from .. import jobs
 from ..admission import submit
-from ..deps import CallerDep, PlannersDep, RedisDep, SettingsDep
+from ..deps import Services, ServicesDep, SubmitterDep
 from ..problems import Problem, problem_responses
+from ..ratelimit import Caller
 from ..schemas import AttributeRequest, BatchRequest, BatchResult, JobAccepted, JobResult
 
 router = APIRouter(tags=["attribution"])
@@ -72,9 +73,9 @@ def finished_response(job: dict) -> Response:
     raise Problem(FAILURE_STATUS.get(code, 422), code, error.get("detail", "the job failed"), job_id=job["id"])
 
 
-async def submit_and_wait(client, settings, planners, body: AttributeRequest | BatchRequest, owner: str, idempotency_key: str | None):
-    job_id, created = await submit(client, settings, planners, body, owner, idempotency_key)
-    job = await wait_for(client, job_id, min(body.wait, settings.max_wait_s), fresh=created)
+async def submit_and_wait(svc: Services, body: AttributeRequest | BatchRequest, caller: Caller, idempotency_key: str | None):
+    job_id, created = await submit(svc.redis, svc.settings, svc.planners, body, caller, idempotency_key)
+    job = await wait_for(svc.redis, job_id, min(body.wait, svc.settings.max_wait_s), fresh=created)
     if job and job["status"] in jobs.FINAL:
         return finished_response(job)
     return accepted(job_id, job.get("status", "queued") if job else "queued")
@@ -87,10 +88,10 @@ async def submit_and_wait(client, settings, planners, body: AttributeRequest | B
     responses={202: ACCEPTED, **problem_responses(*ADMISSION_PROBLEMS, 409, 500, 504)},
 )
 async def attribute(
-    body: AttributeRequest, owner: CallerDep, settings: SettingsDep, client: RedisDep, planners: PlannersDep,
+    body: AttributeRequest, caller: SubmitterDep, svc: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ):  # fmt: skip
-    return await submit_and_wait(client, settings, planners, body, owner, idempotency_key)
+    return await submit_and_wait(svc, body, caller, idempotency_key)
 
 
 @router.post(
@@ -100,13 +101,13 @@ async def attribute(
     responses={202: ACCEPTED, **problem_responses(*ADMISSION_PROBLEMS, 409, 500, 504)},
 )
 async def attribute_batch(
-    body: BatchRequest, owner: CallerDep, settings: SettingsDep, client: RedisDep, planners: PlannersDep,
+    body: BatchRequest, caller: SubmitterDep, svc: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ):  # fmt: skip
     """Items are checked before anything is queued (one bad item: 422 `invalid_batch` listing every
     bad item); then they run one after another in one job, whose progress covers the whole batch.
     An item that fails while running gets an `error` entry; the others still run."""
-    return await submit_and_wait(client, settings, planners, body, owner, idempotency_key)
+    return await submit_and_wait(svc, body, caller, idempotency_key)
 
 
 @router.post(
@@ -117,8 +118,8 @@ async def attribute_batch(
     responses={202: ACCEPTED, **problem_responses(*ADMISSION_PROBLEMS)},
 )
 async def create_job(
-    body: AttributeRequest, owner: CallerDep, settings: SettingsDep, client: RedisDep, planners: PlannersDep,
+    body: AttributeRequest, caller: SubmitterDep, svc: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ):  # fmt: skip
-    job_id, _ = await submit(client, settings, planners, body, owner, idempotency_key)
+    job_id, _ = await submit(svc.redis, svc.settings, svc.planners, body, caller, idempotency_key)
     return accepted(job_id, "queued")

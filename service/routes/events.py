@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from heta_core.results.report import render_report
 
 from .. import jobs
-from ..deps import CallerDep, KeysDep, RedisDep
+from ..deps import CallerDep, ServicesDep
 from ..problems import Problem, problem_response, problem_responses
 from .attribute import finished_response
 from .jobs import PROBLEMS, load_job
@@ -111,12 +111,12 @@ async def _stream(request: Request, client, job_id: str, job: dict, keepalive: f
                **problem_responses(*PROBLEMS, 422)},
 )  # fmt: skip
 async def job_events(
-    job_id: str, request: Request, owner: CallerDep, client: RedisDep, keys: KeysDep,
+    job_id: str, request: Request, owner: CallerDep, svc: ServicesDep,
     keepalive: Annotated[float, Query(ge=0.5, le=300, description="seconds of silence before a keep-alive comment")] = 15.0,
 ):  # fmt: skip
-    job = await load_job(client, keys, job_id, owner)
+    job = await load_job(svc.redis, svc.keys, job_id, owner)
     return StreamingResponse(
-        _stream(request, client, job_id, job, keepalive),
+        _stream(request, svc.redis, job_id, job, keepalive),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},  # no proxy buffering of the stream
     )
@@ -132,10 +132,10 @@ async def job_events(
     },
 )  # fmt: skip
 async def job_report(
-    job_id: str, owner: CallerDep, client: RedisDep, keys: KeysDep,
+    job_id: str, owner: CallerDep, svc: ServicesDep,
     item: Annotated[int | None, Query(ge=0, description="a batch job (POST /attribute/batch): the item to report")] = None,
 ):  # fmt: skip
-    job = await load_job(client, keys, job_id, owner)
+    job = await load_job(svc.redis, svc.keys, job_id, owner)
     if job["status"] not in jobs.FINAL:
         raise Problem(409, "job_not_done", f"the job is {job['status']}; a report needs its result", job_id=job_id)
     document = json.loads(finished_response(job).body)  # raises the job's problem unless it is done

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..connections import is_transient
-from ..deps import KeysDep, RedisDep, SettingsDep, caller
+from ..deps import ServicesDep, authenticated
 from ..problems import problem_responses
 from ..registry import live_workers_async
 from ..schemas import Health, Readiness
@@ -30,7 +30,8 @@ async def healthz():
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "not ready: Redis down or full, a model without workers, or draining"}},
 )
-async def readyz(request: Request, settings: SettingsDep, client: RedisDep):
+async def readyz(request: Request, svc: ServicesDep):
+    settings, client = svc.settings, svc.redis
     try:
         # a write, not a ping: a Redis at maxmemory answers pings but refuses every job
         await client.set("heta:ready-probe", "1", px=10_000)
@@ -46,13 +47,14 @@ async def readyz(request: Request, settings: SettingsDep, client: RedisDep):
 
 
 async def _metrics_guard(
-    request: Request, settings: SettingsDep, client: RedisDep, keys: KeysDep,
+    request: Request, svc: ServicesDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ):  # fmt: skip
     """/metrics is public unless HETA_METRICS_PUBLIC=false; then it needs a key like every route."""
-    if not settings.metrics_public:
-        await caller(request, settings, client, keys, authorization, x_api_key)
+    if not svc.settings.metrics_public:
+        who = await authenticated(request, authorization, x_api_key)
+        await who.count(svc.redis)
 
 
 @router.get(

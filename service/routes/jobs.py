@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from .. import jobs
-from ..deps import CallerDep, KeysDep, RedisDep, SettingsDep
+from ..deps import CallerDep, ServicesDep
 from ..problems import Problem, problem_responses
 from ..schemas import JobView
 
@@ -25,8 +25,8 @@ async def load_job(client, keys, job_id: str, owner: str) -> dict:
 
 @router.get("/{job_id}", summary="Status, progress 0-1, result when done, error when failed", response_model=JobView,
             responses=problem_responses(*PROBLEMS))  # fmt: skip
-async def get_job(job_id: str, owner: CallerDep, client: RedisDep, keys: KeysDep):
-    return JSONResponse(jobs.public_view(await load_job(client, keys, job_id, owner)))
+async def get_job(job_id: str, owner: CallerDep, svc: ServicesDep):
+    return JSONResponse(jobs.public_view(await load_job(svc.redis, svc.keys, job_id, owner)))
 
 
 @router.delete(
@@ -38,10 +38,11 @@ async def get_job(job_id: str, owner: CallerDep, client: RedisDep, keys: KeysDep
                **problem_responses(*PROBLEMS, 409, 422)},
 )  # fmt: skip
 async def cancel_job(
-    job_id: str, owner: CallerDep, client: RedisDep, keys: KeysDep, settings: SettingsDep,
+    job_id: str, owner: CallerDep, svc: ServicesDep,
     purge: Annotated[bool, Query(description="delete a finished job's stored request and result now, not at its TTL")] = False,
 ):  # fmt: skip
-    job = await load_job(client, keys, job_id, owner)
+    client, settings = svc.redis, svc.settings
+    job = await load_job(client, svc.keys, job_id, owner)
     if purge:
         if job["status"] not in jobs.FINAL:
             raise Problem(409, "job_running", f"the job is {job['status']}: cancel it first, then purge it", job_id=job_id)

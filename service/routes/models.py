@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from heta_core import METHODS
 
 from ..admission import max_tokens
-from ..deps import CallerDep, PlannersDep, RedisDep, SettingsDep
+from ..deps import CallerDep, ServicesDep
 from ..problems import problem_responses
 from ..registry import live_workers_async
 from ..schemas import ModelsResponse, ServedModel
@@ -17,8 +17,9 @@ router = APIRouter(tags=["models"])
 
 @router.get("/models", summary="Served models with dtype, device and limits; the attribution methods",
             response_model=ModelsResponse, responses=problem_responses(401, 403, 429, 503))  # fmt: skip
-async def models(owner: CallerDep, settings: SettingsDep, client: RedisDep, planners: PlannersDep) -> ModelsResponse:
-    workers = await live_workers_async(client)
+async def models(owner: CallerDep, svc: ServicesDep) -> ModelsResponse:
+    settings, planners = svc.settings, svc.planners
+    workers = await live_workers_async(svc.redis)
     served = []
     for name in settings.models:
         planner = planners[name]

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from .. import jobs
-from ..deps import CallerDep, RedisDep, SettingsDep
+from ..deps import CallerDep, ServicesDep
 from ..problems import problem_responses
 from ..registry import live_workers_async
 from ..schemas import JobStatus
@@ -109,8 +109,9 @@ async def _recent_jobs(client, owner: str) -> list[RecentJob]:
 
 @router.get("/queue", summary="Queue depth, oldest job age and workers per model; the caller's recent jobs",
             response_model=QueueView, responses=problem_responses(401, 403, 429, 503))  # fmt: skip
-async def queue(owner: CallerDep, settings: SettingsDep, client: RedisDep) -> QueueView:
+async def queue(owner: CallerDep, svc: ServicesDep) -> QueueView:
+    client = svc.redis
     workers = await live_workers_async(client)
     now = time.time()
-    models = [await _model_queue(client, name, workers, now) for name in settings.models]
+    models = [await _model_queue(client, name, workers, now) for name in svc.settings.models]
     return QueueView(models=models, jobs=await _recent_jobs(client, owner))

@@ -114,3 +114,45 @@ def test_foil_and_response_ids_are_part_of_the_cache_key():
 
     keys = {key(), key(response_ids=[23]), key(response_ids=[24]), key(target_text=" 3", foil_text=" 6"), key(target_text=" 3", foil_id=26)}
     assert len(keys) == 5
+
+
+def rate_counts(client) -> int:
+    return sum(int(client.get(key) or 0) for key in client.scan_iter(match="heta:rate:*"))
+
+
+def test_every_submission_counts_once_against_the_rate_limit(guarded):
+    """Admission counts a submission inside the enqueue script (no round trip of its own); a request
+    refused by admission, by the schema, or answered as an idempotent replay counts all the same."""
+    server, client = guarded
+    sent = [
+        ("/jobs", {"text": PROMPT}, {}, 202),
+        ("/jobs", {"text": PROMPT}, {"Idempotency-Key": "counted"}, 202),
+        ("/jobs", {"text": PROMPT}, {"Idempotency-Key": "counted"}, 202),  # the replay
+        ("/jobs", {"text": PROMPT, "spans": [[5, 2]]}, {}, 422),  # refused by admission
+        ("/attribute", {"text": PROMPT, "surprise": 1}, {}, 422),  # refused by the schema
+        ("/attribute", {"text": PROMPT, "wait": 30}, {}, 200),
+    ]
+    before = rate_counts(client)
+    for path, body, headers, status in sent:
+        assert server.http.post(path, json=body, headers=headers).status_code == status
+    assert rate_counts(client) - before == len(sent)
+
+
+def test_a_submission_past_the_rate_limit_is_refused_and_writes_nothing(guarded):
+    from heta_service.auth import hash_key
+    from heta_service.ratelimit import window
+
+    server, client = guarded
+    now = window()
+    full = [f"heta:rate:anonymous:{hash_key('127.0.0.1')[:16]}:{w}" for w in (now, now + 1)]  # a minute may turn meanwhile
+    for key in full:
+        client.set(key, 600, ex=120)  # HETA_RATE_LIMIT_PER_MINUTE's default: this minute is used up
+    try:
+        before = written(client)
+        for path, body in [("/jobs", {"text": PROMPT}), ("/attribute", {"text": PROMPT}), ("/jobs", {"text": PROMPT, "spans": [[5, 2]]})]:
+            answer = server.http.post(path, json=body)
+            assert answer.status_code == 429 and answer.json()["code"] == "rate_limited", answer.text
+            assert 0 < int(answer.headers["retry-after"]) <= 61
+        assert written(client) == before
+    finally:
+        client.delete(*full)

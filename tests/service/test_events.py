@@ -50,7 +50,8 @@ def submit(server, body: dict, headers: dict) -> str:
 
 
 def test_events_arrive_in_order_and_end_with_the_result(keyed):
-    job_id = submit(keyed, {**LONG, "config": {**LONG["config"], "diagnostics": True}}, K1)
+    body = {**LONG, "config": {**LONG["config"], "diagnostics": True}}
+    job_id = submit(keyed, body, {**K1, "Idempotency-Key": "events-in-order"})
     started = time.monotonic()
     events = read_events(keyed, job_id, K1)
     seconds = time.monotonic() - started
@@ -71,7 +72,9 @@ def test_events_arrive_in_order_and_end_with_the_result(keyed):
     assert len([p for p in moving if 0 < p < 1]) >= 2  # the bar moves, not just 0 → 1
     job = keyed.http.get(f"/jobs/{job_id}", headers=K1).json()
     result = events[-1][1]
-    assert result == json.dumps(job["result"])  # the stored document, byte for byte
+    assert json.loads(result) == job["result"]
+    # the stored document, byte for byte: what POST /attribute answers for the finished job (the replay)
+    assert result == keyed.http.post("/attribute", json=body, headers={**K1, "Idempotency-Key": "events-in-order"}).text
     assert json.loads(result)["diagnostics"]["rows"][0]["points"][1]["k"] == 3
     # a finished job's stream says so at once and closes
     again = read_events(keyed, job_id, K1)

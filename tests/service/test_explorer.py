@@ -249,8 +249,11 @@ def test_exports_json_report_and_png(server, offline, tmp_path):
         page.click("#results .toolbar button:has-text('JSON')")
     exported = (tmp_path / "result.json")
     download.value.save_as(exported)
-    # byte-equal to the document the API stored and serves (POST /attribute answers these bytes)
-    assert exported.read_bytes() == json.dumps(job["result"]).encode()
+    # byte-equal to the document the API stored and serves (POST /attribute answered these bytes;
+    # the event stream of the finished job sends them too)
+    with server.http.stream("GET", f"/jobs/{job_id}/events") as events:
+        stored = [line.removeprefix("data: ") for line in events.iter_lines() if line.startswith("data: ")][-1]
+    assert exported.read_bytes() == stored.encode() and json.loads(stored) == job["result"]
 
     with page.expect_download() as download:
         page.click("#results .toolbar button:has-text('HTML report')")

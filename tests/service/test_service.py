@@ -204,3 +204,18 @@ def test_sigkill_of_a_worker_mid_job_completes_the_job_once(server):
     assert server.metric('heta_jobs_total{outcome="reclaimed"}') >= 1
     assert pid not in server.worker_pids() and len(server.worker_pids()) == 1  # the supervisor replaced it
     assert job["status"] == "running"
+
+
+def test_a_worker_of_two_models_runs_every_job_it_is_handed(model_dir, tmp_path):
+    """XREADGROUP's COUNT counts per stream: a worker serving two models, free again while both
+    queues hold a job, is handed one of each at once. It must run both, not leave one pending until
+    its lease runs out (120 s here) and another worker reclaims it."""
+    with serve(model_dir, tmp_path, MODELS=f"{model_dir},heta-demo", WORKERS=1, LEASE_S=120) as running:
+        busy = running.http.post("/jobs", json={**SLOW, "model": model_dir}).json()["job_id"]
+        running.wait_status(busy, {"running"})
+        queued = [running.http.post("/jobs", json=body).json()["job_id"] for body in
+                  ({"model": model_dir, "text": TEXT}, {"model": "heta-demo", "text": "c=6 e=6 b=3 h=3 m=6 ? h"})]  # fmt: skip
+        finished = [running.wait_status(job_id, {"done", "failed"}, timeout=60) for job_id in [busy, *queued]]
+        assert [job["status"] for job in finished] == ["done"] * 3
+        assert [job["attempts"] for job in finished] == [1, 1, 1]
+        assert max(job["finished"] for job in finished) - finished[0]["finished"] < 30  # not a lease later
