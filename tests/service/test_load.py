@@ -20,3 +20,10 @@ def test_load_steps_past_capacity_without_losses_or_server_errors(tmp_path):
     assert above["status_429"] > 0 and above["status_429_without_retry_after"] == 0
     assert above["latency_429_ms"]["p50"] < below["latency_ms"]["p50"] + 1000
     assert report["soak"]["rss_mb_start"] and set(report["soak"]["rss_mb_end"]) == set(report["soak"]["rss_mb_start"])
+
+
+def test_bad_options_are_one_line_and_start_nothing():
+    for options in (["--rates", "5,x"], ["--rates", "0"], ["--torch-threads", "0"], ["--workers", "0"], ["--url", "http://example.com"]):
+        done = subprocess.run(heta_command("bench-load", *options), capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and done.stdout == "", options
+        assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("heta bench-load: error:"), done.stderr
