@@ -67,6 +67,11 @@ class Released(Exception):
     """Draining took too long: hand the job back to the queue."""
 
 
+def _delivered(answer) -> list[tuple[str, str, str, int, None]]:
+    """XREADGROUP's answer as fresh deliveries (stream, entry id, job id, 1, not started)."""
+    return [(stream, entry, fields["job"], 1, None) for stream, entries in answer or [] for entry, fields in entries]
+
+
 class Worker:
     def __init__(self, settings: Settings, models: list[str]):
         self.settings = settings
@@ -219,7 +224,7 @@ class Worker:
         for name in self.models:
             streams = {jobs.stream_key(name): ">"}
             answer = self.client.xreadgroup(jobs.GROUP, self.id, streams, count=1, block=max(50, 500 // len(self.models)))
-            delivered = [(stream, entry, fields["job"], 1, None) for stream, entries in answer or [] for entry, fields in entries]
+            delivered = _delivered(answer)
             if delivered:
                 return delivered
         return []
@@ -233,7 +238,7 @@ class Worker:
         pipe.xreadgroup(jobs.GROUP, self.id, dict.fromkeys(streams, ">"), count=1, block=500)
         pipe.eval(*jobs.take_call(streams, self.id))
         answer, taken = pipe.execute()
-        delivered = [(stream, entry, fields["job"], 1, None) for stream, entries in answer or [] for entry, fields in entries]
+        delivered = _delivered(answer)
         if not taken:
             return delivered
         index, entry, job_id, *start = taken
