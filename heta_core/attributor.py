@@ -9,7 +9,11 @@ against the model) → the method's plan and run (:mod:`heta_core.methods.regist
 from __future__ import annotations
 
 import contextlib
+import inspect
+import queue
+import threading
 import time
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -17,7 +21,7 @@ import torch
 from torch import nn
 
 from .config import HetaConfig
-from .errors import ConfigError, HetaError, InputError
+from .errors import ConfigError, HetaError, InputError, NonFiniteResultError
 from .inputs import batch, targets
 from .methods.registry import method
 from .models.handle import ModelHandle
@@ -25,8 +29,9 @@ from .results import diagnostics
 from .results.assemble import assemble
 from .results.schema import AttributionResult, Estimate
 from .runtime.cost import budget_bytes
+from .runtime.packing import PACKINGS
 from .runtime.precision import compute_dtype
-from .runtime.progress import Progress
+from .runtime.progress import BudgetSpent, Progress
 
 
 @contextlib.contextmanager
@@ -40,6 +45,28 @@ def _inputs_only(model: nn.Module) -> Iterator[None]:
     finally:
         for param, flag in flags:
             param.requires_grad_(flag)
+
+
+@dataclass(eq=False)
+class _Call:
+    """One attribution on its way through :meth:`Attributor._run`."""
+
+    cfg: HetaConfig | None
+    prepared: targets.Prepared | None
+    progress: Callable[[float], None] | None
+    on_partial: Callable[[AttributionResult], None] | None
+    started: float
+    outcome: Any = None  # the result or the exception, once known
+    request: targets.Request | None = None
+    tracker: Progress | None = None
+    parts: Any = None
+
+
+class _Stopped(Exception):
+    """iter_stages' consumer stopped early."""
+
+
+_END = object()
 
 
 class Attributor:
@@ -154,6 +181,7 @@ class Attributor:
         response_ids: Sequence[int] | None = None,
         foil_text: str | None = None,
         foil_id: int | None = None,
+        on_partial: Callable[[AttributionResult], None] | None = None,
     ) -> AttributionResult:
         """Attribute a target (default: the input's last token) to every prompt token before it.
 
@@ -170,22 +198,158 @@ class Attributor:
         per target token). ``granularity``: "word" and/or "sentence" aggregates; ``spans``: caller
         character spans to aggregate over; chat input always gets per-message aggregates.
         ``progress(fraction)`` is called between batched chunks; raising from it aborts the call.
+        ``on_partial(result)`` receives each partial result (``partial=True``) as a stage finishes —
+        HETA's flow, then flow and KL impact (and with ``config.diagnostics`` the three terms before the
+        diagnostics); raising from it aborts the call. :meth:`iter_stages` yields the same documents.
         """
         started = time.perf_counter()
         cfg, prepared = self._prepare(config, locals())
-        request = targets.with_generation(self.handle, self.tokenizer, prepared)
-        entry = method(cfg.method)
-        budget = budget_bytes(cfg.memory_budget_mb, self.device)
-        total = sum(plan.chunks for plan in self._plans(request, cfg, budget)) if progress else 1
-        tracker = Progress(progress, total)
+        (outcome,) = self._run([_Call(cfg, prepared, progress, on_partial, started)], "pad")
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def attribute_many(self, calls: Sequence[Mapping[str, Any]], *, packing: str = "pad") -> list[AttributionResult | Exception]:
+        """Several attributions at once, their batched chunks packed into shared passes.
+
+        ``calls``: one dict of :meth:`attribute` keyword arguments each (``config``, ``progress`` and
+        ``on_partial`` included). HETA's masked forwards and Hessian-vector chunks of every call run in
+        shared batches within the memory budget (prompts of different lengths padded and masked with
+        ``packing="pad"``; with ``packing="length"`` only chunks of one length share a pass); each call
+        keeps its own progress, partial results and fate. Returns one outcome per call, in order: its
+        result, or the exception that ended it (bad input, its own progress callback raising, a
+        failure) — one call's failure never fails the others. The numbers equal those of
+        :meth:`attribute` (float64: to ~1e-15). Baselines run one call after another.
+        """
+        if packing not in PACKINGS:
+            raise ConfigError(f"packing must be one of {', '.join(PACKINGS)}; got {packing!r}", field="packing")
+        jobs = []
+        for call in calls:
+            started = time.perf_counter()
+            arguments = dict(call)
+            progress, on_partial, config = (arguments.pop(name, None) for name in ("progress", "on_partial", "config"))
+            try:
+                unknown = sorted(set(arguments) - set(targets.REQUEST_FIELDS))
+                if unknown:
+                    raise InputError(f"attribute_many: unknown argument(s) {', '.join(unknown)}")
+                cfg, prepared = self._prepare(config, {**_DEFAULTS, **arguments})
+                jobs.append(_Call(cfg, prepared, progress, on_partial, started))
+            except HetaError as error:
+                jobs.append(_Call(None, None, None, None, started, error))
+        return self._run(jobs, packing)
+
+    def iter_stages(self, *args: Any, **kwargs: Any) -> Iterator[AttributionResult]:
+        """:meth:`attribute`'s partial results as each stage finishes, then the final result.
+
+        Same arguments as :meth:`attribute` (except ``on_partial``). The attribution runs on a helper
+        thread while the caller consumes; closing the iterator early stops it at its next chunk."""
+        if "on_partial" in kwargs:
+            raise InputError("iter_stages yields the partial results: leave out on_partial")
+        documents: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        progress = kwargs.pop("progress", None)
+
+        def guarded(fraction: float) -> None:
+            if stop.is_set():
+                raise _Stopped
+            if progress is not None:
+                progress(fraction)
+
+        def work() -> None:
+            try:
+                documents.put(self.attribute(*args, progress=guarded, on_partial=documents.put, **kwargs))
+            except BaseException as error:  # noqa: BLE001 - handed to the consumer
+                documents.put(error)
+            documents.put(_END)
+
+        thread = threading.Thread(target=work, name="heta-iter-stages", daemon=True)
+        thread.start()
+        try:
+            while (item := documents.get()) is not _END:
+                if isinstance(item, BaseException):
+                    if not isinstance(item, _Stopped):
+                        raise item
+                    continue
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    def _run(self, calls: list[_Call], packing: str) -> list[AttributionResult | Exception]:
+        """Runs prepared calls (generation, the method, diagnostics, assembly); outcomes in order."""
+        runnable = []
+        for call in calls:
+            if call.outcome is not None:
+                continue
+            try:
+                call.request = targets.with_generation(self.handle, self.tokenizer, call.prepared)
+                budget = budget_bytes(call.cfg.memory_budget_mb, self.device)
+                total = sum(plan.chunks for plan in self._plans(call.request, call.cfg, budget)) if call.progress else 1
+                call.tracker = Progress(call.progress, total)
+                runnable.append(call)
+            except Exception as error:  # noqa: BLE001 - this call's outcome
+                call.outcome = error
         with _inputs_only(self.model):
-            parts = entry.run(self.handle, request, cfg, tracker)
-        faithfulness = diagnostics.diagnose(self.handle, request, cfg, parts.values["score"], budget, tracker) if cfg.diagnostics else None
-        tracker.finish()
+            together = [call for call in runnable if method(call.cfg.method).run_many is not None]
+            if together:
+                entry = method(together[0].cfg.method)
+                parts = entry.run_many(
+                    self.handle, [(c.request, c.cfg, c.tracker, self._publisher(c)) for c in together], packing
+                )  # fmt: skip
+                for call, outcome in zip(together, parts):
+                    call.parts, call.outcome = (outcome, None) if not isinstance(outcome, BaseException) else (None, outcome)
+            for call in runnable:
+                if call in together:
+                    continue
+                try:
+                    call.parts = method(call.cfg.method).run(self.handle, call.request, call.cfg, call.tracker, self._publisher(call))
+                except Exception as error:  # noqa: BLE001
+                    call.outcome = error
+        for call in runnable:
+            if call.parts is not None:
+                self._finish(call)
+        return [call.outcome for call in calls]
+
+    def _publisher(self, call: _Call) -> Callable | None:
+        """The pipeline's ``publish(stages, parts)`` for a call with ``on_partial``: the partial document."""
+        if call.on_partial is None:
+            return None
+        last = method(call.cfg.method).stages
+
+        def publish(stages: tuple[str, ...], parts) -> None:
+            if tuple(stages) == last and not call.cfg.diagnostics:
+                return  # the final result follows at once
+            try:
+                document = self._assemble(call, parts, partial=True)
+            except NonFiniteResultError:
+                return  # the final result reports it
+            call.on_partial(document)
+
+        return publish
+
+    def _finish(self, call: _Call) -> None:
+        """Diagnostics (when asked) and the result document of a call whose method ran."""
+        parts, faithfulness = call.parts, None
+        try:
+            if call.cfg.diagnostics and parts.stopped is None:
+                budget = budget_bytes(call.cfg.memory_budget_mb, self.device)
+                try:
+                    # ranked by the result's own (float32) scores
+                    scores = parts.values["score"].float()
+                    faithfulness = diagnostics.diagnose(self.handle, call.request, call.cfg, scores, budget, call.tracker)
+                except BudgetSpent:
+                    parts.stopped = "budget"
+            call.tracker.finish()
+            call.outcome = self._assemble(call, parts, diagnostics=faithfulness)
+        except Exception as error:  # noqa: BLE001
+            call.outcome = error
+
+    def _assemble(self, call: _Call, parts, *, partial: bool = False, diagnostics=None) -> AttributionResult:
         result = assemble(
-            self.handle, self.tokenizer, self.name, self.revision, prepared, request, cfg, parts, 0.0, diagnostics=faithfulness
+            self.handle, self.tokenizer, self.name, self.revision, call.prepared, call.request, call.cfg, parts, 0.0,
+            diagnostics=diagnostics, partial=partial,
         )  # fmt: skip
-        result.meta.timings.compute_s = time.perf_counter() - started  # the whole call: the result's assembly too
+        result.meta.timings.compute_s = time.perf_counter() - call.started  # the whole call: the result's assembly too
         return result
 
     def attribute_batch(
@@ -285,3 +449,10 @@ class Attributor:
             prompt_tokens=request.scored, target_tokens=request.targets, hvps=sum(plan.hvps for plan in plans), forward_tokens=tokens,
             peak_bytes=weights + max(plan.peak_bytes for plan in plans),  # the passes run one after another
         )  # fmt: skip
+
+
+# attribute()'s request arguments and their defaults (attribute_many's calls leave out what they do not set)
+_DEFAULTS = {
+    name: parameter.default for name, parameter in inspect.signature(Attributor.attribute).parameters.items()
+    if name in targets.REQUEST_FIELDS
+}  # fmt: skip

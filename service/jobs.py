@@ -2,7 +2,9 @@
 
 A job is a hash ``heta:job:{id}``: status, model, request (JSON), owner (hashed API key), created,
 deadline, attempts, progress, worker, result (JSON), error (JSON {code, detail}), the stream entry,
-a cancel flag and a completion counter. Status moves queued → running → done | failed | cancelled |
+a cancel flag and a completion counter; while a HETA job runs, each partial result it publishes
+(``partial:<stages>``, e.g. ``partial:flow,kl``: the JobResult JSON) and their list in order
+(``partials``, e.g. "flow;flow,kl"; the last is the latest), dropped when the job is done. Status moves queued → running → done | failed | cancelled |
 dead_lettered; the final transition is one Lua script, so whoever finishes a job first (a worker, a
 reclaiming worker, or the API cancelling a queued job) is the only one who does: a job completes once.
 
@@ -124,6 +126,12 @@ if status == 'done' or status == 'failed' or status == 'cancelled' or status == 
 local fields = {'status', ARGV[1], 'finished', ARGV[2]}
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
+if ARGV[1] == 'done' then
+  for name in string.gmatch(redis.call('HGET', KEYS[1], 'partials') or '', '[^;]+') do
+    redis.call('HDEL', KEYS[1], 'partial:' .. name)
+  end
+  redis.call('HDEL', KEYS[1], 'partials')
+end
 redis.call('HINCRBY', KEYS[1], 'completions', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 local left = redis.call('DECR', KEYS[2])
@@ -250,6 +258,10 @@ def finalize_call(job_id: str, owner: str, model: str, status: str, ttl: int, **
     return [FINALIZE, len(keys), *keys, status, repr(time.time()), str(ttl), *flatten(values)]
 
 
+# the fields of the job's status (what GET /jobs/{id} shows besides the result, error and partial result)
+VIEW_FIELDS = ("id", "status", "model", "progress", "attempts", "created", "started", "finished", "deadline", "worker", "cancel")
+
+
 def public_view(job: dict[str, str]) -> dict[str, Any]:
     """The job as GET /jobs/{id} shows it."""
     view: dict[str, Any] = {
@@ -270,4 +282,19 @@ def public_view(job: dict[str, str]) -> dict[str, Any]:
         view["result"] = json.loads(job["result"])
     if job.get("error"):
         view["error"] = json.loads(job["error"])
+    latest = partials(job)[-1:]
+    if latest:
+        view["partial"] = json.loads(latest[0][1])
     return view
+
+
+def partial_fields(stages: list[str], body: str, published: list[str]) -> dict[str, str]:
+    """The job fields that store one more partial result (``published``: the stage lists stored before)."""
+    name = ",".join(stages)
+    return {f"partial:{name}": body, "partials": ";".join([*published, name])}
+
+
+def partials(job: dict[str, str]) -> list[tuple[str, str]]:
+    """(stages, JobResult JSON) of every partial result the job holds, oldest first."""
+    names = [name for name in job.get("partials", "").split(";") if name]
+    return [(name, job[f"partial:{name}"]) for name in names if f"partial:{name}" in job]

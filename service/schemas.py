@@ -255,6 +255,10 @@ class JobView(BaseModel):
     worker: str | None = Field(description="host-pid-suffix of the worker that ran it last")
     result: JobResult | BatchResult | None = Field(None, description="when done (a BatchResult for POST /attribute/batch)")
     error: JobError | None = Field(None, description="when failed, cancelled by a deadline or dead-lettered")
+    partial: JobResult | None = Field(
+        None, description="a HETA job's latest partial result (`partial: true`, `stages_done`) while it runs — the flow first, "
+        "then flow and KL impact; kept when it fails or is cancelled, dropped once the result is there"
+    )
 
 
 class ServedModel(BaseModel):

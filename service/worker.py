@@ -325,7 +325,8 @@ class Worker:
                 body, hvps = self._run_batch(attributor, batch, progress, job_id, job["model"], (created, started))
                 method, stages = None, {}
             else:
-                result = self._attempt(attributor, *AttributeRequest.model_validate(request).engine_call(), progress, job_id)
+                call = AttributeRequest.model_validate(request).engine_call()
+                result = self._attempt(attributor, *call, progress, job_id, self._publisher(job_id, created, started))
                 body, hvps = job_result_json(result, job_id, created, started), result.meta.hvps or 0
                 method = result.method
                 stages = {name: seconds for name, seconds in result.timings.stages().items() if name != "total"}
@@ -381,12 +382,32 @@ class Worker:
 
         return progress
 
-    def _attempt(self, attributor: Attributor, kwargs: dict, config, progress, job_id: str):
+    def _publisher(self, job_id: str, created: float, started: float):
+        """The engine's ``on_partial``: each partial result into the job (fenced like progress; best
+        effort: a Redis hiccup loses a partial, never the job), and the cancel flag on the way back."""
+
+        published: list[str] = []
+
+        def publish(result) -> None:
+            fields = jobs.partial_fields(result.stages_done, job_result_json(result, job_id, created, started), published)
+            try:
+                cancelled = self.client.eval(*jobs.if_mine_call(job_id, self.id, **fields))
+            except Exception as error:  # noqa: BLE001
+                if not is_transient(error):
+                    raise
+                return
+            published.append(",".join(result.stages_done))
+            if cancelled:
+                raise JobCancelled
+
+        return publish
+
+    def _attempt(self, attributor: Attributor, kwargs: dict, config, progress, job_id: str, on_partial=None):
         """One attribution; CUDA out-of-memory empties the cache and retries with half the memory
         budget (``OOM_RETRIES`` times), then :class:`ItemFailed`."""
         for attempt in range(OOM_RETRIES + 1):
             try:
-                return attributor.attribute(**kwargs, config=config, progress=progress)
+                return attributor.attribute(**kwargs, config=config, progress=progress, on_partial=on_partial)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 # halve what the failed attempt really used: the configured budget, else the auto one

@@ -16,11 +16,13 @@ import torch
 class Parts:
     """A method's output over the n prompt tokens, ready for assembly.
 
-    ``values``: "score" and, for HETA, its components "flow", "hessian", "kl" — float32, ``[n]``
-    (one target or a "sum" span) or ``[k, n]`` ("each"). ``logprobs``: log P(y_j | prompt, y_<j)
+    ``values``: "score" and, for HETA, its components "flow", "hessian", "kl" — float64 CPU, ``[n]``
+    (one target or a "sum" span) or ``[k, n]`` ("each"); the result document reports them in float32. ``logprobs``: log P(y_j | prompt, y_<j)
     per target token. ``hvps``: Hessian-vector products used (None for a method without any).
     ``timings``: seconds per stage of the method. ``foil_logprob``: log P(foil | prompt) when the
-    request has a foil.
+    request has a foil. ``stages``: the method's stages whose terms ``values`` hold (all of them
+    unless the run was cut short: a partial result). ``stopped``: why a run ended before its last
+    stage ("budget": its time budget ran out), else None.
     """
 
     values: dict[str, torch.Tensor]
@@ -28,6 +30,8 @@ class Parts:
     hvps: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     foil_logprob: float | None = None
+    stages: tuple[str, ...] = ()
+    stopped: str | None = None
 
 
 def foil_logprob(logprobs: torch.Tensor, foil: int | None) -> float | None:

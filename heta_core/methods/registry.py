@@ -26,15 +26,21 @@ class Method:
     name: str
     aliases: tuple[str, ...]
     summary: str
-    run: Callable  # (handle, request, config, progress) -> Parts
+    run: Callable  # (handle, request, config, progress, publish=None) -> Parts; publish(stages, Parts) for each partial
     plan: Callable  # (handle, request, config, budget bytes) -> Plan
     fields: tuple[str, ...]  # the HetaConfig fields its result depends on
     signed: bool  # scores can be negative
     stages: tuple[str, ...]  # the keys of Parts.timings
+    # (handle, [(request, config, progress, publish)], packing) -> [Parts | exception]: several requests
+    # whose batched chunks share passes; None: the method runs its requests one by one
+    run_many: Callable | None = None
 
 
 _TABLE = (
-    Method("heta", (), "Hessian-Enhanced Token Attribution: M_T · (β·S + γ·I)", heta.run, heta.plan, HETA_FIELDS, False, heta.STAGES),
+    Method(
+        "heta", (), "Hessian-Enhanced Token Attribution: M_T · (β·S + γ·I)", heta.run, heta.plan, HETA_FIELDS, False, heta.STAGES,
+        heta.run_many,
+    ),  # fmt: skip
     Method("gradient", (), "‖∂g/∂x_i‖₂ (saliency)", baselines.run, baselines.plan, (), False, ("baseline",)),
     Method("input_x_gradient", ("ixg",), "x_i · ∂g/∂x_i", baselines.run, baselines.plan, (), True, ("baseline",)),
     Method(

@@ -119,11 +119,14 @@ def _foil(tokenizer, foil: int | None, logprob: float | None) -> FoilInfo | None
 
 
 def assemble(
-    handle, tokenizer, name: str, revision: str | None, prepared, request, cfg, parts, compute_s: float, diagnostics=None
+    handle, tokenizer, name: str, revision: str | None, prepared, request, cfg, parts, compute_s: float, diagnostics=None,
+    partial: bool = False,
 ) -> AttributionResult:
-    """``diagnostics``: (the :class:`~heta_core.results.schema.Diagnostics` document, its seconds) or None."""
+    """``diagnostics``: (the :class:`~heta_core.results.schema.Diagnostics` document, its seconds) or None.
+    ``partial``: a document published before the run's end; a run stopped early (``parts.stopped``)
+    is partial too."""
     doc, n = request.doc, request.scored
-    values = parts.values
+    values = {name: value.float() for name, value in parts.values.items()}  # the document's precision
     if not bool(torch.isfinite(values["score"]).all()):
         raise NonFiniteResultError(
             f"{cfg.method}'s scores are not finite (a float32 overflow or an undefined value); with HETA, lower beta and "
@@ -146,8 +149,10 @@ def assemble(
         dtype=str(handle.dtype).removeprefix("torch."), device=str(handle.device),
         config={field: getattr(cfg, field) for field in entry.fields}, hvps=parts.hvps, versions=versions(), timings=timings,
     )  # fmt: skip
+    stages = list(parts.stages) + (["diagnostics"] if diagnostics else [])
     return AttributionResult(
-        method=cfg.method, target_mode=request.mode, text=doc.text, tokens=tokens, targets=targets,
+        method=cfg.method, target_mode=request.mode, partial=partial or parts.stopped is not None, stages_done=stages,
+        text=doc.text, tokens=tokens, targets=targets,
         aggregates=_aggregates(doc, n, values, prepared.kinds, prepared.spans, prepared.include_template),
         warnings=warnings, diagnostics=diagnostics[0] if diagnostics else None, meta=meta,
     )  # fmt: skip

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..methods.registry import METHODS
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+SCHEMA_VERSIONS = ("1.1", "1.0")  # 1.1 added `partial`, `stages_done` and `meta.plan`: a 1.0 document reads as a final one
 
 TargetMode = Literal["sum", "each"]
 MethodName = Literal[METHODS]  # type: ignore[valid-type]
@@ -208,8 +209,19 @@ class AttributionResult(_Model):
 
     model_config = ConfigDict(extra="forbid", ignored_types=(cached_property,))
 
-    schema_version: Literal["1.0"] = Field(SCHEMA_VERSION, description="version of this document's shape")
+    schema_version: Literal[SCHEMA_VERSIONS] = Field(  # type: ignore[valid-type]
+        SCHEMA_VERSION, description="version of this document's shape (1.1 added `partial`, `stages_done` and `meta.plan`)"
+    )
     method: MethodName = Field(description="the attribution method")
+    partial: bool = Field(
+        False, description="true for a partial result: published while the method's later stages still run (HETA: after the flow, "
+        "then after the KL impact), or the final result of a run whose time budget ran out first (`meta.plan.stopped`). Its "
+        "`score` is estimated from the stages done (docs/engine.md \"Partial results\"); the missing terms are null"
+    )
+    stages_done: list[str] = Field(
+        default_factory=list, description="the method's stages whose terms this document holds, in order: HETA `flow`, `kl`, "
+        "`hessian`; baselines `baseline`; then `diagnostics` when they were measured"
+    )
     target_mode: TargetMode = Field(
         description="`sum`: one attribution of the targets' total log-probability (values are numbers); "
         "`each`: one attribution per target token (values are lists, one entry per target)"

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .batching import StreamPool, SuffixRunner, plan_chunks
+from .packing import packed_logits
 from .precision import accumulation_dtype
 
 Readout = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -31,7 +32,50 @@ def mask_vector(embeds: torch.Tensor, mask: str, embedding: nn.Module) -> torch.
     return embedding(torch.tensor([token_id], device=embeds.device))[0].to(embeds.dtype)
 
 
-@torch.no_grad()
+class MaskedChunk:
+    """Work (:mod:`.schedule`): the masked variants of positions ``[lo, hi)`` of one context, each
+    run from ``lo`` after the unmasked prefix, read out at the predicting positions → ``[hi − lo, k]``."""
+
+    def __init__(self, runner: SuffixRunner, embeds, base_logprobs, fill, lo: int, hi: int, readout: Readout, row_bytes, slot=None):
+        self.runner, self.embeds, self.base_logprobs, self.fill = runner, embeds, base_logprobs, fill
+        self.lo, self.hi, self.readout, self.row_bytes, self.slot = lo, hi, readout, row_bytes, slot
+        self.count, self.start, self.length = hi - lo, lo, embeds.shape[0] - lo
+
+    def key(self):
+        return ("masked", self.base_logprobs.shape[0], self.embeds.dtype)
+
+    def part(self):
+        rows = self.embeds[self.lo :].expand(self.hi - self.lo, -1, -1).clone()
+        index = torch.arange(self.hi - self.lo, device=rows.device)
+        rows[index, index] = self.fill
+        return self.runner, self.lo, rows
+
+    def bytes_at(self, span: int, context: int) -> int:
+        return (self.hi - self.lo) * self.row_bytes(span, context + span)
+
+    @torch.no_grad()
+    def run(self) -> torch.Tensor:
+        return self._read(self.runner.logits(self.lo, self.part()[2], self.base_logprobs.shape[0]))
+
+    def _read(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.base_logprobs, logits).to(accumulation_dtype(self.embeds.dtype))
+
+    @staticmethod
+    @torch.no_grad()
+    def run_together(items, packing: str) -> list[torch.Tensor]:
+        logits = packed_logits([item.part() for item in items], items[0].base_logprobs.shape[0])
+        sizes = [item.hi - item.lo for item in items]
+        return [item._read(rows) for item, rows in zip(items, logits.split(sizes))]
+
+
+def masked_chunks(runner, embeds, base_logprobs, fill, scored: int, readout: Readout, *, row_bytes, budget_bytes: int, slot=None):
+    """The :class:`MaskedChunk` items masking each of the first ``scored`` positions, chunked within the budget."""
+    return [
+        MaskedChunk(runner, embeds, base_logprobs, fill, lo, hi, readout, row_bytes, slot)
+        for lo, hi in plan_chunks(list(range(scored)), embeds.shape[0], row_bytes, budget_bytes)
+    ]
+
+
 def masked_forwards(
     runner: SuffixRunner,
     embeds: torch.Tensor,
@@ -50,14 +94,11 @@ def masked_forwards(
     One masked forward serves every predicting position j (they all follow the prompt).
     ``streams.join()`` before reading.
     """
-    size, count = embeds.shape[0], base_logprobs.shape[0]
     parts = []
-    for lo, hi in plan_chunks(list(range(scored)), size, row_bytes, budget_bytes):
+    for chunk in masked_chunks(runner, embeds, base_logprobs, fill, scored, readout, row_bytes=row_bytes, budget_bytes=budget_bytes):
         with streams.next():
-            rows = embeds[lo:].expand(hi - lo, -1, -1).clone()
-            rows[torch.arange(hi - lo, device=rows.device), torch.arange(hi - lo, device=rows.device)] = fill
-            parts.append(readout(base_logprobs, runner.logits(lo, rows, count)))
-    return streams.gather(parts, lambda impacts: impacts.to(accumulation_dtype(embeds.dtype)))
+            parts.append(chunk.run())
+    return streams.gather(parts)
 
 
 def masked_work(scored: int, fed: int, row_bytes, budget: int) -> tuple[int, int, int]:

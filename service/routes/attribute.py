@@ -8,7 +8,7 @@ import time
 from typing import Annotated
 
 import redis.asyncio.cluster
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 
 from .. import jobs
@@ -31,6 +31,13 @@ ACCEPTED = {
     "model": JobAccepted,
     "description": "queued (or still running after `wait`): poll the Location",
     "headers": {"Location": {"description": "/jobs/{job_id}", "schema": {"type": "string"}}},
+}
+# POST /attribute?partial=true: a running job's latest partial result instead of the bare job id
+ACCEPTED_OR_PARTIAL = {
+    **ACCEPTED,
+    "model": JobAccepted | JobResult,
+    "description": "queued, or still running after `wait`: poll the Location. With `partial=true` and a partial result "
+    "already published, the body is that partial result (`partial: true`, with `job_id`)",
 }
 
 
@@ -73,25 +80,32 @@ def finished_response(job: dict) -> Response:
     raise Problem(FAILURE_STATUS.get(code, 422), code, error.get("detail", "the job failed"), job_id=job["id"])
 
 
-async def submit_and_wait(svc: Services, body: AttributeRequest | BatchRequest, caller: Caller, idempotency_key: str | None):
+async def submit_and_wait(
+    svc: Services, body: AttributeRequest | BatchRequest, caller: Caller, idempotency_key: str | None, partial: bool = False
+):  # fmt: skip
     job_id, created = await submit(svc.redis, svc.settings, svc.planners, body, caller, idempotency_key)
     job = await wait_for(svc.redis, job_id, min(body.wait, svc.settings.max_wait_s), fresh=created)
     if job and job["status"] in jobs.FINAL:
         return finished_response(job)
+    latest = jobs.partials(job)[-1:] if partial and job else []
+    if latest:  # still running: what it knows so far
+        return Response(latest[0][1], status_code=202, media_type="application/json", headers={"Location": f"/jobs/{job_id}"})
     return accepted(job_id, job.get("status", "queued") if job else "queued")
 
 
 @router.post(
     "/attribute",
-    summary="Attribute; 200 with the result if done within `wait`, else 202",
+    summary="Attribute; 200 with the result if done within `wait`, else 202 (with `partial=true`: the latest partial result)",
     response_model=JobResult,
-    responses={202: ACCEPTED, **problem_responses(*ADMISSION_PROBLEMS, 409, 500, 504)},
+    responses={202: ACCEPTED_OR_PARTIAL, **problem_responses(*ADMISSION_PROBLEMS, 409, 500, 504)},
 )
 async def attribute(
     body: AttributeRequest, caller: SubmitterDep, svc: ServicesDep,
     idempotency_key: IdempotencyKey = None,
+    partial: Annotated[bool, Query(description="when `wait` runs out on a running HETA job, answer 202 with its latest partial "
+                                               "result (`partial: true`) instead of the bare job id")] = False,
 ):  # fmt: skip
-    return await submit_and_wait(svc, body, caller, idempotency_key)
+    return await submit_and_wait(svc, body, caller, idempotency_key, partial)
 
 
 @router.post(

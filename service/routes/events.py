@@ -28,9 +28,11 @@ FINAL_PROBLEMS = (409, 422, 500, 503, 504)
 EVENTS_DESCRIPTION = """\
 `text/event-stream`, one event per change, ending at the job's final state:
 
-- `status`: the job as `GET /jobs/{id}` shows it (a `JobView` without `result` and `error`), first at once, then
-  whenever the status changes;
+- `status`: the job as `GET /jobs/{id}` shows it (a `JobView` without `result`, `error` and `partial`), first at once,
+  then whenever the status changes;
 - `progress`: `{"progress": 0-1}` whenever the fraction of planned chunks done changes between status events;
+- `partial`: a HETA job's partial result (the `JobResult` document with `partial: true` and `stages_done`) whenever a
+  stage finishes — the flow, then flow and KL impact — each once, in order, while the job is not done;
 - last, `result` (the `JobResult` document, byte for byte as stored) when the job is done, or `problem` (a
   `ProblemDetails`: `cancelled`, `deadline_exceeded`, `out_of_memory`, ...) when it failed or was cancelled;
   `problem` with `draining` (503) when the server shuts down first: reconnect elsewhere.
@@ -45,11 +47,11 @@ EVENT_SCHEMA = {
     "type": "object",
     "required": ["event", "data"],
     "properties": {
-        "event": {"type": "string", "enum": ["status", "progress", "result", "problem"]},
+        "event": {"type": "string", "enum": ["status", "progress", "partial", "result", "problem"]},
         "data": {
             "type": "string", "contentMediaType": "application/json",
-            "description": "one line of JSON: `status` a JobView without result and error, `progress` {\"progress\": 0-1}, "
-            "`result` the JobResult document, `problem` a ProblemDetails",
+            "description": "one line of JSON: `status` a JobView without result, error and partial, `progress` {\"progress\": 0-1}, "
+            "`partial` and `result` a JobResult document (`partial` true / false), `problem` a ProblemDetails",
         },
     },
 }  # fmt: skip
@@ -71,12 +73,13 @@ def _final_event(job: dict, instance: str) -> str:
 async def _stream(request: Request, client, job_id: str, job: dict, keepalive: float) -> AsyncIterator[str]:
     instance = f"/jobs/{job_id}/events"
     status = progress = None
+    shown: set[str] = set()  # the partial results already sent, by their stages
     quiet_since = time.monotonic()
     while True:
         if not job:  # expired (result TTL) or deleted while we watched
             yield sse("problem", problem_response(Problem(404, "job_not_found", f"job {job_id!r} is gone"), instance).body.decode())
             return
-        view = jobs.public_view({k: v for k, v in job.items() if k not in ("result", "error")})
+        view = jobs.public_view({k: v for k, v in job.items() if k in jobs.VIEW_FIELDS})
         sent = False
         if view["status"] != status:
             status, progress = view["status"], view["progress"]
@@ -86,6 +89,11 @@ async def _stream(request: Request, client, job_id: str, job: dict, keepalive: f
             progress = view["progress"]
             yield sse("progress", json.dumps({"progress": progress}))
             sent = True
+        for stages, body in jobs.partials(job) if job["status"] != "done" else ():
+            if stages not in shown:
+                shown.add(stages)
+                yield sse("partial", body)  # stored as one line of JSON, as the result is
+                quiet_since = time.monotonic()
         if job["status"] in jobs.FINAL:
             yield _final_event(job, instance)
             return

@@ -333,8 +333,9 @@
     return panel;
   }
 
-  /** Queue ``body`` and follow its events to the end: {raw, result} or {problem}. */
-  async function runJob(body, panel) {
+  /** Queue ``body`` and follow its events to the end: {raw, result} or {problem}; ``onPartial(outcome)``
+   * gets each partial result on the way. */
+  async function runJob(body, panel, onPartial) {
     let accepted;
     try {
       accepted = await api("/jobs", { method: "POST", body });
@@ -344,10 +345,10 @@
     }
     panel.jobId = accepted.job_id;
     panel.update(accepted.status, 0);
-    return watch(accepted.job_id, panel);
+    return watch(accepted.job_id, panel, onPartial);
   }
 
-  async function watch(jobId, panel) {
+  async function watch(jobId, panel, onPartial) {
     let outcome = null;
     Object.assign(panel, { jobId });
     panel.node.dataset.jobId = jobId;
@@ -359,6 +360,9 @@
           panel.update(view.status, view.progress);
         },
         progress: (data) => panel.update(null, JSON.parse(data).progress),
+        partial: (data) => {
+          if (onPartial) onPartial({ raw: data, result: JSON.parse(data), jobId });
+        },
         result: (data) => {
           outcome = { raw: data, result: JSON.parse(data), jobId };
           panel.update("done", 1);
@@ -389,6 +393,8 @@
     setTimeout(() => URL.revokeObjectURL(link.href), 10000);
   }
 
+  /** A card for a job's result; ``card.show(outcome)`` draws a partial or the final result in place
+   * (the reader's component, view and row choices are kept). */
   function resultCard(outcome, title) {
     const card = document.createElement("article");
     card.className = "card result";
@@ -408,7 +414,7 @@
       return b;
     };
     const host = document.createElement("div");
-    const view = H.render(host, outcome.result, {
+    const options = {
       methods: METHODS, title,
       onSelect: (unit) => {
         if (unit.item.position < 1) {
@@ -420,20 +426,35 @@
         showAlert(`Target set to the token “${unit.label}” at position ${unit.item.position}. Press Explain to see what made the model predict it.`, "info");
         $("#explain").focus();
       },
+    };
+    const reportButton = button("HTML report", async () => {
+      const response = await api(`/jobs/${outcome.jobId}/report`, { raw: true });
+      download(`heta-${outcome.jobId}.html`, await response.blob());
     });
     toolbar.append(label,
       button("JSON", async () => download(`heta-${outcome.jobId}.json`, new Blob([outcome.raw], { type: "application/json" }))),
-      button("HTML report", async () => {
-        const response = await api(`/jobs/${outcome.jobId}/report`, { raw: true });
-        download(`heta-${outcome.jobId}.html`, await response.blob());
-      }),
-      button("PNG", () => new Promise((resolve) => view.canvas().toBlob((blob) => {
+      reportButton,
+      button("PNG", () => new Promise((resolve) => card.heatmap.canvas().toBlob((blob) => {
         download(`heta-${outcome.jobId}.png`, blob);
         resolve();
       }, "image/png"))));
     card.append(toolbar, host);
-    card.heatmap = view;
+    card.show = (next) => {
+      outcome = next;
+      card.heatmap = H.render(host, next.result, { ...options, state: card.heatmap && card.heatmap.state });
+      card.dataset.partial = next.result.partial ? (next.result.stages_done || []).join(",") : "";
+      reportButton.disabled = Boolean(next.result.partial); // a report is of a finished job
+      reportButton.title = next.result.partial ? "available when the job ends" : "";
+    };
+    card.show(outcome);
     return card;
+  }
+
+  /** The card of ``slot``: drawn at a job's first partial result, refined in place by the next. */
+  function showIn(slot, outcome, title) {
+    const card = slot.firstElementChild;
+    if (card && card.dataset.jobId === outcome.jobId) card.show(outcome);
+    else slot.replaceChildren(resultCard(outcome, title));
   }
 
   function showAgreement(left, right) {
@@ -486,14 +507,17 @@
     try {
       const panels = methods.map((m) => jobPanel(m));
       if ($("#runs").getBoundingClientRect().top < 0) $("#runs").scrollIntoView(); // the form can be scrolled far below it
-      const settled = await Promise.allSettled(methods.map((m, i) => runJob(requestBody(m), panels[i])));
+      const slots = resultSlots(methods.length);
+      const title = (m) => (methods.length > 1 ? m : null);
+      // a HETA job's heatmap appears at its first partial result and is refined in place
+      const settled = await Promise.allSettled(methods.map((m, i) => runJob(requestBody(m), panels[i], (o) => showIn(slots[i], o, title(m)))));
       const outcomes = [];
       for (const s of settled) {
         if (s.status === "rejected") throw s.reason;
         if (s.value.problem) throw s.value.problem;
         outcomes.push(s.value);
       }
-      showResults(outcomes);
+      showResults(outcomes, slots);
     } catch (error) {
       report(error);
     } finally {
@@ -501,10 +525,21 @@
     }
   }
 
-  function showResults(outcomes) {
+  /** ``count`` empty places in #results, one per job, in order. */
+  function resultSlots(count) {
     const results = $("#results");
-    results.classList.toggle("compare", outcomes.length > 1);
-    results.replaceChildren(...outcomes.map((o) => resultCard(o, outcomes.length > 1 ? o.result.method : null)));
+    results.classList.toggle("compare", count > 1);
+    const slots = Array.from({ length: count }, () => {
+      const slot = document.createElement("div");
+      slot.className = "result-slot";
+      return slot;
+    });
+    results.replaceChildren(...slots);
+    return slots;
+  }
+
+  function showResults(outcomes, slots = resultSlots(outcomes.length)) {
+    outcomes.forEach((o, i) => showIn(slots[i], o, outcomes.length > 1 ? o.result.method : null));
     if (outcomes.length > 1) showAgreement(outcomes[0], outcomes[1]);
   }
 
@@ -567,9 +602,10 @@
     showAlert("");
     clearResults();
     try {
-      const outcome = await watch(job.job_id, running.get(job.job_id) || jobPanel(job.method || job.job_id));
+      const [slot] = resultSlots(1);
+      const outcome = await watch(job.job_id, running.get(job.job_id) || jobPanel(job.method || job.job_id), (o) => showIn(slot, o, null));
       if (outcome.problem) throw outcome.problem;
-      showResults([outcome]);
+      showResults([outcome], [slot]);
     } catch (error) {
       report(error);
     }

@@ -91,7 +91,7 @@ def test_python_api_cli_and_service_emit_the_same_result(demo, openapi, body, en
     assert python_json["meta"]["timings"]["queue_s"] is None and cli_json["meta"]["timings"]["total_s"] is None
     assert_same(comparable(python_json), comparable(service_json))
     assert_same(comparable(python_json), comparable(cli_json))
-    assert python_json["schema_version"] == heta_core.SCHEMA_VERSION == "1.0"
+    assert python_json["schema_version"] == heta_core.SCHEMA_VERSION == "1.1"
     assert python_json["meta"]["revision"] == "heta-demo-1"
 
     # every surface's JSON is a valid JobResult of the published schema (the engine's plus a job id)

@@ -82,6 +82,48 @@ def test_events_arrive_in_order_and_end_with_the_result(keyed):
     print(f"events of a {seconds:.1f} s job: {names.count('progress')} progress events")
 
 
+def test_a_heta_job_streams_its_partial_results_before_the_result(keyed):
+    """The flow, then flow and KL, each a full JobResult with `partial: true`, while the Hessian stage runs;
+    GET /jobs/{id} carries the latest; POST /attribute?partial=true answers it on time-out; done drops it."""
+    spec = keyed.http.get("/openapi.json").json()
+    job_id = submit(keyed, LONG, K1)
+    events = read_events(keyed, job_id, K1)
+    names = [name for name, _ in events if name in ("partial", "result")]
+    assert names == ["partial", "partial", "result"], names
+    partials = [json.loads(data) for name, data in events if name == "partial"]
+    final = json.loads(events[-1][1])
+    assert [p["stages_done"] for p in partials] == [["flow"], ["flow", "kl"]] and final["stages_done"] == ["flow", "kl", "hessian"]
+    for partial in partials:
+        schema_validator(spec, "JobResult").validate(partial)
+        assert partial["partial"] is True and partial["job_id"] == job_id
+        assert [t["flow"] for t in partial["tokens"]] == [t["flow"] for t in final["tokens"]]
+        assert all(t["hessian"] is None for t in partial["tokens"])
+    assert [t["kl"] for t in partials[1]["tokens"]] == [t["kl"] for t in final["tokens"]]
+    assert final["partial"] is False and "partial" not in keyed.http.get(f"/jobs/{job_id}", headers=K1).json()
+    # while running: the job view and POST /attribute?partial=true carry the latest partial
+    twice = {**K1, "Idempotency-Key": "partial-twice"}
+    slow = {**LONG, "config": {"samples": 1000}}  # runs until cancelled below
+    answer = keyed.http.post("/attribute", params={"partial": "true"}, json={**slow, "wait": 0.0}, headers=twice)
+    assert answer.status_code == 202 and set(answer.json()) == {"job_id", "status"}  # nothing known yet: the bare 202
+    running = answer.json()["job_id"]
+    deadline = time.monotonic() + 60
+    while "partial" not in (view := keyed.http.get(f"/jobs/{running}", headers=K1).json()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert view["status"] == "running" and view["partial"]["partial"] is True and view["partial"]["stages_done"][0] == "flow"
+    schema_validator(spec, "JobView").validate(view)
+    twin = keyed.http.post("/attribute", params={"partial": "true"}, json={**slow, "wait": 0.5}, headers=twice)
+    body = twin.json()
+    assert twin.status_code == 202 and twin.headers["location"] == f"/jobs/{running}"
+    assert body["partial"] is True and body["job_id"] == running and body["stages_done"] == ["flow", "kl"]
+    schema_validator(spec, "JobResult").validate(body)
+    # without partial=true a time-out is the bare 202
+    bare = keyed.http.post("/attribute", json={**slow, "wait": 0.5}, headers=twice)
+    assert bare.status_code == 202 and set(bare.json()) == {"job_id", "status"}
+    keyed.http.delete(f"/jobs/{running}", headers=K1)
+    cancelled = keyed.wait_status(running, {"cancelled"}, headers=K1)
+    assert cancelled["partial"]["stages_done"] == ["flow", "kl"]  # what it knew when it was cancelled stays readable
+
+
 def test_a_waiting_job_gets_keep_alives_and_its_cancellation_ends_the_stream(keyed):
     blocker = submit(keyed, {**LONG, "config": {"samples": 1000}}, K1)  # the one worker is busy with this while the next job waits
     waiting = submit(keyed, {"text": PROMPT, "target_text": " 3"}, K1)
@@ -142,7 +184,7 @@ def test_openapi_documents_the_stream_and_its_events_match_it(keyed):
     assert {"401", "403", "404"} <= set(events["responses"])
     assert "keep-alive" in events["description"] and "`result`" in events["description"]
     # each event validates against the published per-event schema; each data line against its own schema
-    schemas = {"status": "JobView", "result": "JobResult", "problem": "ProblemDetails"}
+    schemas = {"status": "JobView", "partial": "JobResult", "result": "JobResult", "problem": "ProblemDetails"}
     per_event = jsonschema.Draft202012Validator(events["responses"]["200"]["content"]["text/event-stream"]["schema"])
     done = submit(keyed, {"text": PROMPT, "target_text": " 3"}, K1)
     cancelled = submit(keyed, {"text": PROMPT}, K1)
@@ -154,7 +196,7 @@ def test_openapi_documents_the_stream_and_its_events_match_it(keyed):
             if name in schemas:
                 schema_validator(spec, schemas[name]).validate(json.loads(data))
             seen.add(name)
-    assert seen == {"status", "result", "problem"}
+    assert {"status", "result", "problem"} <= seen <= set(schemas)  # `partial` when the stream sees the job run
 
 
 def test_the_page_asks_for_a_key_and_says_when_it_is_wrong(keyed):
@@ -177,7 +219,7 @@ def test_the_page_asks_for_a_key_and_says_when_it_is_wrong(keyed):
         assert not page.is_visible("#key-dialog")
         assert page.evaluate("sessionStorage.getItem('heta-api-key')") == "k2"
         page.click("#explain")
-        page.wait_for_selector("#results .hm-unit", timeout=120_000)
+        page.wait_for_selector("#results .result[data-partial=''] .hm-unit", timeout=120_000)
         job_id = page.get_attribute("#results .result", "data-job-id")
         assert keyed.http.get(f"/jobs/{job_id}", headers=K2).json()["status"] == "done"  # sent with the key
         assert keyed.http.get(f"/jobs/{job_id}", headers=K1).status_code == 404

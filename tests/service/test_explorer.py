@@ -49,9 +49,12 @@ def ready(page) -> None:
 
 
 def explained(page, count: int = 1, timeout: float = 120_000) -> list[str]:
-    """Wait for ``count`` rendered results; their job ids."""
+    """Wait for ``count`` rendered final results (a HETA card is drawn at its first partial result
+    and refined in place: `data-partial` is empty once it shows the final); their job ids."""
     page.wait_for_function(f"document.querySelectorAll('#results .result .hm-unit').length > 0 && "
-                           f"document.querySelectorAll('#results .result').length == {count}", timeout=timeout)  # fmt: skip
+                           f"document.querySelectorAll('#results .result').length == {count} && "
+                           f"document.querySelectorAll('#results .result[data-partial=\"\"]').length == {count}",
+                           timeout=timeout)  # fmt: skip
     return page.eval_on_selector_all("#results .result", "cards => cards.map(c => c.dataset.jobId)")
 
 
@@ -235,6 +238,48 @@ def test_long_job_progress_rises_and_cancel_stops_it(server, offline):
     assert "cancelled" in page.text_content("#alert")
     view.shot("05-long-job-cancelled", full_page=False)
     assert server.http.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
+
+
+def test_a_heta_heatmap_is_drawn_at_its_first_partial_and_refined_in_place(server, offline):
+    """Flow + KL first ("curvature still running", the trust line waiting), then the final result in the
+    same card, with the component the reader chose kept."""
+    view = offline()
+    page = view.page
+    ready(page)
+    page.fill("#text", LONG)
+    page.fill("#target-text", " 2")
+    page.click("#options summary")
+    page.fill("#samples", "1500")  # several seconds of Hessian work on heta-demo
+    started = time.monotonic()
+    page.click("#explain")
+    page.wait_for_selector("#results .result[data-partial='flow,kl'] .hm-unit", timeout=120_000)
+    first = time.monotonic() - started
+    job_id = page.get_attribute("#results .result", "data-job-id")
+    partial = server.http.get(f"/jobs/{job_id}").json()["partial"]
+    assert partial["stages_done"] == ["flow", "kl"] and partial["partial"] is True
+    assert page.text_content("#results .hm-partial") == (
+        "Partial result: flow + KL impact, curvature still running — this map is refined in place when the job ends."
+    )
+    assert page.text_content("#results .hm-trust-pending").startswith("Waiting for the final result")
+    assert [float(s["value"]) for s in spans(page)] == [t["score"] for t in partial["tokens"]]
+    # the terms known so far can be shown; the curvature is not offered yet
+    offered = page.eval_on_selector_all("#results .hm-components input", "inputs => inputs.map(i => i.value)")
+    assert offered == ["score", "flow", "kl"]
+    page.check("#results .hm-components input[value='kl']")
+    page.evaluate("document.querySelector('#results .result').marker = 'same card'")
+    view.shot("14-partial-heatmap", full_page=False)
+    (final_id,) = explained(page)
+    total = time.monotonic() - started
+    assert final_id == job_id and page.evaluate("document.querySelector('#results .result').marker") == "same card"
+    result = result_of(server, job_id)
+    assert page.locator("#results .hm-partial").count() == 0 and page.locator("#results .hm-trust-pending").count() == 0
+    assert page.is_checked("#results .hm-components input[value='kl']")  # the reader's choice survives the refinement
+    assert [float(s["value"]) for s in spans(page)] == [t["kl"] for t in result["tokens"]]
+    page.check("#results .hm-components input[value='score']")
+    assert [float(s["value"]) for s in spans(page)] == [t["score"] for t in result["tokens"]]
+    view.shot("15-partial-refined", full_page=False)
+    print(f"partial heatmap after {first:.2f} s, final after {total:.2f} s")
+    assert first < total
 
 
 def test_exports_json_report_and_png(server, offline, tmp_path):

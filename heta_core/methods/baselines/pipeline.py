@@ -54,7 +54,8 @@ def baseline_scores(method: str, model, embeds: torch.Tensor, n: int, rows, *, t
     return torch.stack(scores)
 
 
-def run(handle, request, cfg, progress) -> Parts:
+def run(handle, request, cfg, progress, publish=None) -> Parts:
+    """One stage ("baseline"): nothing to publish before the end."""
     ids, n, model = request.doc.ids, request.scored, handle.model
     embeds = handle.embed(ids[:-1])
     targets = torch.tensor(ids[n:], device=handle.device)
@@ -81,7 +82,8 @@ def run(handle, request, cfg, progress) -> Parts:
     seconds = time.perf_counter() - clock
     logprobs = [float(trace.logprobs[j, ids[n + j]]) for j in range(request.targets)]
     score = scores.double() if request.mode == "each" else scores.double()[0]
-    return Parts({"score": score.float()}, logprobs, None, {"baseline": seconds}, foil_logprob(trace.logprobs, request.foil))
+    return Parts({"score": score}, logprobs, None, {"baseline": seconds}, foil_logprob(trace.logprobs, request.foil),
+                 stages=("baseline",))  # fmt: skip
 
 
 def plan(handle, request, cfg, budget: int) -> Plan:

@@ -1,4 +1,4 @@
-"""HETA for one request: trace → flow → kl → hessian → combine (HETA.md).
+"""HETA for one request or several at once: trace → flow → kl → hessian → combine (HETA.md).
 
   1. trace   — one eager forward: attention probabilities, values, log P(·|X) at the predicting
                positions, KV cache (:mod:`heta_core.runtime.trace`)
@@ -7,19 +7,28 @@
   4. hessian — S from block HVPs or an approximation (:mod:`.hessian`)
   5. combine — Eq. 5 (:mod:`.combine`)
 
-``strategy="reference"`` runs 3 and 4 as literal per-token loops over full sequences; ``"fast"``
-batches them after the cached prefix. Both draw identical probes, so they agree to rounding.
+The stages run in this order and each finished stage is published as a partial result: M_T first
+(milliseconds), then M_T with I, then the whole of Eq. 5 (:func:`.combine.estimate` scores the terms
+known so far). ``strategy="reference"`` runs 3 and 4 as literal per-token loops over full sequences;
+``"fast"`` batches them after the cached prefix. Both draw identical probes, so they agree to rounding.
+
+Several requests (:func:`run_many`) go through the stages together: their masked forwards and
+Hessian-vector chunks are packed into shared batches within the memory budget
+(:mod:`heta_core.runtime.schedule`, :mod:`heta_core.runtime.packing`), each request keeping its own
+progress, cancellation and failure. One request is the same run with one lane.
+
 Targets: "each" attributes every target token independently (a target × prompt matrix); "sum"
 attributes the span's total log-probability — I and M_T are then the sum / mean of the per-token
 rows, S the curvature of the summed objective (HETA.md "Targets"). With a foil (``request.foil``,
 one target token) S and I explain log p(y) − log p(foil) instead; M_T is unchanged
-(docs/engine.md "Contrastive targets").
+(docs/engine.md "Contrastive targets"). With ``window`` each of the authors' windows is a context
+of its own; the terms are averaged over overlapping windows and M_T renormalised.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 from torch.profiler import record_function
@@ -27,41 +36,20 @@ from torch.profiler import record_function
 from ...models.adapters import eager_attention
 from ...runtime.batching import StreamPool, SuffixRunner, plan_chunks, to_host
 from ...runtime.cost import budget_bytes, row_bytes_fn, trace_bytes
-from ...runtime.masking import mask_vector, masked_work
+from ...runtime.masking import mask_vector, masked_chunks, masked_work
+from ...runtime.progress import BudgetSpent
+from ...runtime.schedule import Lane, Opaque, run_lanes
 from ...runtime.trace import run_trace
 from ..base import Parts, Plan, foil_logprob
-from .combine import combine
+from .combine import estimate
 from .flow import layer_value_norms, semantic_flow
-from .hessian import OVERSAMPLE, Curvature, low_rank_sensitivity, sensitivity, sensitivity_reference
-from .kl import impact, information, information_reference
+from .hessian import OVERSAMPLE, Curvature, hvp_chunks, low_rank_sensitivity, sensitivity_reference
+from .kl import impact, information_reference
 
 STAGES = ("flow", "kl", "hessian")
 
-
-@dataclass
-class Terms:
-    """The three terms over the prompt, per predicting position (float64 CPU)."""
-
-    flow: torch.Tensor  # [k, n]
-    kl: torch.Tensor  # [k, n]
-    hessian: torch.Tensor  # [n] ("sum") or [k, n] ("each")
-    logprobs: list[float]
-    hvps: int
-    foil_logprob: float | None = None
-
-
-def run(handle, request, cfg, progress) -> Parts:
-    timings = dict.fromkeys(STAGES, 0.0)
-    terms = _windowed(handle, request, cfg, timings, progress)
-    if request.mode == "each":
-        flow, kl = terms.flow, terms.kl
-    else:
-        flow = terms.flow.mean(0)
-        flow = flow / flow.sum()
-        kl = terms.kl.sum(0)
-    scores = combine(flow, terms.hessian, kl, beta=cfg.beta, gamma=cfg.gamma, normalize=cfg.normalize)
-    values = {"score": scores.float(), "flow": flow.float(), "hessian": terms.hessian.float(), "kl": kl.float()}
-    return Parts(values, terms.logprobs, terms.hvps, timings, terms.foil_logprob)
+# a partial result: (the stages done, the Parts scored from them)
+Publish = Callable[[tuple[str, ...], Parts], None]
 
 
 def _windows(n: int, cfg) -> list[int]:
@@ -70,129 +58,280 @@ def _windows(n: int, cfg) -> list[int]:
     return sorted(set(list(range(0, n - cfg.window, stride)) + [n - cfg.window]))
 
 
-def _windowed(handle, request, cfg, timings: dict, progress) -> Terms:
-    """Exact, or the authors' windowing: each window of the prompt followed by the targets."""
-    n = request.scored
-    if cfg.window is None or n <= cfg.window:
-        return _compute(handle, request.doc.ids, n, request.mode, cfg, timings, progress, request.foil)
-    targets = request.doc.ids[n:]
-    total: Terms | None = None
-    counts = torch.zeros(n, dtype=torch.float64)
-    for a in _windows(n, cfg):
-        b = a + cfg.window
-        window = _compute(handle, request.doc.ids[a:b] + targets, cfg.window, request.mode, cfg, timings, progress, request.foil)
-        if total is None:
-            shape = lambda t: (*t.shape[:-1], n)  # noqa: E731
-            total = Terms(
-                torch.zeros(shape(window.flow), dtype=torch.float64), torch.zeros(shape(window.kl), dtype=torch.float64),
-                torch.zeros(shape(window.hessian), dtype=torch.float64), window.logprobs, 0, window.foil_logprob,
-            )  # fmt: skip
-        for name in STAGES:
-            getattr(total, name)[..., a:b] += getattr(window, name)
-        total.hvps += window.hvps
-        counts[a:b] += 1
-    for name in STAGES:
-        setattr(total, name, getattr(total, name) / counts)
-    total.flow = total.flow / total.flow.sum(-1, keepdim=True)  # M_T renormalised over the whole prompt
-    return total
+class _Window:
+    """One context the three terms are computed over: the prompt ``ids[:n]`` and the targets ``ids[n:]``
+    (the whole request, or one of the authors' windows starting at prompt position ``offset``)."""
 
+    def __init__(self, handle, ids: list[int], n: int, mode: str, cfg, foil: int | None, offset: int = 0):
+        self.handle, self.ids, self.n, self.mode, self.cfg, self.foil, self.offset = handle, ids, n, mode, cfg, foil, offset
+        self.count = len(ids) - n
+        self.targets = torch.tensor(ids[n:], device=handle.device)
+        self.embeds = handle.embed(ids[:-1])
+        layer = handle.num_layers - cfg.curvature_layers if cfg.curvature_layers is not None else None
+        self.curvature = Curvature(kind=cfg.curvature, layer=layer, low_rank=cfg.low_rank, foil=foil)
+        self.block = handle.blocks()[layer] if layer is not None else None
+        # "each": row j is an independent attribution of y_j from the prompt and y_<j
+        self.rows = [(len(ids) - 1, self.targets)] if mode != "each" else [(n + j, self.targets[j : j + 1]) for j in range(self.count)]
 
-def _curvature(handle, cfg, foil: int | None) -> tuple[Curvature, torch.nn.Module | None]:
-    layer = handle.num_layers - cfg.curvature_layers if cfg.curvature_layers is not None else None
-    block = handle.blocks()[layer] if layer is not None else None
-    return Curvature(kind=cfg.curvature, layer=layer, low_rank=cfg.low_rank, foil=foil), block
-
-
-def _compute(handle, ids: list[int], n: int, mode: str, cfg, timings: dict, progress, foil: int | None = None) -> Terms:
-    """Flow, KL (or the contrast's change) and S for prompt ``ids[:n]`` and targets ``ids[n:]`` (float64 CPU tensors)."""
-    model, device = handle.model, handle.device
-    reference = cfg.strategy == "reference"
-    count = len(ids) - n
-    targets = torch.tensor(ids[n:], device=device)
-    embeds = handle.embed(ids[:-1])
-    budget = budget_bytes(cfg.memory_budget_mb, device)
-    curvature, block = _curvature(handle, cfg, foil)
-    readout = impact(targets, foil)
-
-    clock = time.perf_counter()
-    with eager_attention(model):
-        trace = run_trace(
-            model, handle.adapter, handle.layout, embeds, predicting=count, keep_cache=True, full_logits=reference,
-            full_attention=cfg.flow == "official",
-            block_input_layers=(curvature.layer,) if curvature.layer is not None else (),
-        )  # fmt: skip
-        blocks = [handle.adapter.attention(b) for b in handle.blocks()]
-        norms = layer_value_norms(blocks, handle.adapter, handle.layout, trace, mode=cfg.flow)
-        flow = semantic_flow(trace, norms, mode=cfg.flow, reference=reference)[:, :n].cpu()
-    logprobs = [float(trace.logprobs[j, ids[n + j]]) for j in range(count)]
-    timings["flow"] += time.perf_counter() - clock
-
-    source = embeds if curvature.layer is None else trace.block_inputs[curvature.layer]
-    fill = mask_vector(embeds[:n], cfg.mask, model.get_input_embeddings())
-    runner = SuffixRunner(model, trace.kv)
-    # "each": row j is an independent attribution of y_j from the prompt and y_<j
-    rows = [(len(ids) - 1, targets)] if mode != "each" else [(n + j, targets[j : j + 1]) for j in range(count)]
-    hessians, hvps = [], 0
-
-    def sensitivities(streams: StreamPool | None) -> None:
-        nonlocal hvps
+    def flow(self) -> torch.Tensor:
+        """Runs the trace and returns M_T ``[k, n]`` (float64 CPU)."""
+        handle, cfg, model = self.handle, self.cfg, self.handle.model
+        reference = cfg.strategy == "reference"
         with eager_attention(model):
-            for length, row_targets in rows:
-                hessian, used = _sensitivity(handle, runner, embeds[:length], source[:length], row_targets, n, cfg, curvature, block, budget, streams)
-                hessians.append(hessian)
-                hvps += used
-
-    if reference:
-        progress.tick()
-        clock = time.perf_counter()
-        kl = information_reference(model, embeds, trace.logprobs, fill, n, readout)
-        timings["kl"] += time.perf_counter() - clock
-        clock = time.perf_counter()
-        sensitivities(None)
-        timings["hessian"] += time.perf_counter() - clock
-    else:
-        kl_streams = StreamPool(device, cfg.cuda_streams, progress.tick)
-        hvp_streams = StreamPool(device, cfg.cuda_streams, progress.tick)
-        # named host ranges: a profiler trace attributes each stage's kernels (`heta bench`'s overlap proof)
-        with record_function("heta.kl"):
-            kl = information(
-                runner, embeds, trace.logprobs, fill, n,
-                row_bytes=row_bytes_fn(model.config, handle.layout, embeds.dtype), budget_bytes=budget, streams=kl_streams,
-                readout=readout,
+            self.trace = run_trace(
+                model, handle.adapter, handle.layout, self.embeds, predicting=self.count, keep_cache=True, full_logits=reference,
+                full_attention=cfg.flow == "official",
+                block_input_layers=(self.curvature.layer,) if self.curvature.layer is not None else (),
             )  # fmt: skip
-        with record_function("heta.hessian"):
-            sensitivities(hvp_streams)
-        kl_streams.join()
-        hvp_streams.join()
-        timings["kl"] += kl_streams.seconds
-        timings["hessian"] += hvp_streams.seconds
-    kl, *hessians = to_host([kl, *hessians])
-    hessian = torch.stack(hessians)
-    return Terms(
-        flow=flow.double(),
-        kl=kl.double().T,
-        hessian=(hessian if mode == "each" else hessian[0]).double(),
-        logprobs=logprobs,
-        hvps=hvps,
-        foil_logprob=foil_logprob(trace.logprobs, foil),
-    )
+            blocks = [handle.adapter.attention(b) for b in handle.blocks()]
+            norms = layer_value_norms(blocks, handle.adapter, handle.layout, self.trace, mode=cfg.flow)
+            flow = semantic_flow(self.trace, norms, mode=cfg.flow, reference=reference)[:, : self.n].cpu()
+        self.runner = SuffixRunner(model, self.trace.kv)
+        self.fill = mask_vector(self.embeds[: self.n], cfg.mask, model.get_input_embeddings())
+        self.logprobs = [float(self.trace.logprobs[j, self.ids[self.n + j]]) for j in range(self.count)]
+        self.foil_logprob = foil_logprob(self.trace.logprobs, self.foil)
+        return flow.double()
+
+    def kl_work(self, budget: int, slot) -> list:
+        readout = impact(self.targets, self.foil)
+        if self.cfg.strategy == "reference":
+            model, trace = self.handle.model, self.trace
+            return [Opaque(slot, lambda: information_reference(model, self.embeds, trace.logprobs, self.fill, self.n, readout))]
+        row = row_bytes_fn(self.handle.config, self.handle.layout, self.embeds.dtype)
+        return masked_chunks(self.runner, self.embeds, self.trace.logprobs, self.fill, self.n, readout,
+                             row_bytes=row, budget_bytes=budget, slot=slot)  # fmt: skip
+
+    def hessian_work(self, budget: int, slot) -> list:
+        """Per attribution row, its chunks; slots ``(slot, row)``."""
+        cfg, handle = self.cfg, self.handle
+        source = self.embeds if self.curvature.layer is None else self.trace.block_inputs[self.curvature.layer]
+        work = []
+        for index, (length, targets) in enumerate(self.rows):
+            embeds, rows_source, place = self.embeds[:length], source[:length], (slot, index)
+            if self.curvature.low_rank is not None:
+                full_row = row_bytes_fn(handle.config, handle.layout, self.embeds.dtype, probes=1)
+                work.append(Opaque(place, lambda e=embeds, s=rows_source, t=targets: low_rank_sensitivity(
+                    self.runner, e, s, t, self.n, cfg.num_hvp_samples, cfg.seed, self.curvature, self.block,
+                    row_bytes=full_row, budget_bytes=budget)[0]))  # fmt: skip
+            elif cfg.strategy == "reference":
+                work.append(Opaque(place, lambda e=embeds, s=rows_source, t=targets: sensitivity_reference(
+                    handle.model, e, s, t, self.n, cfg.num_hvp_samples, cfg.seed, self.curvature, self.block)))  # fmt: skip
+            else:
+                row = row_bytes_fn(handle.config, handle.layout, self.embeds.dtype, probes=cfg.num_hvp_samples)
+                work += hvp_chunks(self.runner, embeds, rows_source, targets, self.n, cfg.num_hvp_samples, cfg.seed,
+                                   self.curvature, self.block, row_bytes=row, budget_bytes=budget, slot=place)  # fmt: skip
+        return work
+
+    def hvps(self, item) -> int:
+        """HVPs one finished item of :meth:`hessian_work` computed."""
+        if self.curvature.low_rank is not None:  # 2(k + o) full-sequence products
+            length = self.rows[item.slot[1]][0]
+            return 2 * min(self.curvature.low_rank + OVERSAMPLE, length * self.embeds.shape[1])
+        if isinstance(item, Opaque):
+            return self.n * self.cfg.num_hvp_samples
+        return item.positions.shape[0] * self.cfg.num_hvp_samples
 
 
-def _sensitivity(handle, runner, embeds, source, targets, n, cfg, curvature, block, budget, streams):
-    if curvature.low_rank is not None:
-        full_row = row_bytes_fn(handle.config, handle.layout, embeds.dtype, probes=1)
-        return low_rank_sensitivity(
-            runner, embeds, source, targets, n, cfg.num_hvp_samples, cfg.seed, curvature, block,
-            row_bytes=full_row, budget_bytes=budget, streams=streams,
-        )  # fmt: skip
-    if streams is None:
-        scores = sensitivity_reference(handle.model, embeds, source, targets, n, cfg.num_hvp_samples, cfg.seed, curvature, block)
-        return scores, n * cfg.num_hvp_samples
-    return sensitivity(
-        runner, embeds, source, targets, n, cfg.num_hvp_samples, cfg.seed, curvature, block,
-        row_bytes=row_bytes_fn(handle.config, handle.layout, embeds.dtype, probes=cfg.num_hvp_samples),
-        budget_bytes=budget, streams=streams,
-    )  # fmt: skip
+class _Job:
+    """One request going through the stages: its windows, the terms known so far, its fate."""
+
+    def __init__(self, handle, request, cfg, progress, publish: Publish | None):
+        self.handle, self.request, self.cfg, self.progress, self.publish = handle, request, cfg, progress, publish
+        self.budget = budget_bytes(cfg.memory_budget_mb, handle.device)
+        n, ids = request.scored, request.doc.ids
+        if cfg.window is None or n <= cfg.window:
+            self.windows = [_Window(handle, ids, n, request.mode, cfg, request.foil)]
+        else:
+            targets = ids[n:]
+            self.windows = [_Window(handle, ids[a : a + cfg.window] + targets, cfg.window, request.mode, cfg, request.foil, a)
+                            for a in _windows(n, cfg)]  # fmt: skip
+        self.terms: dict[str, list[torch.Tensor]] = {}  # stage → per window, float64 CPU
+        self.pending: dict[str, list[torch.Tensor]] = {}  # stage → per window, on the device until copied
+        self.ready: dict[str, object] = {}  # stage → the CUDA event after which its pending tensors are complete
+        self.timings = dict.fromkeys(STAGES, 0.0)
+        self.hvps = 0
+        self.shares: dict[str, tuple[StreamPool, float]] = {}  # stage → (its pool, this job's share of its rows)
+        self.error: BaseException | None = None
+        self.lane: Lane | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.error is None
+
+    def run_flow(self) -> None:
+        clock = time.perf_counter()
+        self.terms["flow"] = [window.flow() for window in self.windows]
+        self.timings["flow"] += time.perf_counter() - clock
+        self.announce("flow")
+
+    def start(self, stage: str) -> Lane:
+        work = []
+        for index, window in enumerate(self.windows):
+            work += window.kl_work(self.budget, index) if stage == "kl" else window.hessian_work(self.budget, index)
+        self.lane = Lane(work, self.progress.tick, self.budget)
+        return self.lane
+
+    def finish(self, stage: str, streams: StreamPool, seconds: float) -> None:
+        """The stage's lane is done: reduce its outputs per window on the device (copied later)."""
+        lane, self.lane = self.lane, None
+        self.timings[stage] += seconds
+        if stage == "hessian":
+            self.hvps += sum(self.windows[item.slot[0]].hvps(item) for item in lane.items[: len(lane.outputs)])
+        if lane.error is not None:
+            self.error = lane.error
+            return
+        grouped = lane.by_slot()
+        if stage == "kl":
+            parts = [grouped[index] for index in range(len(self.windows))]
+            self.pending["kl"] = [streams.gather(p).T for p in parts]  # [k, n]
+        else:
+            self.pending["hessian"] = [
+                torch.stack([streams.gather(grouped[(index, row)]) for row in range(len(window.rows))])
+                for index, window in enumerate(self.windows)
+            ]  # [rows, n]
+        if streams.streams:
+            event = torch.cuda.Event()
+            event.record(streams.streams[0])
+            self.ready[stage] = event
+
+    def collect(self, stage: str, block: bool = False) -> bool:
+        """Copies a finished stage's terms to the host and publishes them; False while the device is
+        still computing them (and ``block`` is false)."""
+        if stage not in self.pending:
+            return stage in self.terms
+        event = self.ready.get(stage)
+        if event is not None:
+            if not block and not event.query():
+                return False
+            torch.cuda.current_stream(self.handle.device).wait_event(event)
+        self.terms[stage] = [t.double() for t in to_host(self.pending.pop(stage))]
+        self.announce(stage)
+        return True
+
+    def announce(self, stage: str) -> None:
+        if self.publish is None or not self.live:
+            return
+        try:
+            self.publish(self.done, self.parts())
+        except Exception as error:  # noqa: BLE001 - the caller's callback stopped this call, no other
+            self.error = error
+
+    @property
+    def done(self) -> tuple[str, ...]:
+        return tuple(stage for stage in STAGES if stage in self.terms)
+
+    def merged(self, stage: str) -> torch.Tensor | None:
+        """A term over the whole prompt: the window's, or the windows' average (M_T renormalised)."""
+        if stage not in self.terms:
+            return None
+        values = self.terms[stage]
+        if stage == "hessian":
+            values = [v if self.request.mode == "each" else v[0] for v in values]
+        if len(self.windows) == 1:
+            return values[0]
+        n = self.request.scored
+        total = torch.zeros((*values[0].shape[:-1], n), dtype=torch.float64)
+        counts = torch.zeros(n, dtype=torch.float64)
+        for window, value in zip(self.windows, values):
+            total[..., window.offset : window.offset + window.n] += value
+            counts[window.offset : window.offset + window.n] += 1
+        total = total / counts
+        return total / total.sum(-1, keepdim=True) if stage == "flow" else total
+
+    def parts(self) -> Parts:
+        """Eq. 5 from the terms known so far (:func:`.combine.estimate`), as the method's Parts."""
+        flow, kl, hessian = self.merged("flow"), self.merged("kl"), self.merged("hessian")
+        if self.request.mode != "each":
+            flow = flow.mean(0)
+            flow = flow / flow.sum()
+            kl = kl.sum(0) if kl is not None else None
+        scores = estimate(flow, hessian, kl, beta=self.cfg.beta, gamma=self.cfg.gamma, normalize=self.cfg.normalize)
+        values = {"score": scores, "flow": flow}
+        values.update({name: term for name, term in (("hessian", hessian), ("kl", kl)) if term is not None})
+        first = self.windows[0]
+        timings = {stage: self.timings[stage] for stage in STAGES}
+        return Parts(values, first.logprobs, self.hvps, timings, first.foil_logprob, stages=self.done)
+
+
+def run(handle, request, cfg, progress, publish: Publish | None = None) -> Parts:
+    (outcome,) = run_many(handle, [(request, cfg, progress, publish)])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def run_many(handle, calls: Sequence[tuple], packing: str = "pad") -> list[Parts | BaseException]:
+    """``calls``: (request, config, progress, publish or None) each. One outcome per call, in order:
+    its Parts, or the exception that ended it (its progress callback's, or its own failure).
+
+    A call whose progress raises :class:`~heta_core.runtime.progress.BudgetSpent` ends with the
+    terms it has: its Parts are those of its last partial."""
+    jobs = [_Job(handle, request, cfg, progress, publish) for request, cfg, progress, publish in calls]
+    for job in jobs:
+        try:
+            job.run_flow()
+        except Exception as error:  # noqa: BLE001 - this call's failure, not the others'
+            job.error = error
+    streams = max(job.cfg.cuda_streams for job in jobs)
+    device = handle.device
+    # named host ranges: a profiler trace attributes each stage's kernels (`heta bench`'s overlap proof)
+    kl_pool = StreamPool(device, streams)
+    with record_function("heta.kl"):
+        _stage(jobs, "kl", kl_pool, packing)
+    hvp_pool = StreamPool(device, streams)
+
+    def publish_finished_kl() -> None:  # on a GPU the KL kernels overlap the first HVP chunks
+        for job in jobs:
+            if job.live:
+                job.collect("kl")
+
+    with record_function("heta.hessian"), eager_attention(handle.model):  # double backward needs eager attention
+        _stage(jobs, "hessian", hvp_pool, packing, between=publish_finished_kl)
+    kl_pool.join()
+    hvp_pool.join()
+    for job in jobs:
+        for stage, (pool, share) in job.shares.items():
+            if pool.streams:
+                job.timings[stage] = pool.seconds * share
+    outcomes: list[Parts | BaseException] = []
+    for job in jobs:
+        try:
+            for stage in ("kl", "hessian"):
+                if job.live or isinstance(job.error, BudgetSpent):
+                    job.collect(stage, block=True)
+        except Exception as error:  # noqa: BLE001
+            job.error = error
+        if job.error is None:
+            outcomes.append(job.parts())
+        elif isinstance(job.error, BudgetSpent):
+            parts = job.parts()
+            parts.stopped = "budget"
+            outcomes.append(parts)
+        else:
+            outcomes.append(job.error)
+    return outcomes
+
+
+def _stage(jobs: list[_Job], stage: str, pool: StreamPool, packing: str, between=None) -> None:
+    live = [job for job in jobs if job.live]
+    lanes = []
+    for job in live:
+        try:
+            lanes.append(job.start(stage))
+        except Exception as error:  # noqa: BLE001
+            job.error = error
+    run_lanes(lanes, pool, packing, between)
+    pool.finish()
+    rows = {id(lane): sum(item.count for item in lane.items) for lane in lanes}
+    total = max(1, sum(rows.values()))
+    for job in live:
+        if job.lane is None:
+            continue
+        # a GPU stage's device time is read once everything is issued (reading it waits for the device)
+        job.shares[stage] = (pool, rows[id(job.lane)] / total)
+        job.finish(stage, pool, job.lane.seconds)
+        if not pool.streams and job.live:
+            job.collect(stage, block=True)
 
 
 def plan(handle, request, cfg, budget: int) -> Plan:
@@ -204,36 +343,38 @@ def plan(handle, request, cfg, budget: int) -> Plan:
     reference = cfg.strategy == "reference"
     n, k = request.scored, request.targets
     windows = [n] if cfg.window is None or n <= cfg.window else [cfg.window] * len(_windows(n, cfg))
-    hvps = tokens = chunks = chunk_peak = trace_peak = 0
+    hvps = tokens = chunks = chunk_peak = traces = 0
     for scored in windows:
         fed = scored + k - 1
         tokens += fed
-        trace_peak = max(trace_peak, trace_bytes(model_config, layout, dtype, fed, k, cfg.flow == "official"))
+        traces += trace_bytes(model_config, layout, dtype, fed, k, cfg.flow == "official")  # every window's is kept to the end
         rows = [fed] if request.mode != "each" else [scored + j for j in range(k)]
         if reference:
             tokens += scored * fed  # one full forward per masked token
             chunks += 1
             chunk_peak = max(chunk_peak, full_row(fed))
         else:
-            masked_tokens, masked_chunks, masked_peak = masked_work(scored, fed, kl_row, budget)
+            masked_tokens, masked_chunks_, masked_peak = masked_work(scored, fed, kl_row, budget)
             tokens += masked_tokens
-            chunks += masked_chunks
+            chunks += masked_chunks_
             chunk_peak = max(chunk_peak, masked_peak)
         for length in rows:
-            if cfg.low_rank is not None:  # one full-sequence graph, 2(k+o) products
+            if cfg.low_rank is not None:  # one full-sequence graph, 2(k+o) products, one progress tick
                 columns = min(cfg.low_rank + OVERSAMPLE, length * model_config.hidden_size)
                 hvps += 2 * columns
                 tokens += length
-                chunks += 0 if reference else 1
+                chunks += 1
                 group = max(1, min(columns, budget // max(1, full_row(length))))
                 chunk_peak = max(chunk_peak, group * full_row(length))
                 continue
-            hvps += scored * cfg.num_hvp_samples
-            if reference:  # one full-sequence HVP per token and probe
+            if reference:  # one full-sequence HVP per token and probe, one progress tick per row
+                hvps += scored * cfg.num_hvp_samples
                 tokens += scored * cfg.num_hvp_samples * length
+                chunks += 1
                 continue
+            hvps += scored * cfg.num_hvp_samples
             for lo, hi in plan_chunks(list(range(scored)), length, hvp_row, budget):
                 tokens += (hi - lo) * (length - lo)
                 chunks += 1
                 chunk_peak = max(chunk_peak, (hi - lo) * hvp_row(length - lo, length))
-    return Plan(hvps, tokens, chunks, trace_peak + chunk_peak)
+    return Plan(hvps, tokens, chunks, traces + chunk_peak)

@@ -153,9 +153,25 @@
 
   function available(result) {
     const components = ["score"];
-    if (result.tokens.some((t) => t.flow !== null)) components.push("flow", "hessian", "kl");
+    // HETA's terms, those a partial result already holds
+    for (const c of ["flow", "hessian", "kl"]) if (result.tokens.some((t) => t[c] !== null && t[c] !== undefined)) components.push(c);
     const views = ["token", ...Object.keys(VIEWS).filter((v) => v !== "token" && (result.aggregates[v] || []).length)];
     return { components, views };
+  }
+
+  const STAGE_NAMES = { flow: "flow", kl: "KL impact", hessian: "curvature", diagnostics: "diagnostics" };
+
+  /** What a partial result holds and what is still running, in words (null for a final result). */
+  function partialNote(result) {
+    if (!result.partial) return null;
+    const done = result.stages_done || [];
+    const names = done.map((s) => STAGE_NAMES[s] || s);
+    const stages = result.method === "heta" ? ["flow", "kl", "hessian"] : ["baseline"];
+    const left = stages.filter((s) => !done.includes(s)).map((s) => STAGE_NAMES[s] || s);
+    const stopped = result.meta.plan && result.meta.plan.stopped;
+    if (stopped) return `Stopped by its time budget after ${names.join(" + ")}: the ${left.join(" and ") || "diagnostics"} never ran; the score is estimated from what was done.`;
+    const pending = left.length ? `${left.join(" and ")} still running` : "diagnostics still running";
+    return `Partial result: ${names.join(" + ")}, ${pending} — this map is refined in place when the job ends.`;
   }
 
   /** What the targets ``indices`` say: their slice of the text (spaces included) when offsets are known. */
@@ -187,15 +203,23 @@
 
   /**
    * Renders ``result`` into ``container``. Options: ``methods`` ({name: {signed, summary}}),
-   * ``title`` (a heading), ``onSelect(unit)`` (Enter or click on a token), ``compact`` (no matrix).
-   * Returns the view: {state, set(changes), values(), units(), canvas()}.
+   * ``title`` (a heading), ``onSelect(unit)`` (Enter or click on a token), ``compact`` (no matrix),
+   * ``state`` (the component, view and row to start from: a partial result refined in place keeps
+   * what the reader chose). Returns the view: {state, set(changes), values(), units(), canvas()}.
    */
   function render(container, result, options = {}) {
     const id = `hm${++instances}`;
     const methods = options.methods || {};
     const signed = Boolean((methods[result.method] || {}).signed);
     const { components, views } = available(result);
-    const state = { component: "score", view: "token", row: 0, focus: null };
+    const start = options.state || {};
+    const state = {
+      component: components.includes(start.component) ? start.component : "score",
+      view: views.includes(start.view) ? start.view : "token",
+      row: Number.isInteger(start.row) && start.row < result.targets.length ? start.row : 0,
+      focus: null,
+    };
+    const note = partialNote(result);
     const rows = isEach(result) ? result.targets.length : 1;
 
     container.replaceChildren();
@@ -215,6 +239,7 @@
       el("p", { class: "hm-summary" }, (methods[result.method] || {}).summary || "",
         signed ? " — signed: blue works against the target, red for it" : ""),
       ...result.warnings.map((w) => el("p", { class: "hm-warning", role: "note" }, `⚠ ${w.message}`)),
+      note ? el("p", { class: "hm-partial", role: "status", "data-stages": (result.stages_done || []).join(",") }, note) : null,
     );
 
     // controls: component, view, row
@@ -222,13 +247,13 @@
     if (components.length > 1) {
       controls.append(el("fieldset", { class: "hm-components" }, el("legend", {}, "Show"),
         components.map((c) => el("label", { title: COMPONENTS[c].help },
-          el("input", { type: "radio", name: `${id}-component`, value: c, checked: c === "score",
+          el("input", { type: "radio", name: `${id}-component`, value: c, checked: c === state.component,
             onchange: () => set({ component: c }) }), ` ${COMPONENTS[c].label}`))));
     }
     if (views.length > 1) {
       controls.append(el("label", { class: "hm-view" }, "View ",
         el("select", { name: `${id}-view`, onchange: (e) => set({ view: e.target.value }) },
-          views.map((v) => el("option", { value: v }, VIEWS[v])))));
+          views.map((v) => el("option", { value: v, selected: v === state.view }, VIEWS[v])))));
     }
     if (rows > 1) {
       controls.append(el("label", { class: "hm-row" }, "Target ",
@@ -401,6 +426,10 @@
 
     function drawDiagnostics() {
       const diagnostics = result.diagnostics;
+      if (result.partial && !(result.meta.plan && result.meta.plan.stopped)) {
+        faithfulness.replaceChildren(el("p", { class: "hm-muted hm-trust-pending" }, "Waiting for the final result: the trust line is measured on it."));
+        return;
+      }
       if (!diagnostics) {
         faithfulness.replaceChildren(el("p", { class: "hm-muted" }, "Not measured (turn on diagnostics to see how the prediction changes when the top tokens are removed)."));
         return;
@@ -543,5 +572,5 @@
     return canvas;
   }
 
-  global.HetaHeatmap = { render, colour, formatNumber, formatProbability, formatShare, ranking, spearman, topOverlap, units, valueOf, COMPONENTS };
+  global.HetaHeatmap = { render, colour, formatNumber, formatProbability, formatShare, ranking, spearman, topOverlap, units, valueOf, partialNote, COMPONENTS };
 })(typeof window !== "undefined" ? window : globalThis);
