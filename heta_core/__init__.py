@@ -15,9 +15,10 @@ specification; see docs/engine.md). Layout:
 from importlib import metadata as _metadata
 
 from .attributor import Attributor
-from .config import METHODS, HetaConfig
-from .errors import ConfigError, HetaError, InputError, ModelLoadError, NonFiniteResultError, UnsupportedArchitectureError
+from .config import METHODS, PRESETS, HetaConfig
+from .errors import BudgetError, ConfigError, HetaError, InputError, ModelLoadError, NonFiniteResultError, UnsupportedArchitectureError
 from .models.adapters import SUPPORTED_MODEL_TYPES
+from .runtime.cost import Speed
 from .results.schema import (
     SCHEMA_VERSION,
     AttributionResult,
@@ -38,6 +39,7 @@ except _metadata.PackageNotFoundError:  # a source tree that was never installed
 __all__ = [
     "Attributor",
     "AttributionResult",
+    "BudgetError",
     "ConfigError",
     "Estimate",
     "HetaConfig",
@@ -46,11 +48,13 @@ __all__ = [
     "METHODS",
     "ModelLoadError",
     "NonFiniteResultError",
+    "PRESETS",
     "ResultMeta",
     "ResultWarning",
     "SCHEMA_VERSION",
     "SUPPORTED_MODEL_TYPES",
     "Segment",
+    "Speed",
     "TargetInfo",
     "Timings",
     "TokenInfo",

@@ -21,14 +21,15 @@ import torch
 from torch import nn
 
 from .config import HetaConfig
-from .errors import ConfigError, HetaError, InputError, NonFiniteResultError
+from .errors import BudgetError, ConfigError, HetaError, InputError, NonFiniteResultError
 from .inputs import batch, targets
 from .methods.registry import method
 from .models.handle import ModelHandle
 from .results import diagnostics
 from .results.assemble import assemble
-from .results.schema import AttributionResult, Estimate
-from .runtime.cost import budget_bytes
+from .results.schema import AttributionResult, BudgetPlan, Estimate
+from .runtime.cost import Speed, assumed_speed, budget_bytes, fit_speed
+from .runtime import faults
 from .runtime.packing import PACKINGS
 from .runtime.precision import compute_dtype
 from .runtime.progress import BudgetSpent, Progress
@@ -57,9 +58,15 @@ class _Call:
     on_partial: Callable[[AttributionResult], None] | None
     started: float
     outcome: Any = None  # the result or the exception, once known
+    plan: BudgetPlan | None = None  # how budget_s chose the run
+    planned: float = 0.0  # time.perf_counter() once the plan was made (a budget runs from here)
     request: targets.Request | None = None
     tracker: Progress | None = None
     parts: Any = None
+
+
+# the presets a time budget tries, most exact first
+LADDER = ("exact", "balanced", "fast")
 
 
 class _Stopped(Exception):
@@ -89,6 +96,8 @@ class Attributor:
         self.tokenizer = tokenizer
         self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
         self._pinned = revision
+        # the time model's rates on this model and device (calibrate(); a service planner gets its workers')
+        self.speed: Speed | None = None
 
     @classmethod
     def from_pretrained(
@@ -156,11 +165,99 @@ class Attributor:
 
         return model_revision(*split_revision(self.name, self._pinned))
 
-    def _prepare(self, config: HetaConfig | None, arguments: dict[str, Any]) -> tuple[HetaConfig, targets.Prepared]:
-        """The config in force and the checked request, from ``attribute``'s / ``estimate``'s arguments."""
+    def _prepare(
+        self, config: HetaConfig | None, arguments: dict[str, Any], measure: bool = False
+    ) -> tuple[HetaConfig, targets.Prepared, BudgetPlan | None]:  # fmt: skip
+        """The config in force (with ``budget_s``: the preset the budget chooses), the checked request
+        and the budget's plan, from ``attribute``'s / ``estimate``'s arguments."""
         cfg = config or self.config
         request = {name: arguments[name] for name in targets.REQUEST_FIELDS}
-        return cfg, targets.prepare(self.handle, self.tokenizer, self.name, cfg, **request)
+        prepared = targets.prepare(self.handle, self.tokenizer, self.name, cfg, **request)
+        if cfg.budget_s is None:
+            return cfg, prepared, None
+        cfg, plan = self._budgeted(cfg, prepared, arguments.get("generate"), measure)
+        return cfg, prepared, plan
+
+    # ------------------------------------------------------------------ time
+
+    def calibrate(self) -> Speed:
+        """Measures this model's speed on its device for the time model (:mod:`heta_core.runtime.cost`):
+        after a warm-up, small HETA attributions of random tokens at two lengths and two probe counts,
+        each run twice (the faster run counts: a busy machine only ever slows a run down), about 0.5 s
+        on heta-demo and a few seconds for a GPT-2-small on CPU. Their per-stage seconds against their
+        planned work give the seconds per unit and per chunk. Kept in :attr:`speed`; ``estimate`` and
+        ``budget_s`` use it."""
+        positions = self.handle.max_positions or 4096
+        generator = torch.Generator().manual_seed(0)
+        samples = []
+        shapes = [(min(12, positions), 2)] + [(min(length, positions), probes) for length in (8, 24) for probes in (1, 6)]
+        for index, (length, probes) in enumerate(shapes):
+            ids = torch.randint(0, self.handle.vocab_size, (max(2, length),), generator=generator).tolist()
+            cfg = HetaConfig(num_hvp_samples=probes, dtype=self.config.dtype, cuda_streams=self.config.cuda_streams,
+                             memory_budget_mb=self.config.memory_budget_mb)  # fmt: skip
+            with faults.suspended():
+                runs = [self.attribute(input_ids=ids, config=cfg).timings for _ in range(1 if index == 0 else 2)]
+            if index == 0:
+                continue  # the warm-up: first kernels, allocator, lazy imports
+            prepared = targets.prepare(self.handle, self.tokenizer, self.name, cfg, input_ids=ids)
+            work = self._work(prepared.request, cfg)
+            seconds = {stage: min(getattr(t, f"{stage}_s") or 0.0 for t in runs) for stage in work}
+            samples.append((work, seconds, min(t.compute_s for t in runs)))
+        self.speed = fit_speed(samples)
+        return self.speed
+
+    def _speed(self, measure: bool) -> Speed:
+        """The measured speed; measured now when ``measure`` and there are weights, else assumed from the model's size."""
+        if self.speed is None and measure and self.device.type != "meta":
+            self.calibrate()
+        return self.speed or assumed_speed(self.handle.config, self.device)
+
+    def _work(self, request, cfg: HetaConfig) -> dict[str, tuple[int, int]]:
+        """Units and chunks per stage of the method (and diagnostics) for the time model."""
+        work: dict[str, tuple[int, int]] = {}
+        for plan in self._plans(request, cfg, budget_bytes(cfg.memory_budget_mb, self.device)):
+            for stage, (units, chunks) in plan.work.items():
+                work[stage] = (work.get(stage, (0, 0))[0] + units, work.get(stage, (0, 0))[1] + chunks)
+        return work
+
+    def _budgeted(self, cfg: HetaConfig, prepared, generate, measure: bool) -> tuple[HetaConfig, BudgetPlan]:
+        """The most exact preset (from ``cfg.preset`` down) whose estimate fits ``cfg.budget_s``; when none
+        does but the flow alone does, the cheapest, which then ends with the stages it has when the
+        budget runs out. Not even the flow: :class:`BudgetError` with the cheapest plan's estimate."""
+        speed = self._speed(measure)
+        request = prepared.request
+        estimates: dict[str, float] = {}
+        chosen = None
+        for preset in LADDER[LADDER.index(cfg.preset) :]:
+            candidate = cfg.replace(preset=preset)
+            work = self._work(request, candidate)
+            estimates[preset] = speed.seconds(work)
+            if chosen is None and estimates[preset] <= cfg.budget_s:
+                chosen = candidate
+                break
+        cheapest = cfg.replace(preset=LADDER[-1])
+        estimates["flow"] = speed.seconds({"flow": self._work(request, cheapest)["flow"]})
+        if chosen is None:
+            if estimates["flow"] > cfg.budget_s:
+                estimate = self._estimate(cheapest, request, generate, speed)
+                raise BudgetError(
+                    f"not even HETA's first stage fits budget_s={cfg.budget_s:g}: the flow alone is estimated at "
+                    f"{estimates['flow']:.3g} s and the cheapest preset ({LADDER[-1]}) at {estimates[LADDER[-1]]:.3g} s",
+                    field="budget_s", details={"estimate": estimate.to_dict()},
+                )  # fmt: skip
+            chosen = cheapest
+        plan = BudgetPlan(budget_s=cfg.budget_s, preset=chosen.preset, estimated_s=estimates[chosen.preset], estimates=estimates,
+                          speed=speed.source)  # fmt: skip
+        return chosen, plan
+
+    def _estimate(self, cfg: HetaConfig, request, generate, speed: Speed, plan: BudgetPlan | None = None) -> Estimate:
+        plans = self._plans(request, cfg, budget_bytes(cfg.memory_budget_mb, self.device))
+        tokens = sum(p.forward_tokens for p in plans) + (request.targets if generate is not None else 0)  # + the generation
+        return Estimate(
+            prompt_tokens=request.scored, target_tokens=request.targets, hvps=sum(p.hvps for p in plans), forward_tokens=tokens,
+            peak_bytes=self._weight_bytes + max(p.peak_bytes for p in plans),  # the passes run one after another
+            seconds=speed.seconds(self._work(request, cfg)), plan=plan,
+        )  # fmt: skip
 
     def attribute(
         self,
@@ -203,13 +300,16 @@ class Attributor:
         diagnostics); raising from it aborts the call. :meth:`iter_stages` yields the same documents.
         """
         started = time.perf_counter()
-        cfg, prepared = self._prepare(config, locals())
-        (outcome,) = self._run([_Call(cfg, prepared, progress, on_partial, started)], "pad")
+        cfg, prepared, plan = self._prepare(config, locals(), measure=True)
+        (outcome,) = self._run([_Call(cfg, prepared, progress, on_partial, started, plan=plan, planned=time.perf_counter())], "pad")
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
-    def attribute_many(self, calls: Sequence[Mapping[str, Any]], *, packing: str = "pad") -> list[AttributionResult | Exception]:
+    def attribute_many(
+        self, calls: Sequence[Mapping[str, Any]], *, packing: str = "pad",
+        on_outcome: Callable[[int, AttributionResult | Exception], None] | None = None,
+    ) -> list[AttributionResult | Exception]:  # fmt: skip
         """Several attributions at once, their batched chunks packed into shared passes.
 
         ``calls``: one dict of :meth:`attribute` keyword arguments each (``config``, ``progress`` and
@@ -220,6 +320,8 @@ class Attributor:
         result, or the exception that ended it (bad input, its own progress callback raising, a
         failure) — one call's failure never fails the others. The numbers equal those of
         :meth:`attribute` (float64: to ~1e-15). Baselines run one call after another.
+        ``on_outcome(index, outcome)`` is called as each call ends: a call whose own work is done is
+        not held back by a larger one it shares batches with.
         """
         if packing not in PACKINGS:
             raise ConfigError(f"packing must be one of {', '.join(PACKINGS)}; got {packing!r}", field="packing")
@@ -232,11 +334,11 @@ class Attributor:
                 unknown = sorted(set(arguments) - set(targets.REQUEST_FIELDS))
                 if unknown:
                     raise InputError(f"attribute_many: unknown argument(s) {', '.join(unknown)}")
-                cfg, prepared = self._prepare(config, {**_DEFAULTS, **arguments})
-                jobs.append(_Call(cfg, prepared, progress, on_partial, started))
+                cfg, prepared, plan = self._prepare(config, {**_DEFAULTS, **arguments}, measure=True)
+                jobs.append(_Call(cfg, prepared, progress, on_partial, started, plan=plan, planned=time.perf_counter()))
             except HetaError as error:
-                jobs.append(_Call(None, None, None, None, started, error))
-        return self._run(jobs, packing)
+                jobs.append(_Call(None, None, None, None, started, outcome=error))
+        return self._run(jobs, packing, on_outcome)
 
     def iter_stages(self, *args: Any, **kwargs: Any) -> Iterator[AttributionResult]:
         """:meth:`attribute`'s partial results as each stage finishes, then the final result.
@@ -275,29 +377,43 @@ class Attributor:
             stop.set()
             thread.join()
 
-    def _run(self, calls: list[_Call], packing: str) -> list[AttributionResult | Exception]:
-        """Runs prepared calls (generation, the method, diagnostics, assembly); outcomes in order."""
+    def _run(self, calls: list[_Call], packing: str, on_outcome: Callable | None = None) -> list[AttributionResult | Exception]:
+        """Runs prepared calls (generation, the method, diagnostics, assembly); outcomes in order, each
+        also handed to ``on_outcome(index, outcome)`` as soon as it is known."""
+
+        def conclude(call: _Call) -> None:
+            if call.parts is not None:
+                self._finish(call)
+            if on_outcome is not None:
+                on_outcome(calls.index(call), call.outcome)
+
         runnable = []
         for call in calls:
             if call.outcome is not None:
+                conclude(call)
                 continue
             try:
                 call.request = targets.with_generation(self.handle, self.tokenizer, call.prepared)
                 budget = budget_bytes(call.cfg.memory_budget_mb, self.device)
                 total = sum(plan.chunks for plan in self._plans(call.request, call.cfg, budget)) if call.progress else 1
-                call.tracker = Progress(call.progress, total)
+                # the budget runs from the plan on: a first budgeted call's speed measurement is not charged to it
+                until = call.planned + call.cfg.budget_s if call.cfg.budget_s is not None else None
+                call.tracker = Progress(call.progress, total, until)
                 runnable.append(call)
             except Exception as error:  # noqa: BLE001 - this call's outcome
                 call.outcome = error
+                conclude(call)
+        together = [call for call in runnable if method(call.cfg.method).run_many is not None]
+
+        def ended(index: int, outcome) -> None:  # diagnostics and the document at once, not after the others
+            call = together[index]
+            call.parts, call.outcome = (outcome, None) if not isinstance(outcome, BaseException) else (None, outcome)
+            conclude(call)
+
         with _inputs_only(self.model):
-            together = [call for call in runnable if method(call.cfg.method).run_many is not None]
             if together:
                 entry = method(together[0].cfg.method)
-                parts = entry.run_many(
-                    self.handle, [(c.request, c.cfg, c.tracker, self._publisher(c)) for c in together], packing
-                )  # fmt: skip
-                for call, outcome in zip(together, parts):
-                    call.parts, call.outcome = (outcome, None) if not isinstance(outcome, BaseException) else (None, outcome)
+                entry.run_many(self.handle, [(c.request, c.cfg, c.tracker, self._publisher(c)) for c in together], packing, ended)
             for call in runnable:
                 if call in together:
                     continue
@@ -305,19 +421,15 @@ class Attributor:
                     call.parts = method(call.cfg.method).run(self.handle, call.request, call.cfg, call.tracker, self._publisher(call))
                 except Exception as error:  # noqa: BLE001
                     call.outcome = error
-        for call in runnable:
-            if call.parts is not None:
-                self._finish(call)
+                conclude(call)
         return [call.outcome for call in calls]
 
     def _publisher(self, call: _Call) -> Callable | None:
         """The pipeline's ``publish(stages, parts)`` for a call with ``on_partial``: the partial document."""
         if call.on_partial is None:
             return None
-        last = method(call.cfg.method).stages
-
         def publish(stages: tuple[str, ...], parts) -> None:
-            if tuple(stages) == last and not call.cfg.diagnostics:
+            if parts.complete and not call.cfg.diagnostics:
                 return  # the final result follows at once
             try:
                 document = self._assemble(call, parts, partial=True)
@@ -349,6 +461,8 @@ class Attributor:
             self.handle, self.tokenizer, self.name, self.revision, call.prepared, call.request, call.cfg, parts, 0.0,
             diagnostics=diagnostics, partial=partial,
         )  # fmt: skip
+        if call.plan is not None:
+            result.meta.plan = call.plan.model_copy(update={"stopped": parts.stopped})
         result.meta.timings.compute_s = time.perf_counter() - call.started  # the whole call: the result's assembly too
         return result
 
@@ -438,17 +552,12 @@ class Attributor:
         reason no check could foresee.
 
         Uses the same chunk planner and memory model as the run itself, so the chunk part of the
-        memory estimate is exactly what the budget allows.
+        memory estimate is exactly what the budget allows. ``seconds`` prices the planned work with
+        this model's measured speed (:meth:`calibrate`; a budgeted ``attribute`` measures it once), or
+        one assumed from its size before that. With ``config.budget_s``: the plan the budget chooses.
         """
-        cfg, prepared = self._prepare(config, locals())
-        request = prepared.request
-        plans = self._plans(request, cfg, budget_bytes(cfg.memory_budget_mb, self.device))
-        tokens = sum(plan.forward_tokens for plan in plans) + (request.targets if generate is not None else 0)  # + the generation
-        weights = self._weight_bytes
-        return Estimate(
-            prompt_tokens=request.scored, target_tokens=request.targets, hvps=sum(plan.hvps for plan in plans), forward_tokens=tokens,
-            peak_bytes=weights + max(plan.peak_bytes for plan in plans),  # the passes run one after another
-        )  # fmt: skip
+        cfg, prepared, plan = self._prepare(config, locals())
+        return self._estimate(cfg, prepared.request, generate, self._speed(False), plan)
 
 
 # attribute()'s request arguments and their defaults (attribute_many's calls leave out what they do not set)

@@ -2,6 +2,11 @@
 
 An invalid value raises :class:`~heta_core.errors.ConfigError` (a ``ValueError``) whose message
 names the field and the allowed values, so a caller (CLI, HTTP service) can show it verbatim.
+
+A *preset* (``preset="fast" | "balanced" | "exact"``) is a bundle of the knobs that set HETA's
+cost (:data:`PRESETS`, chosen by ``heta eval --suite --presets``: docs/evaluation.md "Presets"). A
+knob given explicitly overrides its preset's value; the others take the preset's. The config
+remembers which knobs were explicit, so ``replace(preset=...)`` re-applies a preset to the rest.
 """
 
 from __future__ import annotations
@@ -27,16 +32,43 @@ CURVATURES = ("exact", "ggn")
 _TOKEN_MASK = re.compile(r"^token:(\d+)$")
 
 
+class _PresetDefault:
+    """The default of a preset knob: the preset's value (resolved in ``__post_init__``)."""
+
+    def __repr__(self) -> str:
+        return "<the preset's>"
+
+
+_BY_PRESET: Any = _PresetDefault()
+
+# the knobs a preset sets, with today's exact values; every preset is these with its changes
+EXACT: dict[str, Any] = {"num_hvp_samples": 10, "curvature": "exact", "curvature_layers": None, "low_rank": None, "beta": 0.5}
+# chosen with `heta eval --suite --presets` on both demo models (docs/evaluation.md "Presets"): balanced
+# stays inside exact's hit@1 interval in every condition at ~0.4 of its cost; fast (flow and KL impact
+# only) costs ~0.1 and loses where the answer is stored more than once (redundant)
+PRESETS: dict[str, dict[str, Any]] = {
+    "exact": {},
+    "balanced": {"num_hvp_samples": 2},
+    "fast": {"beta": 0.0},
+}
+
+
 @dataclass(frozen=True)
 class HetaConfig:
     """Knobs of one HETA attribution (HETA.md names in brackets).
 
+    preset              "exact" (default), "balanced" or "fast": a bundle of the cost knobs below
+                        (:data:`PRESETS`); knobs given explicitly override it
+    budget_s            a time budget in seconds (HETA only): the most exact preset whose estimated time
+                        fits is run (never one more exact than ``preset``), and a run still going when
+                        the budget is spent ends with the stages it has (a partial result);
+                        None: no budget
     method              "heta" (default) or a baseline: "gradient", "input_x_gradient",
                         "integrated_gradients" ("ig"), "attention_rollout" ("rollout"), "occlusion"
                         ("loo"); short names are stored as the full name. Baselines use mask (the
                         removal / IG baseline vector), ig_steps, seed-free; the HETA knobs are ignored.
     ig_steps            Gauss–Legendre points for integrated_gradients' path integral
-    beta, gamma         weights of S and I in Eq. 5 [β, γ]
+    beta, gamma         weights of S and I in Eq. 5 [β, γ]; a term of weight 0 is not computed
     num_hvp_samples     Rademacher probes per token for the S estimator [m]
     mask                how token i is removed for the KL term: "zero", "mean" or "token:<id>"
     flow                "heta" (this project's M_T) or "official" (the authors' released code)
@@ -63,9 +95,9 @@ class HetaConfig:
 
     method: str = "heta"
     ig_steps: int = 32
-    beta: float = 0.5
+    beta: float = _BY_PRESET
     gamma: float = 0.5
-    num_hvp_samples: int = 10
+    num_hvp_samples: int = _BY_PRESET
     mask: str = "zero"
     flow: str = "heta"
     normalize: str = "simplex"
@@ -74,14 +106,24 @@ class HetaConfig:
     memory_budget_mb: int | None = None
     dtype: str = "model"
     cuda_streams: int = 2
-    curvature_layers: int | None = None
-    low_rank: int | None = None
-    curvature: str = "exact"
+    curvature_layers: int | None = _BY_PRESET
+    low_rank: int | None = _BY_PRESET
+    curvature: str = _BY_PRESET
     window: int | None = None
     overlap: float = 0.0
     diagnostics: bool = False
+    preset: str = "exact"
+    budget_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"preset must be one of {', '.join(PRESETS)}; got {self.preset!r}", field="preset")
+        explicit = frozenset(name for name in EXACT if getattr(self, name) is not _BY_PRESET)
+        bundle = {**EXACT, **PRESETS[self.preset]}
+        for name in EXACT:
+            if name not in explicit:
+                object.__setattr__(self, name, bundle[name])
+        object.__setattr__(self, "_explicit", explicit)
         if isinstance(self.method, str) and self.method in METHOD_ALIASES:
             object.__setattr__(self, "method", METHOD_ALIASES[self.method])
         if self.method not in METHODS:
@@ -113,6 +155,14 @@ class HetaConfig:
             raise ConfigError(f"diagnostics must be true or false, got {self.diagnostics!r}", field="diagnostics")
         if self.method != "heta" and self.window is not None:
             raise ConfigError(f"window applies to method 'heta' only, not {self.method!r}", field="window")
+        if self.budget_s is not None:
+            value = self.budget_s
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"budget_s must be a finite number of seconds > 0, got {value!r}", field="budget_s")
+            if self.method != "heta":
+                raise ConfigError(
+                    f"budget_s applies to method 'heta' only: {self.method!r} has no stages to drop", field="budget_s"
+                )
 
     @property
     def mask_token_id(self) -> int | None:
@@ -120,9 +170,16 @@ class HetaConfig:
         match = _TOKEN_MASK.match(self.mask)
         return int(match.group(1)) if match else None
 
+    @property
+    def explicit(self) -> frozenset[str]:
+        """The preset knobs given explicitly (the others came from the preset)."""
+        return self._explicit  # type: ignore[attr-defined]
+
     def replace(self, **changes: Any) -> HetaConfig:
-        """A copy with some fields changed (validated like a new config)."""
-        return HetaConfig.from_dict({**self.to_dict(), **changes})
+        """A copy with some fields changed (validated like a new config). Preset knobs that came from
+        the preset follow the copy's preset; explicit ones stay."""
+        kept = {name: value for name, value in self.to_dict().items() if name not in EXACT or name in self.explicit}
+        return HetaConfig.from_dict({**kept, **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

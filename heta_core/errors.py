@@ -13,11 +13,12 @@ class HetaError(ValueError):
 
     code = "heta_error"
 
-    def __init__(self, message: str, *, code: str | None = None, field: str | None = None):
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None, details: dict | None = None):
         super().__init__(message)
         if code is not None:
             self.code = code
         self.field = field
+        self.details = details or {}  # more machine-readable context (the HTTP problem carries it)
 
 
 class ConfigError(HetaError):
@@ -49,3 +50,9 @@ class NonFiniteResultError(HetaError):
     returned as a result whose every score is null."""
 
     code = "non_finite_result"
+
+
+class BudgetError(ConfigError):
+    """Not even HETA's first stage fits ``budget_s``; ``details["estimate"]`` is the cheapest plan's estimate."""
+
+    code = "cost_over_ceiling"

@@ -39,7 +39,7 @@ def check_prompt(prompt: PromptRequest, model: str, settings: Settings, planner:
     try:
         kwargs, config = prompt.engine_call()
     except HetaError as error:
-        raise Problem(422, error.code, str(error), field=error.field) from None
+        raise Problem(422, error.code, str(error), field=error.field, **error.details) from None
     if config.num_hvp_samples > settings.max_samples:
         raise Problem(422, "invalid_config", f"samples must be <= {settings.max_samples}", field="samples")
     if prompt.generate is not None and prompt.generate > settings.max_generate:
@@ -47,7 +47,7 @@ def check_prompt(prompt: PromptRequest, model: str, settings: Settings, planner:
     try:
         estimate = planner.estimate(**kwargs, config=config)
     except HetaError as error:
-        raise Problem(422, error.code, str(error), field=error.field) from None
+        raise Problem(422, error.code, str(error), field=error.field, **error.details) from None
     limit = max_tokens(settings, planner)
     tokens = estimate.prompt_tokens + estimate.target_tokens
     if tokens > limit:

@@ -26,6 +26,7 @@ from .deps import Services
 from .jobs import ensure_groups, use_cluster
 from .metrics import RedisCollector, api_metrics
 from .problems import Problem, openapi_with_problems, problem_response
+from .registry import live_workers_async, model_speeds
 from .routes import attribute, events, health, jobs, models, queue, ui
 from .settings import Settings
 
@@ -53,7 +54,9 @@ def create_app(settings: Settings) -> FastAPI:
             name: await asyncio.to_thread(Attributor.planner, name, None, settings.dtype) for name in settings.models
         }
         app.state.services = Services(settings, app.state.redis, app.state.planners, app.state.keys)
+        speeds = asyncio.create_task(_follow_speeds(app.state.redis, app.state.planners))
         yield
+        speeds.cancel()
         app.state.draining = True
         await app.state.redis.aclose()
         sync_redis.close()
@@ -85,6 +88,22 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.openapi = openapi
     return app
+
+
+SPEEDS_EVERY_S = 5.0
+
+
+async def _follow_speeds(client, planners: dict[str, Attributor]) -> None:
+    """The planners price work (``budget_s``) with the speed the live workers measured, re-read every
+    few seconds; until a worker has published one they assume one from the model's size."""
+    while True:
+        try:
+            for name, speed in model_speeds(await live_workers_async(client)).items():
+                if name in planners:
+                    planners[name].speed = speed
+        except redis.RedisError as error:  # Redis away: keep the last speeds
+            log.debug("worker speeds not read: %s", error)
+        await asyncio.sleep(SPEEDS_EVERY_S)
 
 
 def _handle_errors(app: FastAPI) -> None:

@@ -162,25 +162,28 @@ end
 # KEYS: job; ARGV: worker id, started
 START = _START_FUNCTION + "return start(KEYS[1], ARGV[1], ARGV[2])"
 
-# KEYS: the streams; ARGV: group, worker id (the consumer), the job key's prefix. Runs pipelined right
-# behind the worker's blocking XREADGROUP, in the same round trip: starts the entry it delivered (the
-# oldest pending for this consumer; the worker holds no other) at the server's clock. Answers {} when
-# nothing was delivered, else {stream index, entry id, job id, start's answer...}. One Redis node only:
-# the job key is found from the entry, not declared (on a cluster it shares the stream's slot, but the
-# worker starts jobs apart there).
+# KEYS: the streams; ARGV: group, worker id (the consumer), the job key's prefix, how many. Runs
+# pipelined right behind the worker's blocking XREADGROUP, in the same round trip: starts the entries it
+# delivered (those pending for this consumer; the worker holds no others) at the server's clock. Answers
+# one {stream index, entry id, job id, start's answer...} per entry (an entry deleted meanwhile, e.g.
+# cancelled while queued, is left out: the worker acks it). One Redis node only: the job key is found
+# from the entry, not declared (on a cluster it shares the stream's slot, but the worker starts jobs
+# apart there).
 TAKE = _START_FUNCTION + """
+local taken = {}
+local now = redis.call('TIME')
+local clock = now[1] .. '.' .. string.format('%06d', now[2])
 for index, stream in ipairs(KEYS) do
-  local pending = redis.call('XPENDING', stream, ARGV[1], '-', '+', 1, ARGV[2])
-  if #pending > 0 then
-    local entry = pending[1][1]
+  for _, pending in ipairs(redis.call('XPENDING', stream, ARGV[1], '-', '+', tonumber(ARGV[4]), ARGV[2])) do
+    local entry = pending[1]
     local found = redis.call('XRANGE', stream, entry, entry)
-    if #found == 0 then return {} end  -- deleted meanwhile (cancelled while queued): the worker acks it
-    local job = found[1][2][2]
-    local now = redis.call('TIME')
-    return {index, entry, job, unpack(start(ARGV[3] .. job, ARGV[2], now[1] .. '.' .. string.format('%06d', now[2])))}
+    if #found > 0 then
+      local job = found[1][2][2]
+      taken[#taken + 1] = {index, entry, job, unpack(start(ARGV[3] .. job, ARGV[2], clock))}
+    end
   end
 end
-return {}
+return taken
 """
 
 # KEYS: job; ARGV: worker id, then field/value pairs. Writes only while this worker's run is the job's
@@ -237,8 +240,8 @@ def start_call(job_id: str, worker: str, started: float) -> list:
     return [START, 1, job_key(job_id), worker, repr(started)]
 
 
-def take_call(streams: list[str], worker: str) -> list:
-    return [TAKE, len(streams), *streams, GROUP, worker, job_key("")]
+def take_call(streams: list[str], worker: str, count: int = 1) -> list:
+    return [TAKE, len(streams), *streams, GROUP, worker, job_key(""), count]
 
 
 def started(answer: list) -> tuple[str, dict[str, str]]:

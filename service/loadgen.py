@@ -10,6 +10,11 @@ followed to its final state: a job that never ends is counted as lost. ``--soak 
 at the last rate below capacity and reports the resident memory of the API and worker processes at
 its start and end (``--serve`` only: it needs the processes' pids).
 
+``--batch-jobs 1,8`` compares workers that run concurrent jobs one at a time with workers that run
+up to 8 together (HETA_BATCH_JOBS), side by side in one run: one service per value, all up at once,
+each step sent to each service in turn (so every step's numbers for both come from the same minutes
+of the machine). ``--mix`` sends heta-demo prompts of different lengths instead of one.
+
 Only loopback addresses are accepted; every run is bounded by its steps' durations.
 """
 
@@ -30,6 +35,14 @@ from pathlib import Path
 import httpx
 
 PROMPT = {"text": "c=6 e=6 b=3 h=3 m=6 ? h", "target_text": " 3"}
+# --mix: heta-demo prompts of 4 to 17 tokens
+MIX = [
+    PROMPT,
+    {"text": "a=2 d=5 ? d", "target_text": " 5"},
+    {"text": "a=2 d=5 g=2 k=9 n=5 p=9 c=4 e=4 ? g", "target_text": " 2"},
+    {"text": "b=3 h=3 m=6 ? m", "target_text": " 6"},
+    {"text": "k=9 n=5 p=9 c=4 e=4 g=1 ? p", "target_text": " 9"},
+]
 LOOPBACK = ("http://127.", "http://localhost", "http://[::1]")
 
 
@@ -143,14 +156,15 @@ async def _one(http: Connections, payload: bytes, step: Step) -> None:
     step.outcomes.append(outcome)
 
 
-async def run_step(http: Connections, rate: float, seconds: float, body: dict) -> Step:
-    step, payload = Step(rate, seconds), json.dumps(body).encode()
+async def run_step(http: Connections, rate: float, seconds: float, bodies: list[dict]) -> Step:
+    """``rate`` requests per second for ``seconds``, cycling through ``bodies``."""
+    step, payloads = Step(rate, seconds), [json.dumps(body).encode() for body in bodies]
     tasks, start, count = [], time.perf_counter(), int(rate * seconds)
     for i in range(count):
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_one(http, payload, step)))
+        tasks.append(asyncio.create_task(_one(http, payloads[i % len(payloads)], step)))
     await asyncio.gather(*tasks)
     return step
 
@@ -197,27 +211,77 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-async def benchmark(url: str, rates: list[float], step_s: float, soak_s: float, pids: list[int] | None) -> dict:
-    body = {**PROMPT, "wait": 60}
+async def benchmark(url: str, rates: list[float], step_s: float, soak_s: float, pids: list[int] | None, mix: bool = False) -> dict:
+    bodies = [{**prompt, "wait": 60} for prompt in (MIX if mix else [PROMPT])]
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
     measured = Connections(url)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-        for _ in range(5):  # warm-up: lazy imports, allocator, first kernels
+        for body in bodies * 2:  # warm-up: lazy imports, allocator, first kernels
             await measured.post("/attribute", json.dumps(body).encode())
-        steps = [await run_step(measured, rate, step_s, body) for rate in rates]
+        steps = [await run_step(measured, rate, step_s, bodies) for rate in rates]
         soak = None
         if soak_s:
             below = [s for s in steps if s.report()["status_429"] == 0] or steps[:1]
             rate = below[-1].rate
             names = {pid: label(pid) for pid in pids or []}
             before = {names[pid]: rss_mb(pid) for pid in pids or []}
-            soak_step = await run_step(measured, rate, soak_s, body)
+            soak_step = await run_step(measured, rate, soak_s, bodies)
             after = {names[pid]: rss_mb(pid) for pid in pids or [] if Path(f"/proc/{pid}").exists()}
             soak = {**soak_step.report(), "seconds": soak_s, "rss_mb_start": before, "rss_mb_end": after}
             steps.append(soak_step)
         lost = await lost_jobs(http, steps, grace_s=120)
     measured.close()
     return {"steps": [s.report() for s in steps[: len(rates)]], "soak": soak, "lost_jobs": lost}
+
+
+# a step is "below capacity" while the service keeps up with it and jobs barely queue
+KEEPS_UP = 0.95  # done/s against the offered rate
+OVERHEAD_MS = 5.0  # p50 of the queue overhead
+
+
+def capacity(steps: list[dict]) -> dict:
+    """The largest throughput of any step, and the largest offered rate the service kept up with at a p50
+    queue overhead of at most 5 ms (the issue's yardstick), with that step's p50 latency."""
+    kept = [s for s in steps if s["throughput_per_s"] >= KEEPS_UP * s["offered_per_s"] and s["error_rate"] == 0
+            and s["queue_overhead_ms"]["p50"] is not None and s["queue_overhead_ms"]["p50"] <= OVERHEAD_MS]  # fmt: skip
+    best = max(kept, key=lambda s: s["offered_per_s"], default=None)
+    return {
+        "max_throughput_per_s": max((s["throughput_per_s"] for s in steps), default=0.0),
+        "rate_per_s_at_overhead_5ms": best["offered_per_s"] if best else None,
+        "p50_ms_there": best["latency_ms"]["p50"] if best else None,
+    }
+
+
+async def compare(urls: dict[str, str], rates: list[float], step_s: float, mix: bool) -> dict:
+    """Each step sent to each service in turn (side by side); per service its steps and capacity, and
+    the ratios of the last service's to the first's."""
+    bodies = [{**prompt, "wait": 60} for prompt in (MIX if mix else [PROMPT])]
+    connections = {name: Connections(url) for name, url in urls.items()}
+    steps: dict[str, list[Step]] = {name: [] for name in urls}
+    for http in connections.values():
+        for body in bodies * 2:
+            await http.post("/attribute", json.dumps(body).encode())
+    for rate in rates:
+        for name, http in connections.items():
+            steps[name].append(await run_step(http, rate, step_s, bodies))
+            await asyncio.sleep(min(2.0, step_s))  # the queue drains before the other service's turn
+    lost = {}
+    for name, url in urls.items():
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            lost[name] = await lost_jobs(http, steps[name], grace_s=120)
+        connections[name].close()
+    services = {name: {"steps": [s.report() for s in steps[name]], "lost_jobs": lost[name]} for name in urls}
+    for report in services.values():
+        report["capacity"] = capacity(report["steps"])
+    first, last = (services[name]["capacity"] for name in (list(urls)[0], list(urls)[-1]))
+    low = {name: services[name]["steps"][0]["latency_ms"]["p50"] for name in urls}
+    ratio = lambda a, b: (a / b) if a and b else None  # noqa: E731
+    return {
+        "services": services,
+        "throughput_ratio": ratio(last["max_throughput_per_s"], first["max_throughput_per_s"]),
+        "capacity_ratio": ratio(last["rate_per_s_at_overhead_5ms"], first["rate_per_s_at_overhead_5ms"]),
+        "low_rate_latency_ratio": ratio(low[list(urls)[-1]], low[list(urls)[0]]),
+    }
 
 
 def format_report(report: dict) -> str:
@@ -240,8 +304,22 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_comparison(report: dict) -> str:
+    lines = []
+    for name, service in report["services"].items():
+        lines += [f"== {name}", format_report({**service, "soak": None})]
+        c = service["capacity"]
+        lines.append(f"capacity: {c['max_throughput_per_s']:.1f} done/s at most; kept up with p50 overhead <= {OVERHEAD_MS:.0f} ms "
+                     f"up to {c['rate_per_s_at_overhead_5ms']} offered/s (p50 latency there {c['p50_ms_there']} ms)")  # fmt: skip
+    first, last = list(report["services"])[0], list(report["services"])[-1]
+    show = lambda value: "—" if value is None else f"{value:.2f}x"  # noqa: E731
+    lines.append(f"{last} vs {first}: max throughput {show(report['throughput_ratio'])}, capacity at <= 5 ms overhead "
+                 f"{show(report['capacity_ratio'])}, p50 latency at the lowest rate {show(report['low_rate_latency_ratio'])}")  # fmt: skip
+    return "\n".join(lines)
+
+
 @contextlib.contextmanager
-def local_service(workers: int, torch_threads: int = 1):
+def local_service(workers: int, torch_threads: int = 1, **settings: str):
     """``heta serve`` with heta-demo on a free loopback port and a temporary Redis directory. One
     torch thread per worker by default: heta-demo's matrices are too small for a second thread to pay
     for its wake-ups (measured on 2 cores: ~30 ms per job with one, ~40 ms with two)."""
@@ -255,6 +333,7 @@ def local_service(workers: int, torch_threads: int = 1):
     env.update(HETA_PORT=str(port), HETA_REDIS_DIR=os.path.join(directory, "redis"), HETA_WORKERS=str(workers),
                HETA_TORCH_THREADS=str(torch_threads),
                HETA_RATE_LIMIT_PER_MINUTE="1000000", HF_HUB_OFFLINE="1")  # fmt: skip
+    env.update({f"HETA_{name.upper()}": value for name, value in settings.items()})
     log = open(os.path.join(directory, "serve.log"), "w")
     proc = subprocess.Popen([sys.executable, "-m", "heta_core.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
@@ -285,7 +364,37 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rates", default="5,10,20,40,80", help="arrival rates per second, one step each (default 5,10,20,40,80)")
     parser.add_argument("--step-seconds", type=float, default=10.0, help="duration of each step (default 10)")
     parser.add_argument("--soak", type=float, default=0.0, metavar="S", help="then S seconds at the last rate without 429s")
+    parser.add_argument("--mix", action="store_true", help="heta-demo prompts of different lengths instead of one")
+    parser.add_argument("--batch-jobs", default=None, metavar="1,8",
+                        help="compare services whose workers run up to N concurrent jobs together (HETA_BATCH_JOBS), side by side")
+    parser.add_argument("--compare", default=None, metavar="SETTINGS;SETTINGS",
+                        help="compare services with these settings side by side, e.g. 'batch_jobs=8,batch_packing=pad;"
+                        "batch_jobs=8,batch_packing=length' (HETA_<NAME> each)")
     parser.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def _compared(args) -> list[dict[str, str]]:
+    """The settings of each service to compare (--batch-jobs or --compare), or [] for one service."""
+    if args.batch_jobs is None and args.compare is None:
+        return []
+    if args.batch_jobs is not None and args.compare is not None:
+        raise SystemExit("heta bench-load: error: --batch-jobs and --compare: pass one of them")
+    if args.url or args.soak:
+        raise SystemExit("heta bench-load: error: a comparison starts its own services: no --url or --soak")
+    if args.batch_jobs is not None:
+        values = [v.strip() for v in args.batch_jobs.split(",") if v.strip()]
+        if len(values) < 2 or not all(v.isdigit() and int(v) >= 1 for v in values):
+            raise SystemExit("heta bench-load: error: --batch-jobs needs two or more integers >= 1, e.g. 1,8")
+        return [{"batch_jobs": v} for v in values]
+    specs = []
+    for spec in args.compare.split(";"):
+        pairs = [pair.split("=", 1) for pair in spec.split(",") if pair.strip()]
+        if not pairs or any(len(pair) != 2 or not pair[0].strip().isidentifier() for pair in pairs):
+            raise SystemExit(f"heta bench-load: error: --compare: {spec!r} is not name=value[,name=value]")
+        specs.append({name.strip().lower(): value.strip() for name, value in pairs})
+    if len(specs) < 2:
+        raise SystemExit("heta bench-load: error: --compare needs two or more settings separated by ';'")
+    return specs
 
 
 def run_from_args(args) -> int:
@@ -297,12 +406,22 @@ def run_from_args(args) -> int:
         raise SystemExit("heta bench-load: error: rates and --step-seconds must be > 0, --soak >= 0, --workers and --torch-threads >= 1")
     if args.url and not args.url.startswith(LOOPBACK):
         raise SystemExit("heta bench-load: error: --url must be a loopback address")
+    specs = _compared(args)
+    if specs:
+        with contextlib.ExitStack() as stack:
+            urls = {
+                ",".join(f"HETA_{k.upper()}={v}" for k, v in spec.items()): stack.enter_context(local_service(args.workers, args.torch_threads, **spec))[0]
+                for spec in specs
+            }  # fmt: skip
+            report = asyncio.run(compare(urls, rates, args.step_seconds, args.mix))
+        print(json.dumps(report, indent=2) if args.format == "json" else format_comparison(report))
+        return 0
     with contextlib.ExitStack() as stack:
         if args.url:
             url, pids = args.url, None
         else:
             url, root = stack.enter_context(local_service(args.workers, args.torch_threads))
             pids = tree(root)
-        report = asyncio.run(benchmark(url, rates, args.step_seconds, args.soak, pids))
+        report = asyncio.run(benchmark(url, rates, args.step_seconds, args.soak, pids, args.mix))
     print(json.dumps(report, indent=2) if args.format == "json" else format_report(report))
     return 0

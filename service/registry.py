@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from heta_core import Speed
+
 PREFIX = "heta:worker:"
 
 
@@ -34,3 +36,18 @@ async def live_workers_async(client) -> list[dict]:
     keys = [key async for key in client.scan_iter(match=PREFIX + "*", count=100)]
     values = await _gets(client, keys).execute() if keys else []
     return [json.loads(v) for v in values if v]
+
+
+# the work a speed is compared on: a small HETA request's (only the order of speeds matters)
+_YARDSTICK = {"flow": (16, 1), "kl": (136, 1), "hessian": (1496, 1)}
+
+
+def model_speeds(workers: list[dict]) -> dict[str, Speed]:
+    """Per served model, the slowest speed its live workers measured (admission's time estimates
+    are then never too hopeful for the worker a job lands on)."""
+    found: dict[str, list[Speed]] = {}
+    for worker in workers:
+        for name, model in worker.get("models", {}).items():
+            if model.get("speed"):
+                found.setdefault(name, []).append(Speed.from_dict(model["speed"]))
+    return {name: max(speeds, key=lambda s: s.seconds(_YARDSTICK)) for name, speeds in found.items()}

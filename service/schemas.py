@@ -51,6 +51,16 @@ class AttributionConfig(BaseModel):
         None, description="also measure the attribution's faithfulness: p(target) with the top-k tokens removed / only kept "
         "(k = 1, 3, 5, 10 %) in the result's `diagnostics`; costs a few full-length forwards"
     )
+    preset: Literal["exact", "balanced", "fast"] | None = Field(
+        None, description="HETA's cost bundle (default exact; the README's presets table gives what each costs and loses): "
+        "`fast` = flow and KL impact only (β = 0), `balanced` = m = 2 Hessian samples; fields set explicitly here override the "
+        "preset's"
+    )
+    budget_s: float | None = Field(
+        None, gt=0, le=86_400, description="HETA: a time budget in seconds. The most exact preset whose estimated time fits is "
+        "run (recorded in `meta.plan`); a run still going when it runs out ends with the stages it has (`partial: true`); "
+        "422 `cost_over_ceiling` with the cheapest plan's estimate when not even the flow fits"
+    )
 
     def heta_config(self) -> HetaConfig:
         """A validated HetaConfig (raises heta_core.ConfigError naming the field)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(5.0, gt=0, description="worker registry refresh and lease renewal period")
     max_deliveries: int = Field(3, ge=1, description="deliveries before a job goes to the dead-letter stream")
     drain_s: float = Field(30.0, ge=0, description="on SIGTERM, time to finish the current job")
+    batch_jobs: int = Field(
+        8, ge=1, le=256, description="jobs a worker takes in one read and runs together: their masked forwards and "
+        "Hessian-vector chunks share batches within the memory budget, each job keeping its own lease, progress, "
+        "cancellation and deadline (1: one job at a time)"
+    )
+    batch_packing: Literal["pad", "length"] = Field(
+        "pad", description="how jobs of different prompt lengths share a batch: padded and masked, or only with their own length"
+    )
 
     @property
     def has_store(self) -> bool:

@@ -12,6 +12,12 @@ At-least-once delivery with nothing lost:
 
 Starting a job and reporting its progress are fenced by the worker's id (a worker stopped past its
 lease that wakes up changes nothing), and a job whose deadline passed in the queue is skipped.
+
+Concurrent jobs run together: one read takes up to ``batch_jobs`` waiting jobs per model, and a
+model's single-prompt jobs run through ``Attributor.attribute_many``, their masked forwards and
+Hessian-vector chunks packed into shared batches. Each keeps its own lease (the heartbeat renews
+every entry in hand), progress, partial results, cancellation and deadline, and one job's failure or
+cancellation never fails the others.
 Cancellation and deadlines are checked between chunks (the engine's progress callback). A Redis
 that is down, full or failing over never fails a job: each step waits with back-off (the heartbeat
 keeps the lease) and the main loop resumes when Redis is back. CUDA out-of-memory empties the
@@ -80,7 +86,7 @@ class Worker:
         jobs.use_cluster(settings.redis_cluster)
         self.client = connect_store(settings)
         self.attributors: dict[str, Attributor] = {}
-        self.current: tuple[str, str, str] | None = None  # (stream, entry id, job id)
+        self.current: list[tuple[str, str, str]] = []  # the entries in hand: (stream, entry id, job id)
         self.draining = threading.Event()
         self.drain_deadline = float("inf")
         self.stopped = threading.Event()
@@ -92,7 +98,15 @@ class Worker:
     def load(self) -> None:
         for name in self.models:
             log.info("loading %s", name)
-            self.attributors[name] = Attributor.from_pretrained(name, device=self.settings.device, dtype=self.settings.dtype)
+            attributor = Attributor.from_pretrained(name, device=self.settings.device, dtype=self.settings.dtype)
+            # the time model's rates on this device (budget_s plans; published for the API's admission), and
+            # the first kernels warmed before the first job; a failed measurement only costs the estimates
+            # their precision (the model's size then gives an assumed speed)
+            try:
+                log.info("%s: %s", name, attributor.calibrate())
+            except Exception:  # noqa: BLE001
+                log.exception("%s: speed not measured; budgets use a speed assumed from the model's size", name)
+            self.attributors[name] = attributor
         self.retrying(jobs.ensure_groups, self.client, self.models)
 
     def info(self) -> dict:
@@ -101,9 +115,10 @@ class Worker:
             "id": self.id,
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "models": {name: {"dtype": str(a.model.dtype).removeprefix("torch."), "device": str(a.device)}
+            "models": {name: {"dtype": str(a.model.dtype).removeprefix("torch."), "device": str(a.device),
+                              "speed": a.speed.to_dict() if a.speed else None}
                        for name, a in self.attributors.items()},  # fmt: skip
-            "busy": self.current is not None,
+            "busy": bool(self.current),
             "draining": self.draining.is_set(),
         }
         if device.type == "cuda":
@@ -121,10 +136,10 @@ class Worker:
             try:
                 registry.register(self.client, self.id, self.info(), ttl)
                 with self._lock:
-                    current = self.current
-                if current is not None:
-                    stream, entry, _ = current
-                    self.client.xclaim(stream, jobs.GROUP, self.id, 0, [entry], justid=True)
+                    current = list(self.current)
+                for stream in dict.fromkeys(stream for stream, _, _ in current):
+                    entries = [entry for s, entry, _ in current if s == stream]
+                    self.client.xclaim(stream, jobs.GROUP, self.id, 0, entries, justid=True)
             except Exception:  # noqa: BLE001 - Redis hiccup: try again next beat
                 log.exception("heartbeat failed")
 
@@ -150,12 +165,11 @@ class Worker:
             while not self.draining.is_set():
                 try:
                     delivered = self.next_entries()
-                    for index, entry in enumerate(delivered):
-                        if self.draining.is_set():  # the rest go back to the queue at once
-                            for stream, entry_id, job_id, *_ in delivered[index:]:
-                                self._hand_back(stream, entry_id, job_id)
-                            break
-                        self.process(*entry)
+                    if delivered and self.draining.is_set():  # back to the queue at once
+                        for stream, entry_id, job_id, *_ in delivered:
+                            self._hand_back(stream, entry_id, job_id)
+                    elif delivered:
+                        self.process(delivered)
                     pause = 0.0
                 except Exception as error:
                     if not is_transient(error):
@@ -196,8 +210,8 @@ class Worker:
 
     def next_entries(self) -> list[tuple[str, str, str, int, list | None]]:
         """[(stream, entry id, job id, deliveries, START's answer if the job is started already)]: an
-        expired lease first, else new jobs (at most one per stream: XREADGROUP's COUNT counts per
-        stream, so a worker serving several models can be handed one job of each at once; every one
+        expired lease first, else new jobs (up to ``batch_jobs`` per stream: XREADGROUP's COUNT counts
+        per stream, so a worker serving several models can be handed jobs of each at once; every one
         delivered is run, none left to wait for its lease)."""
         lease_ms = int(self.settings.lease_s * 1000)
         # expired leases are looked for at most every RECLAIM_EVERY_S, not after every job: a round
@@ -223,7 +237,9 @@ class Worker:
         # on a Redis Cluster the streams live in different slots: one XREADGROUP each, then START apart
         for name in self.models:
             streams = {jobs.stream_key(name): ">"}
-            answer = self.client.xreadgroup(jobs.GROUP, self.id, streams, count=1, block=max(50, 500 // len(self.models)))
+            answer = self.client.xreadgroup(
+                jobs.GROUP, self.id, streams, count=self.settings.batch_jobs, block=max(50, 500 // len(self.models))
+            )  # fmt: skip
             delivered = _delivered(answer)
             if delivered:
                 return delivered
@@ -231,19 +247,18 @@ class Worker:
 
     def _read_and_take(self) -> list[tuple[str, str, str, int, list | None]]:
         """One round trip (one Redis node): the blocking XREADGROUP over every stream, and TAKE
-        pipelined behind it, which marks the job it delivered running (START's work) the moment it
-        arrives; a START round trip less between a job's arrival and its compute."""
+        pipelined behind it, which marks the jobs it delivered running (START's work) the moment they
+        arrive; a START round trip less between a job's arrival and its compute."""
         streams = [jobs.stream_key(name) for name in self.models]
+        count = self.settings.batch_jobs
         pipe = self.client.pipeline(transaction=False)
-        pipe.xreadgroup(jobs.GROUP, self.id, dict.fromkeys(streams, ">"), count=1, block=500)
-        pipe.eval(*jobs.take_call(streams, self.id))
+        pipe.xreadgroup(jobs.GROUP, self.id, dict.fromkeys(streams, ">"), count=count, block=500)
+        pipe.eval(*jobs.take_call(streams, self.id, count * len(streams)))
         answer, taken = pipe.execute()
-        delivered = _delivered(answer)
-        if not taken:
-            return delivered
-        index, entry, job_id, *start = taken
-        first = (streams[int(index) - 1], entry, job_id, 1, start)
-        return [first, *(item for item in delivered if item[:2] != first[:2])]
+        started = {(streams[int(index) - 1], entry): (job_id, start) for index, entry, job_id, *start in taken}
+        # an entry TAKE found deleted (cancelled while queued) keeps its read's delivery: START says so and it is acked
+        return [(stream, entry, job_id, 1, started[(stream, entry)][1] if (stream, entry) in started else None)
+                for stream, entry, job_id, _, _ in _delivered(answer)]  # fmt: skip
 
     def _hand_back(self, stream: str, entry: str, job_id: str) -> None:
         """An entry delivered to this worker, claimable by any other at once (its idle time set to the
@@ -276,19 +291,31 @@ class Worker:
 
     # ------------------------------------------------------------------ jobs
 
-    def process(self, stream: str, entry: str, job_id: str, deliveries: int, taken: list | None = None) -> None:
-        with self._lock:  # the heartbeat renews this entry's lease from now on
-            self.current = (stream, entry, job_id)
+    def process(self, delivered: list[tuple[str, str, str, int, list | None]]) -> None:
+        """Runs the delivered entries' jobs (together where they can be) and acknowledges each; a job
+        released by a drain past its deadline goes back to the queue instead."""
+        with self._lock:  # the heartbeat renews these entries' leases from now on
+            self.current = [(stream, entry, job_id) for stream, entry, job_id, *_ in delivered]
         try:
-            self._process(stream, entry, job_id, deliveries, taken)
-        except Released:
-            self._hand_back(stream, entry, job_id)
-            log.warning("released %s while draining", job_id)
+            runnable = []
+            for stream, entry, job_id, deliveries, taken in delivered:
+                try:
+                    job = self._start(stream, entry, job_id, deliveries, taken)
+                    if job is None:
+                        self._done(stream, entry)
+                        continue
+                except Released:
+                    self._hand_back(stream, entry, job_id)
+                    log.warning("released %s while draining", job_id)
+                    continue
+                runnable.append((stream, entry, job))
+            self._run_jobs(runnable)
         finally:
             with self._lock:
-                self.current = None
+                self.current = []
 
-    def _process(self, stream: str, entry: str, job_id: str, deliveries: int, taken: list | None) -> None:
+    def _start(self, stream: str, entry: str, job_id: str, deliveries: int, taken: list | None) -> dict | None:
+        """The job's fields if it is to run now, else None (dead-lettered, skipped past its deadline, gone)."""
         if deliveries > self.settings.max_deliveries:
             job = self.retrying(self.client.hgetall, jobs.job_key(job_id))
             if job and job.get("status") not in jobs.FINAL:
@@ -297,8 +324,7 @@ class Worker:
                 detail = f"the job was delivered {deliveries} times without completing (its workers died)"
                 if self.finalize(job, "dead_lettered", error={"code": "dead_lettered", "detail": detail}):
                     self._record("dead_lettered")
-            self._done(stream, entry)
-            return
+            return None
         if taken is None:  # START (TAKE did it already for a job just read): one round trip for the job's
             # fields, and the job marked running unless it is final (cancelled while queued, finished
             # by another run, expired) or its deadline passed in the queue
@@ -306,53 +332,115 @@ class Worker:
         outcome, job = jobs.started(taken)
         if outcome == "expired":  # skipped: no compute is spent on a job nobody waits for
             self._fail(job, "deadline_exceeded", "the job's deadline passed before it could run")
-        elif outcome == "started":
-            self._run(job_id, job, float(job["deadline"]), float(job["started"]))
-        self._done(stream, entry)
+        return job if outcome == "started" else None
 
     def _fail(self, job: dict, code: str, detail: str) -> None:
         if self.finalize(job, "failed", error={"code": code, "detail": detail}):
             self._record("failed", time.time() - float(job["created"]))
 
-    def _run(self, job_id: str, job: dict, deadline: float, started: float) -> None:
+    def _run_jobs(self, runnable: list[tuple[str, str, dict]]) -> None:
+        """Each started job to its final state: a model's single-prompt jobs together (more than one),
+        the others (a batch job, a job alone) one by one."""
+        alone, together = [], {}
+        for stream, entry, job in runnable:
+            single = "items" not in json.loads(job["request"])
+            if single and self.settings.batch_jobs > 1:
+                together.setdefault(job["model"], []).append((stream, entry, job))
+            else:
+                alone.append((stream, entry, job))
+        for group in together.values():
+            if len(group) == 1:
+                alone += group
+            else:
+                self._run_together(group)
+        for stream, entry, job in alone:
+            self._conclude(stream, entry, job, self._compute(job))
+
+    def _times(self, job: dict) -> tuple[float, float]:
+        return float(job["created"]), float(job["started"])
+
+    def _compute(self, job: dict):
+        """One job alone: (stored document, HVPs, method, stage seconds), or the exception that ended it."""
         request = json.loads(job["request"])
         attributor = self.attributors[job["model"]]
-        progress = self._reporter(job_id, deadline)
-        created = float(job["created"])
+        job_id, (created, started) = job["id"], self._times(job)
+        progress = self._reporter(job_id, float(job["deadline"]))
         try:
             if "items" in request:  # POST /attribute/batch
                 batch = BatchRequest.model_validate(request)
                 body, hvps = self._run_batch(attributor, batch, progress, job_id, job["model"], (created, started))
-                method, stages = None, {}
+                return body, hvps, None, {}
+            call = AttributeRequest.model_validate(request).engine_call()
+            return self._done_with(job, self._attempt(attributor, *call, progress, job_id, self._publisher(job_id, created, started)))
+        except Exception as error:  # noqa: BLE001 - concluded by the job's own outcome
+            return error
+
+    def _run_together(self, group: list[tuple[str, str, dict]]) -> None:
+        """Single-prompt jobs of one model in one ``attribute_many``, each concluded the moment its own
+        work is done. A job that ran out of GPU memory in the shared batches runs again alone (with the
+        budget halving)."""
+        attributor = self.attributors[group[0][2]["model"]]
+        calls, members = [], []
+        for stream, entry, job in group:
+            try:
+                kwargs, config = AttributeRequest.model_validate(json.loads(job["request"])).engine_call()
+            except Exception as error:  # noqa: BLE001 - this job's outcome
+                self._conclude(stream, entry, job, error)
+                continue
+            created, started = self._times(job)
+            calls.append({**kwargs, "config": config, "progress": self._reporter(job["id"], float(job["deadline"])),
+                          "on_partial": self._publisher(job["id"], created, started)})  # fmt: skip
+            members.append((stream, entry, job))
+        oom = []
+
+        def concluded(index: int, outcome) -> None:
+            stream, entry, job = members[index]
+            if isinstance(outcome, torch.cuda.OutOfMemoryError):
+                oom.append(members[index])
+                return
+            self._conclude(stream, entry, job, outcome if isinstance(outcome, BaseException) else self._done_with(job, outcome))
+
+        attributor.attribute_many(calls, packing=self.settings.batch_packing, on_outcome=concluded)
+        for stream, entry, job in oom:
+            torch.cuda.empty_cache()
+            self._conclude(stream, entry, job, self._compute(job))
+
+    def _done_with(self, job: dict, result) -> tuple:
+        body = job_result_json(result, job["id"], *self._times(job))
+        stages = {name: seconds for name, seconds in result.timings.stages().items() if name != "total"}
+        return body, result.meta.hvps or 0, result.method, stages
+
+    def _conclude(self, stream: str, entry: str, job: dict, outcome) -> None:
+        """The job's final transition from its outcome, then its entry acknowledged; a drain past its
+        deadline hands it back to the queue instead."""
+        job_id, created = job["id"], float(job["created"])
+        try:
+            if isinstance(outcome, Released):
+                raise outcome
+            if isinstance(outcome, JobCancelled):
+                if self.finalize(job, "cancelled"):
+                    self._record("cancelled", time.time() - created)
+            elif isinstance(outcome, DeadlineExceeded):
+                self._fail(job, "deadline_exceeded", "the job did not finish before its deadline")
+            elif isinstance(outcome, ItemFailed):
+                self._fail(job, outcome.code, outcome.detail)
+            elif isinstance(outcome, HetaError):
+                self._fail(job, outcome.code, str(outcome))
+            elif isinstance(outcome, BaseException):  # a bug must fail the job, not the worker
+                log.error("job %s failed", job_id, exc_info=outcome)
+                self._fail(job, "internal_error", f"{type(outcome).__name__}: {outcome}")
             else:
-                call = AttributeRequest.model_validate(request).engine_call()
-                result = self._attempt(attributor, *call, progress, job_id, self._publisher(job_id, created, started))
-                body, hvps = job_result_json(result, job_id, created, started), result.meta.hvps or 0
-                method = result.method
-                stages = {name: seconds for name, seconds in result.timings.stages().items() if name != "total"}
-        except JobCancelled:
-            if self.finalize(job, "cancelled"):
-                self._record("cancelled", time.time() - created)
-            return
-        except DeadlineExceeded:
-            self._fail(job, "deadline_exceeded", "the job did not finish before its deadline")
-            return
-        except ItemFailed as failure:
-            self._fail(job, failure.code, failure.detail)
-            return
-        except HetaError as error:
-            self._fail(job, error.code, str(error))
-            return
+                body, hvps, method, stages = outcome
+                if self.finalize(job, "done", result=body, progress="1"):
+                    self._record("done", time.time() - created, method, stages, hvps)
+                    if job.get("cache"):
+                        self._cache(job["cache"], body)
+            self._done(stream, entry)
         except Released:
-            raise
-        except Exception as error:  # noqa: BLE001 - a bug must fail the job, not the worker
-            log.exception("job %s failed", job_id)
-            self._fail(job, "internal_error", f"{type(error).__name__}: {error}")
-            return
-        if self.finalize(job, "done", result=body, progress="1"):
-            self._record("done", time.time() - created, method, stages, hvps)
-            if job.get("cache"):
-                self._cache(job["cache"], body)
+            self._hand_back(stream, entry, job_id)
+            log.warning("released %s while draining", job_id)
+        with self._lock:  # no lease to renew any more
+            self.current = [held for held in self.current if held[1] != entry]
 
     def _reporter(self, job_id: str, deadline: float):
         """The engine's progress callback: reports the fraction (throttled), and stops the run for a

@@ -54,7 +54,8 @@ def test_estimate_grows_with_length_and_rejects_bad_input(make_attributor):
     attributor = make_attributor("gpt2", num_hvp_samples=2)
     short, long = attributor.estimate(input_ids=list(range(4, 14))), attributor.estimate(input_ids=list(range(4, 34)))
     assert long.hvps > short.hvps and long.forward_tokens > short.forward_tokens and long.peak_bytes > short.peak_bytes
-    assert set(long.to_dict()) == {"prompt_tokens", "target_tokens", "hvps", "forward_tokens", "peak_bytes"}
+    assert set(long.to_dict()) == {"prompt_tokens", "target_tokens", "hvps", "forward_tokens", "peak_bytes", "seconds", "plan"}
+    assert long.seconds > short.seconds > 0 and long.plan is None  # the plan is a budget's
     with pytest.raises(InputError):
         attributor.estimate("")
     low_rank = attributor.estimate(input_ids=list(range(4, 34)), config=HetaConfig(low_rank=4))

@@ -47,7 +47,7 @@ def _terms(attributor, prompts, packing=None):
 
     calls = []
     for prompt in prompts:
-        cfg, prepared = attributor._prepare(None, {**_DEFAULTS, **prompt})
+        cfg, prepared, _ = attributor._prepare(None, {**_DEFAULTS, **prompt})
         calls.append((prepared.request, cfg, Progress(None, 1), None))
     with _inputs_only(attributor.model):
         if packing is None:
@@ -174,3 +174,17 @@ def test_a_batch_that_fails_is_rerun_alone(make_attributor, monkeypatch):
 def test_unknown_packing_is_refused(make_attributor):
     with pytest.raises(ValueError, match="packing"):
         make_attributor("gpt2").attribute_many([{"text": TEXT}], packing="tight")
+
+
+def test_each_call_is_answered_when_its_own_work_is_done(make_attributor):
+    """A small request packed with a large one is not held back: on_outcome reports it first."""
+    attributor = make_attributor("gpt2", dtype=torch.float64)
+    order = []
+    calls = [
+        {"text": TEXT, "config": HetaConfig(num_hvp_samples=64, memory_budget_mb=16)},  # many chunks of HVPs
+        {"text": " ".join(WORDS[:4]), "config": HetaConfig(num_hvp_samples=1)},
+        {"text": "x"},  # refused at once
+    ]
+    outcomes = attributor.attribute_many(calls, on_outcome=lambda index, outcome: order.append(index))
+    assert order == [2, 1, 0]
+    assert isinstance(outcomes[2], InputError) and outcomes[0].meta.hvps > outcomes[1].meta.hvps

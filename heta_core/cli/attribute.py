@@ -100,9 +100,13 @@ def register(commands) -> None:
     parser.add_argument("--granularity", choices=("token", "word", "sentence"), default="token")
     parser.add_argument("--include-template", action="store_true", help="count chat-template tokens in aggregates")
     parser.add_argument("--spans", help="character spans to aggregate, as JSON ([[start, end], ...]) or @FILE")
-    parser.add_argument("--samples", type=int, default=10, help="Rademacher probes per token (m)")
+    parser.add_argument("--preset", choices=("exact", "balanced", "fast"), default=None,
+                        help="HETA's cost bundle (default exact; README: what each costs and loses); the flags below override it")
+    parser.add_argument("--budget-s", type=float, default=None, metavar="S",
+                        help="a time budget: the most exact preset whose estimate fits runs, ending with what it has when time is up")
+    parser.add_argument("--samples", type=int, default=None, help="Rademacher probes per token (m; default: the preset's, 10)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--beta", type=float, default=0.5)
+    parser.add_argument("--beta", type=float, default=None, help="weight of S (default: the preset's, 0.5)")
     parser.add_argument("--gamma", type=float, default=0.5)
     parser.add_argument("--mask", default="zero", help="zero | mean | token:<id>")
     parser.add_argument("--flow", default="heta", help="heta | official")
@@ -111,7 +115,7 @@ def register(commands) -> None:
     parser.add_argument("--memory-budget-mb", type=int, default=None, help="default: auto")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", default=None, help="auto | float32 | float64 | bfloat16 | float16")
-    parser.add_argument("--curvature", default="exact", help="exact | ggn")
+    parser.add_argument("--curvature", default=None, help="exact | ggn (default: the preset's, exact)")
     parser.add_argument("--curvature-layers", type=int, default=None, metavar="K")
     parser.add_argument("--low-rank", type=int, default=None, metavar="K")
     parser.add_argument("--window", type=int, default=None, metavar="W")
@@ -150,12 +154,14 @@ def run(args) -> int:
     from ..attributor import Attributor
     from ..config import HetaConfig
 
-    config = HetaConfig(
+    given = dict(
         method=args.method, ig_steps=args.ig_steps, num_hvp_samples=args.samples, seed=args.seed, beta=args.beta, gamma=args.gamma, mask=args.mask,
-        flow=args.flow, normalize=args.normalize or HetaConfig.normalize, strategy=args.strategy, memory_budget_mb=args.memory_budget_mb,
+        flow=args.flow, normalize=args.normalize, strategy=args.strategy, memory_budget_mb=args.memory_budget_mb,
         curvature=args.curvature, curvature_layers=args.curvature_layers, low_rank=args.low_rank, window=args.window,
-        overlap=args.overlap, diagnostics=args.diagnostics,
+        overlap=args.overlap, diagnostics=args.diagnostics, preset=args.preset, budget_s=args.budget_s,
     )  # fmt: skip
+    # flags left out take HetaConfig's defaults (a preset's knobs: the preset's)
+    config = HetaConfig.from_dict({name: value for name, value in given.items() if value is not None})
     if (args.input is None) != (args.output is None):
         raise UsageError("--input and --output go together (prompts.jsonl in, results.jsonl out)")
     if args.input is not None:

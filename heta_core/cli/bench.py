@@ -102,7 +102,42 @@ def model_config(spec: dict):
 _MODELS: dict = {}
 
 
-def _measure(spec: dict, strategy: str, repeats: int, count_flops: bool, overlap: bool = False) -> dict:
+def _anytime(attributor, ids: list[int], device: torch.device, presets: bool) -> dict:
+    """When each partial result arrives in one run, the time model's estimate against the measured
+    time (the speed measured first, in this process), and with ``presets`` each preset's measured and
+    estimated seconds."""
+    from ..config import PRESETS, HetaConfig
+
+    arrived = {}
+    _sync(device)
+    started = time.perf_counter()
+
+    def partial(document) -> None:
+        _sync(device)
+        arrived["+".join(document.stages_done)] = time.perf_counter() - started
+
+    result = attributor.attribute(input_ids=ids, on_partial=partial)
+    _sync(device)
+    arrived["final"] = time.perf_counter() - started
+    attributor.calibrate()
+    estimate = attributor.estimate(input_ids=ids).seconds
+    out = {"partials_s": arrived, "estimated_s": estimate, "stages": list(result.stages_done)}
+    if presets:
+        out["presets"] = {}
+        base = attributor.config
+        for name in PRESETS:  # each at its own knobs (exact: m = 10), whatever --samples says
+            config = HetaConfig(preset=name, seed=base.seed, memory_budget_mb=base.memory_budget_mb)
+            attributor.attribute(input_ids=ids, config=config)  # warm: a preset's first shapes
+            _sync(device)
+            clock = time.perf_counter()
+            attributor.attribute(input_ids=ids, config=config)
+            _sync(device)
+            out["presets"][name] = {"seconds": time.perf_counter() - clock,
+                                    "estimated_s": attributor.estimate(input_ids=ids, config=config).seconds}  # fmt: skip
+    return out
+
+
+def _measure(spec: dict, strategy: str, repeats: int, count_flops: bool, overlap: bool = False, presets: bool = False) -> dict:
     """Runs in a fresh process, so its peak memory is its own: build the model, run one path."""
     from ..attributor import Attributor
     from ..config import HetaConfig
@@ -113,13 +148,17 @@ def _measure(spec: dict, strategy: str, repeats: int, count_flops: bool, overlap
     key = tuple(sorted((k, v) for k, v in spec.items() if k != "context"))
     if key not in _MODELS:  # in-process runs (HETA_BENCH_INPROCESS) build each model once
         _MODELS.clear()
-        with device:  # initialised where it runs: a 1B model's random init on a GPU takes seconds, not minutes
-            _MODELS[key] = random_model(model_config(spec), dtype=resolve_dtype(spec["dtype"]), seed=spec["seed"])
+        if spec.get("model"):  # a real (or builtin) model instead of a random one
+            _MODELS[key] = Attributor.from_pretrained(spec["model"], device=spec["device"], dtype=spec["dtype"]).model
+        else:
+            with device:  # initialised where it runs: a 1B model's random init on a GPU takes seconds, not minutes
+                _MODELS[key] = random_model(model_config(spec), dtype=resolve_dtype(spec["dtype"]), seed=spec["seed"])
     model = _MODELS[key]
-    ids = torch.randint(0, spec["vocab"], (spec["context"] + 1,), generator=torch.Generator().manual_seed(spec["seed"]))
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (spec["context"] + 1,), generator=torch.Generator().manual_seed(spec["seed"]))
     heta = HetaConfig(num_hvp_samples=spec["samples"], seed=spec["seed"], memory_budget_mb=spec["memory_budget_mb"],
                       strategy=strategy)  # fmt: skip
-    attributor = Attributor(model, config=heta, name=f"{spec.get('family', 'gpt2')}-shaped-random")
+    attributor = Attributor(model, config=heta, name=spec.get("model") or f"{spec.get('family', 'gpt2')}-shaped-random")
     ids = ids.tolist()
     if strategy == "fast":
         attributor.attribute(input_ids=ids)  # warm-up: allocator, kernels, lazy imports
@@ -151,6 +190,8 @@ def _measure(spec: dict, strategy: str, repeats: int, count_flops: bool, overlap
         out["gflop"] = counter.get_total_flops() / 1e9
     if overlap:
         out["overlap"] = stage_overlap(lambda: attributor.attribute(input_ids=ids), device)
+    if count_flops:  # the main fast run: partial results, the time model, the presets
+        out["anytime"] = _anytime(attributor, ids, device, presets)
     return out
 
 
@@ -264,6 +305,8 @@ def run(
     ffn: int | None = None,
     reference_context: int | None = None,
     overlap: bool | None = None,
+    presets: bool = False,
+    model: str | None = None,
 ) -> dict:
     """Each path runs in its own fresh process (same seed, same model); the matmul ceiling runs here.
 
@@ -275,11 +318,13 @@ def run(
 
     spec = dict(layers=layers, width=width, heads=heads, vocab=vocab, context=context, samples=samples, dtype=dtype,
                 device=device, memory_budget_mb=memory_budget_mb, seed=seed, family=family, kv_heads=kv_heads,
-                ffn=ffn)  # fmt: skip
+                ffn=ffn, model=model)  # fmt: skip
     overlap = device.startswith("cuda") if overlap is None else overlap
     shape = {"family": family, "layers": layers, "width": width, "heads": heads, "vocab": vocab, "context": context}
     if family == "llama":
         shape.update(kv_heads=kv_heads or heads, ffn=ffn or 4 * width)
+    if model:
+        shape = {"model": model, "context": context}
     report: dict = {
         "shape": shape,
         "samples": samples,
@@ -288,8 +333,14 @@ def run(
         "threads": torch.get_num_threads(),
         "matmul_gflops": matmul_gflops(torch.device(device), resolve_dtype(dtype)),
     }
-    fast = _in_fresh_process(spec, "fast", repeats, True, overlap)
+    fast = _in_fresh_process(spec, "fast", repeats, True, overlap, presets)
     report["fast_seconds"] = fast["seconds"]
+    anytime = fast["anytime"]
+    report["partials_s"] = anytime["partials_s"]
+    report["estimated_seconds"] = anytime["estimated_s"]
+    report["estimate_error"] = anytime["estimated_s"] / fast["seconds"] - 1
+    if presets:
+        report["presets"] = anytime["presets"]
     report["fast_peak_mb"] = fast["peak_mb"]
     report["fast_stage_seconds"] = fast["stages"]
     report["hvps"] = fast["hvps"]
@@ -320,10 +371,11 @@ def run(
 def format_report(report: dict) -> str:
     shape = report["shape"]
     family = "Llama" if shape.get("family") == "llama" else "GPT-2"
-    heads = f"{shape['heads']}/{shape['kv_heads']} heads" if "kv_heads" in shape else f"{shape['heads']} heads"
+    heads = f"{shape['heads']}/{shape['kv_heads']} heads" if "kv_heads" in shape else f"{shape.get('heads')} heads"
+    what = (f"{shape['model']}" if "model" in shape
+            else f"{family}-shaped random: {shape['layers']} layers, d={shape['width']}, {heads}, vocab {shape['vocab']}")  # fmt: skip
     lines = [
-        f"model      {family}-shaped random: {shape['layers']} layers, d={shape['width']}, {heads}, "
-        f"vocab {shape['vocab']}; context {shape['context']} tokens; m={report['samples']}; "
+        f"model      {what}; context {shape['context']} tokens; m={report['samples']}; "
         f"{report['dtype']} on {report['device']} ({report['threads']} threads)",
         f"fast       {report['fast_seconds']:9.3f} s   peak +{report['fast_peak_mb']:.0f} MB   "
         f"stages {report['fast_stage_seconds']}",
@@ -342,6 +394,20 @@ def format_report(report: dict) -> str:
             lines.append(f"speed-up   {report['speedup']:9.2f} x   (reference / fast)")
         diffs = "  ".join(f"{k} {v:.1e}" for k, v in report["max_rel_diff"].items())
         lines.append(f"agreement  max relative difference: {diffs}")
+    partials = report["partials_s"]
+    lines.append(
+        "partials   " + ", ".join(f"{stages} at {seconds:.3f} s ({100 * seconds / partials['final']:.0f} %)" for stages, seconds in partials.items())
+    )
+    lines.append(
+        f"estimate   {report['estimated_seconds']:9.3f} s predicted (the time model at this model's measured speed) vs "
+        f"{report['fast_seconds']:.3f} s measured: {100 * report['estimate_error']:+.0f} %"
+    )
+    if "presets" in report:
+        exact = report["presets"]["exact"]
+        lines.append("presets    " + "; ".join(
+            f"{name} {p['seconds']:.3f} s ({p['seconds'] / exact['seconds']:.2f} of exact; estimated {p['estimated_s']:.3f} s, "
+            f"{p['estimated_s'] / exact['estimated_s']:.2f})" for name, p in report["presets"].items()
+        ))  # fmt: skip
     lines.append(
         f"compute    fast path {report['fast_gflop']:.1f} GFLOP in {report['hvps']} HVPs -> "
         f"{report['fast_gflops_per_s']:.1f} GFLOP/s; large matmul {report['matmul_gflops']:.1f} GFLOP/s "
@@ -357,6 +423,9 @@ def format_report(report: dict) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``heta bench``'s options; the defaults are the issue's yardstick (a GPT-2-small-like layout, 48
     context tokens, m = 10). ``%(default)s`` puts each default in ``--help``."""
+    parser.add_argument("--model", default=None,
+                        help="a model to load (heta-demo, heta-demo-hard, a local path) instead of a random one, whose shape flags are then "
+                        "ignored (default: a random model)")
     parser.add_argument("--family", choices=("gpt2", "llama"), default="gpt2", help="layout of the random model (default: %(default)s)")
     parser.add_argument("--layers", type=int, default=6, help="transformer blocks (default: %(default)s)")
     parser.add_argument("--width", type=int, default=512, help="hidden size d (default: %(default)s)")
@@ -377,6 +446,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the slow literal path (no speed-up then; default: run it)")
     parser.add_argument("--overlap", action="store_true",
                         help="profile one fast run for the KL/Hessian stream overlap (default: off on CPU, where it checks the stage ranges; always on CUDA)")
+    parser.add_argument("--presets", action="store_true",
+                        help="also time each preset (exact, balanced, fast) at its own knobs (exact: m = 10) and its estimate (default: off)")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="a table, or one JSON document (default: %(default)s)")
 
 
@@ -397,7 +468,8 @@ def run_from_args(args) -> int:
         layers=args.layers, width=args.width, heads=args.heads, vocab=args.vocab, context=args.context,
         samples=args.samples, dtype=args.dtype, device=args.device, reference=args.reference,
         repeats=args.repeats, memory_budget_mb=args.memory_budget_mb, family=args.family, kv_heads=args.kv_heads,
-        ffn=args.ffn, reference_context=args.reference_context, overlap=True if args.overlap else None,
+        ffn=args.ffn, reference_context=args.reference_context, overlap=True if args.overlap else None, presets=args.presets,
+        model=args.model,
     )  # fmt: skip
     print(json.dumps(report, indent=2) if args.format == "json" else format_report(report))
     return 0

@@ -44,6 +44,10 @@ def _add_eval(commands) -> None:
         "--quick", action="store_true", help="--suite with 12 prompts per condition and Hessian samples 2 and 10 only (CI: under 3 minutes)"
     )
     suite.add_argument("--conditions", default=None, help="comma-separated subset of the demo conditions (default: all of the model's)")
+    suite.add_argument("--presets", action="store_true",
+                       help="also run HETA with each preset (fast, balanced): hit@1 against exact's interval, ρ and cost")
+    suite.add_argument("--ablate-samples", default=None, metavar="M,M",
+                       help="Hessian sample counts of the seed ablation (default 2,10,50; --quick 2,10); none: skip it")
     suite.add_argument("--out", default="heta-suite", help="--suite: directory for suite.json and hit_at_1.png (default ./heta-suite)")
     suite.add_argument("--no-plot", action="store_true", help="--suite: skip the PNG (no matplotlib needed)")
     parser.set_defaults(run=_run_eval)
@@ -103,7 +107,16 @@ def _run_suite(args) -> int:
 
     methods, config = _config(args)
     settings = suite.QUICK if args.quick else suite.SuiteSettings()
-    settings = replace(settings, seed=args.seed, **({"n": args.n} if args.n else {}))
+    settings = replace(settings, seed=args.seed, **({"n": args.n} if args.n else {}), **({"variants": suite.PRESET_VARIANTS} if args.presets else {}))
+    if args.ablate_samples is not None:
+        text = args.ablate_samples.strip()
+        try:
+            samples = () if text == "none" else tuple(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            samples = (0,)
+        if any(m < 1 for m in samples) or (text != "none" and not samples):
+            raise UsageError(f"--ablate-samples must be positive integers (e.g. 2,10) or none, got {args.ablate_samples!r}")
+        settings = replace(settings, samples=samples)
     synthetic = args.dataset == "synthetic"
     models = [args.model] if args.model else list(DEMO_MODELS)
     if synthetic and any(m not in MODEL_CONDITIONS for m in models):

@@ -69,7 +69,7 @@ def call_of(body: dict, base: HetaConfig) -> dict[str, Any]:
     if "granularity" in overrides:
         call["granularity"] = overrides.pop("granularity")
     overrides = from_api_names(overrides)
-    call["config"] = HetaConfig.from_dict({**base.to_dict(), **overrides}) if overrides else base
+    call["config"] = base.replace(**overrides) if overrides else base  # a line's preset re-applies to the knobs it does not set
     return call
 
 

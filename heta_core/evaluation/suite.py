@@ -9,9 +9,12 @@ conditions come from :mod:`.demo.conditions`; a curated data set is one conditio
    causal), the rank of the first causal token among the candidates (1 = top), deletion and
    insertion AOPC (:mod:`.faithfulness`, over all prompt tokens).
 3. HETA's ablations come from the same run's components (HETA.md §4): M_T, S, I alone, the pairs
-   M_T·S, M_T·I, β·S + γ·I, and Eq. 5 with ``normalize`` none and simplex; then HETA again with
-   m = 2 / 10 / 50 Hessian samples under the probe seeds ``config.seed`` and ``config.seed + 1``
-   (``flips``: the share of prompts whose top-1 candidate changes with the seed).
+   M_T·S, M_T·I, β·S + γ·I, Eq. 5 with ``normalize`` none and simplex, and the partial result
+   published after the KL stage (``partial flow+kl``; the one after the flow ranks as M_T); then
+   HETA again with m = 2 / 10 / 50 Hessian samples under the probe seeds ``config.seed`` and
+   ``config.seed + 1`` (``flips``: the share of prompts whose top-1 candidate changes with the seed),
+   and with each of ``variants`` (e.g. the presets: ``preset=fast``). Every ablation and variant
+   reports its Spearman ρ with HETA's scores over the prompt (``rho_vs_heta``, mean and interval).
 4. Aggregates: hit@1 with its Wilson interval; mean rank and AOPCs with percentile bootstrap
    intervals (seeded); the **paired** bootstrap interval of hit@1 minus the best baseline's on the
    same prompts (the best baseline = the highest hit@1, then the lowest mean rank); for each
@@ -33,14 +36,15 @@ import torch
 from . import faithfulness, metrics
 from .harness import Item, Prepared, _finite, bootstrap_ci, prepare
 from .stats import wilson
-from ..config import HetaConfig
-from ..methods.heta.combine import combine
+from ..config import PRESETS, HetaConfig
+from ..methods.heta.combine import combine, estimate
+from .stats import spearman
 from ..methods.registry import METHODS
 from ..runtime.masking import mask_vector
 
 BASELINES = tuple(m for m in METHODS if m != "heta")
 SEPARATION = ("heta", "gradient", "attention_rollout", "occlusion")  # the issue's "Done when" set
-COMPONENTS = ("M_T", "S", "I", "M_T·S", "M_T·I", "βS+γI", "normalize=none", "normalize=simplex")
+COMPONENTS = ("M_T", "S", "I", "M_T·S", "M_T·I", "βS+γI", "normalize=none", "normalize=simplex", "partial flow+kl")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,10 @@ class SuiteSettings:
     curve_steps: int = 20  # points of the deletion / insertion curves
     bootstrap: int = 1000
     seed: int = 0  # prompts and bootstrap resamples
+    variants: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # (name, HETA config changes) run as well
+
+
+PRESET_VARIANTS = tuple((f"preset={name}", (("preset", name),)) for name in PRESETS if name != "exact")
 
 
 # CI's bound (≤ 3 minutes for both demo models on 2 cores): fewer prompts, and no m = 50 (its two
@@ -95,6 +103,7 @@ def _components(result, config: HetaConfig) -> dict[str, torch.Tensor]:
         "βS+γI": combine(ones, s, i, **terms, normalize=config.normalize),
         "normalize=none": combine(flow, s, i, **terms, normalize="none"),
         "normalize=simplex": combine(flow, s, i, **terms, normalize="simplex"),
+        "partial flow+kl": estimate(flow, None, i, **terms, normalize=config.normalize),
     }  # fmt: skip
 
 
@@ -112,16 +121,27 @@ def score_prompt(attributor, prompt: _Prompt, methods: Sequence[str], config: He
         result = attributor.attribute(input_ids=ids, config=cfg)
         return result, time.perf_counter() - clock
 
+    def planned(cfg: HetaConfig) -> float:
+        """The time model's seconds (the measured speed's price of the planned work): a cost that does not
+        depend on what else the machine is doing."""
+        return attributor.estimate(input_ids=ids, config=cfg).seconds
+
     heta = None
     for method in methods:
         result, seconds = run(config.replace(method=method))
         rows[method] = {**prompt.measure(result.scores), "seconds": seconds}
         if method == "heta":
             heta = (result, seconds)
+            rows[method]["planned"] = planned(config.replace(method=method))
     if heta is None:
         return rows
+    exact = heta[0].scores.double()
+
+    def measured(scores: torch.Tensor, seconds: float) -> dict[str, float]:
+        return {**prompt.measure(scores), "seconds": seconds, "rho": spearman(scores.double(), exact)}
+
     for name, scores in _components(heta[0], config).items():
-        rows[name] = {**prompt.measure(scores), "seconds": heta[1]}
+        rows[name] = measured(scores, heta[1])
     for m in settings.samples:
         tops = []
         for seed in (config.seed, config.seed + 1):
@@ -129,8 +149,12 @@ def score_prompt(attributor, prompt: _Prompt, methods: Sequence[str], config: He
             result, seconds = heta if cfg == config.replace(method="heta") else run(cfg)
             tops.append(_top1(result.scores, prompt.prepared))
             if seed == config.seed:
-                rows[f"m={m}"] = {**prompt.measure(result.scores), "seconds": seconds}
+                rows[f"m={m}"] = measured(result.scores, seconds)
         rows[f"m={m}"]["flips"] = float(tops[0] != tops[-1])
+    for name, changes in settings.variants:
+        cfg = config.replace(method="heta", **dict(changes))
+        result, seconds = run(cfg)
+        rows[name] = {**measured(result.scores, seconds), "planned": planned(cfg)}
     return rows
 
 
@@ -183,6 +207,10 @@ def evaluate_condition(
             cell["hit@1_minus_heta"] = _interval([a - b for a, b in zip(measures["hit@1"], rows["heta"]["hit@1"])], settings)
         if "flips" in measures:
             cell["flips"] = _proportion(measures["flips"])
+        if "rho" in measures:
+            cell["rho_vs_heta"] = _interval(measures["rho"], settings)
+        if "planned" in measures:
+            cell["planned_seconds_per_prompt"] = sum(measures["planned"]) / len(measures["planned"])
         variants[variant] = cell
     return {
         "prompts": len(prompts),
@@ -251,6 +279,13 @@ def run_suite(
     "separating", "summary"}`` (module docstring)."""
     config = config or attributor.config
     methods = list(dict.fromkeys(config.replace(method=m).method for m in methods))  # "ig" → its full name, once
+    if settings.variants and attributor.speed is None:
+        attributor.calibrate()  # the variants' planned cost is priced at this model's measured speed
+    first = next((items[0] for items in conditions.values() if items), None)
+    if first is not None:  # warm-up (first kernels, lazy initialisation), so the first timed prompt is not charged for it
+        warm = prepare(attributor.tokenizer, first)
+        for method in methods:
+            attributor.attribute(input_ids=warm.ids + [warm.target], config=config.replace(method=method))
     blocks = {}
     for name, items in conditions.items():
         blocks[name] = evaluate_condition(
@@ -346,6 +381,52 @@ def render(report: dict) -> str:
                 f"{_cell(cell['hit@1_minus_heta']) if 'hit@1_minus_heta' in cell else '':>18} "
                 f"{cell['seconds_per_prompt']:>9.4f} {_cell(cell['flips']) if 'flips' in cell else '':>18}"
             )
+    presets = render_presets(report)
+    return "\n".join(lines + (["", presets] if presets else []))
+
+
+def preset_rows(report: dict) -> list[dict]:
+    """Per variant (the presets of ``--presets``) and condition: its hit@1, exact's, whether its value lies
+    inside exact's Wilson interval, its mean Spearman ρ with exact, and its seconds per prompt relative to
+    exact's (measured in the same run)."""
+    names = [name for name, _ in report["settings"].get("variants", [])]
+    rows = []
+    for name in names:
+        for condition, block in report["conditions"].items():
+            cell, exact = block["ablations"].get(name), block["methods"].get("heta")
+            if not cell or not exact or cell["hit@1"]["mean"] is None:
+                continue
+            low, high = exact["hit@1"]["ci95"]
+            rows.append({
+                "variant": name, "condition": condition, "hit@1": cell["hit@1"], "exact_hit@1": exact["hit@1"],
+                "inside": low - 1e-12 <= cell["hit@1"]["mean"] <= high + 1e-12, "rho": cell["rho_vs_heta"]["mean"],
+                "cost": cell["seconds_per_prompt"] / exact["seconds_per_prompt"],
+                "planned_cost": cell["planned_seconds_per_prompt"] / exact["planned_seconds_per_prompt"],
+                "paired": cell["hit@1_minus_heta"],
+            })  # fmt: skip
+    return rows
+
+
+def render_presets(report: dict) -> str:
+    rows = preset_rows(report)
+    if not rows:
+        return ""
+    lines = [
+        "presets: hit@1 [Wilson 95%] per condition; in = inside exact's interval; ρ = mean Spearman with exact's scores; "
+        "cost = seconds per prompt / exact's, measured and planned (the time model at the measured speed)",
+        f"{'variant':<18} {'condition':<10} {'hit@1':>18} {'exact':>18} {'in':>3} {'ρ':>6} {'cost':>6} {'plan':>6}",
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['variant']:<18} {row['condition']:<10} {_cell(row['hit@1']):>18} {_cell(row['exact_hit@1']):>18} "
+            f"{'yes' if row['inside'] else 'NO':>3} {row['rho']:>6.3f} {row['cost']:>6.2f} {row['planned_cost']:>6.2f}"
+        )
+    for name in dict.fromkeys(row["variant"] for row in rows):
+        mine = [row for row in rows if row["variant"] == name]
+        cost = sum(row["cost"] for row in mine) / len(mine)
+        planned = sum(row["planned_cost"] for row in mine) / len(mine)
+        lines.append(f"{name}: inside exact's interval in {sum(r['inside'] for r in mine)}/{len(mine)} conditions; "
+                     f"mean cost {cost:.2f} measured, {planned:.2f} planned")  # fmt: skip
     return "\n".join(lines)
 
 

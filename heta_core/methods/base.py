@@ -20,9 +20,9 @@ class Parts:
     (one target or a "sum" span) or ``[k, n]`` ("each"); the result document reports them in float32. ``logprobs``: log P(y_j | prompt, y_<j)
     per target token. ``hvps``: Hessian-vector products used (None for a method without any).
     ``timings``: seconds per stage of the method. ``foil_logprob``: log P(foil | prompt) when the
-    request has a foil. ``stages``: the method's stages whose terms ``values`` hold (all of them
-    unless the run was cut short: a partial result). ``stopped``: why a run ended before its last
-    stage ("budget": its time budget ran out), else None.
+    request has a foil. ``stages``: the method's stages whose terms ``values`` hold. ``complete``:
+    every stage the config asks for is done (false for a partial result). ``stopped``: why a run
+    ended before its last stage ("budget": its time budget ran out), else None.
     """
 
     values: dict[str, torch.Tensor]
@@ -31,6 +31,7 @@ class Parts:
     timings: dict[str, float] = field(default_factory=dict)
     foil_logprob: float | None = None
     stages: tuple[str, ...] = ()
+    complete: bool = True
     stopped: str | None = None
 
 
@@ -42,9 +43,11 @@ def foil_logprob(logprobs: torch.Tensor, foil: int | None) -> float | None:
 @dataclass(frozen=True)
 class Plan:
     """Predicted work of one run: HVPs, token positions pushed through the model, batched chunks
-    (the progress ticks) and peak activation bytes (trace + the largest chunk)."""
+    (the progress ticks), peak activation bytes (trace + the largest chunk) and per stage the
+    (units, chunks) the time model prices (:mod:`heta_core.runtime.cost`)."""
 
     hvps: int
     forward_tokens: int
     chunks: int
     peak_bytes: int
+    work: dict[str, tuple[int, int]] = field(default_factory=dict)

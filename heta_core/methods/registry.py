@@ -16,7 +16,7 @@ from .heta import pipeline as heta
 # HetaConfig fields that change HETA's numbers (memory_budget_mb, cuda_streams and dtype only
 # change how it runs; the result's meta reports the dtype it ran in)
 HETA_FIELDS = (
-    "beta", "gamma", "num_hvp_samples", "mask", "flow", "normalize", "seed", "strategy",
+    "preset", "beta", "gamma", "num_hvp_samples", "mask", "flow", "normalize", "seed", "strategy",
     "curvature", "curvature_layers", "low_rank", "window", "overlap",
 )  # fmt: skip
 
@@ -31,8 +31,8 @@ class Method:
     fields: tuple[str, ...]  # the HetaConfig fields its result depends on
     signed: bool  # scores can be negative
     stages: tuple[str, ...]  # the keys of Parts.timings
-    # (handle, [(request, config, progress, publish)], packing) -> [Parts | exception]: several requests
-    # whose batched chunks share passes; None: the method runs its requests one by one
+    # (handle, [(request, config, progress, publish)], packing, finished(index, outcome)) -> [Parts | exception]:
+    # several requests whose batched chunks share passes; None: the method runs its requests one by one
     run_many: Callable | None = None
 
 

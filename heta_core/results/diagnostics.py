@@ -64,7 +64,7 @@ def plan(handle, request, cfg, budget: int) -> Plan:
     count = _variants(request.scored, _rows(request))
     chunks = plan_chunks([0] * count, fed, row_bytes, budget)
     peak = max((hi - lo) * row_bytes(fed) for lo, hi in chunks)
-    return Plan(hvps=0, forward_tokens=count * fed, chunks=len(chunks), peak_bytes=peak)
+    return Plan(hvps=0, forward_tokens=count * fed, chunks=len(chunks), peak_bytes=peak, work={"diagnostics": (count * fed, len(chunks))})
 
 
 def _keep_masks(rows: torch.Tensor, n: int) -> tuple[torch.Tensor, list[list[int]]]:

@@ -181,6 +181,24 @@ class Versions(_Model):
     python: str
 
 
+class BudgetPlan(_Model):
+    """How a time budget (``config.budget_s``) chose the run: the presets considered with their estimates."""
+
+    budget_s: float = Field(gt=0, description="the request's time budget in seconds")
+    preset: str = Field(description="the preset run: the most exact one whose estimate fits, never more exact than `config.preset`")
+    estimated_s: float = Field(ge=0, description="the chosen plan's estimated seconds")
+    estimates: dict[str, float] = Field(
+        description="estimated seconds of each preset considered, most exact first, and of `flow` (the first stage alone)"
+    )
+    speed: Literal["measured", "assumed"] = Field(
+        description="the time model's rates: measured on this model and device, or assumed from the model's size"
+    )
+    stopped: Literal["budget"] | None = Field(
+        None, description="`budget`: the run was still going when the budget ran out and ended with the stages it had "
+        "(the result is partial); null when it finished"
+    )
+
+
 class ResultMeta(_Model):
     """What produced the result."""
 
@@ -197,6 +215,7 @@ class ResultMeta(_Model):
     versions: Versions
     timings: Timings
     cached: bool = Field(False, description="true when the service answered from its result cache (no compute; `timings` are the original run's)")
+    plan: BudgetPlan | None = Field(None, description="with `config.budget_s`: how the budget chose the run; null without a budget")
 
 
 class AttributionResult(_Model):
@@ -300,6 +319,11 @@ class Estimate(_Model):
     hvps: int = Field(ge=0, description="Hessian(-like)-vector products")
     forward_tokens: int = Field(ge=0, description="token positions pushed through the model, all passes")
     peak_bytes: int = Field(ge=0, description="weights + trace + the largest batched chunk")
+    seconds: float | None = Field(
+        None, ge=0, description="predicted seconds of the call (the time model, heta_core.runtime.cost: this model's measured "
+        "speed when known, else one assumed from its size)"
+    )
+    plan: BudgetPlan | None = Field(None, description="with `config.budget_s`: the preset the budget chooses and the estimates")
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return self.model_dump()

@@ -20,6 +20,7 @@ measured peak beside the estimate):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -85,3 +86,86 @@ def trace_bytes(model_config, layout: HeadLayout, dtype: torch.dtype, positions:
     if official:
         per_block += layout.heads * positions * positions + positions * model_config.hidden_size
     return model_config.num_hidden_layers * per_block * elem
+
+
+# ---------------------------------------------------------------------- time
+
+# Work is counted per stage as (units, chunks): a unit is one token position through the model — a
+# masked forward's or the trace's — and a Hessian row position counts 1 + m (its forward and first
+# backward, then one vmapped second backward per probe). The planners count it (Plan.work) with the
+# same chunk planner the run uses, so only the seconds per unit and per chunk are measured.
+
+
+def hessian_units(positions: int, probes: int) -> int:
+    """The units of ``positions`` Hessian row positions with ``probes`` probes each."""
+    return positions * (1 + probes)
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Seconds per unit of work and per batched chunk of each stage, and per call (preparation,
+    assembly), on one model and device: measured by ``Attributor.calibrate`` or assumed from the
+    model's size (:func:`assumed_speed`)."""
+
+    unit_s: dict[str, float]
+    chunk_s: dict[str, float]
+    fixed_s: float
+    source: str  # "measured" | "assumed"
+
+    def seconds(self, work: dict[str, tuple[float, int]]) -> float:
+        """Predicted seconds of a call with this work per stage (a stage it has no rate for counts as
+        the slowest rate it has)."""
+        slowest = max(self.unit_s.values(), default=0.0)
+        slowest_chunk = max(self.chunk_s.values(), default=0.0)
+        return self.fixed_s + sum(
+            units * self.unit_s.get(stage, slowest) + chunks * self.chunk_s.get(stage, slowest_chunk)
+            for stage, (units, chunks) in work.items()
+        )
+
+    def to_dict(self) -> dict:
+        return {"unit_s": self.unit_s, "chunk_s": self.chunk_s, "fixed_s": self.fixed_s, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Speed:
+        return cls(dict(values["unit_s"]), dict(values["chunk_s"]), float(values["fixed_s"]), str(values["source"]))
+
+
+# without a measurement: a forward at this FLOP rate, a backward unit at thrice the forward's cost
+ASSUMED_FLOPS = {"cpu": 2e10, "cuda": 5e13}
+ASSUMED_CHUNK_S = {"cpu": 2e-3, "cuda": 1e-3}
+
+
+def assumed_speed(model_config, device: torch.device) -> Speed:
+    """A conservative guess from the model's size, for planners that cannot measure (no weights)."""
+    d = model_config.hidden_size
+    ffn = getattr(model_config, "intermediate_size", None) or getattr(model_config, "n_inner", None) or 4 * d
+    flops = 2 * model_config.num_hidden_layers * (4 * d * d + 2 * d * ffn) + 2 * d * model_config.vocab_size
+    rate = ASSUMED_FLOPS.get(device.type, ASSUMED_FLOPS["cpu"])
+    chunk = ASSUMED_CHUNK_S.get(device.type, ASSUMED_CHUNK_S["cpu"])
+    forward = flops / rate
+    units = {"flow": forward, "kl": forward, "hessian": 3 * forward, "baseline": 3 * forward, "diagnostics": forward}
+    return Speed(units, dict.fromkeys(units, chunk), 5 * chunk, "assumed")
+
+
+def fit_speed(samples: list[tuple[dict[str, tuple[float, int]], dict[str, float], float]]) -> Speed:
+    """Per-stage (seconds per unit, seconds per chunk) by least squares over calibration runs, each
+    (work per stage, measured seconds per stage, the whole call's seconds); never negative."""
+    units, chunks = {}, {}
+    for stage in {stage for work, _, _ in samples for stage in work}:
+        rows = [(work[stage][0], work[stage][1], seconds[stage]) for work, seconds, _ in samples if stage in work and stage in seconds]
+        if not rows:
+            continue
+        design = torch.tensor([[u, c] for u, c, _ in rows], dtype=torch.float64)
+        measured = torch.tensor([t for _, _, t in rows], dtype=torch.float64)
+        solution = torch.linalg.lstsq(design, measured[:, None]).solution[:, 0]
+        if bool((solution < 0).any()):  # one regressor alone, the better fitting one
+            fits = []
+            for column in (0, 1):
+                x = design[:, column]
+                k = float((x @ measured) / (x @ x)) if float(x @ x) > 0 else 0.0
+                fits.append((float(((measured - k * x) ** 2).sum()), column, max(0.0, k)))
+            _, column, k = min(fits)
+            solution = torch.tensor([k, 0.0] if column == 0 else [0.0, k], dtype=torch.float64)
+        units[stage], chunks[stage] = float(solution[0]), float(solution[1])
+    fixed = sorted(total - sum(seconds.values()) for _, seconds, total in samples)[len(samples) // 2]
+    return Speed(units, chunks, max(0.0, fixed), "measured")

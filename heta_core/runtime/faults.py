@@ -9,20 +9,35 @@ retry, then fail the job with ``out_of_memory``) can so be proven on a machine w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from typing import Iterator
 
 import torch
 
 ENV = "HETA_FAULT_OOM_TIMES"
 _lock = threading.Lock()
 _remaining: int | None = None
+_suspended = threading.local()
+
+
+@contextlib.contextmanager
+def suspended() -> Iterator[None]:
+    """No injected failure inside (the engine's own measurements, e.g. ``Attributor.calibrate``: the
+    injected failures are meant for the work a caller asks for)."""
+    previous = getattr(_suspended, "on", False)
+    _suspended.on = True
+    try:
+        yield
+    finally:
+        _suspended.on = previous
 
 
 def allocation_point() -> None:
     """Called where a chunk's allocations begin; raises while injected failures remain."""
     global _remaining
-    if _remaining == 0:
+    if _remaining == 0 or getattr(_suspended, "on", False):
         return
     with _lock:
         if _remaining is None:

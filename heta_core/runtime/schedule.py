@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Hashable, Protocol, Sequence
 
 import torch
+from torch.profiler import record_function
 
 from .batching import StreamPool
 
@@ -68,6 +69,9 @@ class Lane:
     items: list
     tick: Callable[[], None]
     budget: int  # bytes: a batch holding this lane's item stays within the smallest budget of its lanes
+    pool: StreamPool | None = None  # the stage's streams (a batch runs on the pool of its lanes' stage)
+    stage: str = ""
+    owner: object = None  # the attribution the lane belongs to (for the ``done`` callback)
     outputs: list = field(default_factory=list)
     error: BaseException | None = None
     seconds: float = 0.0  # this lane's share of its batches' time, by rows
@@ -111,31 +115,53 @@ def _batches(ready: list[tuple[Lane, object]], packing: str) -> list[list[tuple[
     return batches
 
 
-def run_lanes(lanes: Sequence[Lane], streams: StreamPool, packing: str = "pad", between: Callable[[], None] | None = None) -> None:
-    """Run every lane's items (see the module docstring); ``between()`` runs on the host before each batch."""
+def run_lanes(
+    lanes: list[Lane], packing: str = "pad", between: Callable[[], None] | None = None, done: Callable[[Lane], None] | None = None
+) -> None:  # fmt: skip
+    """Run every lane's items (see the module docstring). ``between()`` runs on the host before each
+    batch; ``done(lane)`` as soon as a lane has no item left (or failed) — it may append lanes to
+    ``lanes`` (an attribution's next stage), which join the next round."""
+    finished: set[int] = set()
+
+    def close(lane: Lane) -> None:
+        if id(lane) not in finished:
+            finished.add(id(lane))
+            if done is not None:
+                done(lane)
+
     while True:
         ready = []
-        for lane in lanes:
+        for lane in list(lanes):
             if lane.done:
+                close(lane)
                 continue
             try:
                 lane.tick()
             except Exception as error:  # noqa: BLE001 - this lane's cancellation, deadline or failure
                 lane.error = error
+                close(lane)
                 continue
             ready.append((lane, lane.items[lane._next]))
         if not ready:
-            return
+            if all(id(lane) in finished for lane in lanes):
+                return
+            continue
         for batch in _batches(ready, packing):
             if between is not None:
                 between()
-            _run_batch(batch, streams, packing)
+            _run_batch(batch, packing)
+            for lane, _ in batch:
+                if lane.done:
+                    close(lane)
 
 
-def _run_batch(batch: list[tuple[Lane, object]], streams: StreamPool, packing: str) -> None:
+def _run_batch(batch: list[tuple[Lane, object]], packing: str) -> None:
+    lane = batch[0][0]
+    streams = lane.pool
     clock = time.perf_counter()
     try:
-        with streams.next():
+        # named host ranges: a profiler trace attributes each stage's kernels (`heta bench`'s overlap proof)
+        with record_function(f"heta.{lane.stage}"), streams.next():
             if len(batch) == 1:
                 outputs = [batch[0][1].run()]
             else:
@@ -146,7 +172,7 @@ def _run_batch(batch: list[tuple[Lane, object]], streams: StreamPool, packing: s
             batch[0][0]._next += 1
             return
         for member in batch:  # alone, so that the failure is charged to its own lane
-            _run_batch([member], streams, packing)
+            _run_batch([member], packing)
         return
     seconds = time.perf_counter() - clock
     total = sum(item.count for _, item in batch)

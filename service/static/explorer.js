@@ -512,6 +512,10 @@
       // a HETA job's heatmap appears at its first partial result and is refined in place
       const settled = await Promise.allSettled(methods.map((m, i) => runJob(requestBody(m), panels[i], (o) => showIn(slots[i], o, title(m)))));
       const outcomes = [];
+      settled.forEach((s, i) => {
+        // a job that ended without its result: its partial map (if any) goes, the alert says why
+        if (s.status === "rejected" || s.value.problem) slots[i].replaceChildren();
+      });
       for (const s of settled) {
         if (s.status === "rejected") throw s.reason;
         if (s.value.problem) throw s.value.problem;
@@ -604,7 +608,10 @@
     try {
       const [slot] = resultSlots(1);
       const outcome = await watch(job.job_id, running.get(job.job_id) || jobPanel(job.method || job.job_id), (o) => showIn(slot, o, null));
-      if (outcome.problem) throw outcome.problem;
+      if (outcome.problem) {
+        slot.replaceChildren();
+        throw outcome.problem;
+      }
       showResults([outcome], [slot]);
     } catch (error) {
       report(error);

@@ -44,6 +44,13 @@ BAD = [
     ({"text": PROMPT, "target_text": " 3", "foil_text": " 6 7"}, {}, 422, "invalid_foil"),
     ({"text": PROMPT, "target_text": " 3", "foil_id": 10**6}, {}, 422, "invalid_foil"),
     ({"text": PROMPT, "target_text": " 3", "foil_text": " 6", "config": {"method": "rollout"}}, {}, 422, "invalid_foil"),
+    ({"text": PROMPT, "config": {"preset": "quick"}}, {}, 422, "validation_error"),
+    ({"text": PROMPT, "config": {"budget_s": -1}}, {}, 422, "validation_error"),
+    ({"text": PROMPT, "config": {"budget_s": 0}}, {}, 422, "validation_error"),
+    (b'{"text": "c=6 ? c", "config": {"budget_s": Infinity}}', {}, 422, "validation_error"),
+    (b'{"text": "c=6 ? c", "config": {"budget_s": NaN}}', {}, 422, "validation_error"),
+    ({"text": PROMPT, "config": {"method": "occlusion", "budget_s": 5}}, {}, 422, "invalid_config"),
+    ({"text": PROMPT, "config": {"budget_s": 1e-6}}, {}, 422, "cost_over_ceiling"),
     ({"text": PROMPT}, {"Idempotency-Key": "k" * 300}, 422, "invalid_idempotency_key"),
     (b'{"text": "c=6 \\ud800 ? c"}', {}, 422, "invalid_text"),  # a lone surrogate, as JSON allows
     (b'{"text": "c=6 ? c"', {}, 400, "malformed_body"),
@@ -82,6 +89,12 @@ def test_no_bad_body_creates_a_job(guarded, path):
             answer = server.http.post(path, json=body, headers=headers)
         assert answer.status_code == status and answer.json()["code"] == code, (body, answer.text)
         assert answer.headers["content-type"] == "application/problem+json"
+        if code in ("invalid_config", "validation_error") and b"budget_s" in (body if isinstance(body, bytes) else str(body).encode()):
+            problem = answer.json()  # the field is named: by the engine's check, or in the schema's errors
+            assert problem.get("field") == "budget_s" or any(e["loc"][-1] == "budget_s" for e in problem.get("errors", [])), problem
+        if code == "cost_over_ceiling" and "budget_s" in str(body):
+            estimate = answer.json()["estimate"]  # the cheapest plan's
+            assert estimate["seconds"] > 1e-6 and estimate["hvps"] == 0 and answer.json()["field"] == "budget_s"
         assert written(client) == before, f"{body!r} wrote to Redis"
     # the probe sees writes: a good request does create a job record and a stream entry
     accepted = server.http.post("/jobs", json={"text": PROMPT})

@@ -27,3 +27,24 @@ def test_bad_options_are_one_line_and_start_nothing():
         done = subprocess.run(heta_command("bench-load", *options), capture_output=True, text=True, timeout=60)
         assert done.returncode != 0 and done.stdout == "", options
         assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("heta bench-load: error:"), done.stderr
+
+
+def test_batching_side_by_side_loses_nothing_and_reports_both_services():
+    done = subprocess.run(heta_command("bench-load", "--batch-jobs", "1,4", "--rates", "2,30", "--step-seconds", "3", "--mix",
+                                       "--format", "json"), capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert list(report["services"]) == ["HETA_BATCH_JOBS=1", "HETA_BATCH_JOBS=4"]
+    for service in report["services"].values():
+        assert service["lost_jobs"] == 0 and [s["offered_per_s"] for s in service["steps"]] == [2, 30]
+        assert all(step["status_5xx"] == 0 for step in service["steps"])
+        assert service["capacity"]["max_throughput_per_s"] > 0
+    assert report["throughput_ratio"] > 0 and report["low_rate_latency_ratio"] > 0
+
+
+def test_comparison_options_are_checked():
+    for options in (["--batch-jobs", "8"], ["--batch-jobs", "1,x"], ["--compare", "batch_jobs=1"], ["--compare", "a;b"],
+                    ["--batch-jobs", "1,8", "--soak", "5"]):  # fmt: skip
+        done = subprocess.run(heta_command("bench-load", *options), capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and done.stdout == "", options
+        assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("heta bench-load: error:"), done.stderr

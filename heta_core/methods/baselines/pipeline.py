@@ -94,7 +94,7 @@ def plan(handle, request, cfg, budget: int) -> Plan:
     trace = trace_bytes(model_config, layout, dtype, fed, k, False)
     if cfg.method == "occlusion":  # the KL stage's masked forwards, every target at once
         tokens, chunks, peak = masked_work(n, fed, row_bytes_fn(model_config, layout, dtype), budget)
-        return Plan(0, fed + tokens, chunks, trace + peak)
+        return Plan(0, fed + tokens, chunks, trace + peak, {"baseline": (fed + tokens, chunks + 1)})
     row = row_bytes_fn(model_config, layout, dtype, probes=1)
     lengths = [fed] if request.mode != "each" else [n + j for j in range(k)]
     tokens, chunks, peak = fed, 0, 0
@@ -104,4 +104,5 @@ def plan(handle, request, cfg, budget: int) -> Plan:
         tokens += batch * length
         chunks += max(1, -(-batch // per_chunk))  # the progress ticks of baseline_scores
         peak = max(peak, min(batch, per_chunk) * row(length))
-    return Plan(0, tokens, chunks, trace + peak)
+    # a gradient row is a forward and a backward: two units per position
+    return Plan(0, tokens, chunks, trace + peak, {"baseline": (fed + 2 * (tokens - fed), chunks + 1)})

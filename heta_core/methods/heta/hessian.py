@@ -43,6 +43,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ...models.adapters import eager_attention
 from ...runtime.batching import StreamPool, plan_chunks
 from ...runtime.packing import Pack
 from ...runtime.precision import accumulation_dtype
@@ -207,6 +208,10 @@ class HvpChunk:
         return self.positions.shape[0] * self.row_bytes(span, context + span)
 
     def run(self) -> torch.Tensor:
+        with eager_attention(self.runner.model):  # double backward needs eager attention
+            return self._run()
+
+    def _run(self) -> torch.Tensor:
         products = block_products(
             lambda rows: self.runner.logits(self.start, rows, self.targets.shape[0]),
             self.embeds, self.source, self.targets, self.start, self.positions, self.directions, self.curvature, self.block,
@@ -215,6 +220,11 @@ class HvpChunk:
 
     @staticmethod
     def run_together(items, packing: str) -> list[torch.Tensor]:
+        with eager_attention(items[0].runner.model):
+            return HvpChunk._together(items)
+
+    @staticmethod
+    def _together(items) -> list[torch.Tensor]:
         first = items[0]
         pack = Pack([(item.runner, item.start, item.count, item.length) for item in items])
         rows = pack.place([item.part()[2] for item in items])

@@ -31,17 +31,16 @@ import time
 from typing import Callable, Sequence
 
 import torch
-from torch.profiler import record_function
 
 from ...models.adapters import eager_attention
 from ...runtime.batching import StreamPool, SuffixRunner, plan_chunks, to_host
-from ...runtime.cost import budget_bytes, row_bytes_fn, trace_bytes
+from ...runtime.cost import budget_bytes, hessian_units, row_bytes_fn, trace_bytes
 from ...runtime.masking import mask_vector, masked_chunks, masked_work
 from ...runtime.progress import BudgetSpent
 from ...runtime.schedule import Lane, Opaque, run_lanes
 from ...runtime.trace import run_trace
 from ..base import Parts, Plan, foil_logprob
-from .combine import estimate
+from .combine import combine, estimate
 from .flow import layer_value_norms, semantic_flow
 from .hessian import OVERSAMPLE, Curvature, hvp_chunks, low_rank_sensitivity, sensitivity_reference
 from .kl import impact, information_reference
@@ -56,6 +55,16 @@ def _windows(n: int, cfg) -> list[int]:
     """Start positions of the authors' windows of ``cfg.window`` tokens over n > window prompt tokens."""
     stride = max(1, round(cfg.window * (1 - cfg.overlap)))
     return sorted(set(list(range(0, n - cfg.window, stride)) + [n - cfg.window]))
+
+
+def _eagerly(model, compute: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """``compute`` under eager attention (second derivatives need materialised probabilities)."""
+
+    def run() -> torch.Tensor:
+        with eager_attention(model):
+            return compute()
+
+    return run
 
 
 class _Window:
@@ -110,12 +119,12 @@ class _Window:
             embeds, rows_source, place = self.embeds[:length], source[:length], (slot, index)
             if self.curvature.low_rank is not None:
                 full_row = row_bytes_fn(handle.config, handle.layout, self.embeds.dtype, probes=1)
-                work.append(Opaque(place, lambda e=embeds, s=rows_source, t=targets: low_rank_sensitivity(
+                work.append(Opaque(place, _eagerly(handle.model, lambda e=embeds, s=rows_source, t=targets: low_rank_sensitivity(
                     self.runner, e, s, t, self.n, cfg.num_hvp_samples, cfg.seed, self.curvature, self.block,
-                    row_bytes=full_row, budget_bytes=budget)[0]))  # fmt: skip
+                    row_bytes=full_row, budget_bytes=budget)[0])))  # fmt: skip
             elif cfg.strategy == "reference":
-                work.append(Opaque(place, lambda e=embeds, s=rows_source, t=targets: sensitivity_reference(
-                    handle.model, e, s, t, self.n, cfg.num_hvp_samples, cfg.seed, self.curvature, self.block)))  # fmt: skip
+                work.append(Opaque(place, _eagerly(handle.model, lambda e=embeds, s=rows_source, t=targets: sensitivity_reference(
+                    handle.model, e, s, t, self.n, cfg.num_hvp_samples, cfg.seed, self.curvature, self.block))))  # fmt: skip
             else:
                 row = row_bytes_fn(handle.config, handle.layout, self.embeds.dtype, probes=cfg.num_hvp_samples)
                 work += hvp_chunks(self.runner, embeds, rows_source, targets, self.n, cfg.num_hvp_samples, cfg.seed,
@@ -145,6 +154,7 @@ class _Job:
             targets = ids[n:]
             self.windows = [_Window(handle, ids[a : a + cfg.window] + targets, cfg.window, request.mode, cfg, request.foil, a)
                             for a in _windows(n, cfg)]  # fmt: skip
+        self.skipped = skipped_stages(cfg)
         self.terms: dict[str, list[torch.Tensor]] = {}  # stage → per window, float64 CPU
         self.pending: dict[str, list[torch.Tensor]] = {}  # stage → per window, on the device until copied
         self.ready: dict[str, object] = {}  # stage → the CUDA event after which its pending tensors are complete
@@ -164,17 +174,23 @@ class _Job:
         self.timings["flow"] += time.perf_counter() - clock
         self.announce("flow")
 
-    def start(self, stage: str) -> Lane:
+    def next_stage(self, after: str | None = None) -> str | None:
+        """The stage to run after ``after`` (after the flow: None), skipping those the config does not compute."""
+        order = [stage for stage in STAGES[1:] if stage not in self.skipped]
+        following = order if after is None else order[order.index(after) + 1 :]
+        return following[0] if following else None
+
+    def start(self, stage: str, streams: StreamPool) -> Lane:
         work = []
         for index, window in enumerate(self.windows):
             work += window.kl_work(self.budget, index) if stage == "kl" else window.hessian_work(self.budget, index)
-        self.lane = Lane(work, self.progress.tick, self.budget)
+        self.lane = Lane(work, self.progress.tick, self.budget, pool=streams, stage=stage, owner=self)
         return self.lane
 
-    def finish(self, stage: str, streams: StreamPool, seconds: float) -> None:
+    def finish(self, stage: str, streams: StreamPool) -> None:
         """The stage's lane is done: reduce its outputs per window on the device (copied later)."""
         lane, self.lane = self.lane, None
-        self.timings[stage] += seconds
+        self.timings[stage] += lane.seconds
         if stage == "hessian":
             self.hvps += sum(self.windows[item.slot[0]].hvps(item) for item in lane.items[: len(lane.outputs)])
         if lane.error is not None:
@@ -239,18 +255,31 @@ class _Job:
         return total / total.sum(-1, keepdim=True) if stage == "flow" else total
 
     def parts(self) -> Parts:
-        """Eq. 5 from the terms known so far (:func:`.combine.estimate`), as the method's Parts."""
+        """Eq. 5 once every term of nonzero weight is known; before, the estimate from the terms known
+        so far (:func:`.combine.estimate`); as the method's Parts."""
         flow, kl, hessian = self.merged("flow"), self.merged("kl"), self.merged("hessian")
         if self.request.mode != "each":
             flow = flow.mean(0)
             flow = flow / flow.sum()
             kl = kl.sum(0) if kl is not None else None
-        scores = estimate(flow, hessian, kl, beta=self.cfg.beta, gamma=self.cfg.gamma, normalize=self.cfg.normalize)
+        cfg = self.cfg
+        complete = all(stage in self.terms for stage in STAGES if stage not in self.skipped)
+        if complete:  # a term of weight 0 was not computed: zeros give Eq. 5 exactly
+            zeros = torch.zeros_like(flow)
+            scores = combine(flow, zeros if hessian is None else hessian, zeros if kl is None else kl,
+                             beta=cfg.beta, gamma=cfg.gamma, normalize=cfg.normalize)  # fmt: skip
+        else:
+            scores = estimate(flow, hessian, kl, beta=cfg.beta, gamma=cfg.gamma, normalize=cfg.normalize)
         values = {"score": scores, "flow": flow}
         values.update({name: term for name, term in (("hessian", hessian), ("kl", kl)) if term is not None})
         first = self.windows[0]
-        timings = {stage: self.timings[stage] for stage in STAGES}
-        return Parts(values, first.logprobs, self.hvps, timings, first.foil_logprob, stages=self.done)
+        timings = {stage: self.timings[stage] for stage in STAGES if stage not in self.skipped}
+        return Parts(values, first.logprobs, self.hvps, timings, first.foil_logprob, stages=self.done, complete=complete)
+
+
+def skipped_stages(cfg) -> set[str]:
+    """Stages the config does not compute: a term of weight 0 in Eq. 5 (``beta=0`` skips S, ``gamma=0`` skips I)."""
+    return {stage for stage, weight in (("kl", cfg.gamma), ("hessian", cfg.beta)) if weight == 0}
 
 
 def run(handle, request, cfg, progress, publish: Publish | None = None) -> Parts:
@@ -260,78 +289,82 @@ def run(handle, request, cfg, progress, publish: Publish | None = None) -> Parts
     return outcome
 
 
-def run_many(handle, calls: Sequence[tuple], packing: str = "pad") -> list[Parts | BaseException]:
+def run_many(handle, calls: Sequence[tuple], packing: str = "pad", finished: Callable[[int, object], None] | None = None) -> list:
     """``calls``: (request, config, progress, publish or None) each. One outcome per call, in order:
     its Parts, or the exception that ended it (its progress callback's, or its own failure).
+    ``finished(index, outcome)`` is called as each call ends — a call whose work is done does not
+    wait for the others' (a small request batched with a large one is answered at once).
 
-    A call whose progress raises :class:`~heta_core.runtime.progress.BudgetSpent` ends with the
-    terms it has: its Parts are those of its last partial."""
+    Every call runs its flow first; then each goes through its stages on its own (KL, then the Hessian
+    term), its chunks sharing batches with the other calls' chunks of the same kind in every round
+    (:func:`~heta_core.runtime.schedule.run_lanes`). A call whose progress raises
+    :class:`~heta_core.runtime.progress.BudgetSpent` ends with the terms it has: its Parts are those of
+    its last partial."""
     jobs = [_Job(handle, request, cfg, progress, publish) for request, cfg, progress, publish in calls]
+    outcomes: list = [None] * len(jobs)
+
+    def end(job: _Job) -> None:
+        index = jobs.index(job)
+        try:
+            for stage in STAGES[1:]:
+                if job.live or isinstance(job.error, BudgetSpent):
+                    job.collect(stage, block=True)
+        except Exception as error:  # noqa: BLE001
+            job.error = error
+        for stage, (pool, share) in job.shares.items():
+            if pool.streams:  # a GPU stage's device time, read once its work is done
+                job.timings[stage] = pool.seconds * share
+        if job.error is None:
+            outcomes[index] = job.parts()
+        elif isinstance(job.error, BudgetSpent):
+            outcomes[index] = job.parts()
+            outcomes[index].stopped = "budget"
+        else:
+            outcomes[index] = job.error
+        if finished is not None:
+            finished(index, outcomes[index])
+
+    streams = max(job.cfg.cuda_streams for job in jobs)
+    pools = {stage: StreamPool(handle.device, streams) for stage in STAGES[1:]}
+    lanes: list[Lane] = []
+
+    def advance(job: _Job, after: str | None) -> None:
+        """Starts the job's next stage, or ends the job."""
+        stage = job.next_stage(after) if job.live else None
+        if stage is None:
+            end(job)
+            return
+        try:
+            lanes.append(job.start(stage, pools[stage]))
+        except Exception as error:  # noqa: BLE001 - this call's failure, not the others'
+            job.error = error
+            end(job)
+
+    def lane_done(lane: Lane) -> None:
+        job, stage = lane.owner, lane.stage
+        rows = sum(item.count for item in lane.items)
+        job.shares[stage] = (lane.pool, rows / max(1, sum(item.count for other in lanes if other.stage == stage for item in other.items)))
+        job.finish(stage, lane.pool)
+        if not lane.pool.streams and job.live:
+            job.collect(stage, block=True)  # on the CPU the terms are there: publish them now
+        advance(job, stage)
+
+    def publish_finished() -> None:  # on a GPU a stage's kernels run on while later chunks are issued
+        for job in jobs:
+            if job.live and "kl" in job.pending:
+                job.collect("kl")
+
     for job in jobs:
         try:
             job.run_flow()
         except Exception as error:  # noqa: BLE001 - this call's failure, not the others'
             job.error = error
-    streams = max(job.cfg.cuda_streams for job in jobs)
-    device = handle.device
-    # named host ranges: a profiler trace attributes each stage's kernels (`heta bench`'s overlap proof)
-    kl_pool = StreamPool(device, streams)
-    with record_function("heta.kl"):
-        _stage(jobs, "kl", kl_pool, packing)
-    hvp_pool = StreamPool(device, streams)
-
-    def publish_finished_kl() -> None:  # on a GPU the KL kernels overlap the first HVP chunks
-        for job in jobs:
-            if job.live:
-                job.collect("kl")
-
-    with record_function("heta.hessian"), eager_attention(handle.model):  # double backward needs eager attention
-        _stage(jobs, "hessian", hvp_pool, packing, between=publish_finished_kl)
-    kl_pool.join()
-    hvp_pool.join()
-    for job in jobs:
-        for stage, (pool, share) in job.shares.items():
-            if pool.streams:
-                job.timings[stage] = pool.seconds * share
-    outcomes: list[Parts | BaseException] = []
-    for job in jobs:
-        try:
-            for stage in ("kl", "hessian"):
-                if job.live or isinstance(job.error, BudgetSpent):
-                    job.collect(stage, block=True)
-        except Exception as error:  # noqa: BLE001
-            job.error = error
-        if job.error is None:
-            outcomes.append(job.parts())
-        elif isinstance(job.error, BudgetSpent):
-            parts = job.parts()
-            parts.stopped = "budget"
-            outcomes.append(parts)
-        else:
-            outcomes.append(job.error)
+        advance(job, None)
+    run_lanes(lanes, packing, between=publish_finished, done=lane_done)
+    for pool in pools.values():
+        pool.finish()
+        pool.join()
     return outcomes
-
-
-def _stage(jobs: list[_Job], stage: str, pool: StreamPool, packing: str, between=None) -> None:
-    live = [job for job in jobs if job.live]
-    lanes = []
-    for job in live:
-        try:
-            lanes.append(job.start(stage))
-        except Exception as error:  # noqa: BLE001
-            job.error = error
-    run_lanes(lanes, pool, packing, between)
-    pool.finish()
-    rows = {id(lane): sum(item.count for item in lane.items) for lane in lanes}
-    total = max(1, sum(rows.values()))
-    for job in live:
-        if job.lane is None:
-            continue
-        # a GPU stage's device time is read once everything is issued (reading it waits for the device)
-        job.shares[stage] = (pool, rows[id(job.lane)] / total)
-        job.finish(stage, pool, job.lane.seconds)
-        if not pool.streams and job.live:
-            job.collect(stage, block=True)
 
 
 def plan(handle, request, cfg, budget: int) -> Plan:
@@ -344,37 +377,54 @@ def plan(handle, request, cfg, budget: int) -> Plan:
     n, k = request.scored, request.targets
     windows = [n] if cfg.window is None or n <= cfg.window else [cfg.window] * len(_windows(n, cfg))
     hvps = tokens = chunks = chunk_peak = traces = 0
+    work = {stage: [0, 0] for stage in STAGES}  # (units, chunks) for the time model
+
+    def add(stage: str, units: int, count: int) -> None:
+        work[stage][0] += units
+        work[stage][1] += count
+
+    m = cfg.num_hvp_samples
+    skipped = skipped_stages(cfg)
     for scored in windows:
         fed = scored + k - 1
         tokens += fed
+        add("flow", fed, 1)
         traces += trace_bytes(model_config, layout, dtype, fed, k, cfg.flow == "official")  # every window's is kept to the end
         rows = [fed] if request.mode != "each" else [scored + j for j in range(k)]
-        if reference:
+        if "kl" in skipped:
+            pass
+        elif reference:
             tokens += scored * fed  # one full forward per masked token
             chunks += 1
+            add("kl", scored * fed, 1)
             chunk_peak = max(chunk_peak, full_row(fed))
         else:
             masked_tokens, masked_chunks_, masked_peak = masked_work(scored, fed, kl_row, budget)
             tokens += masked_tokens
             chunks += masked_chunks_
+            add("kl", masked_tokens, masked_chunks_)
             chunk_peak = max(chunk_peak, masked_peak)
-        for length in rows:
+        for length in rows if "hessian" not in skipped else ():
             if cfg.low_rank is not None:  # one full-sequence graph, 2(k+o) products, one progress tick
                 columns = min(cfg.low_rank + OVERSAMPLE, length * model_config.hidden_size)
                 hvps += 2 * columns
                 tokens += length
                 chunks += 1
                 group = max(1, min(columns, budget // max(1, full_row(length))))
+                add("hessian", hessian_units(length, 2 * columns), -(-2 * columns // group))
                 chunk_peak = max(chunk_peak, group * full_row(length))
                 continue
             if reference:  # one full-sequence HVP per token and probe, one progress tick per row
-                hvps += scored * cfg.num_hvp_samples
-                tokens += scored * cfg.num_hvp_samples * length
+                hvps += scored * m
+                tokens += scored * m * length
                 chunks += 1
+                add("hessian", scored * m * hessian_units(length, 1), 1)
                 continue
-            hvps += scored * cfg.num_hvp_samples
+            hvps += scored * m
             for lo, hi in plan_chunks(list(range(scored)), length, hvp_row, budget):
                 tokens += (hi - lo) * (length - lo)
                 chunks += 1
+                add("hessian", hessian_units((hi - lo) * (length - lo), m), 1)
                 chunk_peak = max(chunk_peak, (hi - lo) * hvp_row(length - lo, length))
-    return Plan(hvps, tokens, chunks, traces + chunk_peak)
+    used = {stage: (units, count) for stage, (units, count) in work.items() if count}
+    return Plan(hvps, tokens, chunks, traces + chunk_peak, used)
