@@ -391,7 +391,11 @@ def _compared(args) -> list[dict[str, str]]:
         pairs = [pair.split("=", 1) for pair in spec.split(",") if pair.strip()]
         if not pairs or any(len(pair) != 2 or not pair[0].strip().isidentifier() for pair in pairs):
             raise SystemExit(f"heta bench-load: error: --compare: {spec!r} is not name=value[,name=value]")
-        specs.append({name.strip().lower(): value.strip() for name, value in pairs})
+        spec = {name.strip().lower(): value.strip() for name, value in pairs}
+        for name in ("torch_threads", "workers"):  # the two settings the load generator's own service takes itself
+            if name in spec and not (spec[name].isdigit() and int(spec[name]) >= 1):
+                raise SystemExit(f"heta bench-load: error: --compare: {name} must be an integer >= 1, got {spec[name]!r}")
+        specs.append(spec)
     if len(specs) < 2:
         raise SystemExit("heta bench-load: error: --compare needs two or more settings separated by ';'")
     return specs
@@ -409,10 +413,13 @@ def run_from_args(args) -> int:
     specs = _compared(args)
     if specs:
         with contextlib.ExitStack() as stack:
-            urls = {
-                ",".join(f"HETA_{k.upper()}={v}" for k, v in spec.items()): stack.enter_context(local_service(args.workers, args.torch_threads, **spec))[0]
-                for spec in specs
-            }  # fmt: skip
+            urls = {}
+            for spec in specs:
+                settings = dict(spec)
+                threads = int(settings.pop("torch_threads", args.torch_threads))  # local_service's own argument
+                workers = int(settings.pop("workers", args.workers))
+                name = ",".join(f"HETA_{k.upper()}={v}" for k, v in spec.items())
+                urls[name] = stack.enter_context(local_service(workers, threads, **settings))[0]
             report = asyncio.run(compare(urls, rates, args.step_seconds, args.mix))
         print(json.dumps(report, indent=2) if args.format == "json" else format_comparison(report))
         return 0

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,10 +12,17 @@ TEXT = "the cat sat on the mat . the dog ate the bone"
 # suites on a GPU, with the same float64 comparisons. Tests take it from the `device` / `tiny`
 # fixtures below (subprocesses from HETA_DEVICE, see tests/service/conftest.py), never a literal.
 DEVICE = torch.device(os.environ.get("HETA_TEST_DEVICE", "cpu"))
+# The team's data beside the clone (../shared/data: CI has it, a clone of this repository alone does
+# not). Tests that read it carry `@pytest.mark.shared_data("file")`: deselected, with the reason
+# printed, where the file is absent; a test that must always run builds its own small file instead.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs CUDA; collected only when HETA_TEST_DEVICE is a CUDA device (scripts/gpu-check)")
+    config.addinivalue_line(
+        "markers", "shared_data(name): reads ../shared/data/<name> (CI has it); deselected, with the reason printed, where it is absent"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -24,6 +32,29 @@ def pytest_collection_modifyitems(config, items):
         if len(kept) != len(items):
             config.hook.pytest_deselected(items=[item for item in items if item not in kept])
             items[:] = kept
+    # the same for tests of the shared data where it is absent (a clone without ../shared beside it)
+    absent: dict[str, list[str]] = {}
+    for item in items:
+        marker = item.get_closest_marker("shared_data")
+        if marker is not None and not (SHARED_DATA / marker.args[0]).is_file():
+            absent.setdefault(marker.args[0], []).append(item.nodeid)
+    if absent:
+        names = {nodeid for nodeids in absent.values() for nodeid in nodeids}
+        config.hook.pytest_deselected(items=[item for item in items if item.nodeid in names])
+        items[:] = [item for item in items if item.nodeid not in names]
+        config.stash[_ABSENT] = absent
+
+
+_ABSENT = pytest.StashKey[dict]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    for name, nodeids in config.stash.get(_ABSENT, {}).items():
+        terminalreporter.write_line(
+            f"deselected {len(nodeids)} test(s) of shared data: {SHARED_DATA / name} is absent (they run where the "
+            f"team's ../shared/data lies beside the clone, as in CI): {', '.join(nodeids)}",
+            yellow=True,
+        )
 
 
 @pytest.fixture(scope="session")

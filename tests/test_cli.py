@@ -1,4 +1,5 @@
-"""The ``heta`` command, run as a real process."""
+"""The ``heta`` command, run as a real process (refusals through the same entry point in this process:
+see ``in_process``)."""
 
 import importlib.metadata
 import json
@@ -15,11 +16,23 @@ ROOT = Path(__file__).resolve().parents[1]
 TEXT = "paris is the capital of france"
 
 
-def heta(*args, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+def heta(*args, timeout=300, **env):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **env}
     return subprocess.run(
         [sys.executable, "-m", "heta_core.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+def in_process(capsys, *args) -> subprocess.CompletedProcess:
+    """``heta ARGS`` through the same entry point in this process (``python -m heta_core.cli`` is
+    ``sys.exit(main())``): for refusals, whose process start-up would cost seconds each; a real process
+    shows once (test_a_refusal_in_a_real_process_is_its_one_line_only) that nothing else reaches its stderr."""
+    from heta_core.cli import main
+
+    capsys.readouterr()
+    status = main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(["heta", *args], status, captured.out, captured.err)
 
 
 def test_console_script_is_installed():
@@ -73,14 +86,26 @@ def test_bar_rendering():
         ([], "required"),
     ],
 )
-def test_bad_input_is_one_line_and_nonzero(model_dir, args, words):
-    done = heta("attribute", "--model", model_dir, *args)
+def test_bad_input_is_one_line_and_nonzero(model_dir, args, words, capsys):
+    done = in_process(capsys, "attribute", "--model", model_dir, *args)
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("heta: error:") and words in lines[0]
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [(["--text", TEXT, "--samples", "many"], "invalid int value"), (["--text", "paris is", "--overlap", "1.5"], "overlap must be")],
+)
+def test_a_refusal_in_a_real_process_is_its_one_line_only(model_dir, args, words):
+    """The refusals above, as the shell sees them: exit status 2, nothing on stdout, one line on
+    stderr (no warning, log line or traceback from anything the command imported or loaded)."""
+    done = heta("attribute", "--model", model_dir, *args)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("heta: error:") and words in done.stderr and done.stderr.count("\n") == 1, done.stderr
 
 
 def test_unknown_model_is_one_line(tmp_path):
@@ -106,10 +131,13 @@ def test_version():
     assert done.returncode == 0 and done.stdout.strip() == f"heta {importlib.metadata.version('heta')}"
 
 
-def test_bench_prints_both_paths_and_their_ratio():
+def test_bench_prints_both_paths_and_their_ratio(capsys):
+    # each path in this `heta bench` process (HETA_BENCH_INPROCESS=1, as scripts/gpu-check --cpu runs it):
+    # at these shapes each path's fresh process (the default, run by the second call) is seconds of
+    # start-up around milliseconds of work
     done = heta(
         "bench", "--layers", "2", "--width", "32", "--heads", "4", "--vocab", "97", "--context", "6",
-        "--samples", "2", "--repeats", "1", "--format", "json",
+        "--samples", "2", "--repeats", "1", "--format", "json", HETA_BENCH_INPROCESS="1",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -124,7 +152,7 @@ def test_bench_prints_both_paths_and_their_ratio():
     text = heta("bench", "--layers", "1", "--width", "16", "--heads", "2", "--vocab", "50", "--context", "4",
                 "--samples", "1", "--repeats", "1", "--no-reference")  # fmt: skip
     assert text.returncode == 0 and "GFLOP/s" in text.stdout and "reference" not in text.stdout
-    bad = heta("bench", "--width", "30", "--heads", "4")
+    bad = in_process(capsys, "bench", "--width", "30", "--heads", "4")
     assert bad.returncode == 2 and "multiple" in bad.stderr
 
 
@@ -166,8 +194,8 @@ def test_span_chat_and_granularity_flags(model_dir):
         (["--text", "paris is", "--curvature-layers", "9"], "exceeds"),
     ],
 )
-def test_bad_span_and_chat_input_is_one_line(model_dir, args, words):
-    done = heta("attribute", "--model", model_dir, *args)
+def test_bad_span_and_chat_input_is_one_line(model_dir, args, words, capsys):
+    done = in_process(capsys, "attribute", "--model", model_dir, *args)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in done.stderr, done.stderr
@@ -190,17 +218,17 @@ def test_bench_approx_reports_every_approximation():
     assert all(-1 <= r["s_spearman"] <= 1 and 0 <= r["score_top5"] <= 1 for r in rows)
 
 
-def test_toy_model_command_writes_a_loadable_model(tmp_path):
+def test_toy_model_command_writes_a_loadable_model(tmp_path, capsys):
     path = tmp_path / "toy"
     done = heta("toy-model", str(path), "--family", "qwen2")
     assert done.returncode == 0 and "toy model" in done.stdout
     from heta_core import Attributor
 
     assert Attributor.from_pretrained(str(path), device="cpu").model.config.model_type == "qwen2"
-    again = heta("toy-model", str(path))
+    again = in_process(capsys, "toy-model", str(path))
     assert again.returncode == 2 and "not empty" in again.stderr
-    bad = heta("toy-model", str(tmp_path / "x"), "--family", "bert")
-    assert bad.returncode == 2 and "--family must be one of" in bad.stderr
+    bad = in_process(capsys, "toy-model", str(tmp_path / "x"), "--family", "bert")
+    assert bad.returncode == 2 and "--family must be one of" in bad.stderr and not (tmp_path / "x").exists()
 
 
 def test_every_bench_option_explains_itself_and_its_default():

@@ -14,9 +14,68 @@ from heta_core import Attributor, InputError
 from heta_core.evaluation.demo import DEMO_DIR, task, train
 from heta_core.evaluation import EvalSettings, evaluate, metric_names, prepare, qa_items, synthetic_items
 
+from .conftest import SHARED_DATA
+
 ROOT = Path(__file__).resolve().parents[1]
-QA = ROOT.parent / "shared" / "data" / "heta_qa_dataset_100_unique.json"
+QA_NAME = "heta_qa_dataset_100_unique.json"
+QA = SHARED_DATA / QA_NAME  # the paper's curated file (CI has it); tests that read it are marked shared_data
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+
+# The curated file's format (../shared/data/README.md), on its first three examples: a distractor
+# narrative, an answer-bearing support sentence and a question joined as
+# "narrative <s> support <s> Question: question"; the important words as positions in the support.
+CURATED_EXAMPLES = [
+    (
+        "The protagonist returns to the village after the winter storm and reflects on her father's passing.",
+        "Photosynthesis primarily occurs in the leaves of the plant, where chloroplasts capture light energy.",
+        "In which part of the plant does photosynthesis mainly take place?", "leaves",
+        ["leaves", "photosynthesis", "plant", "primarily", "occurs", "chloroplasts", "capture", "light"],
+        [0, 1, 2, 5, 8, 10, 11, 12],
+    ),
+    (
+        "The protagonist returns to the village after the winter storm and reflects on her father's passing.",
+        "Evaporation changes liquid water into water vapor when heat provides enough energy for molecules to escape.",
+        "What process changes liquid water into water vapor?", "evaporation",
+        ["evaporation", "changes", "liquid", "water", "vapor", "heat", "provides", "enough"],
+        [0, 1, 2, 3, 5, 6, 8, 9, 10],
+    ),
+    (
+        "The protagonist returns to the village after the winter storm and reflects on her father's passing.",
+        "The heart pumps blood through blood vessels, delivering oxygen and nutrients to tissues in the body.",
+        "Which organ pumps blood through the body?", "heart",
+        ["heart", "pumps", "blood", "body", "vessels", "delivering", "oxygen", "nutrients"],
+        [1, 2, 3, 5, 6, 7, 8, 10, 15],
+    ),
+]  # fmt: skip
+
+
+def write_curated_qa(path: Path) -> Path:
+    """A small dataset file in the curated format (every field the real file's examples have)."""
+    examples = []
+    for number, (narrative, support, question, answer, words, indices) in enumerate(CURATED_EXAMPLES):
+        examples.append({
+            "id": f"heta_qa_{number:05d}", "base_pair_id": f"narrative_00__sciq_{number:02d}",
+            "narrative_id": "narrative_00", "sciq_id": f"sciq_{number:02d}",
+            "narrative_segment": narrative, "sciq_support_segment": support, "question": question,
+            "answer": answer, "target_first_answer_token": answer,
+            "input_text": f"{narrative} <s> {support} <s> Question: {question}",
+            "important_words": words, "important_word_indices_in_sciq_support": indices,
+            "label_note": "Important words are restricted to the answer-bearing support segment; the narrative is a distractor.",
+        })  # fmt: skip
+    path.write_text(json.dumps({
+        "dataset_name": "heta_style_narrativeqa_sciq_qa_attribution", "description": "three examples in the curated format",
+        "num_examples": len(examples), "num_unique_base_pairs": len(examples),
+        "construction": "[NarrativeQA-style sentence] <s> [SciQ-style support sentence] <s> Question: [SciQ question]",
+        "examples": examples,
+    }, indent=1))  # fmt: skip
+    return path
+
+
+@pytest.fixture(params=["built", pytest.param("shared", marks=pytest.mark.shared_data(QA_NAME))])
+def qa_file(request, tmp_path) -> Path:
+    """The curated format: a small file built here (always), and the real file where it is."""
+    return write_curated_qa(tmp_path / "qa.json") if request.param == "built" else QA
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +98,15 @@ def test_task_examples_have_known_positions():
 def test_demo_ships_small_and_loads_offline():
     weights = DEMO_DIR / "model.safetensors"
     assert weights.stat().st_size <= 5 * 2**20
+    # (its load time is heta bench's business, not a test's: this machine's speed varies 2x)
     code = (
-        "import time; from heta_core import Attributor; from heta_core.models.loading import load_model\n"
-        "load_model('heta-demo', device='cpu')\n"  # imports transformers' GPT-2 code once
-        "t = time.perf_counter(); a = Attributor.from_pretrained('heta-demo', device='cpu')\n"
-        "print(time.perf_counter() - t, a.model.config.model_type, a.tokenizer('a=1 ? a')['input_ids'])"
+        "from heta_core import Attributor\n"
+        "a = Attributor.from_pretrained('heta-demo', device='cpu')\n"
+        "print(a.model.config.model_type, a.tokenizer('a=1 ? a')['input_ids'])"
     )
     out = subprocess.run([sys.executable, "-c", code], env=OFFLINE, capture_output=True, text=True, timeout=300, check=True)
-    seconds, model_type, ids = out.stdout.split(maxsplit=2)
+    model_type, ids = out.stdout.split(maxsplit=1)
     assert model_type == "gpt2" and json.loads(ids) == [task.VOCAB.index(w) for w in ("a=1", "?", "a")]
-    assert float(seconds) < 2.0
 
 
 def test_demo_reaches_its_accuracy_on_held_out_examples(demo):
@@ -108,8 +166,8 @@ def test_heta_eval_json_end_to_end():
     assert report["model_accuracy"] >= 0.95
 
 
-def test_heta_eval_reads_the_curated_qa_format(make_attributor):
-    items = qa_items(QA, 3)
+def test_heta_eval_reads_the_curated_qa_format(make_attributor, qa_file):
+    items = qa_items(qa_file, 3)
     assert items[0].prompt.endswith("? Answer:") and items[0].answer == " leaves"
     support = items[0].prompt[items[0].gold[0][0] : items[0].gold[0][1]]
     assert support == "Photosynthesis"
@@ -119,17 +177,36 @@ def test_heta_eval_reads_the_curated_qa_format(make_attributor):
     assert -1.0 <= report["results"]["heta"]["dsa"]["mean"] <= 1.0
 
 
-def test_heta_eval_bad_input_is_one_line(tmp_path):
+@pytest.mark.shared_data(QA_NAME)
+def test_the_built_file_has_the_curated_files_format(tmp_path):
+    """What the format tests build is what the paper's file holds: the same fields, the same examples."""
+    real = json.loads(QA.read_text())
+    built = json.loads(write_curated_qa(tmp_path / "qa.json").read_text())
+    assert set(built) == set(real) and all(set(e) == set(real["examples"][0]) for e in built["examples"])
+    fields = ("input_text", "narrative_segment", "sciq_support_segment", "question", "target_first_answer_token",
+              "important_words", "important_word_indices_in_sciq_support")  # fmt: skip
+    for mine, theirs in zip(built["examples"], real["examples"]):
+        assert {k: mine[k] for k in fields} == {k: theirs[k] for k in fields}
+    assert len(qa_items(QA)) == real["num_examples"] == 100  # and the whole file loads
+
+
+def test_heta_eval_bad_input_is_one_line(tmp_path, capsys):
+    from heta_core.cli import main
+
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"examples": [{"input_text": "x"}]}))
-    for args, message in (
+    for number, (args, message) in enumerate((
         (["--dataset", str(bad)], "lacks field(s)"),
         (["--dataset", str(tmp_path / "missing.json")], "cannot read dataset"),
         (["--methods", "heta,lime"], "method must be one of"),
         (["--n", "0"], "--n must be >= 1"),
-    ):
-        out = subprocess.run([sys.executable, "-m", "heta_core.cli", "eval", *args], env=OFFLINE, capture_output=True, text=True, timeout=300)
-        assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    )):  # fmt: skip
+        if number == 0:  # a real process once (nothing else on its stderr); then the same entry point here
+            out = subprocess.run([sys.executable, "-m", "heta_core.cli", "eval", *args], env=OFFLINE, capture_output=True, text=True, timeout=300)
+            status, stderr = out.returncode, out.stderr
+        else:
+            status, stderr = main(["eval", *args]), capsys.readouterr().err
+        assert status == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
     with pytest.raises(InputError, match="no examples"):
         qa_items(_write(tmp_path / "empty.json", {"examples": []}))
 
@@ -139,20 +216,30 @@ def _write(path, data):
     return path
 
 
-def test_cli_defaults_to_heta_demo_and_trains_it(tmp_path):
-    def heta(*args):
-        return subprocess.run([sys.executable, "-m", "heta_core.cli", *args], env=OFFLINE, capture_output=True, text=True, timeout=300)
+def test_cli_defaults_to_heta_demo_and_trains_it(tmp_path, capsys):
+    from heta_core.cli import main
 
-    out = heta("attribute", "--text", "c=6 e=6 b=3 h=3 m=6 ? h", "--target-text", "3", "--method", "ig", "--format", "json")
+    # the front door as a real process once; the other calls run the same entry point (`python -m
+    # heta_core.cli` is `sys.exit(main())`) in this process: each process start-up costs seconds
+    out = subprocess.run(
+        [sys.executable, "-m", "heta_core.cli", "attribute", "--text", "c=6 e=6 b=3 h=3 m=6 ? h", "--target-text", "3",
+         "--method", "ig", "--format", "json"],
+        env=OFFLINE, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     result = json.loads(out.stdout)
     assert result["meta"]["model"] == "heta-demo" and result["method"] == "integrated_gradients"
-    table = heta("attribute", "--text", "c=6 e=6 b=3 h=3 m=6 ? h", "--target-text", "3", "--method", "loo").stdout
-    assert "method occlusion" in table and "flow" not in table  # a baseline has one column
-    trained = heta("train-demo", "--out", str(tmp_path / "demo"), "--steps", "5")
-    assert trained.returncode == 0 and json.loads(trained.stdout)["steps"] == 5
+
+    def heta(*args):
+        status = main(list(args))
+        return status, capsys.readouterr()
+
+    status, table = heta("attribute", "--text", "c=6 e=6 b=3 h=3 m=6 ? h", "--target-text", "3", "--method", "loo")
+    assert status == 0 and "method occlusion" in table.out and "flow" not in table.out  # a baseline has one column
+    status, trained = heta("train-demo", "--out", str(tmp_path / "demo"), "--steps", "5")
+    assert status == 0 and json.loads(trained.out)["steps"] == 5
     assert (tmp_path / "demo" / "model.safetensors").exists()
-    again = heta("train-demo", "--out", str(tmp_path / "demo"))
-    assert again.returncode == 2 and "exists and is not empty" in again.stderr
+    status, again = heta("train-demo", "--out", str(tmp_path / "demo"))
+    assert status == 2 and "exists and is not empty" in again.err and len(again.err.strip().splitlines()) == 1
 
 
 def test_heta_eval_table_fits_120_columns():

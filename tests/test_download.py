@@ -39,13 +39,17 @@ def fake_cache(hf_home: Path, model_dir: str, repo: str = "org/tiny", refs=("mai
 
 def test_a_cached_model_is_found_offline_and_pinned_to_its_commit(tmp_path, model_dir):
     snapshot = fake_cache(tmp_path, model_dir, refs=("main", "v1"))
-    for args in (["org/tiny"], ["org/tiny", "--revision", "v1"], [f"org/tiny@{COMMIT}"], ["org/tiny@v1"]):
-        done = heta("download", *args, hf_home=tmp_path)
-        assert done.returncode == 0, (args, done.stderr)
-        assert done.stdout.splitlines() == [
-            f"{args[0]}: cached in {snapshot}",
-            f"  pin it: HETA_MODELS=org/tiny@{COMMIT}",
-        ]
+
+    def found(model: str) -> list[str]:
+        return [f"{model}: cached in {snapshot}", f"  pin it: HETA_MODELS=org/tiny@{COMMIT}"]
+
+    # the default branch, a commit and a tag in one command (one process start-up: seconds each), then --revision
+    names = ["org/tiny", f"org/tiny@{COMMIT}", "org/tiny@v1"]
+    done = heta("download", *names, hf_home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [line for name in names for line in found(name)]
+    done = heta("download", "org/tiny", "--revision", "v1", hf_home=tmp_path)
+    assert done.returncode == 0 and done.stdout.splitlines() == found("org/tiny"), done.stderr
 
 
 def test_every_configured_model_is_fetched_when_none_is_named(tmp_path, model_dir):

@@ -1,5 +1,6 @@
-"""`scripts/gpu-check --cpu`: the GPU proof's every step at tiny shapes, so the script cannot rot
-before a GPU is lent; and its installation plan, which must never touch the machine's torch."""
+"""`scripts/gpu-check --cpu --quick`: the GPU proof's every step at tiny shapes and with the least work
+(a small matmul ceiling, a few service requests), so the script cannot rot before a GPU is lent; and
+its installation plan, which must never touch the machine's torch."""
 
 import importlib.machinery
 import importlib.util
@@ -25,7 +26,7 @@ def gpu_check_module():
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-check")
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gpu-check"), "--cpu", "--out", str(out)],
+        [sys.executable, str(ROOT / "scripts" / "gpu-check"), "--cpu", "--quick", "--out", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )  # fmt: skip
     assert (out / "gpu-check.json").exists(), done.stdout + done.stderr
@@ -37,10 +38,11 @@ def report(tmp_path_factory):
 
 def test_every_step_passes_and_the_summary_says_so(report):
     assert report["_returncode"] == 0 and report["ok"] is True, json.dumps(report["steps"], indent=1)[:3000]
-    assert report["mode"] == "cpu" and set(report["steps"]) == {"tests", "bench_gpt2", "bench_llama", "service"}
+    assert report["mode"] == "cpu" and report["quick"] is True
+    assert set(report["steps"]) == {"tests", "bench_gpt2", "bench_llama", "service"}
     assert report["install"]["venv"] is None  # everything was there: nothing installed, nothing replaced
     assert report["environment"]["torch"] and report["dense_bf16_peak_tflops"] > 0
-    assert report["_text"].startswith("gpu-check (cpu): PASSED")
+    assert report["_text"].startswith("gpu-check (cpu, quick): PASSED")
 
 
 def test_device_tests_ran_on_the_cpu(report):
@@ -56,6 +58,7 @@ def test_bench_steps_report_speed_up_agreement_throughput_and_stage_ranges(repor
     # float32: scores to 1e-5; the KL's cancellation leaves ~1e-4 of it (see tests/test_cli.py)
     assert max(bench["max_rel_diff"].values()) < (1e-3 if dtype == "float32" else 5e-2)
     assert bench["tflops"] > 0 and 0 < bench["fraction_of_bf16_peak"] and bench["hvps"] == 12 * 2
+    assert bench["matmul_tflops_same_dtype"] > 0  # heta bench's own ceiling, measured at --quick's size
     # both stages issued their chunks under their named profiler ranges (no kernels on a CPU)
     overlap = bench["overlap"]
     assert overlap["host_ranges"]["heta.kl"] >= 1 and overlap["host_ranges"]["heta.hessian"] >= 1
@@ -66,7 +69,7 @@ def test_bench_steps_report_speed_up_agreement_throughput_and_stage_ranges(repor
 
 def test_service_step_served_every_request_and_measured_latency(report):
     service = report["steps"]["service"]
-    assert service["succeeded"] == service["requests"] == 20 and service["devices"] == ["cpu"]
+    assert service["succeeded"] == service["requests"] == 5 and service["devices"] == ["cpu"]  # --quick's count
     latency, overhead = service["latency_ms"], service["queue_overhead_ms"]
     assert 0 < latency["p50"] <= latency["p95"] <= latency["max"]
     assert 0 < overhead["p50"] < latency["p50"]
@@ -86,3 +89,9 @@ def test_install_plan_pins_torch_and_takes_the_rest_from_the_wheelhouse(tmp_path
     assert second[-1] == "transformers>=5.20,<6" and not any(a.startswith("torch") for a in second)
     pin = next(a for a in second if a.startswith("--constraint="))
     assert Path(pin.split("=", 1)[1]).read_text() == "torch==2.11.0+cu130\n"
+
+
+def test_quick_is_explained_in_the_help_and_the_docstring():
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu-check"), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--quick" in done.stdout and "rehearsal" in done.stdout
+    assert "--cpu --quick" in gpu_check_module().__doc__

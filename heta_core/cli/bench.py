@@ -307,6 +307,7 @@ def run(
     overlap: bool | None = None,
     presets: bool = False,
     model: str | None = None,
+    ceiling_size: int | None = None,
 ) -> dict:
     """Each path runs in its own fresh process (same seed, same model); the matmul ceiling runs here.
 
@@ -331,7 +332,7 @@ def run(
         "dtype": dtype,
         "device": device,
         "threads": torch.get_num_threads(),
-        "matmul_gflops": matmul_gflops(torch.device(device), resolve_dtype(dtype)),
+        "matmul_gflops": matmul_gflops(torch.device(device), resolve_dtype(dtype), ceiling_size, 2 if ceiling_size else None),
     }
     fast = _in_fresh_process(spec, "fast", repeats, True, overlap, presets)
     report["fast_seconds"] = fast["seconds"]
@@ -446,6 +447,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the slow literal path (no speed-up then; default: run it)")
     parser.add_argument("--overlap", action="store_true",
                         help="profile one fast run for the KL/Hessian stream overlap (default: off on CPU, where it checks the stage ranges; always on CUDA)")
+    parser.add_argument("--ceiling-size", type=int, default=None, metavar="N",
+                        help="side of the square matmul the ceiling is measured on (default: 2048 on CPU, 8192 on a GPU; a "
+                        "small one for a rehearsal: a CPU without AVX-512 runs the bf16 one at ~0.3 GFLOP/s)")
     parser.add_argument("--presets", action="store_true",
                         help="also time each preset (exact, balanced, fast) at its own knobs (exact: m = 10) and its estimate (default: off)")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="a table, or one JSON document (default: %(default)s)")
@@ -458,6 +462,8 @@ def run_from_args(args) -> int:
     for name in ("layers", "width", "heads", "vocab", "context", "samples", "repeats"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name} must be >= 1")
+    if args.ceiling_size is not None and args.ceiling_size < 1:
+        raise InputError("--ceiling-size must be >= 1")
     if args.width % args.heads:
         raise InputError("--width must be a multiple of --heads")
     if args.kv_heads is not None and (args.kv_heads < 1 or args.heads % args.kv_heads):
@@ -469,7 +475,7 @@ def run_from_args(args) -> int:
         samples=args.samples, dtype=args.dtype, device=args.device, reference=args.reference,
         repeats=args.repeats, memory_budget_mb=args.memory_budget_mb, family=args.family, kv_heads=args.kv_heads,
         ffn=args.ffn, reference_context=args.reference_context, overlap=True if args.overlap else None, presets=args.presets,
-        model=args.model,
+        model=args.model, ceiling_size=args.ceiling_size,
     )  # fmt: skip
     print(json.dumps(report, indent=2) if args.format == "json" else format_report(report))
     return 0

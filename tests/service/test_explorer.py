@@ -210,16 +210,22 @@ def test_each_target_of_a_generation_gets_a_row_of_the_matrix(server, offline):
     view.shot("13-each-target-matrix")
 
 
-def test_long_job_progress_rises_and_cancel_stops_it(server, offline):
-    view = offline()
-    page = view.page
+def ask_long(page, samples: int) -> float:
+    """Asks for LONG's answer with ``samples`` Hessian samples (seconds of work); when it was asked."""
     ready(page)
     page.fill("#text", LONG)
     page.fill("#target-text", " 2")
     page.click("#options summary")
-    page.fill("#samples", "5000")
+    page.fill("#samples", str(samples))
     started = time.monotonic()
     page.click("#explain")
+    return started
+
+
+def test_long_job_progress_rises_and_cancel_stops_it(server, offline):
+    view = offline()
+    page = view.page
+    started = ask_long(page, 5000)
     page.wait_for_selector("#runs .job[data-job-id]")
     job_id = page.get_attribute("#runs .job", "data-job-id")
     seen = []
@@ -245,13 +251,7 @@ def test_a_heta_heatmap_is_drawn_at_its_first_partial_and_refined_in_place(serve
     same card, with the component the reader chose kept."""
     view = offline()
     page = view.page
-    ready(page)
-    page.fill("#text", LONG)
-    page.fill("#target-text", " 2")
-    page.click("#options summary")
-    page.fill("#samples", "1500")  # several seconds of Hessian work on heta-demo
-    started = time.monotonic()
-    page.click("#explain")
+    started = ask_long(page, 1500)  # several seconds of Hessian work on heta-demo
     page.wait_for_selector("#results .result[data-partial='flow,kl'] .hm-unit", timeout=120_000)
     first = time.monotonic() - started
     job_id = page.get_attribute("#results .result", "data-job-id")

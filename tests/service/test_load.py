@@ -44,7 +44,7 @@ def test_batching_side_by_side_loses_nothing_and_reports_both_services():
 
 def test_comparison_options_are_checked():
     for options in (["--batch-jobs", "8"], ["--batch-jobs", "1,x"], ["--compare", "batch_jobs=1"], ["--compare", "a;b"],
-                    ["--batch-jobs", "1,8", "--soak", "5"]):  # fmt: skip
+                    ["--batch-jobs", "1,8", "--soak", "5"], ["--compare", "torch_threads=x;torch_threads=2"]):  # fmt: skip
         done = subprocess.run(heta_command("bench-load", *options), capture_output=True, text=True, timeout=60)
         assert done.returncode != 0 and done.stdout == "", options
         assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("heta bench-load: error:"), done.stderr

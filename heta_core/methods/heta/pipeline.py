@@ -119,9 +119,9 @@ class _Window:
             embeds, rows_source, place = self.embeds[:length], source[:length], (slot, index)
             if self.curvature.low_rank is not None:
                 full_row = row_bytes_fn(handle.config, handle.layout, self.embeds.dtype, probes=1)
-                work.append(Opaque(place, _eagerly(handle.model, lambda e=embeds, s=rows_source, t=targets: low_rank_sensitivity(
+                work.append(Opaque(place, _eagerly(handle.model, lambda e=embeds, s=rows_source, t=targets, row=full_row: low_rank_sensitivity(
                     self.runner, e, s, t, self.n, cfg.num_hvp_samples, cfg.seed, self.curvature, self.block,
-                    row_bytes=full_row, budget_bytes=budget)[0])))  # fmt: skip
+                    row_bytes=row, budget_bytes=budget)[0])))  # fmt: skip
             elif cfg.strategy == "reference":
                 work.append(Opaque(place, _eagerly(handle.model, lambda e=embeds, s=rows_source, t=targets: sensitivity_reference(
                     handle.model, e, s, t, self.n, cfg.num_hvp_samples, cfg.seed, self.curvature, self.block))))  # fmt: skip
