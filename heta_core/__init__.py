@@ -16,6 +16,7 @@ from importlib import metadata as _metadata
 
 from .attributor import Attributor
 from .config import METHODS, PRESETS, HetaConfig
+from .inputs.request import AttributionRequest
 from .errors import BudgetError, ConfigError, HetaError, InputError, ModelLoadError, NonFiniteResultError, UnsupportedArchitectureError
 from .models.adapters import SUPPORTED_MODEL_TYPES
 from .runtime.cost import Speed
@@ -38,6 +39,7 @@ except _metadata.PackageNotFoundError:  # a source tree that was never installed
 
 __all__ = [
     "Attributor",
+    "AttributionRequest",
     "AttributionResult",
     "BudgetError",
     "ConfigError",

@@ -9,7 +9,6 @@ against the model) → the method's plan and run (:mod:`heta_core.methods.regist
 from __future__ import annotations
 
 import contextlib
-import inspect
 import queue
 import threading
 import time
@@ -23,6 +22,7 @@ from torch import nn
 from .config import HetaConfig
 from .errors import BudgetError, ConfigError, HetaError, InputError, NonFiniteResultError
 from .inputs import batch, targets
+from .inputs.request import REQUEST_FIELDS, AttributionRequest
 from .methods.registry import method
 from .models.handle import ModelHandle
 from .results import diagnostics
@@ -171,7 +171,7 @@ class Attributor:
         """The config in force (with ``budget_s``: the preset the budget chooses), the checked request
         and the budget's plan, from ``attribute``'s / ``estimate``'s arguments."""
         cfg = config or self.config
-        request = {name: arguments[name] for name in targets.REQUEST_FIELDS}
+        request = {name: arguments[name] for name in REQUEST_FIELDS}
         prepared = targets.prepare(self.handle, self.tokenizer, self.name, cfg, **request)
         if cfg.budget_s is None:
             return cfg, prepared, None
@@ -331,7 +331,7 @@ class Attributor:
             arguments = dict(call)
             progress, on_partial, config = (arguments.pop(name, None) for name in ("progress", "on_partial", "config"))
             try:
-                unknown = sorted(set(arguments) - set(targets.REQUEST_FIELDS))
+                unknown = sorted(set(arguments) - set(REQUEST_FIELDS))
                 if unknown:
                     raise InputError(f"attribute_many: unknown argument(s) {', '.join(unknown)}")
                 cfg, prepared, plan = self._prepare(config, {**_DEFAULTS, **arguments}, measure=True)
@@ -489,7 +489,7 @@ class Attributor:
         """
         if errors not in ("raise", "return"):
             raise ConfigError(f"errors must be 'raise' or 'return', got {errors!r}", field="errors")
-        misplaced = sorted((set(shared) - set(targets.REQUEST_FIELDS)) | (set(shared) & set(batch.INPUT_FIELDS)))
+        misplaced = sorted((set(shared) - set(REQUEST_FIELDS)) | (set(shared) & set(batch.INPUT_FIELDS)))
         if misplaced:
             raise InputError(f"attribute_batch: {', '.join(misplaced)} cannot apply to every prompt (the prompts are `inputs`)")
         calls = []
@@ -561,7 +561,4 @@ class Attributor:
 
 
 # attribute()'s request arguments and their defaults (attribute_many's calls leave out what they do not set)
-_DEFAULTS = {
-    name: parameter.default for name, parameter in inspect.signature(Attributor.attribute).parameters.items()
-    if name in targets.REQUEST_FIELDS
-}  # fmt: skip
+_DEFAULTS = AttributionRequest.defaults()

@@ -9,18 +9,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from heta_core import AttributionResult, HetaConfig
+from heta_core import AttributionRequest, AttributionResult, HetaConfig
 from heta_core.config import from_api_names
 
 from .jobs import STATUSES
 
 Granularity = Literal["token", "word", "sentence"]
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: str = Field(description="system, user, assistant or tool")
-    content: str
 
 
 class AttributionConfig(BaseModel):
@@ -67,13 +61,11 @@ class AttributionConfig(BaseModel):
         return HetaConfig.from_dict(from_api_names(self.model_dump(exclude_none=True, exclude={"granularity"})))
 
 
-class PromptRequest(BaseModel):
-    """One prompt: exactly one of ``text``, ``input_ids``, ``messages``; at most one target form."""
+class PromptRequest(AttributionRequest):
+    """One prompt (the engine's :class:`~heta_core.AttributionRequest`) and its ``config``."""
 
     # the OpenAPI page's examples run as-is against the default model (heta-demo)
     model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
         json_schema_extra={
             "examples": [
                 {"text": "c=6 e=6 b=3 h=3 m=6 ? h", "target_text": " 3"},
@@ -86,24 +78,6 @@ class PromptRequest(BaseModel):
             ],
         },
     )
-    text: str | None = Field(None, description="the prompt; its last token is the target unless a target is given")
-    input_ids: list[int] | None = Field(None, description="the prompt as token ids")
-    messages: list[Message] | None = Field(None, description="chat messages, rendered with the model's chat template")
-    target_position: int | None = None
-    target_text: str | None = None
-    target_mode: Literal["sum", "each"] = "sum"
-    generate: int | None = Field(None, ge=1, le=100_000, description="greedy tokens to generate and explain (capped by HETA_MAX_GENERATE)")
-    spans: list[tuple[int, int]] | None = None
-    include_template: bool = False
-    response_ids: list[int] | None = Field(
-        None, description="a response produced elsewhere (vLLM, TGI, ...) as token ids: appended to the prompt exactly as given "
-        "and explained like target_text; ids outside the vocabulary are a 422, very unlikely tokens an `unlikely_response` warning"
-    )
-    foil_text: str | None = Field(
-        None, description="contrastive target: one token (its text) the single target token is compared with; the scores "
-        "explain log p(target) − log p(foil)"
-    )
-    foil_id: int | None = Field(None, description="contrastive target, as a token id (instead of foil_text)")
     config: AttributionConfig = Field(default_factory=AttributionConfig)
 
     @model_validator(mode="after")
@@ -115,22 +89,7 @@ class PromptRequest(BaseModel):
 
     def engine_call(self) -> tuple[dict[str, Any], HetaConfig]:
         """Keyword arguments for ``Attributor.attribute`` / ``estimate`` and the HetaConfig."""
-        kwargs: dict[str, Any] = {
-            "text": self.text,
-            "input_ids": self.input_ids,
-            "messages": [m.model_dump() for m in self.messages] if self.messages is not None else None,
-            "target_position": self.target_position,
-            "target_text": self.target_text,
-            "target_mode": self.target_mode,
-            "generate": self.generate,
-            "granularity": self.config.granularity,
-            "spans": self.spans,
-            "include_template": self.include_template,
-            "response_ids": self.response_ids,
-            "foil_text": self.foil_text,
-            "foil_id": self.foil_id,
-        }
-        return kwargs, self.config.heta_config()
+        return {**self.engine_arguments(), "granularity": self.config.granularity}, self.config.heta_config()
 
 
 MODEL = Field(None, min_length=1, description="a served model (default: the first one)")

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
+from typing import get_args
 
+from ..config import HetaConfig
+from ..inputs.request import AttributionRequest, TargetMode
 from ..methods.registry import METHOD_ALIASES, METHODS
 from .usage import UsageError
+
+# HetaConfig's own defaults, for the help text: a flag left out is not passed, so the config's default (or preset's) holds
+_DEFAULT = {field.name: field.default for field in dataclasses.fields(HetaConfig)}
 
 BAR_WIDTH = 12
 _BLOCKS = " ▏▎▍▌▋▊▉█"
@@ -80,8 +87,8 @@ def render_table(result, granularity: str = "token") -> str:
 def register(commands) -> None:
     parser = commands.add_parser("attribute", help="attribute a model's next-token prediction to its context")
     parser.add_argument("--model", default="heta-demo", help="Hugging Face id, local path (safetensors) or heta-demo (default)")
-    parser.add_argument("--method", default="heta", help=f"{' | '.join(METHODS)} (short: {', '.join(METHOD_ALIASES)})")
-    parser.add_argument("--ig-steps", type=int, default=32, help="integrated_gradients quadrature points")
+    parser.add_argument("--method", help=f"{' | '.join(METHODS)} (short: {', '.join(METHOD_ALIASES)}; default {_DEFAULT['method']})")
+    parser.add_argument("--ig-steps", type=int, help=f"integrated_gradients quadrature points (default {_DEFAULT['ig_steps']})")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", help="the input; the last token is the target by default")
     source.add_argument("--messages", help="chat messages as JSON ([{role, content}, ...]) or @FILE")
@@ -96,7 +103,8 @@ def register(commands) -> None:
     foil = parser.add_mutually_exclusive_group()
     foil.add_argument("--foil-text", default=None, help="contrastive: explain log p(target) - log p(foil) for this one-token foil")
     foil.add_argument("--foil-id", type=int, default=None, help="contrastive: the foil as a token id")
-    parser.add_argument("--target-mode", choices=("sum", "each"), default="sum", help="a span as one target or one row per token")
+    parser.add_argument("--target-mode", choices=get_args(TargetMode), default=AttributionRequest.defaults()["target_mode"],
+                        help="a span as one target or one row per token")
     parser.add_argument("--granularity", choices=("token", "word", "sentence"), default="token")
     parser.add_argument("--include-template", action="store_true", help="count chat-template tokens in aggregates")
     parser.add_argument("--spans", help="character spans to aggregate, as JSON ([[start, end], ...]) or @FILE")
@@ -105,13 +113,13 @@ def register(commands) -> None:
     parser.add_argument("--budget-s", type=float, default=None, metavar="S",
                         help="a time budget: the most exact preset whose estimate fits runs, ending with what it has when time is up")
     parser.add_argument("--samples", type=int, default=None, help="Rademacher probes per token (m; default: the preset's, 10)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, help=f"seeds the probes (default {_DEFAULT['seed']})")
     parser.add_argument("--beta", type=float, default=None, help="weight of S (default: the preset's, 0.5)")
-    parser.add_argument("--gamma", type=float, default=0.5)
-    parser.add_argument("--mask", default="zero", help="zero | mean | token:<id>")
-    parser.add_argument("--flow", default="heta", help="heta | official")
+    parser.add_argument("--gamma", type=float, help=f"weight of I (default {_DEFAULT['gamma']})")
+    parser.add_argument("--mask", help=f"zero | mean | token:<id> (default {_DEFAULT['mask']})")
+    parser.add_argument("--flow", help=f"heta | official (default {_DEFAULT['flow']})")
     parser.add_argument("--normalize", default=None, help="simplex (default) | none (the paper's Eq. 5)")
-    parser.add_argument("--strategy", default="fast", help="fast | reference")
+    parser.add_argument("--strategy", help=f"fast | reference (default {_DEFAULT['strategy']})")
     parser.add_argument("--memory-budget-mb", type=int, default=None, help="default: auto")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", default=None, help="auto | float32 | float64 | bfloat16 | float16")
@@ -119,8 +127,8 @@ def register(commands) -> None:
     parser.add_argument("--curvature-layers", type=int, default=None, metavar="K")
     parser.add_argument("--low-rank", type=int, default=None, metavar="K")
     parser.add_argument("--window", type=int, default=None, metavar="W")
-    parser.add_argument("--overlap", type=float, default=0.0)
-    parser.add_argument("--diagnostics", action="store_true",
+    parser.add_argument("--overlap", type=float, help=f"with --window: overlap fraction of windows (default {_DEFAULT['overlap']})")
+    parser.add_argument("--diagnostics", action="store_true", default=None,
                         help="also measure faithfulness: p(target) with the top 1, 3, 5, 10%% tokens removed / only kept")
     parser.add_argument("--format", choices=("json", "table", "html"), default="table",
                         help="html: a self-contained report (the explorer page's heatmap), e.g. > report.html")
@@ -152,7 +160,6 @@ def _json_argument(argument: str | None, flag: str):
 
 def run(args) -> int:
     from ..attributor import Attributor
-    from ..config import HetaConfig
 
     given = dict(
         method=args.method, ig_steps=args.ig_steps, num_hvp_samples=args.samples, seed=args.seed, beta=args.beta, gamma=args.gamma, mask=args.mask,
@@ -173,11 +180,10 @@ def run(args) -> int:
     messages = _json_argument(args.messages, "--messages")
     spans = _json_argument(args.spans, "--spans")
     attributor = Attributor.from_pretrained(args.model, config=config, device=args.device, dtype=args.dtype)
-    result = attributor.attribute(
-        args.text, messages=messages, target_position=args.target_position, target_text=args.target_text,
-        target_mode=args.target_mode, generate=args.generate, granularity=args.granularity, spans=spans,
-        include_template=args.include_template, response_ids=args.response_ids, foil_text=args.foil_text, foil_id=args.foil_id,
-    )  # fmt: skip
+    # the request's fields by their flags (input_ids has none: a JSONL line of --input carries it)
+    parsed = {"messages": messages, "spans": spans}
+    request = {name: parsed.get(name, getattr(args, name)) for name in AttributionRequest.fields() if hasattr(args, name)}
+    result = attributor.attribute(**request, granularity=args.granularity)
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))
     elif args.format == "html":

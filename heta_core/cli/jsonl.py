@@ -1,9 +1,8 @@
 """``heta attribute --input prompts.jsonl --output results.jsonl``: a file of prompts, resumable.
 
-Each input line is one JSON object with the fields of an API request body (``text`` /
-``input_ids`` / ``messages``, ``target_position`` / ``target_text`` / ``generate``,
-``target_mode``, ``spans``, ``include_template``, ``config`` with the API's names, e.g.
-``samples``) and an optional ``id`` (default: the line number). Each output line is
+Each input line is one JSON object with the fields of an API request body
+(:class:`~heta_core.AttributionRequest`'s, and ``config`` with the API's names, e.g. ``samples``)
+and an optional ``id`` (default: the line number). Each output line is
 ``{"id", "line", "result"}`` or ``{"id", "line", "error": {"code", "detail"}}``, in input order.
 
 Resuming: a rerun keeps the results already in the output, drops its error records and any line
@@ -21,9 +20,11 @@ from typing import Any
 
 from ..config import HetaConfig, from_api_names
 from ..errors import HetaError
+from ..inputs.request import AttributionRequest
 from .usage import UsageError
 
-BODY_FIELDS = ("text", "input_ids", "messages", "target_position", "target_text", "target_mode", "generate", "spans", "include_template")
+# a line is one API request body: the engine request's fields (the HTTP body's `model` and `wait` belong to a server)
+BODY_FIELDS = AttributionRequest.fields()
 
 
 def read_items(path: str) -> list[tuple[Any, int, dict | HetaError]]:

@@ -14,7 +14,7 @@ from typing import Any
 from ..config import HetaConfig
 from ..errors import InputError
 from .encodings import as_lists
-from .targets import REQUEST_FIELDS
+from .request import REQUEST_FIELDS
 
 ITEM_FIELDS = (*REQUEST_FIELDS, "config")
 INPUT_FIELDS = ("text", "input_ids", "attention_mask", "messages")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 
@@ -22,13 +23,9 @@ from .document import Document, encode_piece, from_messages, from_text
 from .encodings import unpack
 from .foil import resolve_foil
 from .granularity import GRANULARITIES, check_spans, require_offsets
+from .request import TargetMode
 
-TARGET_MODES = ("sum", "each")
-# the request arguments of Attributor.attribute / estimate, in prepare()'s terms
-REQUEST_FIELDS = (
-    "text", "input_ids", "attention_mask", "messages", "target_position", "target_text", "target_mode", "generate", "granularity", "spans",
-    "include_template", "response_ids", "foil_text", "foil_id",
-)  # fmt: skip
+TARGET_MODES = get_args(TargetMode)
 
 
 @dataclass

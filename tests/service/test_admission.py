@@ -38,6 +38,11 @@ BAD = [
     ({"text": PROMPT, "surprise": 1}, {}, 422, "validation_error"),
     ({"text": PROMPT, "deadline_s": -1}, {}, 422, "validation_error"),
     ({"input_ids": [3]}, {}, 422, "too_short"),
+    # what the published schema says (minItems; review finding 2) is refused as a schema violation
+    ({"input_ids": []}, {}, 422, "validation_error"),
+    ({"messages": []}, {}, 422, "validation_error"),
+    ({"text": PROMPT, "response_ids": []}, {}, 422, "validation_error"),
+    ({"text": PROMPT, "target_text": " 3", "foil_id": -1}, {}, 422, "validation_error"),
     ({"text": PROMPT, "response_ids": [23, 10**6]}, {}, 422, "invalid_input_ids"),
     ({"text": PROMPT, "response_ids": [23], "target_text": " 3"}, {}, 422, "invalid_target"),
     ({"text": PROMPT, "target_text": " 3", "foil_text": " 3"}, {}, 422, "invalid_foil"),
