@@ -16,6 +16,7 @@ from importlib import metadata as _metadata
 
 from .attributor import Attributor
 from .config import METHODS, PRESETS, HetaConfig
+from .methods.registry import METHOD_STAGES
 from .inputs.request import AttributionRequest
 from .errors import BudgetError, ConfigError, HetaError, InputError, ModelLoadError, NonFiniteResultError, UnsupportedArchitectureError
 from .models.adapters import SUPPORTED_MODEL_TYPES
@@ -48,6 +49,7 @@ __all__ = [
     "HetaError",
     "InputError",
     "METHODS",
+    "METHOD_STAGES",
     "ModelLoadError",
     "NonFiniteResultError",
     "PRESETS",

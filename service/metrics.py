@@ -14,18 +14,12 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from heta_core import METHODS
+from heta_core import METHOD_STAGES, METHODS
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 METRICS_KEY = "heta:metrics"
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 OUTCOMES = ("done", "failed", "cancelled", "dead_lettered", "reclaimed")
-# compute seconds are labelled (method, stage): HETA's three stages, or a baseline's one "baseline" stage
-HETA_STAGES = ("flow", "kl", "hessian")
-
-
-def method_stages(method: str) -> tuple[str, ...]:
-    return HETA_STAGES if method == "heta" else ("baseline",)
 
 
 def api_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
@@ -40,7 +34,7 @@ def record_job(
     client, outcome: str, seconds: float | None = None, method: str | None = None, stages: dict | None = None, hvps: int = 0
 ) -> None:
     """Worker side: one finished (or reclaimed) job into the shared counters. ``stages``: compute
-    seconds by stage name (:func:`method_stages` of ``method``)."""
+    seconds by stage name (``heta_core.METHOD_STAGES[method]``)."""
     pipe = client.pipeline(transaction=False)
     pipe.hincrby(METRICS_KEY, f"jobs|{outcome}", 1)
     if seconds is not None:
@@ -50,7 +44,7 @@ def record_job(
         pipe.hincrby(METRICS_KEY, "job_seconds_count", 1)
         pipe.hincrbyfloat(METRICS_KEY, "job_seconds_sum", seconds)
     for stage, value in (stages or {}).items():
-        if method in METHODS and stage in method_stages(method) and value is not None:
+        if method in METHODS and stage in METHOD_STAGES[method] and value is not None:
             pipe.hincrbyfloat(METRICS_KEY, f"compute|{method}|{stage}", value)
     if hvps:
         pipe.hincrby(METRICS_KEY, "hvps", hvps)
@@ -86,7 +80,7 @@ class RedisCollector:
             labels=["method", "stage"],
         )
         for method in METHODS:
-            for stage in method_stages(method):
+            for stage in METHOD_STAGES[method]:
                 compute.add_metric([method, stage], float(stored.get(f"compute|{method}|{stage}", 0)))
         yield compute
         yield CounterMetricFamily("heta_hvps", "Hessian-vector products computed", value=float(stored.get("hvps", 0)))

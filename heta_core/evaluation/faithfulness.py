@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .metrics import aopc, ranking
-from ..runtime.precision import accumulation_dtype
+from ..runtime.masking import kept_logprobs
 
 SOFT_MIN_GAP = 0.05  # smallest p(X) − p(∅) for which Soft-NC / Soft-NS are reported
 
@@ -48,17 +48,11 @@ class Perturbations:
         self.full = self.probability(torch.ones(1, embeds.shape[0], dtype=torch.bool))[0]
         self.empty = self.probability(torch.zeros(1, embeds.shape[0], dtype=torch.bool))[0]
 
-    @torch.no_grad()
     def probability(self, keep: torch.Tensor) -> torch.Tensor:
         """p(y) for each keep-mask row: ``[B, n]`` (token kept or removed) or ``[B, n, d]`` (per element)."""
-        out = []
-        for lo in range(0, keep.shape[0], self.batch):
-            part = keep[lo : lo + self.batch].to(self.embeds.device)
-            part = part[..., None] if part.dim() == 2 else part
-            rows = torch.where(part, self.embeds, self.fill)
-            logits = self.model(inputs_embeds=rows, use_cache=False, logits_to_keep=1).logits[:, -1]
-            out.append(torch.softmax(logits.to(accumulation_dtype(rows.dtype)), dim=-1)[:, self.target].double().cpu())
-        return torch.cat(out)
+        chunks = [(lo, min(lo + self.batch, keep.shape[0])) for lo in range(0, keep.shape[0], self.batch)]
+        target = torch.tensor([self.target], device=self.embeds.device)
+        return kept_logprobs(self.model, self.embeds, self.embeds.shape[0], keep, self.fill, target, chunks)[:, 0].exp()
 
     def _top(self, scores: torch.Tensor, counts: list[int]) -> torch.Tensor:
         """Keep-masks ``[len(counts), n]`` keeping exactly the top-c tokens for each count c."""

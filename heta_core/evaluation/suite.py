@@ -39,7 +39,7 @@ from .stats import wilson
 from ..config import PRESETS, HetaConfig
 from ..methods.heta.combine import combine, estimate
 from .stats import spearman
-from ..methods.registry import METHODS
+from ..methods.registry import METHODS, REGISTRY
 from ..runtime.masking import mask_vector
 
 BASELINES = tuple(m for m in METHODS if m != "heta")
@@ -321,7 +321,6 @@ def _cell(cell: dict | None, digits: int = 2) -> str:
 
 
 # the short names the CLI accepts, so that the overview's columns stay 18 characters wide
-_SHORT = {"input_x_gradient": "ixg", "integrated_gradients": "ig", "attention_rollout": "rollout"}
 
 
 def render(report: dict) -> str:
@@ -333,7 +332,7 @@ def render(report: dict) -> str:
         f"{report['settings']['n']} prompts per condition; only correctly answered prompts are attributed",
         "",
         "hit@1 [Wilson 95%] of the top-ranked candidate being causal",
-        f"{'condition':<10} {'accuracy':>18}" + "".join(f"  {_SHORT.get(m, m):>18}" for m in methods),
+        f"{'condition':<10} {'accuracy':>18}" + "".join(f"  {REGISTRY[m].short if m in REGISTRY else m:>18}" for m in methods),
     ]
     for name, block in conditions.items():
         cells = "".join(f"  {_cell(block['methods'][m]['hit@1']) if m in block['methods'] else 'n/a':>18}" for m in methods)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numbers
 
 from ..errors import InputError
+from ..methods.registry import method
 from .document import encode_piece
 
 
@@ -55,8 +56,8 @@ def resolve_foil(tokenizer, vocab: int, cfg, request, foil_text, foil_id, genera
             "target_text or response_ids, target_position, or the next token)",
             code="invalid_foil",
         )
-    if cfg.method == "attention_rollout":
-        raise InputError("attention_rollout explains no objective, so it has no contrastive form; use another method", code="invalid_foil")
+    if not method(cfg.method).objective:
+        raise InputError(f"{cfg.method} explains no objective, so it has no contrastive form; use another method", code="invalid_foil")
     if cfg.method == "heta" and cfg.curvature == "ggn":
         raise InputError(
             "curvature='ggn' has no contrastive form: log p(target) − log p(foil) is linear in the logits, so its "

@@ -30,10 +30,20 @@ class Method:
     plan: Callable  # (handle, request, config, budget bytes) -> Plan
     fields: tuple[str, ...]  # the HetaConfig fields its result depends on
     signed: bool  # scores can be negative
-    stages: tuple[str, ...]  # the keys of Parts.timings
+    stages: tuple[str, ...] = ("baseline",)  # the keys of Parts.timings
     # (handle, [(request, config, progress, publish)], packing, finished(index, outcome)) -> [Parts | exception]:
     # several requests whose batched chunks share passes; None: the method runs its requests one by one
     run_many: Callable | None = None
+    objective: bool = True  # explains an objective (so it has a contrastive form with a foil)
+
+    @property
+    def short(self) -> str:
+        """The name a table column prints: a name longer than "occlusion" by its first alias."""
+        return self.aliases[0] if self.aliases and len(self.name) > len("occlusion") else self.name
+
+
+def _row(method: baselines.RowMethod) -> dict:
+    return {"run": method.run, "plan": method.plan}
 
 
 _TABLE = (
@@ -41,19 +51,26 @@ _TABLE = (
         "heta", (), "Hessian-Enhanced Token Attribution: M_T · (β·S + γ·I)", heta.run, heta.plan, HETA_FIELDS, False, heta.STAGES,
         heta.run_many,
     ),  # fmt: skip
-    Method("gradient", (), "‖∂g/∂x_i‖₂ (saliency)", baselines.run, baselines.plan, (), False, ("baseline",)),
-    Method("input_x_gradient", ("ixg",), "x_i · ∂g/∂x_i", baselines.run, baselines.plan, (), True, ("baseline",)),
+    Method("gradient", (), "‖∂g/∂x_i‖₂ (saliency)", **_row(baselines.GRADIENT), fields=(), signed=False),
+    Method("input_x_gradient", ("ixg",), "x_i · ∂g/∂x_i", **_row(baselines.INPUT_X_GRADIENT), fields=(), signed=True),
     Method(
         "integrated_gradients", ("ig",), "path integral of gradients from the masked input",
-        baselines.run, baselines.plan, ("ig_steps", "mask"), True, ("baseline",),
+        **_row(baselines.INTEGRATED_GRADIENTS), fields=("ig_steps", "mask"), signed=True,
     ),  # fmt: skip
-    Method("attention_rollout", ("rollout",), "Abnar & Zuidema's attention rollout", baselines.run, baselines.plan, (), False, ("baseline",)),
-    Method("occlusion", ("loo",), "leave-one-out drop of log P(target)", baselines.run, baselines.plan, ("mask",), True, ("baseline",)),
+    Method(
+        "attention_rollout", ("rollout",), "Abnar & Zuidema's attention rollout", **_row(baselines.ATTENTION_ROLLOUT),
+        fields=(), signed=False, objective=False,
+    ),  # fmt: skip
+    Method(
+        "occlusion", ("loo",), "leave-one-out drop of log P(target)", baselines.run_occlusion, baselines.plan_occlusion, ("mask",), True,
+    ),  # fmt: skip
 )
 
 REGISTRY: dict[str, Method] = {method.name: method for method in _TABLE}
 METHODS: tuple[str, ...] = tuple(REGISTRY)
 METHOD_ALIASES: dict[str, str] = {alias: method.name for method in _TABLE for alias in method.aliases}
+# each method's stages: the keys of its result's meta.timings besides the totals (metrics label compute seconds by them)
+METHOD_STAGES: dict[str, tuple[str, ...]] = {method.name: method.stages for method in _TABLE}
 
 
 def method(name: str) -> Method:

@@ -29,10 +29,9 @@ import torch
 
 from ..evaluation.metrics import ranking
 from ..methods.base import Plan
-from ..runtime.batching import StreamPool, SuffixRunner, plan_chunks
+from ..runtime.batching import StreamPool, plan_chunks
 from ..runtime.cost import row_bytes_fn
-from ..runtime.masking import mask_vector
-from ..runtime.precision import accumulation_dtype
+from ..runtime.masking import kept_logprobs, mask_vector
 from .schema import DiagnosticRow, Diagnostics, FaithfulnessPoint
 
 # (fixed k, fraction of the prompt): the reported points, in order
@@ -80,26 +79,6 @@ def _keep_masks(rows: torch.Tensor, n: int) -> tuple[torch.Tensor, list[list[int
     return torch.stack(keeps), orders
 
 
-@torch.no_grad()
-def _target_logprobs(handle, embeds, n: int, keep: torch.Tensor, fill, targets, *, budget: int, streams: StreamPool):
-    """log P(y_j | ...) ``[variants, k]`` of every target token under each keep-mask of the prompt."""
-    fed, count = embeds.shape[0], targets.shape[0]
-    runner = SuffixRunner(handle.model, [])
-    row_bytes = row_bytes_fn(handle.config, handle.layout, embeds.dtype)
-    keep = keep.to(embeds.device)
-    parts = []
-    for lo, hi in plan_chunks([0] * keep.shape[0], fed, row_bytes, budget):
-        with streams.next():
-            rows = embeds.expand(hi - lo, -1, -1).clone()
-            rows[:, :n] = torch.where(keep[lo:hi, :, None], embeds[:n], fill)
-            logits = runner.logits(0, rows, count)
-            logprobs = torch.log_softmax(logits.to(accumulation_dtype(embeds.dtype)), dim=-1)
-            parts.append(logprobs.gather(-1, targets[None, :, None].expand(hi - lo, -1, -1))[..., 0])
-    result = streams.gather(parts)
-    streams.join()
-    return result.double().cpu()
-
-
 def _probability(logprob: float) -> float | None:
     value = math.exp(logprob)
     return value if math.isfinite(value) else None
@@ -119,9 +98,9 @@ def diagnose(handle, request, cfg, scores: torch.Tensor, budget: int, progress) 
     each = request.mode == "each"
     rows = scores if each else scores[None]
     keep, orders = _keep_masks(rows, n)
-    logprobs = _target_logprobs(
-        handle, embeds, n, keep, fill, targets, budget=budget, streams=StreamPool(handle.device, cfg.cuda_streams, progress.tick)
-    )
+    chunks = plan_chunks([0] * keep.shape[0], embeds.shape[0], row_bytes_fn(handle.config, handle.layout, embeds.dtype), budget)
+    streams = StreamPool(handle.device, cfg.cuda_streams, progress.tick)
+    logprobs = kept_logprobs(handle.model, embeds, n, keep, fill, targets, chunks, streams)
     sizes = _sizes(n)
     found = []
     for r, order in enumerate(orders):

@@ -4,12 +4,16 @@ Token i is removed by replacing its input embedding with a mask vector: "zero" (
 choice), "mean" (the mean input embedding of the context) or "token:<id>" (a real token's
 embedding, e.g. pad/unk/eos). The n masked variants of a context are independent; positions < i
 are unchanged by masking x_i, so each chunk of variants runs only its suffix after the unmasked
-KV prefix and projects only the predicting positions. HETA's KL term, occlusion and the
-faithfulness metrics all read these forwards, each with its own readout.
+KV prefix and projects only the predicting positions. HETA's KL term and occlusion read these
+forwards, each with its own readout.
+
+Removing a *set* of tokens chosen by scores (the result's diagnostics and ``heta eval``'s
+faithfulness metrics) is :func:`kept_logprobs`: full-length forwards of keep-masks, one engine for both.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -110,3 +114,31 @@ def masked_work(scored: int, fed: int, row_bytes, budget: int) -> tuple[int, int
         chunks += 1
         peak = max(peak, (hi - lo) * row_bytes(fed - lo, fed))
     return tokens, chunks, peak
+
+
+@torch.no_grad()
+def kept_logprobs(
+    model: nn.Module, embeds: torch.Tensor, n: int, keep: torch.Tensor, fill: torch.Tensor, targets: torch.Tensor,
+    chunks: list[tuple[int, int]], streams: StreamPool | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """log P(y_j | ...) ``[B, k]`` (float64, CPU) of the targets ``[k]`` that follow ``embeds`` ``[L, d]``
+    for each keep-mask row of the first ``n`` prompt positions: ``keep`` ``[B, n]`` keeps or removes
+    whole tokens, ``[B, n, d]`` single elements; what is removed takes ``fill``'s value. Rows run in
+    ``chunks`` (row ranges) as full-length forwards: which tokens go depends on the scores, so no KV
+    prefix is shared."""
+    runner = SuffixRunner(model, [])
+    keep = keep.to(embeds.device)
+    count = targets.shape[0]
+    parts = []
+    for lo, hi in chunks:
+        with streams.next() if streams is not None else contextlib.nullcontext():
+            part = keep[lo:hi] if keep.dim() == 3 else keep[lo:hi, :, None]
+            rows = embeds.expand(hi - lo, -1, -1).clone()
+            rows[:, :n] = torch.where(part, embeds[:n], fill)
+            logprobs = torch.log_softmax(runner.logits(0, rows, count).to(accumulation_dtype(embeds.dtype)), dim=-1)
+            parts.append(logprobs.gather(-1, targets[None, :, None].expand(hi - lo, -1, -1))[..., 0])
+    if streams is None:
+        return torch.cat(parts).double().cpu()
+    result = streams.gather(parts)
+    streams.join()
+    return result.double().cpu()
