@@ -34,6 +34,17 @@ FROM base AS torch-cuda
 ARG TORCH_VERSION
 RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url https://pypi.org/simple
 
+# The documentation site (README, docs/, the Python reference from heta_core's docstrings, read
+# statically: no torch here), served at /guide/; the versions are the ones CI builds it with
+FROM python:3.11.14-slim-bookworm AS guide
+WORKDIR /src
+RUN pip install --no-cache-dir mkdocs==1.6.1 mkdocs-material==9.8.2 mkdocstrings-python==2.0.11
+COPY mkdocs.yml README.md CHANGELOG.md CONTRIBUTING.md ./
+COPY docs ./docs
+COPY scripts/docs_hooks.py ./scripts/
+COPY heta_core ./heta_core
+RUN NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir /site
+
 # torch-cpu or torch-cuda above (hadolint does not expand the ARG and takes it for an untagged image)
 # hadolint ignore=DL3006
 FROM torch-${TORCH_VARIANT} AS runtime
@@ -42,6 +53,8 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY heta_core ./heta_core
 COPY service ./service
 RUN pip install --no-cache-dir -c constraints.txt ".[server]"
+COPY --from=guide /site ./site
+ENV HETA_GUIDE_DIR=/app/site
 
 # numeric, so that Kubernetes can verify runAsNonRoot
 USER 10001

@@ -27,7 +27,7 @@ from .jobs import ensure_groups, use_cluster
 from .metrics import RedisCollector, api_metrics
 from .problems import Problem, openapi_with_problems, problem_response
 from .registry import live_workers_async, model_speeds
-from .routes import attribute, events, health, jobs, models, queue, ui
+from .routes import attribute, events, guide, health, jobs, models, queue, ui
 from .settings import Settings
 
 log = logging.getLogger("heta.api")
@@ -77,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.start_draining = lambda: setattr(app.state, "draining", True)
     for module in (attribute, jobs, events, queue, models, health, ui):
         app.include_router(module.router)
+    guide.mount(app, settings.guide_dir)
     _handle_errors(app)
     _observe(app, settings)
 
@@ -184,7 +185,7 @@ def _observe(app: FastAPI, settings: Settings) -> None:
 class Observe:
     """Request metrics, the drain gate and the body limit, as a plain ASGI middleware: Starlette's
     ``BaseHTTPMiddleware`` runs every request through an extra task and memory streams, which cost
-    about a millisecond per request of the queue overhead (docs: README, Load)."""
+    about a millisecond per request of the queue overhead (docs/benchmarks.md, Load)."""
 
     def __init__(self, app, *, state, limit: int, count, latency):
         self.app, self.state, self.limit, self.count, self.latency = app, state, limit, count, latency

@@ -31,7 +31,7 @@ TITLES = {
     504: "Gateway timeout",
 }
 
-# what each status means here; its codes are listed in the README ("Errors")
+# what each status means here; its codes are listed in docs/api.md ("Errors")
 DESCRIPTIONS = {
     400: "the body is not parseable JSON or not UTF-8 (`malformed_body`)",
     401: "no API key (`missing_api_key`)",

@@ -46,7 +46,7 @@ class AttributionConfig(BaseModel):
         "(k = 1, 3, 5, 10 %) in the result's `diagnostics`; costs a few full-length forwards"
     )
     preset: Literal["exact", "balanced", "fast"] | None = Field(
-        None, description="HETA's cost bundle (default exact; the README's presets table gives what each costs and loses): "
+        None, description="HETA's cost bundle (default exact; docs/benchmarks.md's presets table gives what each costs and loses): "
         "`fast` = flow and KL impact only (β = 0), `balanced` = m = 2 Hessian samples; fields set explicitly here override the "
         "preset's"
     )

@@ -1,4 +1,4 @@
-"""All service configuration in one typed place: environment variables ``HETA_*`` (see README)."""
+"""All service configuration in one typed place: environment variables ``HETA_*`` (the table: docs/deploy.md)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="API port")
     access_log: bool = Field(
         False, description="uvicorn's line per request (off: /metrics counts every request and its latency; a line costs ~0.5 ms of queue overhead)"
+    )
+    guide_dir: Path | None = Field(
+        None, description="the built documentation site served at /guide/ (default: site/ of the checkout the service "
+        "runs from, which scripts/setup builds with `mkdocs build`)"
     )
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("HETA_REDIS_URL", "REDIS_URL"), description="shared Redis; unset: `heta serve` embeds one"

@@ -152,19 +152,23 @@ def test_every_copied_file_exists_and_the_build_context_keeps_tests_caches_and_v
         if line.strip() and not line.startswith("#")
     ]
 
-    def excluded(path: str) -> bool:
+    def excluded(path: str) -> bool:  # Docker's rule: the last pattern that matches decides, "!" re-includes
         parts = Path(path).parts
-        return any(
-            fnmatch(path, p) or fnmatch(parts[0], p) or fnmatch(parts[-1], p.removeprefix("**/")) for p in ignored
-        )
+        verdict = False
+        for pattern in ignored:
+            keep = pattern.startswith("!")
+            p = pattern.removeprefix("!")
+            if fnmatch(path, p) or fnmatch(parts[0], p) or fnmatch(parts[-1], p.removeprefix("**/")):
+                verdict = not keep
+        return verdict
 
     for keyword, rest in dockerfile():
-        if keyword == "COPY":
+        if keyword == "COPY" and not rest.startswith("--from="):  # --from copies from a stage, not the context
             for source in shlex.split(rest)[:-1]:
                 assert (ROOT / source).exists(), source
                 assert not excluded(source), f"{source} is copied but .dockerignore leaves it out"
     kept_out = ["tests/test_cli.py", ".venv/bin/python", ".git/HEAD", "service/__pycache__/api.cpython-311.pyc", ".env",
-                ".pytest_cache/x", "heta.egg-info/PKG-INFO", ".heta/redis/heta.rdb"]  # fmt: skip
+                ".pytest_cache/x", "heta.egg-info/PKG-INFO", ".heta/redis/heta.rdb", "scripts/setup"]  # fmt: skip
     for path in kept_out:
         assert excluded(path), path
 

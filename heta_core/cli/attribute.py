@@ -92,7 +92,7 @@ def register(commands) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", help="the input; the last token is the target by default")
     source.add_argument("--messages", help="chat messages as JSON ([{role, content}, ...]) or @FILE")
-    source.add_argument("--input", metavar="FILE.jsonl", help="many prompts: one API request body per line (docs: README, Batches)")
+    source.add_argument("--input", metavar="FILE.jsonl", help="many prompts: one API request body per line (docs/python.md)")
     parser.add_argument("--output", metavar="FILE.jsonl", help="with --input: one result (or error) per line; a rerun resumes it")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--target-position", type=int, default=None, help="index of the explained token")
@@ -109,7 +109,7 @@ def register(commands) -> None:
     parser.add_argument("--include-template", action="store_true", help="count chat-template tokens in aggregates")
     parser.add_argument("--spans", help="character spans to aggregate, as JSON ([[start, end], ...]) or @FILE")
     parser.add_argument("--preset", choices=("exact", "balanced", "fast"), default=None,
-                        help="HETA's cost bundle (default exact; README: what each costs and loses); the flags below override it")
+                        help="HETA's cost bundle (default exact; docs/benchmarks.md: what each costs and loses); the flags below override it")
     parser.add_argument("--budget-s", type=float, default=None, metavar="S",
                         help="a time budget: the most exact preset whose estimate fits runs, ending with what it has when time is up")
     parser.add_argument("--samples", type=int, default=None, help="Rademacher probes per token (m; default: the preset's, 10)")

@@ -221,6 +221,8 @@ def test_api_documentation_is_public_and_carries_no_secrets(secured):
         assert secured.http.get(path).status_code == 200
     schema = secured.http.get("/openapi.json").text
     assert not any(key in schema for key in KEYS.values())
+    guide = secured.http.get("/guide/")  # the documentation site, public too (built or not: never a key problem)
+    assert guide.status_code == 200 or guide.json()["code"] == "guide_not_built", guide.text
 
 
 def test_logs_and_error_bodies_hold_no_keys_and_no_prompts(secured):
