@@ -3,70 +3,32 @@
 A call goes: inputs (:mod:`heta_core.inputs.targets`: resolve the input and target, check them
 against the model) → the method's plan and run (:mod:`heta_core.methods.registry`; HETA is
 :mod:`heta_core.methods.heta.pipeline`) → the result document (:mod:`heta_core.results.assemble`).
-``estimate`` stops after the plan.
+``estimate`` stops after the plan. Its two halves live beside it: :mod:`heta_core.planning` (the time
+model, estimates, budgets) and :mod:`heta_core.running` (running prepared calls, alone or packed).
 """
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, cast
 
 import torch
 from torch import nn
 
 from .config import HetaConfig
-from .errors import BudgetError, ConfigError, HetaError, InputError, NonFiniteResultError
+from .errors import ConfigError, HetaError, InputError
 from .inputs import batch, targets
 from .inputs.request import REQUEST_FIELDS, AttributionRequest
-from .methods.registry import method
 from .models.handle import ModelHandle
-from .results import diagnostics
-from .results.assemble import assemble
+from .planning import Planning
 from .results.schema import AttributionResult, BudgetPlan, Estimate
-from .runtime.cost import Speed, assumed_speed, budget_bytes, fit_speed
-from .runtime import faults
+from .running import Running, _Call
+from .runtime.cost import Speed, budget_bytes
 from .runtime.packing import PACKINGS
 from .runtime.precision import compute_dtype
-from .runtime.progress import BudgetSpent, Progress
-
-
-@contextlib.contextmanager
-def _inputs_only(model: nn.Module) -> Iterator[None]:
-    """Differentiate w.r.t. inputs only: parameters stop requiring grad for the duration."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for param, _ in flags:
-        param.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for param, flag in flags:
-            param.requires_grad_(flag)
-
-
-@dataclass(eq=False)
-class _Call:
-    """One attribution on its way through :meth:`Attributor._run`."""
-
-    cfg: HetaConfig | None
-    prepared: targets.Prepared | None
-    progress: Callable[[float], None] | None
-    on_partial: Callable[[AttributionResult], None] | None
-    started: float
-    outcome: Any = None  # the result or the exception, once known
-    plan: BudgetPlan | None = None  # how budget_s chose the run
-    planned: float = 0.0  # time.perf_counter() once the plan was made (a budget runs from here)
-    request: targets.Request | None = None
-    tracker: Progress | None = None
-    parts: Any = None
-
-
-# the presets a time budget tries, most exact first
-LADDER = ("exact", "balanced", "fast")
 
 
 class _Stopped(Exception):
@@ -76,7 +38,7 @@ class _Stopped(Exception):
 _END = object()
 
 
-class Attributor:
+class Attributor(Planning, Running):
     """Attributions for a Hugging Face decoder-only model, kept warm between calls.
 
     Not thread-safe: a call temporarily changes the model's attention implementation and parameter
@@ -89,8 +51,9 @@ class Attributor:
     ):  # fmt: skip
         self.config = config or HetaConfig()
         self.handle = ModelHandle.wrap(model)
-        dtype = compute_dtype(self.config.dtype, model.dtype)
-        if dtype != model.dtype:
+        loaded = cast(torch.dtype, model.dtype)  # transformers' PreTrainedModel.dtype
+        dtype = compute_dtype(self.config.dtype, loaded)
+        if dtype != loaded:
             model.to(dtype)  # an explicit upcast requested by HetaConfig.dtype
         model.eval()
         self.tokenizer = tokenizer
@@ -178,87 +141,6 @@ class Attributor:
         cfg, plan = self._budgeted(cfg, prepared, arguments.get("generate"), measure)
         return cfg, prepared, plan
 
-    # ------------------------------------------------------------------ time
-
-    def calibrate(self) -> Speed:
-        """Measures this model's speed on its device for the time model (:mod:`heta_core.runtime.cost`):
-        after a warm-up, small HETA attributions of random tokens at two lengths and two probe counts,
-        each run twice (the faster run counts: a busy machine only ever slows a run down), about 0.5 s
-        on heta-demo and a few seconds for a GPT-2-small on CPU. Their per-stage seconds against their
-        planned work give the seconds per unit and per chunk. Kept in :attr:`speed`; ``estimate`` and
-        ``budget_s`` use it."""
-        positions = self.handle.max_positions or 4096
-        generator = torch.Generator().manual_seed(0)
-        samples = []
-        shapes = [(min(12, positions), 2)] + [(min(length, positions), probes) for length in (8, 24) for probes in (1, 6)]
-        for index, (length, probes) in enumerate(shapes):
-            ids = torch.randint(0, self.handle.vocab_size, (max(2, length),), generator=generator).tolist()
-            cfg = HetaConfig(num_hvp_samples=probes, dtype=self.config.dtype, cuda_streams=self.config.cuda_streams,
-                             memory_budget_mb=self.config.memory_budget_mb)  # fmt: skip
-            with faults.suspended():
-                runs = [self.attribute(input_ids=ids, config=cfg).timings for _ in range(1 if index == 0 else 2)]
-            if index == 0:
-                continue  # the warm-up: first kernels, allocator, lazy imports
-            prepared = targets.prepare(self.handle, self.tokenizer, self.name, cfg, input_ids=ids)
-            work = self._work(prepared.request, cfg)
-            seconds = {stage: min(getattr(t, f"{stage}_s") or 0.0 for t in runs) for stage in work}
-            samples.append((work, seconds, min(t.compute_s for t in runs)))
-        self.speed = fit_speed(samples)
-        return self.speed
-
-    def _speed(self, measure: bool) -> Speed:
-        """The measured speed; measured now when ``measure`` and there are weights, else assumed from the model's size."""
-        if self.speed is None and measure and self.device.type != "meta":
-            self.calibrate()
-        return self.speed or assumed_speed(self.handle.config, self.device)
-
-    def _work(self, request, cfg: HetaConfig) -> dict[str, tuple[int, int]]:
-        """Units and chunks per stage of the method (and diagnostics) for the time model."""
-        work: dict[str, tuple[int, int]] = {}
-        for plan in self._plans(request, cfg, budget_bytes(cfg.memory_budget_mb, self.device)):
-            for stage, (units, chunks) in plan.work.items():
-                work[stage] = (work.get(stage, (0, 0))[0] + units, work.get(stage, (0, 0))[1] + chunks)
-        return work
-
-    def _budgeted(self, cfg: HetaConfig, prepared, generate, measure: bool) -> tuple[HetaConfig, BudgetPlan]:
-        """The most exact preset (from ``cfg.preset`` down) whose estimate fits ``cfg.budget_s``; when none
-        does but the flow alone does, the cheapest, which then ends with the stages it has when the
-        budget runs out. Not even the flow: :class:`BudgetError` with the cheapest plan's estimate."""
-        speed = self._speed(measure)
-        request = prepared.request
-        estimates: dict[str, float] = {}
-        chosen = None
-        for preset in LADDER[LADDER.index(cfg.preset) :]:
-            candidate = cfg.replace(preset=preset)
-            work = self._work(request, candidate)
-            estimates[preset] = speed.seconds(work)
-            if chosen is None and estimates[preset] <= cfg.budget_s:
-                chosen = candidate
-                break
-        cheapest = cfg.replace(preset=LADDER[-1])
-        estimates["flow"] = speed.seconds({"flow": self._work(request, cheapest)["flow"]})
-        if chosen is None:
-            if estimates["flow"] > cfg.budget_s:
-                estimate = self._estimate(cheapest, request, generate, speed)
-                raise BudgetError(
-                    f"not even HETA's first stage fits budget_s={cfg.budget_s:g}: the flow alone is estimated at "
-                    f"{estimates['flow']:.3g} s and the cheapest preset ({LADDER[-1]}) at {estimates[LADDER[-1]]:.3g} s",
-                    field="budget_s", details={"estimate": estimate.to_dict()},
-                )  # fmt: skip
-            chosen = cheapest
-        plan = BudgetPlan(budget_s=cfg.budget_s, preset=chosen.preset, estimated_s=estimates[chosen.preset], estimates=estimates,
-                          speed=speed.source)  # fmt: skip
-        return chosen, plan
-
-    def _estimate(self, cfg: HetaConfig, request, generate, speed: Speed, plan: BudgetPlan | None = None) -> Estimate:
-        plans = self._plans(request, cfg, budget_bytes(cfg.memory_budget_mb, self.device))
-        tokens = sum(p.forward_tokens for p in plans) + (request.targets if generate is not None else 0)  # + the generation
-        return Estimate(
-            prompt_tokens=request.scored, target_tokens=request.targets, hvps=sum(p.hvps for p in plans), forward_tokens=tokens,
-            peak_bytes=self._weight_bytes + max(p.peak_bytes for p in plans),  # the passes run one after another
-            seconds=speed.seconds(self._work(request, cfg)), plan=plan,
-        )  # fmt: skip
-
     def attribute(
         self,
         text: str | Mapping | None = None,
@@ -325,7 +207,7 @@ class Attributor:
         """
         if packing not in PACKINGS:
             raise ConfigError(f"packing must be one of {', '.join(PACKINGS)}; got {packing!r}", field="packing")
-        jobs = []
+        jobs: list[_Call | Exception] = []
         for call in calls:
             started = time.perf_counter()
             arguments = dict(call)
@@ -337,7 +219,7 @@ class Attributor:
                 cfg, prepared, plan = self._prepare(config, {**_DEFAULTS, **arguments}, measure=True)
                 jobs.append(_Call(cfg, prepared, progress, on_partial, started, plan=plan, planned=time.perf_counter()))
             except HetaError as error:
-                jobs.append(_Call(None, None, None, None, started, outcome=error))
+                jobs.append(error)
         return self._run(jobs, packing, on_outcome)
 
     def iter_stages(self, *args: Any, **kwargs: Any) -> Iterator[AttributionResult]:
@@ -377,95 +259,6 @@ class Attributor:
             stop.set()
             thread.join()
 
-    def _run(self, calls: list[_Call], packing: str, on_outcome: Callable | None = None) -> list[AttributionResult | Exception]:
-        """Runs prepared calls (generation, the method, diagnostics, assembly); outcomes in order, each
-        also handed to ``on_outcome(index, outcome)`` as soon as it is known."""
-
-        def conclude(call: _Call) -> None:
-            if call.parts is not None:
-                self._finish(call)
-            if on_outcome is not None:
-                on_outcome(calls.index(call), call.outcome)
-
-        runnable = []
-        for call in calls:
-            if call.outcome is not None:
-                conclude(call)
-                continue
-            try:
-                call.request = targets.with_generation(self.handle, self.tokenizer, call.prepared)
-                budget = budget_bytes(call.cfg.memory_budget_mb, self.device)
-                total = sum(plan.chunks for plan in self._plans(call.request, call.cfg, budget)) if call.progress else 1
-                # the budget runs from the plan on: a first budgeted call's speed measurement is not charged to it
-                until = call.planned + call.cfg.budget_s if call.cfg.budget_s is not None else None
-                call.tracker = Progress(call.progress, total, until)
-                runnable.append(call)
-            except Exception as error:  # noqa: BLE001 - this call's outcome
-                call.outcome = error
-                conclude(call)
-        together = [call for call in runnable if method(call.cfg.method).run_many is not None]
-
-        def ended(index: int, outcome) -> None:  # diagnostics and the document at once, not after the others
-            call = together[index]
-            call.parts, call.outcome = (outcome, None) if not isinstance(outcome, BaseException) else (None, outcome)
-            conclude(call)
-
-        with _inputs_only(self.model):
-            if together:
-                entry = method(together[0].cfg.method)
-                entry.run_many(self.handle, [(c.request, c.cfg, c.tracker, self._publisher(c)) for c in together], packing, ended)
-            for call in runnable:
-                if call in together:
-                    continue
-                try:
-                    call.parts = method(call.cfg.method).run(self.handle, call.request, call.cfg, call.tracker, self._publisher(call))
-                except Exception as error:  # noqa: BLE001
-                    call.outcome = error
-                conclude(call)
-        return [call.outcome for call in calls]
-
-    def _publisher(self, call: _Call) -> Callable | None:
-        """The pipeline's ``publish(stages, parts)`` for a call with ``on_partial``: the partial document."""
-        if call.on_partial is None:
-            return None
-        def publish(stages: tuple[str, ...], parts) -> None:
-            if parts.complete and not call.cfg.diagnostics:
-                return  # the final result follows at once
-            try:
-                document = self._assemble(call, parts, partial=True)
-            except NonFiniteResultError:
-                return  # the final result reports it
-            call.on_partial(document)
-
-        return publish
-
-    def _finish(self, call: _Call) -> None:
-        """Diagnostics (when asked) and the result document of a call whose method ran."""
-        parts, faithfulness = call.parts, None
-        try:
-            if call.cfg.diagnostics and parts.stopped is None:
-                budget = budget_bytes(call.cfg.memory_budget_mb, self.device)
-                try:
-                    # ranked by the result's own (float32) scores
-                    scores = parts.values["score"].float()
-                    faithfulness = diagnostics.diagnose(self.handle, call.request, call.cfg, scores, budget, call.tracker)
-                except BudgetSpent:
-                    parts.stopped = "budget"
-            call.tracker.finish()
-            call.outcome = self._assemble(call, parts, diagnostics=faithfulness)
-        except Exception as error:  # noqa: BLE001
-            call.outcome = error
-
-    def _assemble(self, call: _Call, parts, *, partial: bool = False, diagnostics=None) -> AttributionResult:
-        result = assemble(
-            self.handle, self.tokenizer, self.name, self.revision, call.prepared, call.request, call.cfg, parts, 0.0,
-            diagnostics=diagnostics, partial=partial,
-        )  # fmt: skip
-        if call.plan is not None:
-            result.meta.plan = call.plan.model_copy(update={"stopped": parts.stopped})
-        result.meta.timings.compute_s = time.perf_counter() - call.started  # the whole call: the result's assembly too
-        return result
-
     def attribute_batch(
         self, inputs: Any, *, attention_mask: Any = None, config: HetaConfig | None = None,
         progress: Callable[[float], None] | None = None, errors: str = "raise", **shared: Any,
@@ -492,13 +285,13 @@ class Attributor:
         misplaced = sorted((set(shared) - set(REQUEST_FIELDS)) | (set(shared) & set(batch.INPUT_FIELDS)))
         if misplaced:
             raise InputError(f"attribute_batch: {', '.join(misplaced)} cannot apply to every prompt (the prompts are `inputs`)")
-        calls = []
+        calls: list[dict[str, Any] | HetaError] = []
         for item in batch.items(inputs, attention_mask):
-            call = {**shared, **item}
-            call["config"] = call.get("config") or config
+            arguments = {**shared, **item}
+            arguments["config"] = arguments.get("config") or config
             try:  # everything attribute checks, before the first prompt runs
-                self.estimate(**call)
-                calls.append(call)
+                self.estimate(**arguments)
+                calls.append(arguments)
             except HetaError as error:
                 if errors == "raise":
                     raise
@@ -519,13 +312,6 @@ class Attributor:
                     yield error
             if progress is not None:
                 progress((index + 1) / len(calls))
-
-    def _plans(self, request, cfg: HetaConfig, budget: int) -> list:
-        """The method's plan and, with ``cfg.diagnostics``, the diagnostics' forwards after it."""
-        plans = [method(cfg.method).plan(self.handle, request, cfg, budget)]
-        if cfg.diagnostics:
-            plans.append(diagnostics.plan(self.handle, request, cfg, budget))
-        return plans
 
     def estimate(
         self,

@@ -97,6 +97,7 @@ def make_attributor(tokenizer, device):
             cache[key] = Attributor(tiny_model(family, dtype=dtype).to(device), tokenizer)
         attributor = cache[key]
         attributor.config = HetaConfig(**config)
+        attributor.speed = None  # a measured speed is another test's state (calibrate), like its config
         return attributor
 
     return make

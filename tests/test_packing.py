@@ -41,7 +41,8 @@ def _count_passes(model):
 
 def _terms(attributor, prompts, packing=None):
     """The pipeline's float64 Parts of each prompt: packed together, or each alone (``packing=None``)."""
-    from heta_core.attributor import _DEFAULTS, _inputs_only
+    from heta_core.attributor import _DEFAULTS
+    from heta_core.running import _inputs_only
     from heta_core.methods.heta import pipeline
     from heta_core.runtime.progress import Progress
 

@@ -272,7 +272,8 @@ class AttributionResult(_Model):
 
     @cached_property
     def scores(self) -> torch.Tensor:
-        return self._tensor("score")
+        scores = self._tensor("score")
+        return scores if scores is not None else torch.zeros(0)  # None only for a component, never for the score
 
     @cached_property
     def flow(self) -> torch.Tensor | None:

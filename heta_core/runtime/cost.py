@@ -21,7 +21,7 @@ measured peak beside the estimate):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal, Mapping, Sequence
 
 import torch
 
@@ -110,9 +110,9 @@ class Speed:
     unit_s: dict[str, float]
     chunk_s: dict[str, float]
     fixed_s: float
-    source: str  # "measured" | "assumed"
+    source: Literal["measured", "assumed"]
 
-    def seconds(self, work: dict[str, tuple[float, int]]) -> float:
+    def seconds(self, work: Mapping[str, tuple[float, int]]) -> float:
         """Predicted seconds of a call with this work per stage (a stage it has no rate for counts as
         the slowest rate it has)."""
         slowest = max(self.unit_s.values(), default=0.0)
@@ -127,7 +127,7 @@ class Speed:
 
     @classmethod
     def from_dict(cls, values: dict) -> Speed:
-        return cls(dict(values["unit_s"]), dict(values["chunk_s"]), float(values["fixed_s"]), str(values["source"]))
+        return cls(dict(values["unit_s"]), dict(values["chunk_s"]), float(values["fixed_s"]), values["source"])
 
 
 # without a measurement: a forward at this FLOP rate, a backward unit at thrice the forward's cost
@@ -147,7 +147,7 @@ def assumed_speed(model_config, device: torch.device) -> Speed:
     return Speed(units, dict.fromkeys(units, chunk), 5 * chunk, "assumed")
 
 
-def fit_speed(samples: list[tuple[dict[str, tuple[float, int]], dict[str, float], float]]) -> Speed:
+def fit_speed(samples: Sequence[tuple[Mapping[str, tuple[float, int]], Mapping[str, float], float]]) -> Speed:
     """Per-stage (seconds per unit, seconds per chunk) by least squares over calibration runs, each
     (work per stage, measured seconds per stage, the whole call's seconds); never negative."""
     units, chunks = {}, {}
