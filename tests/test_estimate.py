@@ -3,7 +3,7 @@
 import pytest
 
 from heta_core import HetaConfig, InputError
-from heta_core.cli.bench import counting_forward_tokens
+from heta_core.cli.bench_long import counting_forward_tokens
 
 from .conftest import TEXT
 

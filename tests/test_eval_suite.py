@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from transformers import GPT2LMHeadModel
 
 from heta_core import Attributor, HetaConfig
-from heta_core.evaluation import metrics, suite
+from heta_core.evaluation import metrics, suite, suite_report
 from heta_core.evaluation.demo import HARD_DIR, conditions, hard_task, task, train
 from heta_core.evaluation.demo.hard_task import answer_of
 from heta_core.evaluation.harness import prepare
@@ -204,7 +204,7 @@ def test_suite_numbers_are_literal_recomputations(report):
 def test_plot_writes_a_png_with_one_panel_per_model(report, tmp_path):
     _, _, out = report
     path = tmp_path / "plot.png"
-    suite.plot([out, out], str(path))
+    suite_report.plot([out, out], str(path))
     header = path.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", header[16:24])

@@ -18,76 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import threading
 import time
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE
-
-
-@contextmanager
-def peak_memory(device: torch.device) -> Iterator[dict]:
-    """Yields a dict that holds ``peak_bytes`` above the starting level once the block exits."""
-    box: dict = {}
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        yield box
-        torch.cuda.synchronize(device)
-        box["peak_bytes"] = torch.cuda.max_memory_allocated(device) - base
-        return
-    base = _rss()
-    peak = [base]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.002):
-            peak[0] = max(peak[0], _rss())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield box
-    finally:
-        stop.set()
-        sampler.join()
-        box["peak_bytes"] = max(peak[0], _rss()) - base
-
-
-def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int | None = None) -> float:
-    """Achieved GFLOP/s of a large square matmul: the machine's practical ceiling for this dtype.
-    A GPU needs a larger product (and more of them) than a CPU to reach its dense peak."""
-    size = size or (8192 if device.type == "cuda" else 2048)
-    repeats = repeats or (20 if device.type == "cuda" else 5)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    a @ b  # warm-up
-    _sync(device)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    _sync(device)
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    scale = b.abs().max().clamp_min(torch.finfo(torch.float32).tiny)
-    return float((a - b).abs().max() / scale)
-
+from . import bench_long
+from .measure import matmul_gflops, max_rel, peak_memory, sync
+from .overlap import stage_overlap
 
 def model_config(spec: dict):
     from ..models.toymodels import gpt2_shaped, llama_shaped
@@ -109,15 +46,15 @@ def _anytime(attributor, ids: list[int], device: torch.device, presets: bool) ->
     from ..config import PRESETS, HetaConfig
 
     arrived = {}
-    _sync(device)
+    sync(device)
     started = time.perf_counter()
 
     def partial(document) -> None:
-        _sync(device)
+        sync(device)
         arrived["+".join(document.stages_done)] = time.perf_counter() - started
 
     result = attributor.attribute(input_ids=ids, on_partial=partial)
-    _sync(device)
+    sync(device)
     arrived["final"] = time.perf_counter() - started
     attributor.calibrate()
     estimate = attributor.estimate(input_ids=ids).seconds
@@ -128,10 +65,10 @@ def _anytime(attributor, ids: list[int], device: torch.device, presets: bool) ->
         for name in PRESETS:  # each at its own knobs (exact: m = 10), whatever --samples says
             config = HetaConfig(preset=name, seed=base.seed, memory_budget_mb=base.memory_budget_mb)
             attributor.attribute(input_ids=ids, config=config)  # warm: a preset's first shapes
-            _sync(device)
+            sync(device)
             clock = time.perf_counter()
             attributor.attribute(input_ids=ids, config=config)
-            _sync(device)
+            sync(device)
             out["presets"][name] = {"seconds": time.perf_counter() - clock,
                                     "estimated_s": attributor.estimate(input_ids=ids, config=config).seconds}  # fmt: skip
     return out
@@ -164,11 +101,11 @@ def _measure(spec: dict, strategy: str, repeats: int, count_flops: bool, overlap
         attributor.attribute(input_ids=ids)  # warm-up: allocator, kernels, lazy imports
     best, peak, result = float("inf"), 0, None
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         started = time.perf_counter()
         with peak_memory(device) as memory:
             result = attributor.attribute(input_ids=ids)
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - started)
         peak = max(peak, memory["peak_bytes"])
     out = {
@@ -192,86 +129,6 @@ def _measure(spec: dict, strategy: str, repeats: int, count_flops: bool, overlap
         out["overlap"] = stage_overlap(lambda: attributor.attribute(input_ids=ids), device)
     if count_flops:  # the main fast run: partial results, the time model, the presets
         out["anytime"] = _anytime(attributor, ids, device, presets)
-    return out
-
-
-STAGE_RANGES = ("heta.kl", "heta.hessian")
-
-
-def stage_overlap(call, device: torch.device) -> dict:
-    """Runs ``call`` under ``torch.profiler`` and measures how long kernels of the KL stage and of
-    the Hessian stage ran at the same time on the GPU.
-
-    A kernel belongs to the stage whose host range (``record_function`` in the pipeline) contains
-    the runtime call that launched it (CUPTI correlation ids). On CPU there are no kernels: the
-    host ranges are still checked, so the annotations cannot silently disappear.
-    """
-    import tempfile
-
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        call()
-        _sync(device)
-    with tempfile.NamedTemporaryFile(suffix=".json") as handle:
-        prof.export_chrome_trace(handle.name)
-        events = json.load(open(handle.name)).get("traceEvents", [])
-    return overlap_from_trace(events)
-
-
-def overlap_from_trace(events: list[dict]) -> dict:
-    """Per stage: kernel count and busy time; and the time both stages' kernels overlap (ms)."""
-    ranges = {name: [] for name in STAGE_RANGES}
-    launches: dict[int, float] = {}
-    kernels = []
-    for event in events:
-        if event.get("ph") != "X":
-            continue
-        category, args = event.get("cat", ""), event.get("args", {})
-        if category in ("user_annotation", "cpu_op") and event.get("name") in ranges:
-            ranges[event["name"]].append((event["ts"], event["ts"] + event.get("dur", 0)))
-        elif category in ("cuda_runtime", "cuda_driver") and "correlation" in args:
-            launches[args["correlation"]] = event["ts"]
-        elif category == "kernel" and "correlation" in args:
-            kernels.append((args["correlation"], event["ts"], event["ts"] + event.get("dur", 0)))
-    busy = {name: [] for name in STAGE_RANGES}
-    for correlation, start, end in kernels:
-        launched = launches.get(correlation)
-        for name, spans in ranges.items():
-            if launched is not None and any(a <= launched <= b for a, b in spans):
-                busy[name].append((start, end))
-                break
-    merged = {name: _merge(spans) for name, spans in busy.items()}
-    both = _intersection(*(merged[name] for name in STAGE_RANGES))
-    return {
-        "host_ranges": {name: len(spans) for name, spans in ranges.items()},
-        "kernels": {name: len(spans) for name, spans in busy.items()},
-        "busy_ms": {name: sum(b - a for a, b in spans) / 1000 for name, spans in merged.items()},
-        "overlap_ms": sum(b - a for a, b in both) / 1000,
-    }
-
-
-def _merge(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    out: list[list[float]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
-
-
-def _intersection(first: list[tuple[float, float]], second: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    out, i, j = [], 0, 0
-    while i < len(first) and j < len(second):
-        a, b = max(first[i][0], second[j][0]), min(first[i][1], second[j][1])
-        if a < b:
-            out.append((a, b))
-        if first[i][1] < second[j][1]:
-            i += 1
-        else:
-            j += 1
     return out
 
 
@@ -360,7 +217,7 @@ def run(
         report["reference_stage_seconds"] = slow["stages"]
         report["speedup"] = slow["seconds"] / fast_there["seconds"]
         report["max_rel_diff"] = {
-            name: _max_rel(fast_there["numbers"][name], slow["numbers"][name]) for name in fast_there["numbers"]
+            name: max_rel(fast_there["numbers"][name], slow["numbers"][name]) for name in fast_there["numbers"]
         }
         if short:
             report["reference_context"] = short
@@ -481,178 +338,12 @@ def run_from_args(args) -> int:
     return 0
 
 
-APPROXIMATIONS = {
-    "curvature_layers=1": {"curvature_layers": 1},
-    "curvature_layers=2": {"curvature_layers": 2},
-    "low_rank=8": {"low_rank": 8},
-    "low_rank=32": {"low_rank": 32},
-    "curvature=ggn": {"curvature": "ggn"},
-    "window=12,overlap=0.5": {"window": 12, "overlap": 0.5},
-    "curvature_layers=2,low_rank=32": {"curvature_layers": 2, "low_rank": 32},
-}
-
-
-def approximation_agreement(families=("gpt2", "llama"), layers: int = 4, words: int = 25, samples: int = 20) -> list[dict]:
-    """Each approximation against the exact estimator on small float64 random models (deterministic).
-
-    Returns rows with Spearman ρ and top-5 overlap of S and of the final scores, and HVP counts.
-    """
-    from ..attributor import Attributor
-    from ..config import HetaConfig
-    from ..evaluation.stats import spearman, topk_overlap
-    from ..models.toymodels import CORPUS, tiny_model, tiny_tokenizer
-
-    tokenizer = tiny_tokenizer()
-    text = " ".join(CORPUS.split()[:words])
-    rows = []
-    for family in families:
-        depth = {"n_layer": layers} if family in ("gpt2", "gptj") else {"num_hidden_layers": layers}
-        attributor = Attributor(tiny_model(family, **depth), tokenizer)
-        base = HetaConfig(num_hvp_samples=samples)
-        exact = attributor.attribute(text, config=base)
-        for name, changes in APPROXIMATIONS.items():
-            result = attributor.attribute(text, config=base.replace(**changes))
-            rows.append({
-                "family": family, "approximation": name,
-                "s_spearman": spearman(result.hessian, exact.hessian), "s_top5": topk_overlap(result.hessian, exact.hessian),
-                "score_spearman": spearman(result.scores, exact.scores),
-                "score_top5": topk_overlap(result.scores, exact.scores),
-                "hvps": result.meta.hvps, "exact_hvps": exact.meta.hvps,
-            })  # fmt: skip
-    return rows
-
-
-def format_agreement(rows: list[dict]) -> str:
-    lines = [f"{'model':<8}{'approximation':<32}{'S ρ':>7}{'S top5':>8}{'score ρ':>9}{'top5':>6}{'HVPs':>12}"]
-    for r in rows:
-        lines.append(
-            f"{r['family']:<8}{r['approximation']:<32}{r['s_spearman']:>+7.3f}{r['s_top5']:>8.1f}"
-            f"{r['score_spearman']:>+9.3f}{r['score_top5']:>6.1f}{r['hvps']:>6}/{r['exact_hvps']:<5}"
-        )
-    return "\n".join(lines)
-
-
-def run_agreement_from_args(args) -> int:
-    rows = approximation_agreement()
-    print(json.dumps(rows, indent=2) if args.format == "json" else format_agreement(rows))
-    return 0
-
-
-@contextmanager
-def counting_forward_tokens(attributor) -> Iterator[dict]:
-    """Counts the token positions entering the first block: every forward pass goes through it."""
-    counter = {"tokens": 0}
-
-    def hook(_module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        counter["tokens"] += hidden.shape[0] * hidden.shape[1]
-
-    handle = attributor.adapter.blocks(attributor.model)[0].register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield counter
-    finally:
-        handle.remove()
-
-
-def long_context(
-    *, layers=6, width=512, heads=8, vocab=50257, context=512, samples=10, dtype="float32", device="cpu",
-    curvature_layers=2, low_rank=32, memory_budget_mb=None, seed=0,
-) -> dict:  # fmt: skip
-    """One long-context attribution: measured time per stage, peak RSS / GPU memory, forward tokens
-    and HVPs, each next to ``Attributor.estimate``'s prediction."""
-    import resource
-
-    from ..attributor import Attributor
-    from ..config import HetaConfig
-    from ..models.loading import resolve_dtype
-    from ..models.toymodels import gpt2_shaped, random_model
-
-    torch_device = torch.device(device)
-    model = random_model(
-        gpt2_shaped(layers, width, heads, vocab, positions=max(1024, context + 1)), dtype=resolve_dtype(dtype), seed=seed
-    ).to(torch_device)
-    ids = torch.randint(0, vocab, (context + 1,), generator=torch.Generator().manual_seed(seed)).tolist()
-    config = HetaConfig(num_hvp_samples=samples, seed=seed, curvature_layers=curvature_layers, low_rank=low_rank,
-                        memory_budget_mb=memory_budget_mb)  # fmt: skip
-    attributor = Attributor(model, config=config, name="gpt2-shaped-random")
-    estimate = attributor.estimate(input_ids=ids)
-    with counting_forward_tokens(attributor) as counter, peak_memory(torch_device) as memory:
-        started = time.perf_counter()
-        result = attributor.attribute(input_ids=ids)
-        _sync(torch_device)
-        seconds = time.perf_counter() - started
-    return {
-        "shape": {"layers": layers, "width": width, "heads": heads, "vocab": vocab, "context": context},
-        "config": {"samples": samples, "curvature_layers": curvature_layers, "low_rank": low_rank, "dtype": dtype, "device": device},
-        "seconds": seconds,
-        "stage_seconds": {k: round(v, 3) for k, v in result.timings.stages().items()},
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_above_start_mb": memory["peak_bytes"] / 2**20,
-        "estimate": estimate.to_dict(),
-        "measured": {"hvps": result.meta.hvps, "forward_tokens": counter["tokens"]},
-    }
-
-
-def format_long(report: dict) -> str:
-    shape, config, estimate, measured = report["shape"], report["config"], report["estimate"], report["measured"]
-    return "\n".join(
-        [
-            f"model      GPT-2-shaped random: {shape['layers']} layers, d={shape['width']}, vocab {shape['vocab']}; "
-            f"context {shape['context']} tokens; m={config['samples']}; curvature_layers={config['curvature_layers']}, "
-            f"low_rank={config['low_rank']}; {config['dtype']} on {config['device']}",
-            f"time       {report['seconds']:.1f} s   stages {report['stage_seconds']}",
-            f"memory     peak RSS {report['peak_rss_mb']:.0f} MB (process), +{report['peak_above_start_mb']:.0f} MB during the "
-            f"call; estimate {estimate['peak_bytes'] / 2**20:.0f} MB (weights + trace + largest chunk)",
-            f"work       forward token positions {measured['forward_tokens']} (estimate {estimate['forward_tokens']}); "
-            f"HVPs {measured['hvps']} (estimate {estimate['hvps']})",
-        ]
-    )
-
-
-def run_long_from_args(args) -> int:
-    from ..models.loading import resolve_device, resolve_dtype
-
-    resolve_device(args.device)
-    resolve_dtype(args.dtype)
-    report = long_context(
-        layers=args.layers, width=args.width, heads=args.heads, vocab=args.vocab, context=args.context,
-        samples=args.samples, dtype=args.dtype, device=args.device, curvature_layers=args.curvature_layers or None,
-        low_rank=args.low_rank or None, memory_budget_mb=args.memory_budget_mb,
-    )  # fmt: skip
-    print(json.dumps(report, indent=2) if args.format == "json" else format_long(report))
-    return 0
-
-
 def register(commands) -> None:
     _add_bench(commands)
-    _add_bench_approx(commands)
-    _add_bench_long(commands)
+    bench_long.register(commands)
 
 
 def _add_bench(commands) -> None:
     parser = commands.add_parser("bench", help="time the fast path against the reference path")
     add_arguments(parser)
     parser.set_defaults(run=run_from_args)
-
-
-def _add_bench_approx(commands) -> None:
-    parser = commands.add_parser(
-        "bench-approx", help="agreement of each long-context approximation with the exact estimator (small models)"
-    )
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="a table, or one JSON document (default: %(default)s)")
-    parser.set_defaults(run=run_agreement_from_args)
-
-
-def _add_bench_long(commands) -> None:
-    parser = commands.add_parser("bench-long", help="one long-context attribution: time, memory and the estimate")
-    sizes = (("layers", 6, "transformer blocks"), ("width", 512, "hidden size d"), ("heads", 8, "attention heads"),
-             ("vocab", 50257, "vocabulary size"), ("context", 512, "context tokens"), ("samples", 10, "Rademacher probes per token, m"))  # fmt: skip
-    for name, default, meaning in sizes:
-        parser.add_argument(f"--{name}", type=int, default=default, help=f"{meaning} (default: %(default)s)")
-    parser.add_argument("--curvature-layers", type=int, default=2, help="S w.r.t. the residual stream entering the last K blocks; 0: w.r.t. X (default: %(default)s)")
-    parser.add_argument("--low-rank", type=int, default=32, help="S from a rank-K approximation of the whole Hessian; 0: exact blocks (default: %(default)s)")
-    parser.add_argument("--dtype", default="float32", help="float32 | float64 | bfloat16 | float16 (default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
-    parser.add_argument("--memory-budget-mb", type=int, default=None, help="activation budget of one batched chunk (default: auto)")
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="a table, or one JSON document (default: %(default)s)")
-    parser.set_defaults(run=run_long_from_args)

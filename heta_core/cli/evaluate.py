@@ -101,7 +101,7 @@ def _run_suite(args) -> int:
     from dataclasses import replace
 
     from ..attributor import Attributor
-    from ..evaluation import suite
+    from ..evaluation import suite, suite_report
     from ..evaluation.demo.conditions import MODEL_CONDITIONS
     from ..evaluation.harness import qa_items
 
@@ -150,8 +150,8 @@ def _run_suite(args) -> int:
     with open(os.path.join(args.out, "suite.json"), "w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=2)
     if not args.no_plot:
-        suite.plot(reports, os.path.join(args.out, "hit_at_1.png"))
-    print(json.dumps(document, indent=2) if args.format == "json" else "\n\n".join(suite.render(r) for r in reports))
+        suite_report.plot(reports, os.path.join(args.out, "hit_at_1.png"))
+    print(json.dumps(document, indent=2) if args.format == "json" else "\n\n".join(suite_report.render(r) for r in reports))
     print(f"heta eval --suite: {document['seconds']} s; wrote {args.out}/suite.json" + ("" if args.no_plot else f" and {args.out}/hit_at_1.png"),
           file=sys.stderr)  # fmt: skip
     return 0
