@@ -1,10 +1,12 @@
 // After `tsc` (the client's dist/*.js and every .d.ts): the element as one ES module
-// (dist/component.js) and as one classic script (dist/heta-attribution.js), styles inlined, and the
-// latter copied to heta_core/results/assets/, where the explorer and the HTML report load it (the
-// Python side never needs node; tests/service/test_component.py checks the copy is this build's).
+// (dist/component.js) and as one classic script (dist/heta-attribution.js), styles inlined.
+// The classic script is committed at heta_core/results/assets/, where the explorer and the HTML
+// report load it (the Python side never needs node); tests/service/test_component.py checks that
+// copy is what the sources build.
 //
-//   node scripts/bundle.mjs            # build
-//   node scripts/bundle.mjs --out DIR  # only write heta-attribution.js into DIR (the freshness test)
+//   node scripts/bundle.mjs            # npm run build
+//   node scripts/bundle.mjs --assets   # npm run assets: write heta_core's copy (after changing src/component or src/*.ts)
+//   node scripts/bundle.mjs --out DIR  # only write heta-attribution.js into DIR
 import { copyFile, mkdir, rm, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
@@ -19,13 +21,13 @@ async function classic() {
 }
 
 const args = process.argv.slice(2);
-if (args[0] === "--out") {
-  await mkdir(args[1], { recursive: true });
-  await writeFile(`${args[1]}/heta-attribution.js`, await classic());
+if (args[0] === "--out" || args[0] === "--assets") {
+  const folder = args[0] === "--out" ? args[1] : here("../../heta_core/results/assets");
+  await mkdir(folder, { recursive: true });
+  await writeFile(`${folder}/heta-attribution.js`, await classic());
 } else {
   await esbuild.build({ ...common, entryPoints: [here("src/component/index.ts")], format: "esm", outfile: here("dist/component.js") });
   await writeFile(here("dist/heta-attribution.js"), await classic());
-  await copyFile(here("dist/heta-attribution.js"), here("../../heta_core/results/assets/heta-attribution.js"));
   // tsc's per-file output of the element would import styles.css: the bundles above replace it
   for (const name of ["element.js", "index.js", "bundle.js", "bundle.d.ts"]) await rm(here(`dist/component/${name}`), { force: true });
   await copyFile(here("src/component/render.d.ts"), here("dist/component/render.d.ts"));
