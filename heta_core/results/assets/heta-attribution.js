@@ -422,7 +422,7 @@
     if (!Array.isArray(doc.targets) || !doc.targets.length || !doc.targets.every(isObject)) wrong.push("“targets” (a non-empty list)");
     if (!isObject(doc.meta) || typeof doc.meta.model !== "string") wrong.push("“meta.model”");
     if (doc.aggregates !== void 0 && !isObject(doc.aggregates)) wrong.push("“aggregates” (an object)");
-    if (doc.warnings !== void 0 && !Array.isArray(doc.warnings)) wrong.push("“warnings” (a list)");
+    if (doc.warnings !== void 0 && !(Array.isArray(doc.warnings) && doc.warnings.every(isObject))) wrong.push("“warnings” (a list of warnings)");
     if (wrong.length) throw new Error(`this is not a HETA result document: it lacks ${wrong.join(", ")}`);
     return {
       ...doc,
@@ -543,12 +543,7 @@
       onkeydown: onKey,
       onmouseleave: () => hideTip()
     });
-    const help = el(
-      "p",
-      { class: "hm-help", id: `${id}-help` },
-      "Hover or use ←/→ on the text to read every number of a unit",
-      options.onSelect ? "; click a token (or press Enter) to explain it instead." : "."
-    );
+    const help = el("p", { class: "hm-help", id: `${id}-help` }, "Hover or use ←/→ on the text to read every number of a unit.");
     const topList = el("ol", { class: "hm-top" });
     const shares = el("div", { class: "hm-shares" });
     const faithfulness = el("div", { class: "hm-diagnostics" });
@@ -706,7 +701,7 @@
       );
       tooltip.hidden = false;
       const box = span.getBoundingClientRect(), host = container.getBoundingClientRect();
-      tooltip.style.left = `${Math.max(0, Math.min(box.left - host.left, host.width - 280))}px`;
+      tooltip.style.left = `${Math.max(0, Math.min(box.left - host.left, host.width - tooltip.offsetWidth))}px`;
       tooltip.style.top = `${box.bottom - host.top + 6}px`;
       span.setAttribute("aria-describedby", tooltip.id);
     }
@@ -905,7 +900,10 @@
   --_line: var(--heta-border-color, #c8c8c8);
   --_focus: var(--heta-focus-color, #1a56db);
   --_accent: var(--heta-accent-color, #3b4f9a);
-  /* inherited properties reset: the host page's own text styles stop at the element */
+}
+/* the inherited text properties set here, not on :host (where the host page's rules would win): the
+   page's own text styles stop at the element, and only the --heta-* properties come through */
+.hm-frame {
   font: var(--heta-font-size, 15px) / 1.5 var(--_font);
   color: var(--_ink);
   background: var(--heta-background, transparent);
@@ -913,7 +911,10 @@
   letter-spacing: normal;
   word-spacing: normal;
   text-transform: none;
+  text-indent: 0;
   white-space: normal;
+  font-style: normal;
+  font-weight: normal;
 }
 :host([hidden]) { display: none; }
 * { box-sizing: border-box; }
@@ -971,13 +972,13 @@ select { padding: 0.15rem 0.3rem; border: 1px solid #9aa1ae; border-radius: 4px;
 .hm-matrix-table tr.hm-active th { outline: 2px solid var(--_ink); }
 .hm-matrix-table button { font: inherit; color: inherit; background: none; border: 0; cursor: pointer; text-decoration: underline; }
 .hm-tooltip {
-  position: absolute; z-index: 20; min-width: 240px; max-width: 320px; padding: 0.5rem 0.6rem; background: #fff; color: #111;
+  position: absolute; z-index: 20; min-width: 240px; max-width: 400px; padding: 0.5rem 0.6rem; background: #fff; color: #111;
   border: 1px solid #777; border-radius: 6px; box-shadow: 0 4px 14px rgba(0, 0, 0, 0.18); font-size: 0.85rem; pointer-events: none;
 }
 .hm-tooltip[hidden] { display: none; }
 .hm-tip-title { font-weight: 700; font-family: var(--_mono); }
 .hm-tip-where { color: #4a4a4a; margin-bottom: 0.25rem; }
-.hm-tooltip th, .hm-tooltip td { padding: 0.05rem 0.4rem; text-align: right; }
+.hm-tooltip th, .hm-tooltip td { padding: 0.05rem 0.4rem; text-align: right; white-space: nowrap; }
 .hm-tooltip th[scope="row"] { text-align: left; font-weight: 600; white-space: nowrap; }
 /* five number columns must fit a half-width comparison column and a phone without scrolling */
 @container (max-width: 420px) { .hm-diag-table { font-size: 0.72rem; } }
@@ -1143,8 +1144,13 @@ select { padding: 0.15rem 0.3rem; border: 1px solid #9aa1ae; border-radius: 4px;
     }
     #draw() {
       if (this.#result === void 0) return;
+      let document2;
+      try {
+        document2 = checkDocument(this.#result);
+      } catch (error) {
+        return this.#fail(error instanceof Error ? error.message : String(error));
+      }
       this.#safely(() => {
-        const document2 = checkDocument(this.#result);
         const start = this.#heatmap && this.#drawn === document2.job_id ? this.#heatmap.state : this.#stateAttributes();
         this.#error = null;
         this.#heatmap = render(this.#frame, document2, {
@@ -1164,7 +1170,7 @@ select { padding: 0.15rem 0.3rem; border: 1px solid #9aa1ae; border-radius: 4px;
       try {
         work();
       } catch (error) {
-        this.#fail(error instanceof Error ? error.message : String(error));
+        this.#fail(`a part of the document has a shape this version of the element cannot draw (${error instanceof Error ? error.message : error})`);
       }
     }
     #fail(reason) {

@@ -207,8 +207,13 @@ export class HetaAttribution extends HTMLElement {
 
   #draw(): void {
     if (this.#result === undefined) return;
+    let document: ResultDocument;
+    try {
+      document = checkDocument(this.#result);
+    } catch (error) {
+      return this.#fail(error instanceof Error ? error.message : String(error));
+    }
     this.#safely(() => {
-      const document: ResultDocument = checkDocument(this.#result);
       const start = this.#heatmap && this.#drawn === document.job_id ? this.#heatmap.state : this.#stateAttributes();
       this.#error = null;
       this.#heatmap = render(this.#frame, document, {
@@ -230,7 +235,8 @@ export class HetaAttribution extends HTMLElement {
     try {
       work();
     } catch (error) {
-      this.#fail(error instanceof Error ? error.message : String(error));
+      // the document passed the check, so some part of it has a shape this renderer does not know
+      this.#fail(`a part of the document has a shape this version of the element cannot draw (${error instanceof Error ? error.message : error})`);
     }
   }
 

@@ -201,7 +201,7 @@ export function checkDocument(input) {
   if (!Array.isArray(doc.targets) || !doc.targets.length || !doc.targets.every(isObject)) wrong.push("“targets” (a non-empty list)");
   if (!isObject(doc.meta) || typeof doc.meta.model !== "string") wrong.push("“meta.model”");
   if (doc.aggregates !== undefined && !isObject(doc.aggregates)) wrong.push("“aggregates” (an object)");
-  if (doc.warnings !== undefined && !Array.isArray(doc.warnings)) wrong.push("“warnings” (a list)");
+  if (doc.warnings !== undefined && !(Array.isArray(doc.warnings) && doc.warnings.every(isObject))) wrong.push("“warnings” (a list of warnings)");
   if (wrong.length) throw new Error(`this is not a HETA result document: it lacks ${wrong.join(", ")}`);
   return {
     ...doc, text: doc.text ?? null, aggregates: doc.aggregates ?? {}, warnings: doc.warnings ?? [],
@@ -292,9 +292,8 @@ export function render(container, result, options = {}) {
   const legend = el("div", { class: "hm-legend", "aria-label": "colour scale" });
   const text = el("div", { class: "hm-text", tabindex: 0, role: "group", "aria-describedby": `${id}-help`,
     onkeydown: onKey, onmouseleave: () => hideTip() });
-  const help = el("p", { class: "hm-help", id: `${id}-help` },
-    "Hover or use ←/→ on the text to read every number of a unit",
-    options.onSelect ? "; click a token (or press Enter) to explain it instead." : ".");
+  // the same words wherever the element is: a host that acts on a selected token says so itself
+  const help = el("p", { class: "hm-help", id: `${id}-help` }, "Hover or use ←/→ on the text to read every number of a unit.");
   const topList = el("ol", { class: "hm-top" });
   const shares = el("div", { class: "hm-shares" });
   const faithfulness = el("div", { class: "hm-diagnostics" });
@@ -432,7 +431,7 @@ export function render(container, result, options = {}) {
         el("tbody", {}, rowsOf)));
     tooltip.hidden = false;
     const box = span.getBoundingClientRect(), host = container.getBoundingClientRect();
-    tooltip.style.left = `${Math.max(0, Math.min(box.left - host.left, host.width - 280))}px`;
+    tooltip.style.left = `${Math.max(0, Math.min(box.left - host.left, host.width - tooltip.offsetWidth))}px`;
     tooltip.style.top = `${box.bottom - host.top + 6}px`;
     span.setAttribute("aria-describedby", tooltip.id);
   }
