@@ -132,7 +132,7 @@ class Settings(BaseSettings):
         # a browser sends Origin as scheme://host[:port]: anything else (a path, a trailing slash) never matches
         for origin in value:
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
-                raise ValueError(f"HETA_CORS_ORIGINS: {origin!r} is not an origin like https://dashboards.example.com (or *)")
+                raise ValueError(f"{origin!r} is not an origin like https://dashboards.example.com (or *)")
         return value
 
     @field_validator("default_method")

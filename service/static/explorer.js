@@ -97,31 +97,12 @@
     }
   }
 
-  /** Server-sent events read with fetch (EventSource cannot send the API key header). */
+  /** Server-sent events read with fetch (EventSource cannot send the API key header); each handler
+   * gets its event's data as sent (the JSON export keeps the result byte for byte). */
   async function follow(jobId, handlers, signal) {
     const response = await api(`/jobs/${jobId}/events`, { raw: true, signal });
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += value.replace(/\r\n?/g, "\n");
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        let event = "message";
-        const data = [];
-        for (const line of block.split("\n")) {
-          if (!line || line.startsWith(":")) continue; // a keep-alive comment
-          const colon = line.indexOf(":");
-          const field = colon < 0 ? line : line.slice(0, colon);
-          const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
-          if (field === "event") event = text;
-          else if (field === "data") data.push(text);
-        }
-        if (data.length && handlers[event]) handlers[event](data.join("\n"));
-      }
+    for await (const { event, data } of H.parseEvents(response.body)) {
+      if (handlers[event]) handlers[event](data);
     }
   }
 

@@ -22,7 +22,7 @@ from PIL import Image
 from heta_core.results.report import ASSETS
 
 from .browser import OfflinePage, artefacts, parse_number, people
-from .conftest import ROOT, free_port, serve
+from .conftest import ROOT, base_env, free_port, heta_command, serve
 
 PACKAGE = ROOT / "clients" / "typescript"
 HOSTS = Path(__file__).resolve().parent / "hosts"
@@ -262,7 +262,7 @@ def test_a_malformed_document_shows_a_readable_error_in_place(site, pages):
     view.shot("component-malformed", full_page=False)
 
 
-def test_cors_lets_the_configured_origin_in_and_no_other(api, site):
+def test_cors_lets_the_configured_origin_in_and_no_other(api, site, tmp_path):
     allowed = api.http.options("/models", headers={"Origin": site.origin, "Access-Control-Request-Method": "GET",
                                                      "Access-Control-Request-Headers": "authorization"})  # fmt: skip
     assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == site.origin
@@ -271,6 +271,11 @@ def test_cors_lets_the_configured_origin_in_and_no_other(api, site):
     assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
     answer = api.http.get("/models", headers={**AUTH, "Origin": site.origin})
     assert answer.headers["access-control-allow-origin"] == site.origin and "retry-after" in answer.headers["access-control-expose-headers"].lower()
+    # an origin with a path never matches what a browser sends: refused at start, in one line
+    env = base_env(None, tmp_path, CORS_ORIGINS="https://dash.example.com/")
+    done = subprocess.run(heta_command("serve"), env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and done.stderr.strip() == (
+        "heta serve: error: HETA_CORS_ORIGINS: 'https://dash.example.com/' is not an origin like https://dashboards.example.com (or *)")
 
 
 def element_pixels(page, selector: str, name: str) -> np.ndarray:

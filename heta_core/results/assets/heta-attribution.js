@@ -268,7 +268,7 @@
     });
   }
 
-  // src/component/render.js
+  // src/component/document.js
   var COMPONENTS = {
     score: { label: "score", help: "the attribution" },
     flow: { label: "M_T (flow)", help: "share of the attention–value flow into the target (sums to 1)" },
@@ -277,6 +277,79 @@
   };
   var VIEWS = { token: "tokens", word: "words", sentence: "sentences", span: "spans", message: "messages" };
   var TOP = 10;
+  function isEach(result) {
+    return result.target_mode === "each";
+  }
+  function units(result, view) {
+    if (view === "token") {
+      return result.tokens.map((t) => ({ kind: "token", label: t.text ?? String(t.id), start: t.start, end: t.end, positions: [t.position], item: t }));
+    }
+    return (result.aggregates[view] || []).map((s) => ({
+      kind: view,
+      label: s.text ?? (s.role ? `${s.role} message ${s.index}` : `#${s.index}`),
+      start: s.start,
+      end: s.end,
+      positions: s.tokens,
+      item: s
+    }));
+  }
+  function valueOf(unit, component, row) {
+    const value = unit.item[component];
+    return Array.isArray(value) ? value[row] ?? null : value ?? null;
+  }
+  function available(result) {
+    const components = ["score"];
+    for (const c of ["flow", "hessian", "kl"]) if (result.tokens.some((t) => t[c] !== null && t[c] !== void 0)) components.push(c);
+    const views = ["token", ...Object.keys(VIEWS).filter((v) => v !== "token" && (result.aggregates[v] || []).length)];
+    return { components, views };
+  }
+  var STAGE_NAMES = { flow: "flow", kl: "KL impact", hessian: "curvature", diagnostics: "diagnostics" };
+  function partialNote(result) {
+    if (!result.partial) return null;
+    const done = result.stages_done || [];
+    const names = done.map((s) => STAGE_NAMES[s] || s);
+    const stages = result.method === "heta" ? ["flow", "kl", "hessian"] : ["baseline"];
+    const left = stages.filter((s) => !done.includes(s)).map((s) => STAGE_NAMES[s] || s);
+    const stopped = result.meta.plan && result.meta.plan.stopped;
+    if (stopped) return `Stopped by its time budget after ${names.join(" + ")}: the ${left.join(" and ") || "diagnostics"} never ran; the score is estimated from what was done.`;
+    const pending = left.length ? `${left.join(" and ")} still running` : "diagnostics still running";
+    return `Partial result: ${names.join(" + ")}, ${pending} — this map is refined in place when the job ends.`;
+  }
+  function targetText(result, indices) {
+    const first = result.targets[indices[0]], last = result.targets[indices[indices.length - 1]];
+    if (result.text !== null && first.start !== null && last.end !== null) return result.text.slice(first.start, last.end);
+    return indices.map((i) => result.targets[i].text ?? String(result.targets[i].id)).join(" ");
+  }
+  var isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
+  function checkDocument(input) {
+    let doc = input;
+    if (typeof doc === "string") {
+      try {
+        doc = JSON.parse(doc);
+      } catch (error) {
+        throw new Error(`the result is not JSON (${error.message})`);
+      }
+    }
+    if (!isObject(doc)) throw new Error(`the result must be a JSON object, not ${doc === null ? "null" : Array.isArray(doc) ? "a list" : typeof doc}`);
+    const wrong = [];
+    if (typeof doc.method !== "string") wrong.push("“method” (a string)");
+    if (!Array.isArray(doc.tokens) || !doc.tokens.every((t) => isObject(t) && Number.isInteger(t.position))) wrong.push("“tokens” (a list of tokens with a position)");
+    if (!Array.isArray(doc.targets) || !doc.targets.length || !doc.targets.every(isObject)) wrong.push("“targets” (a non-empty list)");
+    if (!isObject(doc.meta) || typeof doc.meta.model !== "string") wrong.push("“meta.model”");
+    if (doc.aggregates !== void 0 && !isObject(doc.aggregates)) wrong.push("“aggregates” (an object)");
+    if (doc.warnings !== void 0 && !(Array.isArray(doc.warnings) && doc.warnings.every(isObject))) wrong.push("“warnings” (a list of warnings)");
+    if (wrong.length) throw new Error(`this is not a HETA result document: it lacks ${wrong.join(", ")}`);
+    return {
+      ...doc,
+      text: doc.text ?? null,
+      aggregates: doc.aggregates ?? {},
+      warnings: doc.warnings ?? [],
+      target_mode: doc.target_mode ?? "sum",
+      diagnostics: doc.diagnostics ?? null
+    };
+  }
+
+  // src/component/scale.js
   function oklch(L, C, h) {
     const a = C * Math.cos(h * Math.PI / 180), b = C * Math.sin(h * Math.PI / 180);
     const l = (L + 0.3963377774 * a + 0.2158037573 * b) ** 3;
@@ -362,77 +435,67 @@
     const top = new Set(ranking(a).slice(0, size));
     return ranking(b).slice(0, size).filter((i) => top.has(i)).length / size;
   }
-  function isEach(result) {
-    return result.target_mode === "each";
-  }
-  function units(result, view) {
-    if (view === "token") {
-      return result.tokens.map((t) => ({ kind: "token", label: t.text ?? String(t.id), start: t.start, end: t.end, positions: [t.position], item: t }));
-    }
-    return (result.aggregates[view] || []).map((s) => ({
-      kind: view,
-      label: s.text ?? (s.role ? `${s.role} message ${s.index}` : `#${s.index}`),
-      start: s.start,
-      end: s.end,
-      positions: s.tokens,
-      item: s
-    }));
-  }
-  function valueOf(unit, component, row) {
-    const value = unit.item[component];
-    return Array.isArray(value) ? value[row] ?? null : value ?? null;
-  }
-  function available(result) {
-    const components = ["score"];
-    for (const c of ["flow", "hessian", "kl"]) if (result.tokens.some((t) => t[c] !== null && t[c] !== void 0)) components.push(c);
-    const views = ["token", ...Object.keys(VIEWS).filter((v) => v !== "token" && (result.aggregates[v] || []).length)];
-    return { components, views };
-  }
-  var STAGE_NAMES = { flow: "flow", kl: "KL impact", hessian: "curvature", diagnostics: "diagnostics" };
-  function partialNote(result) {
-    if (!result.partial) return null;
-    const done = result.stages_done || [];
-    const names = done.map((s) => STAGE_NAMES[s] || s);
-    const stages = result.method === "heta" ? ["flow", "kl", "hessian"] : ["baseline"];
-    const left = stages.filter((s) => !done.includes(s)).map((s) => STAGE_NAMES[s] || s);
-    const stopped = result.meta.plan && result.meta.plan.stopped;
-    if (stopped) return `Stopped by its time budget after ${names.join(" + ")}: the ${left.join(" and ") || "diagnostics"} never ran; the score is estimated from what was done.`;
-    const pending = left.length ? `${left.join(" and ")} still running` : "diagnostics still running";
-    return `Partial result: ${names.join(" + ")}, ${pending} — this map is refined in place when the job ends.`;
-  }
-  function targetText(result, indices) {
-    const first = result.targets[indices[0]], last = result.targets[indices[indices.length - 1]];
-    if (result.text !== null && first.start !== null && last.end !== null) return result.text.slice(first.start, last.end);
-    return indices.map((i) => result.targets[i].text ?? String(result.targets[i].id)).join(" ");
-  }
-  var isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
-  function checkDocument(input) {
-    let doc = input;
-    if (typeof doc === "string") {
-      try {
-        doc = JSON.parse(doc);
-      } catch (error) {
-        throw new Error(`the result is not JSON (${error.message})`);
+
+  // src/component/canvas.js
+  function toCanvas(result, list, values, signed, state, methods) {
+    const width = 960, pad = 16, lineHeight = 30, font = "16px system-ui, sans-serif";
+    const canvas = document.createElement("canvas");
+    const ctx = canvas.getContext("2d");
+    ctx.font = font;
+    const max = Math.max(0, ...values.filter(Number.isFinite).map(Math.abs));
+    const boxes = [];
+    let x = pad, y = pad + 40;
+    const place = (label, fill, ink, outline) => {
+      const w = ctx.measureText(label).width + 10;
+      if (x + w > width - pad) {
+        x = pad;
+        y += lineHeight;
       }
-    }
-    if (!isObject(doc)) throw new Error(`the result must be a JSON object, not ${doc === null ? "null" : Array.isArray(doc) ? "a list" : typeof doc}`);
-    const wrong = [];
-    if (typeof doc.method !== "string") wrong.push("“method” (a string)");
-    if (!Array.isArray(doc.tokens) || !doc.tokens.every((t) => isObject(t) && Number.isInteger(t.position))) wrong.push("“tokens” (a list of tokens with a position)");
-    if (!Array.isArray(doc.targets) || !doc.targets.length || !doc.targets.every(isObject)) wrong.push("“targets” (a non-empty list)");
-    if (!isObject(doc.meta) || typeof doc.meta.model !== "string") wrong.push("“meta.model”");
-    if (doc.aggregates !== void 0 && !isObject(doc.aggregates)) wrong.push("“aggregates” (an object)");
-    if (doc.warnings !== void 0 && !(Array.isArray(doc.warnings) && doc.warnings.every(isObject))) wrong.push("“warnings” (a list of warnings)");
-    if (wrong.length) throw new Error(`this is not a HETA result document: it lacks ${wrong.join(", ")}`);
-    return {
-      ...doc,
-      text: doc.text ?? null,
-      aggregates: doc.aggregates ?? {},
-      warnings: doc.warnings ?? [],
-      target_mode: doc.target_mode ?? "sum",
-      diagnostics: doc.diagnostics ?? null
+      boxes.push({ label, x, y, w, fill, ink, outline });
+      x += w + 4;
     };
+    list.forEach((u, i) => {
+      const c = colour(values[i], max, signed);
+      place(u.label, c.css, c.text, false);
+    });
+    result.targets.forEach((t) => place(t.text ?? String(t.id), "#ffffff", "#111111", true));
+    canvas.width = width;
+    canvas.height = y + lineHeight + 70;
+    ctx.fillStyle = "#ffffff";
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.font = "bold 16px system-ui, sans-serif";
+    ctx.fillStyle = "#111111";
+    const targets = result.targets.map((t) => t.text ?? t.id).join(" ");
+    ctx.fillText(`${result.method} · ${COMPONENTS[state.component].label} · explaining "${targets}" · ${result.meta.model}`, pad, pad + 16);
+    ctx.font = font;
+    ctx.textBaseline = "middle";
+    for (const b of boxes) {
+      ctx.fillStyle = b.fill;
+      ctx.fillRect(b.x, b.y, b.w, lineHeight - 6);
+      if (b.outline) {
+        ctx.strokeStyle = "#111111";
+        ctx.setLineDash([4, 3]);
+        ctx.strokeRect(b.x + 0.5, b.y + 0.5, b.w - 1, lineHeight - 7);
+        ctx.setLineDash([]);
+      }
+      ctx.fillStyle = b.ink;
+      ctx.fillText(b.label, b.x + 5, b.y + (lineHeight - 6) / 2);
+    }
+    const top = y + lineHeight + 14, low = signed ? -max : 0;
+    for (let i = 0; i < 200; i++) {
+      ctx.fillStyle = colour(low + (max - low) * i / 199, max, signed).css;
+      ctx.fillRect(pad + i * 2, top, 2, 16);
+    }
+    ctx.fillStyle = "#111111";
+    ctx.textBaseline = "alphabetic";
+    const middle = formatNumber((low + max) / 2);
+    ctx.fillText(formatNumber(low), pad, top + 36);
+    ctx.fillText(middle, pad + 200 - ctx.measureText(middle).width / 2, top + 36);
+    ctx.fillText(formatNumber(max), pad + 400 - ctx.measureText(formatNumber(max)).width, top + 36);
+    return canvas;
   }
+
+  // src/component/render.js
   function el(tag, attributes, ...children) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(attributes || {})) {
@@ -827,63 +890,6 @@
       canvas: () => toCanvas(result, current, values(), signed, state, methods)
     };
   }
-  function toCanvas(result, list, values, signed, state, methods) {
-    const width = 960, pad = 16, lineHeight = 30, font = "16px system-ui, sans-serif";
-    const canvas = document.createElement("canvas");
-    const ctx = canvas.getContext("2d");
-    ctx.font = font;
-    const max = Math.max(0, ...values.filter(Number.isFinite).map(Math.abs));
-    const boxes = [];
-    let x = pad, y = pad + 40;
-    const place = (label, fill, ink, outline) => {
-      const w = ctx.measureText(label).width + 10;
-      if (x + w > width - pad) {
-        x = pad;
-        y += lineHeight;
-      }
-      boxes.push({ label, x, y, w, fill, ink, outline });
-      x += w + 4;
-    };
-    list.forEach((u, i) => {
-      const c = colour(values[i], max, signed);
-      place(u.label, c.css, c.text, false);
-    });
-    result.targets.forEach((t) => place(t.text ?? String(t.id), "#ffffff", "#111111", true));
-    canvas.width = width;
-    canvas.height = y + lineHeight + 70;
-    ctx.fillStyle = "#ffffff";
-    ctx.fillRect(0, 0, canvas.width, canvas.height);
-    ctx.font = "bold 16px system-ui, sans-serif";
-    ctx.fillStyle = "#111111";
-    const targets = result.targets.map((t) => t.text ?? t.id).join(" ");
-    ctx.fillText(`${result.method} · ${COMPONENTS[state.component].label} · explaining "${targets}" · ${result.meta.model}`, pad, pad + 16);
-    ctx.font = font;
-    ctx.textBaseline = "middle";
-    for (const b of boxes) {
-      ctx.fillStyle = b.fill;
-      ctx.fillRect(b.x, b.y, b.w, lineHeight - 6);
-      if (b.outline) {
-        ctx.strokeStyle = "#111111";
-        ctx.setLineDash([4, 3]);
-        ctx.strokeRect(b.x + 0.5, b.y + 0.5, b.w - 1, lineHeight - 7);
-        ctx.setLineDash([]);
-      }
-      ctx.fillStyle = b.ink;
-      ctx.fillText(b.label, b.x + 5, b.y + (lineHeight - 6) / 2);
-    }
-    const top = y + lineHeight + 14, low = signed ? -max : 0;
-    for (let i = 0; i < 200; i++) {
-      ctx.fillStyle = colour(low + (max - low) * i / 199, max, signed).css;
-      ctx.fillRect(pad + i * 2, top, 2, 16);
-    }
-    ctx.fillStyle = "#111111";
-    ctx.textBaseline = "alphabetic";
-    const middle = formatNumber((low + max) / 2);
-    ctx.fillText(formatNumber(low), pad, top + 36);
-    ctx.fillText(middle, pad + 200 - ctx.measureText(middle).width / 2, top + 36);
-    ctx.fillText(formatNumber(max), pad + 400 - ctx.measureText(formatNumber(max)).width, top + 36);
-    return canvas;
-  }
 
   // src/component/styles.css
   var styles_default = `/* <heta-attribution>'s styles, inside its shadow root: the host page's CSS cannot reach them, so the
@@ -1199,5 +1205,5 @@ select { padding: 0.15rem 0.3rem; border: 1px solid #9aa1ae; border-radius: 4px;
   define();
 
   // src/component/bundle.ts
-  globalThis.HetaAttribution = { ...index_exports, HetaClient, HttpError, JobFailedError, NetworkError, ProblemError };
+  globalThis.HetaAttribution = { ...index_exports, HetaClient, HttpError, JobFailedError, NetworkError, ProblemError, parseEvents };
 })();

@@ -2,6 +2,6 @@
  * explorer, the HTML report (inlined), a Grafana HTML panel. It defines `<heta-attribution>` and
  * offers the client and the renderer's helpers as `window.HetaAttribution`. */
 import * as component from "./index.js";
-import { HetaClient, HttpError, JobFailedError, NetworkError, ProblemError } from "../index.js";
+import { HetaClient, HttpError, JobFailedError, NetworkError, parseEvents, ProblemError } from "../index.js";
 
-(globalThis as Record<string, unknown>).HetaAttribution = { ...component, HetaClient, HttpError, JobFailedError, NetworkError, ProblemError };
+(globalThis as Record<string, unknown>).HetaAttribution = { ...component, HetaClient, HttpError, JobFailedError, NetworkError, ProblemError, parseEvents };
