@@ -229,6 +229,11 @@ def test_each_matrix_and_trust_table_are_drawn(api, site, pages):
     assert cells == [[t["score"][j] for t in result["tokens"]] for j in range(2)]
     points = page.eval_on_selector_all("#live .hm-diag-table tbody tr", "rows => rows.map(r => r.dataset.k)")
     assert points == [str(p["k"]) for p in result["diagnostics"]["rows"][0]["points"]]
+    # themed through its custom properties, set on the element from outside
+    page.evaluate("(e => { e.style.setProperty('--heta-font-size', '20px'); e.style.setProperty('--heta-accent-color', 'rgb(200, 0, 0)'); })"
+                  "(document.querySelector('#live'))")  # fmt: skip
+    assert page.eval_on_selector("#live .hm-what", "e => getComputedStyle(e).fontSize") == "20px"
+    assert page.eval_on_selector("#live .hm-bar-fill", "e => getComputedStyle(e).backgroundColor") == "rgb(200, 0, 0)"
 
 
 def test_a_malformed_document_shows_a_readable_error_in_place(site, pages):
