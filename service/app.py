@@ -15,6 +15,7 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
 
@@ -80,6 +81,12 @@ def create_app(settings: Settings) -> FastAPI:
     guide.mount(app, settings.guide_dir)
     _handle_errors(app)
     _observe(app, settings)
+    if settings.cors_origins:  # outermost: a preflight is answered before the metrics, the drain gate and the routes
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "Accept"],
+            expose_headers=["Retry-After", "Location"], max_age=600,
+        )  # fmt: skip
 
     def openapi() -> dict:
         if app.openapi_schema is None:

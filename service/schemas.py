@@ -239,10 +239,18 @@ class ServedModel(BaseModel):
     max_tokens: int = Field(description="prompt + target tokens a request may have")
 
 
+class MethodDetails(BaseModel):
+    signed: bool = Field(description="scores can be negative (against the target): drawn on a diverging scale")
+    summary: str = Field(description="what the method computes, in a sentence")
+
+
 class ModelsResponse(BaseModel):
     models: list[ServedModel]
     default: str | None = Field(description="the model a request without `model` gets")
     methods: list[str] = Field(description="attribution methods a request may name in config.method")
+    method_details: dict[str, MethodDetails] = Field(
+        default_factory=dict, description="each method's scale and summary, as <heta-attribution> draws it (docs/dashboards.md)"
+    )
     default_method: str
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -64,6 +65,10 @@ class Settings(BaseSettings):
 
     # security and admission
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="keys or sha256:<hex>, comma-separated")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="browser origins (scheme://host[:port], or *) whose pages may call the API, "
+        "e.g. a dashboard's (docs/dashboards.md); comma-separated; unset: none (same-origin pages only)"
+    )
     metrics_public: bool = Field(True, description="false: /metrics needs an API key too")
     rate_limit_per_minute: int = Field(600, ge=1, description="requests per API key (or client address) per minute")
     auth_failures_per_minute: int = Field(
@@ -125,6 +130,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        # a browser sends Origin as scheme://host[:port]: anything else (a path, a trailing slash) never matches
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin like https://dashboards.example.com (or *)")
+        return value
+
     @field_validator("default_method")
     @classmethod
     def _known_method(cls, value: str) -> str:
@@ -132,7 +146,7 @@ class Settings(BaseSettings):
 
         return HetaConfig(method=value).method  # raises a ConfigError (a ValueError) listing the methods
 
-    @field_validator("models", "api_keys", "redis_sentinels", mode="before")
+    @field_validator("models", "api_keys", "redis_sentinels", "cors_origins", mode="before")
     @classmethod
     def _comma_list(cls, value):
         if isinstance(value, str):

@@ -9,7 +9,7 @@ import sys
 
 from heta_core import Attributor, HetaConfig
 from heta_core.cli.attribute import render_table
-from heta_core.results.report import render_report
+from heta_core.results.report import ASSETS, render_report
 
 PROMPT = "c=6 e=6 b=3 h=3 m=6 ? h"
 
@@ -26,7 +26,9 @@ def test_the_report_embeds_the_document_and_loads_nothing(make_attributor):
     assert embedded_result(html) == result.to_dict()  # "</" in the text cannot end the script early
     assert "http://" not in html and "https://" not in html
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"(?!data:)", html)  # every script and style is inline
-    assert "HetaHeatmap.render" in html and html.count("<script") == 4
+    # the document inside the element, then the element's committed bundle, inlined as is
+    assert html.count("<script") == 2 and '<heta-attribution id="heatmap"' in html
+    assert (ASSETS / "heta-attribution.js").read_text(encoding="utf-8") in html
 
 
 def test_cli_writes_the_report_and_prints_the_diagnostics_in_words():

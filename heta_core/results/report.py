@@ -1,8 +1,9 @@
 """The self-contained HTML report of one result: ``heta attribute --format html`` writes it and the
 service's ``GET /jobs/{id}/report`` (the explorer's "HTML report" export) serves it.
 
-One file, no external assets: the heatmap renderer the explorer page uses (``assets/heatmap.js``
-and ``heatmap.css``) is inlined, with the result document as JSON. Opened from disk it draws the
+One file, no external assets: the ``<heta-attribution>`` element the explorer page and dashboards
+use (``assets/heta-attribution.js``, built from clients/typescript and committed, so nothing here
+needs node) is inlined, with the result document as JSON inside it. Opened from disk it draws the
 same heatmap as the page, with the same controls (component, view, target row) and numbers.
 """
 
@@ -27,7 +28,6 @@ PAGE = Template("""<!doctype html>
 <title>$title</title>
 <link rel="icon" href="data:,">
 <style>
-$css
 body { margin: 0 auto; max-width: 1200px; padding: 1rem 1.25rem 2rem; background: #fafafa; }
 .report-meta { color: #4a4a4a; font: 0.85rem/1.4 system-ui, sans-serif; }
 </style>
@@ -35,26 +35,22 @@ body { margin: 0 auto; max-width: 1200px; padding: 1rem 1.25rem 2rem; background
 <body>
 <main>
 <h1 style="font: 600 1.35rem system-ui, sans-serif">$title</h1>
-<div id="heatmap"><noscript>This report draws its heatmap with JavaScript (inline, nothing is downloaded); the numbers are in the JSON below.</noscript></div>
+<heta-attribution id="heatmap" methods="$methods"><script type="application/json" id="heta-result">$result</script><noscript>This report draws its heatmap with JavaScript (inline, nothing is downloaded); the numbers are in the JSON above.</noscript></heta-attribution>
 <p class="report-meta">$meta</p>
 </main>
-<script type="application/json" id="heta-result">$result</script>
-<script type="application/json" id="heta-methods">$methods</script>
 <script>
 $js
-</script>
-<script>
-HetaHeatmap.render(document.getElementById("heatmap"), JSON.parse(document.getElementById("heta-result").textContent),
-  {methods: JSON.parse(document.getElementById("heta-methods").textContent)});
 </script>
 </body>
 </html>
 """)
 
 
-def methods_json() -> str:
-    """Each method's summary and whether its scores are signed (a diverging colour scale)."""
-    return _script_json({name: {"signed": entry.signed, "summary": entry.summary} for name, entry in REGISTRY.items()})
+def method_details() -> dict[str, dict[str, Any]]:
+    """Each method's summary and whether its scores are signed (a diverging colour scale): what the
+    element needs besides the document (GET /models serves it as ``method_details``)."""
+    return {name: {"signed": entry.signed, "summary": entry.summary} for name, entry in REGISTRY.items()}
+
 
 
 def _script_json(value: Any) -> str:
@@ -78,8 +74,7 @@ def render_report(result: AttributionResult | dict) -> str:
     return PAGE.substitute(
         title=html.escape(f"{document['method']} attribution of \u201c{targets}\u201d"),
         meta=html.escape(" · ".join(details)),
-        css=(ASSETS / "heatmap.css").read_text(encoding="utf-8"),
-        js=(ASSETS / "heatmap.js").read_text(encoding="utf-8"),
+        js=(ASSETS / "heta-attribution.js").read_text(encoding="utf-8"),
         result=_script_json(document),
-        methods=methods_json(),
+        methods=html.escape(json.dumps(method_details())),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from heta_core import METHODS
+from heta_core.results.report import method_details
 
 from ..admission import max_tokens
 from ..deps import CallerDep, ServicesDep
@@ -36,5 +37,6 @@ async def models(owner: CallerDep, svc: ServicesDep) -> ModelsResponse:
         models=served,
         default=settings.models[0] if settings.models else None,
         methods=list(METHODS),
+        method_details=method_details(),
         default_method=settings.default_method,
     )

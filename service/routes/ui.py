@@ -13,14 +13,14 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from heta_core.results.report import ASSETS, methods_json
+from heta_core.results.report import ASSETS
 
 from ..problems import Problem, problem_responses
 
 router = APIRouter(tags=["explorer"])
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-# the page's own files, and the heatmap renderer it shares with the HTML report (heta_core)
+# the page's own files, and <heta-attribution> (heta_core's copy, which the HTML report inlines too)
 FILES = {
     path.name: path for folder in (STATIC, ASSETS) for path in folder.iterdir() if path.suffix in (".js", ".css", ".png", ".svg")
 }
@@ -31,10 +31,9 @@ REVALIDATE = {"Cache-Control": "no-cache"}  # revalidate: an upgraded server nev
 REDOC_LOGO = ("https://cdn.redoc.ly/redoc/logo-mini.svg", "/static/docs/favicon.png")
 
 
+@lru_cache(maxsize=1)
 def page_html() -> str:
-    """index.html with what the page needs from the engine: each method's summary and whether its
-    scores are signed (a diverging colour scale)."""
-    return (STATIC / "index.html").read_text(encoding="utf-8").replace("{{METHODS}}", methods_json())
+    return (STATIC / "index.html").read_text(encoding="utf-8")
 
 
 @router.get(

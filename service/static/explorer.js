@@ -1,11 +1,11 @@
 /* The explorer page: ask (POST /jobs), follow (GET /jobs/{id}/events), cancel (DELETE /jobs/{id}),
-   read (HetaHeatmap, shared with the HTML report), compare two methods, export, and the queue
-   panel (GET /queue). Plain browser JavaScript: no build step, no external assets. */
+   read (the <heta-attribution> element, the same one the HTML report and dashboards use), compare
+   two methods, export, and the queue panel (GET /queue). Plain browser JavaScript: no build step
+   here (the element is built by clients/typescript and committed), no external assets. */
 (function () {
   "use strict";
 
-  const H = window.HetaHeatmap;
-  const METHODS = JSON.parse(document.getElementById("heta-methods").textContent);
+  const H = window.HetaAttribution;
   const KEY = "heta-api-key";
   const QUEUE_EVERY_MS = 4000;
   const $ = (selector) => document.querySelector(selector);
@@ -97,31 +97,12 @@
     }
   }
 
-  /** Server-sent events read with fetch (EventSource cannot send the API key header). */
+  /** Server-sent events read with fetch (EventSource cannot send the API key header); each handler
+   * gets its event's data as sent (the JSON export keeps the result byte for byte). */
   async function follow(jobId, handlers, signal) {
     const response = await api(`/jobs/${jobId}/events`, { raw: true, signal });
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += value.replace(/\r\n?/g, "\n");
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        let event = "message";
-        const data = [];
-        for (const line of block.split("\n")) {
-          if (!line || line.startsWith(":")) continue; // a keep-alive comment
-          const colon = line.indexOf(":");
-          const field = colon < 0 ? line : line.slice(0, colon);
-          const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
-          if (field === "event") event = text;
-          else if (field === "data") data.push(text);
-        }
-        if (data.length && handlers[event]) handlers[event](data.join("\n"));
-      }
+    for await (const { event, data } of H.parseEvents(response.body)) {
+      if (handlers[event]) handlers[event](data);
     }
   }
 
@@ -179,7 +160,7 @@
     const model = $("#model");
     model.replaceChildren(...served.models.map((m) => option(m.name, `${m.name} (${m.model_type}, ${m.workers} worker${m.workers === 1 ? "" : "s"})`)));
     if (served.default) model.value = served.default;
-    const methods = served.methods.map((name) => option(name, `${name}${(METHODS[name] || {}).signed ? " (signed)" : ""}`));
+    const methods = served.methods.map((name) => option(name, `${name}${(served.method_details[name] || {}).signed ? " (signed)" : ""}`));
     $("#method").replaceChildren(...methods);
     $("#method").value = served.default_method;
     $("#compare").replaceChildren(option("", "— nothing —"), ...served.methods.map((name) => option(name)));
@@ -413,20 +394,20 @@
       b.addEventListener("click", () => action().catch(report));
       return b;
     };
-    const host = document.createElement("div");
-    const options = {
-      methods: METHODS, title,
-      onSelect: (unit) => {
-        if (unit.item.position < 1) {
-          showAlert("The first token has nothing before it to explain it from; pick a later one.", "info");
-          return;
-        }
-        if (outcome.result.text !== null && $("#text").value && !outcome.result.text.startsWith($("#text").value)) setInput("text", outcome.result.text);
-        setTarget("position", unit.item.position);
-        showAlert(`Target set to the token “${unit.label}” at position ${unit.item.position}. Press Explain to see what made the model predict it.`, "info");
-        $("#explain").focus();
-      },
-    };
+    const heatmap = document.createElement("heta-attribution");
+    heatmap.setAttribute("selectable", "");
+    if (title) heatmap.setAttribute("heading", title);
+    heatmap.methods = served.method_details;
+    heatmap.addEventListener("heta-select", ({ detail: unit }) => {
+      if (unit.item.position < 1) {
+        showAlert("The first token has nothing before it to explain it from; pick a later one.", "info");
+        return;
+      }
+      if (outcome.result.text !== null && $("#text").value && !outcome.result.text.startsWith($("#text").value)) setInput("text", outcome.result.text);
+      setTarget("position", unit.item.position);
+      showAlert(`Target set to the token “${unit.label}” at position ${unit.item.position}. Press Explain to see what made the model predict it.`, "info");
+      $("#explain").focus();
+    });
     const reportButton = button("HTML report", async () => {
       const response = await api(`/jobs/${outcome.jobId}/report`, { raw: true });
       download(`heta-${outcome.jobId}.html`, await response.blob());
@@ -434,14 +415,14 @@
     toolbar.append(label,
       button("JSON", async () => download(`heta-${outcome.jobId}.json`, new Blob([outcome.raw], { type: "application/json" }))),
       reportButton,
-      button("PNG", () => new Promise((resolve) => card.heatmap.canvas().toBlob((blob) => {
+      button("PNG", () => new Promise((resolve) => heatmap.canvas().toBlob((blob) => {
         download(`heta-${outcome.jobId}.png`, blob);
         resolve();
       }, "image/png"))));
-    card.append(toolbar, host);
+    card.append(toolbar, heatmap);
     card.show = (next) => {
       outcome = next;
-      card.heatmap = H.render(host, next.result, { ...options, state: card.heatmap && card.heatmap.state });
+      heatmap.result = next.result; // the same job's next partial (or final) result keeps the reader's choices
       card.dataset.partial = next.result.partial ? (next.result.stages_done || []).join(",") : "";
       reportButton.disabled = Boolean(next.result.partial); // a report is of a finished job
       reportButton.title = next.result.partial ? "available when the job ends" : "";

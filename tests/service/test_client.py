@@ -47,7 +47,8 @@ def _embedded_url(data) -> str:
 class FaultProxy:
     """Forwards HTTP to the server; ``faults`` is a list of (method, path prefix, fault) used once
     each: "drop" forwards the request and closes the connection without the answer, an int answers
-    that status with ``Retry-After: 1`` without forwarding."""
+    that status with ``Retry-After: 1`` without forwarding, a (status, content type, body) tuple answers
+    that instead (a proxy's own error page)."""
 
     def __init__(self, upstream: str):
         self.faults: list[tuple[str, str, object]] = []
@@ -62,6 +63,15 @@ class FaultProxy:
                 fault = next((f for f in proxy.faults if self.command == f[0] and self.path.startswith(f[1])), None)
                 if fault is not None:
                     proxy.faults.remove(fault)
+                if isinstance(fault and fault[2], tuple):
+                    status, kind, page = fault[2]
+                    self.send_response(status)
+                    self.send_header("Content-Type", kind)
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    proxy.seen.append((self.command, self.path, status))
+                    self.wfile.write(page)
+                    return
                 if isinstance(fault and fault[2], int):
                     self.send_response(fault[2])
                     self.send_header("Retry-After", "1")

@@ -14,6 +14,8 @@ from .browser import OfflinePage, luminance, parse_number, people, probability
 from .conftest import serve
 
 PROMPT = "c=6 e=6 b=3 h=3 m=6 ? h"
+# the focused element, inside <heta-attribution>'s shadow root when the focus is there
+DEEP_ACTIVE = "(() => { let a = document.activeElement; while (a.shadowRoot && a.shadowRoot.activeElement) a = a.shadowRoot.activeElement; return a; })()"
 LONG = "a=2 d=5 g=2 k=9 n=5 p=9 c=4 e=4 ? g"
 
 
@@ -51,7 +53,8 @@ def ready(page) -> None:
 def explained(page, count: int = 1, timeout: float = 120_000) -> list[str]:
     """Wait for ``count`` rendered final results (a HETA card is drawn at its first partial result
     and refined in place: `data-partial` is empty once it shows the final); their job ids."""
-    page.wait_for_function(f"document.querySelectorAll('#results .result .hm-unit').length > 0 && "
+    # each card's <heta-attribution> draws in its own (open) shadow root
+    page.wait_for_function(f"[...document.querySelectorAll('#results .result heta-attribution')].some(h => h.shadowRoot.querySelector('.hm-unit')) && "
                            f"document.querySelectorAll('#results .result').length == {count} && "
                            f"document.querySelectorAll('#results .result[data-partial=\"\"]').length == {count}",
                            timeout=timeout)  # fmt: skip
@@ -165,14 +168,14 @@ def test_components_and_granularities_show_the_result_numbers(server, offline):
     # keyboard: the heatmap is reachable with Tab and walked with the arrow keys
     page.focus("#results .hm-text")
     page.keyboard.press("ArrowRight")
-    focused = page.evaluate("document.activeElement.dataset.index")
+    focused = page.evaluate(f"{DEEP_ACTIVE}.dataset.index")
     assert focused is not None and page.is_visible("#results .hm-tooltip")
     page.keyboard.press("Escape")
     tabbed = []
     page.focus("#model")
     for _ in range(60):
         page.keyboard.press("Tab")
-        tabbed.append(page.evaluate("document.activeElement.id || document.activeElement.className"))
+        tabbed.append(page.evaluate(f"(a => a.id || a.className)({DEEP_ACTIVE})"))
     assert "explain" in tabbed and "hm-text" in tabbed
     # a click on a token makes it the target
     page.click("#results .hm-view select")

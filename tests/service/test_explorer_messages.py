@@ -253,7 +253,7 @@ def test_heatmap_text_contrast_is_at_least_4_5(servers, open_page):
 
 def test_every_colour_of_the_scale_has_text_contrast_of_at_least_4_5(servers, open_page):
     """The whole colour scale, not only the values one result happened to have: each background the
-    renderer (window.HetaHeatmap.colour, as the page loads it) can give a unit, with the text colour
+    renderer (window.HetaAttribution.colour, as the page loads it) can give a unit, with the text colour
     it picks for it, as the browser computes them — sequential (0..1) and diverging (−1..1)."""
     view = open_page(servers["plain"])
     sweep = view.page.evaluate(
@@ -263,7 +263,7 @@ def test_every_colour_of_the_scale_has_text_contrast_of_at_least_4_5(servers, op
           const out = [];
           for (const signed of [false, true]) {
             for (let i = signed ? -1000 : 0; i <= 1000; i++) {
-              const c = HetaHeatmap.colour(i / 1000, 1, signed);
+              const c = HetaAttribution.colour(i / 1000, 1, signed);
               probe.style.cssText = `background-color: ${c.css}; color: ${c.text}`;
               const style = getComputedStyle(probe);
               out.push([i / 1000, signed, style.color, style.backgroundColor]);
