@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 
+from . import logs
 from .connections import EmbeddedRedis
 from .settings import Settings
 
@@ -111,7 +112,7 @@ def serve(settings: Settings) -> int:
 
     from .app import create_app, run_server
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format)
     if not settings.models:
         raise SystemExit("heta serve: error: no models: set HETA_MODELS or pass --model")
     embedded = None
