@@ -85,6 +85,11 @@ def handler(log_format: str) -> logging.Handler:
 
 def configure(log_format: str) -> None:
     """The process' root logger in the chosen format (replacing any earlier configuration); in json
-    Python's warnings become log lines too, so that every line of the output parses."""
+    Python's and transformers' warnings become log lines too, so that every line of the output parses."""
     logging.basicConfig(level=logging.INFO, handlers=[handler(log_format)], force=True)
     logging.captureWarnings(log_format == "json")
+    if log_format == "json":  # transformers writes through a text handler of its own
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_default_handler()
+        transformers_logging.enable_propagation()

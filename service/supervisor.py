@@ -139,7 +139,7 @@ def serve(settings: Settings) -> int:
     # caught; with the default handler that would kill us before the workers are stopped below
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    print(f"heta serve: the explorer is at http://{settings.host}:{settings.port}/ (API docs: /docs)", flush=True)
+    log.info("the explorer is at http://%s:%s/ (API docs: /docs)", settings.host, settings.port)  # a log line: json stays json
     try:
         run_server(create_app(settings), settings.host, settings.port)
     finally:
