@@ -71,6 +71,10 @@ def create_app(settings: Settings) -> FastAPI:
         description="Hessian-Enhanced Token Attribution for decoder-only LLMs. Errors are RFC 9457 problem+json "
         "(`application/problem+json`) with a stable `code`.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry span per request (once service.tracing has set a tracer provider;
+        # inert otherwise): traces only; metrics are Prometheus' and its logs would carry the
+        # validation errors' input (prompts); probes and scrapes are not traced
+        telemetry={"metrics": False, "logs": False, "exclude": lambda scope: scope.get("path") in UNGATED},
         docs_url=None,  # /docs and /redoc: routes.ui, with their assets served locally (offline)
         redoc_url=None,
     )
@@ -188,9 +192,9 @@ def _observe(app: FastAPI, settings: Settings) -> None:
 
 
 class Observe:
-    """Request ids, the request's span, request metrics, the drain gate and the body limit, as a plain
-    ASGI middleware: Starlette's ``BaseHTTPMiddleware`` runs every request through an extra task and
-    memory streams, which cost about a millisecond per request of the queue overhead (docs: README, Load).
+    """Request ids, request metrics, the drain gate and the body limit, as a plain ASGI middleware:
+    Starlette's ``BaseHTTPMiddleware`` runs every request through an extra task and memory streams,
+    which cost about a millisecond per request of the queue overhead (docs: README, Load).
 
     The request id is the caller's ``X-Request-ID`` when valid, else a new one (an invalid one is
     replaced and the response says so with ``X-Request-ID-Replaced: true``); every response carries
@@ -221,7 +225,8 @@ class Observe:
 
         path = scope["path"]
         refused = None
-        with logs.bound(request_id=request_id), tracing.request_span(headers, scope["method"]) as span:
+        with logs.bound(request_id=request_id):
+            tracing.annotate(request_id=request_id)  # on FastAPI's span of the request
             if self.state.draining and path not in UNGATED:
                 refused = Problem(503, "draining", "the server is shutting down", headers={"Retry-After": "5"})
             else:
@@ -239,10 +244,6 @@ class Observe:
                 template = getattr(scope.get("route"), "path", "unmatched")
                 self.count.labels(template, scope["method"], str(status[0])).inc()
                 self.latency.labels(template, scope["method"]).observe(time.perf_counter() - started)
-                if span is not None:
-                    span.update_name(f"{scope['method']} {template}")
-                    span.set_attributes({"http.request.method": scope["method"], "http.route": template,
-                                         "http.response.status_code": status[0], "heta.request_id": request_id})  # fmt: skip
 
     async def _limit_body(self, scope, headers: dict[bytes, bytes], receive):
         """(413 problem or None, the receive to pass on): a declared length is checked at once; a

@@ -1,9 +1,10 @@
 """Distributed traces with OpenTelemetry, off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (the SDK's
 other ``OTEL_*`` variables apply: headers, sampler, batch delay).
 
-One trace per request, across processes: the API's request span continues the caller's W3C
-``traceparent`` (an invalid one starts a new trace: the propagator ignores it) and has the admission,
-estimate and enqueue spans as children; the enqueue span's context travels inside the job (its
+One trace per request, across processes: the API's request span (FastAPI's own server span, with
+its endpoint and dependency spans) continues the caller's W3C ``traceparent`` (an invalid one starts
+a new trace: the propagator ignores it) and holds the admission, estimate and enqueue spans; the
+enqueue span's context travels inside the job (its
 ``traceparent`` field), so the worker's spans — the queue wait, the job, one span per engine stage
 laid end to end from the engine's measured stage times, and finalize — are its children in the
 worker process. Attributes name the model, method, tokens, HVPs, job and outcome; never a prompt
@@ -58,18 +59,6 @@ def span(name: str, **attributes: Any) -> Iterator[trace.Span | None]:
         yield None
         return
     with tracer.start_as_current_span(name, attributes=_attributes(attributes)) as current:
-        yield current
-
-
-@contextlib.contextmanager
-def request_span(headers: dict[bytes, bytes], method: str) -> Iterator[trace.Span | None]:
-    """The API's span of one request, continuing the caller's ``traceparent`` when it is valid."""
-    if not _enabled:
-        yield None
-        return
-    carrier = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers.items()
-               if name in (b"traceparent", b"tracestate")}  # fmt: skip
-    with tracer.start_as_current_span(method, context=propagate.extract(carrier), kind=trace.SpanKind.SERVER) as current:
         yield current
 
 
