@@ -4,11 +4,11 @@ other ``OTEL_*`` variables apply: headers, sampler, batch delay).
 One trace per request, across processes: the API's request span (FastAPI's own server span, with
 its endpoint and dependency spans) continues the caller's W3C ``traceparent`` (an invalid one starts
 a new trace: the propagator ignores it) and holds the admission, estimate and enqueue spans; the
-enqueue span's context travels inside the job (its
-``traceparent`` field), so the worker's spans — the queue wait, the job, one span per engine stage
-laid end to end from the engine's measured stage times, and finalize — are its children in the
-worker process. Attributes name the model, method, tokens, HVPs, job and outcome; never a prompt
-or a key. Disabled, every helper here is a no-op that costs no span.
+enqueue span's context travels inside the job (its ``traceparent`` field), so the worker's spans —
+the queue wait, the job, one span per engine stage laid end to end from the engine's measured stage
+times, and finalize — are its children in the worker process. Attributes name the model, method,
+tokens, HVPs, job and outcome; never a prompt or a key. Disabled, every helper here is a no-op that
+costs no span.
 """
 
 from __future__ import annotations
@@ -35,21 +35,12 @@ def setup(endpoint: str | None, service_name: str, role: str) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    # shutdown_on_exit (the default): the spans still buffered are sent when the process exits
     provider = TracerProvider(resource=Resource.create({"service.name": service_name, "heta.role": role}))
     # the exporter reads OTEL_EXPORTER_OTLP_ENDPOINT itself (adding /v1/traces) and its headers, timeout, ...
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _enabled = True
-
-
-def enabled() -> bool:
-    return _enabled
-
-
-def shutdown() -> None:
-    """Sends the spans still buffered (a process about to exit)."""
-    if _enabled:
-        trace.get_tracer_provider().shutdown()
 
 
 @contextlib.contextmanager
