@@ -8,6 +8,7 @@ import re
 import uuid
 
 import pytest
+import redis
 
 from .conftest import serve
 from .test_events import read_events
@@ -71,6 +72,21 @@ def test_problem_bodies_name_the_request(logged, method, path, headers, status, 
     body = answer.json()
     assert (answer.status_code, body["code"]) == (status, code)
     assert answer.headers["X-Request-ID"] == "prob:1#a" and body["instance"] == "urn:heta:request:prob:1%23a"
+
+
+def test_a_server_error_carries_the_request_id_and_logs_it(logged):
+    """A 500 (here a job key of the wrong type in the real Redis: a non-transient Redis error) is
+    rendered inside the middleware, so it has the id like any other answer."""
+    server, log = logged
+    started = next(json.loads(line)["message"] for line in log.read_text().splitlines() if "embedded Redis at" in line)
+    store = redis.Redis.from_url(started.split()[3])
+    store.set("heta:job:broken", "not a hash")
+    answer = server.http.get("/jobs/broken", headers={**AUTH, "X-Request-ID": "boom-1"})
+    store.close()
+    assert answer.status_code == 500 and answer.json()["code"] == "internal_error"
+    assert answer.headers["X-Request-ID"] == "boom-1" and answer.json()["instance"] == "urn:heta:request:boom-1"
+    logged_error = [json.loads(line) for line in log.read_text().splitlines() if '"boom-1"' in line]
+    assert any(line["level"] == "ERROR" and "WRONGTYPE" in line["exception"] for line in logged_error)
 
 
 def test_every_log_line_is_json_with_the_ids_and_no_prompt_or_key(logged):
