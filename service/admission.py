@@ -48,7 +48,8 @@ def check_prompt(prompt: PromptRequest, model: str, settings: Settings, planner:
         with tracing.span("estimate", model=model, method=config.method) as span:
             estimate = planner.estimate(**kwargs, config=config)
             if span is not None:
-                span.set_attributes({"heta.tokens": estimate.prompt_tokens + estimate.target_tokens, "heta.hvps": estimate.hvps})
+                tokens = estimate.prompt_tokens + estimate.target_tokens
+                span.set_attributes({"heta.tokens": tokens, "heta.hvps": estimate.hvps})
     except HetaError as error:
         raise Problem(422, error.code, str(error), field=error.field, **error.details) from None
     limit = max_tokens(settings, planner)
@@ -156,7 +157,8 @@ async def submit(
             idempotency_value=f"{job_id}:{digest}", max_depth=settings.max_queue_depth,
             max_inflight=settings.max_inflight_per_key, ttl=settings.result_ttl_s, cache=entry,
             rate=(caller.key, caller.limit) if one_node else None,
-            request_id=logs.current("request_id") or "", traceparent=tracing.traceparent(),  # the worker's spans continue it
+            # the worker's spans continue the enqueue span's trace
+            request_id=logs.current("request_id") or "", traceparent=tracing.traceparent(),
         ))  # fmt: skip
         tracing.annotate(outcome=outcome)
     if outcome == "rate_limited":

@@ -69,7 +69,9 @@ def create_app(settings: Settings) -> FastAPI:
         title="HETA attribution service",
         version=__version__,
         description="Hessian-Enhanced Token Attribution for decoder-only LLMs. Errors are RFC 9457 problem+json "
-        "(`application/problem+json`) with a stable `code`.",
+        "(`application/problem+json`) with a stable `code`. Every response carries `X-Request-ID`: the request's own "
+        "(printable ASCII without spaces, at most 128 characters) or a generated one, with `X-Request-ID-Replaced: true` "
+        "when the one sent was invalid; a W3C `traceparent` is continued when tracing is on.",
         lifespan=lifespan,
         # FastAPI's own OpenTelemetry span per request (once service.tracing has set a tracer provider;
         # inert otherwise): traces only; metrics are Prometheus' and its logs would carry the
@@ -291,5 +293,6 @@ def run_server(app: FastAPI, host: str, port: int) -> None:
     tracing.setup(settings.otel_exporter_otlp_endpoint, settings.otel_service_name, "api")
     # json: uvicorn's own lines go through the root logger's JSON handler instead of its text formatters
     log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=settings.access_log, log_config=log_config)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=settings.access_log,
+                            log_config=log_config)  # fmt: skip
     DrainingServer(config).run()

@@ -249,7 +249,7 @@ class Worker:
                 self._record("reclaimed")
                 pending = self.client.xpending_range(stream, jobs.GROUP, min=entry, max=entry, count=1)
                 deliveries = pending[0]["times_delivered"] if pending else 1
-                log.warning("reclaimed %s (delivery %d)", fields.get("job"), deliveries)
+                log.warning("reclaimed %s (delivery %d)", fields.get("job"), deliveries, extra={"job_id": fields.get("job")})
                 return [(stream, entry, fields["job"], deliveries, None)]
         if not self.settings.redis_cluster:
             return self._read_and_take()
@@ -325,7 +325,7 @@ class Worker:
                         continue
                 except Released:
                     self._hand_back(stream, entry, job_id)
-                    log.warning("released %s while draining", job_id)
+                    log.warning("released %s while draining", job_id, extra={"job_id": job_id})
                     continue
                 runnable.append((stream, entry, job))
             self._run_jobs(runnable)
@@ -539,7 +539,8 @@ class Worker:
                 if attempt == OOM_RETRIES:
                     raise ItemFailed("out_of_memory", "the job ran out of GPU memory even with smaller chunks") from None
                 config = config.replace(memory_budget_mb=max(16, budget // 2))
-                log.warning("CUDA OOM on %s: retrying with memory_budget_mb=%d", job_id, config.memory_budget_mb)
+                log.warning("CUDA OOM on %s: retrying with memory_budget_mb=%d", job_id, config.memory_budget_mb,
+                            extra={"job_id": job_id})  # fmt: skip
 
     def _run_batch(self, attributor: Attributor, batch: BatchRequest, progress, job_id: str, model: str, times: tuple[float, float]):
         """Every item in turn, each with its own result or error; a cancel, a deadline or a drain
