@@ -12,7 +12,7 @@ import time
 
 from heta_core import Attributor, Estimate, HetaError
 
-from . import cache, jobs
+from . import cache, jobs, logs, tracing
 from .auth import hash_key
 from .problems import Problem
 from .ratelimit import Caller
@@ -45,7 +45,11 @@ def check_prompt(prompt: PromptRequest, model: str, settings: Settings, planner:
     if prompt.generate is not None and prompt.generate > settings.max_generate:
         raise Problem(422, "invalid_target", f"generate must be <= {settings.max_generate}")
     try:
-        estimate = planner.estimate(**kwargs, config=config)
+        with tracing.span("estimate", model=model, method=config.method) as span:
+            estimate = planner.estimate(**kwargs, config=config)
+            if span is not None:
+                tokens = estimate.prompt_tokens + estimate.target_tokens
+                span.set_attributes({"heta.tokens": tokens, "heta.hvps": estimate.hvps})
     except HetaError as error:
         raise Problem(422, error.code, str(error), field=error.field, **error.details) from None
     limit = max_tokens(settings, planner)
@@ -124,7 +128,8 @@ async def submit(
     if not one_node:
         await caller.count(client)
     try:
-        model, body = await admissible(body, settings, planners)
+        with tracing.span("admission"):
+            model, body = await admissible(body, settings, planners)
     except Problem:
         if one_node:
             await caller.count(client)  # past the limit the answer is 429, as it would be for a good request
@@ -133,6 +138,8 @@ async def submit(
     request_json = body.model_dump_json(exclude={"wait"})
     digest = hashlib.sha256(request_json.encode()).hexdigest()
     job_id = jobs.new_job_id(model)
+    logs.annotate(job_id=job_id, model=model)
+    tracing.annotate(job_id=job_id, model=model)
     deadline = time.time() + min(body.deadline_s or settings.job_deadline_s, settings.job_deadline_s)
     idempotency = jobs.idempotency_key(owner, hash_key(idempotency_key), model) if idempotency_key is not None else ""
     entry = ""
@@ -144,13 +151,16 @@ async def submit(
                 await caller.count(client)
             await _answer_from_cache(client, settings, stored, model, job_id, request_json, owner, deadline, idempotency, digest)
             return job_id, True
-    call = jobs.enqueue_call(
-        model, job_id, request_json, owner, deadline, idempotency=idempotency,
-        idempotency_value=f"{job_id}:{digest}", max_depth=settings.max_queue_depth,
-        max_inflight=settings.max_inflight_per_key, ttl=settings.result_ttl_s, cache=entry,
-        rate=(caller.key, caller.limit) if one_node else None,
-    )  # fmt: skip
-    outcome, value = await client.eval(*call)
+    with tracing.span("enqueue", job_id=job_id, model=model):
+        outcome, value = await client.eval(*jobs.enqueue_call(
+            model, job_id, request_json, owner, deadline, idempotency=idempotency,
+            idempotency_value=f"{job_id}:{digest}", max_depth=settings.max_queue_depth,
+            max_inflight=settings.max_inflight_per_key, ttl=settings.result_ttl_s, cache=entry,
+            rate=(caller.key, caller.limit) if one_node else None,
+            # the worker's spans continue the enqueue span's trace
+            request_id=logs.current("request_id") or "", traceparent=tracing.traceparent(),
+        ))  # fmt: skip
+        tracing.annotate(outcome=outcome)
     if outcome == "rate_limited":
         raise caller.refused()
     if outcome == "idempotent":
@@ -171,7 +181,7 @@ async def submit(
 async def _answer_from_cache(client, settings: Settings, stored: str, model: str, job_id: str, request_json: str,
                              owner: str, deadline: float, idempotency: str, digest: str) -> None:  # fmt: skip
     """A finished job of this caller holding the cached result: never queued, never computed."""
-    fields = jobs.job_fields(job_id, model, request_json, owner, deadline)
+    fields = jobs.job_fields(job_id, model, request_json, owner, deadline, request_id=logs.current("request_id") or "")
     now = repr(time.time())
     fields.update(status="done", progress="1", started=now, finished=now, completions="1",
                   result=cache.served(stored, job_id, float(fields["created"])))  # fmt: skip

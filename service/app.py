@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
+import uuid
 
 import redis
 from fastapi import FastAPI, Request
@@ -24,6 +26,7 @@ from heta_core import Attributor, __version__
 from .auth import Keys
 from .connections import connect_store, is_out_of_memory, is_transient
 from .deps import Services
+from . import logs, tracing
 from .jobs import ensure_groups, use_cluster
 from .metrics import RedisCollector, api_metrics
 from .problems import Problem, openapi_with_problems, problem_response
@@ -35,6 +38,7 @@ log = logging.getLogger("heta.api")
 # codes for errors Starlette raises itself (unknown route, wrong method, unparseable body)
 HTTP_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}
 UNGATED = ("/healthz", "/readyz", "/metrics")  # answer while draining: probes and scrapes
+REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")  # a caller's X-Request-ID: printable ASCII without spaces, at most 128
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -66,8 +70,14 @@ def create_app(settings: Settings) -> FastAPI:
         title="HETA attribution service",
         version=__version__,
         description="Hessian-Enhanced Token Attribution for decoder-only LLMs. Errors are RFC 9457 problem+json "
-        "(`application/problem+json`) with a stable `code`.",
+        "(`application/problem+json`) with a stable `code`. Every response carries `X-Request-ID`: the request's own "
+        "(printable ASCII without spaces, at most 128 characters) or a generated one, with `X-Request-ID-Replaced: true` "
+        "when the one sent was invalid; a W3C `traceparent` is continued when tracing is on.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry span per request (once service.tracing has set a tracer provider;
+        # inert otherwise): traces only; metrics are Prometheus' and its logs would carry the
+        # validation errors' input (prompts); probes and scrapes are not traced
+        telemetry={"metrics": False, "logs": False, "exclude": lambda scope: scope.get("path") in UNGATED},
         docs_url=None,  # /docs and /redoc: routes.ui, with their assets served locally (offline)
         redoc_url=None,
     )
@@ -120,20 +130,20 @@ def _handle_errors(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def on_problem(request: Request, problem: Problem):
-        return problem_response(problem, path(request))
+        return problem_response(problem)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, error: RequestValidationError):
         refused = await _count_refused(request)
         if refused is not None:
-            return problem_response(refused, path(request))
+            return problem_response(refused)
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
         if any(e["type"] == "json_invalid" for e in errors):
             detail = f"the body is not valid JSON: {error.errors()[0].get('ctx', {}).get('error', 'decode error')}"
-            return problem_response(Problem(400, "malformed_body", detail), path(request))
+            return problem_response(Problem(400, "malformed_body", detail))
         detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
         code = "invalid_idempotency_key" if all(e["loc"][:2] == ["header", "idempotency-key"] for e in errors) else "validation_error"
-        return problem_response(Problem(422, code, detail, errors=errors), path(request))
+        return problem_response(Problem(422, code, detail, errors=errors))
 
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, error: HTTPException):
@@ -142,21 +152,23 @@ def _handle_errors(app: FastAPI) -> None:
         headers = dict(error.headers or {})
         if error.status_code == 405:  # Starlette names only the first matching route's methods
             headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
-        return problem_response(Problem(error.status_code, code, detail, headers=headers), path(request))
+        return problem_response(Problem(error.status_code, code, detail, headers=headers))
 
     @app.exception_handler(redis.RedisError)
     async def on_redis(request: Request, error: redis.RedisError):
         if not is_transient(error):
-            return await on_bug(request, error)
+            return bug_response(error, path(request))
         full = is_out_of_memory(error)
         detail = "the job store is full; retry later" if full else "the job store is unavailable; retry later"
         log.warning("%s on %s: %s", "Redis full" if full else "Redis unavailable", path(request), error)
-        return problem_response(Problem(503, "redis_unavailable", detail, headers={"Retry-After": "5"}), path(request))
+        return problem_response(Problem(503, "redis_unavailable", detail, headers={"Retry-After": "5"}))
 
-    @app.exception_handler(Exception)
-    async def on_bug(request: Request, error: Exception):
-        log.exception("unhandled error on %s", path(request))
-        return problem_response(Problem(500, "internal_error", f"{type(error).__name__}: the server failed; this is a bug"), path(request))
+
+def bug_response(error: Exception, path: str):
+    """The 500 of an unhandled error, rendered by :class:`Observe` so that it carries the request's
+    id (Starlette renders a handler for ``Exception`` outside every middleware)."""
+    log.error("unhandled error on %s", path, exc_info=error)
+    return problem_response(Problem(500, "internal_error", f"{type(error).__name__}: the server failed; this is a bug"))
 
 
 async def _count_refused(request: Request) -> Problem | None:
@@ -190,9 +202,13 @@ def _observe(app: FastAPI, settings: Settings) -> None:
 
 
 class Observe:
-    """Request metrics, the drain gate and the body limit, as a plain ASGI middleware: Starlette's
-    ``BaseHTTPMiddleware`` runs every request through an extra task and memory streams, which cost
-    about a millisecond per request of the queue overhead (docs/benchmarks.md, Load)."""
+    """Request ids, request metrics, the drain gate and the body limit, as a plain ASGI middleware:
+    Starlette's ``BaseHTTPMiddleware`` runs every request through an extra task and memory streams,
+    which cost about a millisecond per request of the queue overhead (docs/benchmarks.md, Load).
+
+    The request id is the caller's ``X-Request-ID`` when valid, else a new one (an invalid one is
+    replaced and the response says so with ``X-Request-ID-Replaced: true``); every response carries
+    it, and every log line and problem body of the request names it."""
 
     def __init__(self, app, *, state, limit: int, count, latency):
         self.app, self.state, self.limit, self.count, self.latency = app, state, limit, count, latency
@@ -202,32 +218,46 @@ class Observe:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         status = [500]
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-request-id")
+        request_id = given.decode() if given is not None and REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        stamped = [(b"x-request-id", request_id.encode())]
+        if given is not None and given != stamped[0][1]:
+            stamped.append((b"x-request-id-replaced", b"true"))
+
+        started_response = [False]
 
         async def observed_send(message):
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
+                status[0], started_response[0] = message["status"], True
+                message["headers"] = [*message.get("headers", []), *stamped]
             await send(message)
 
         path = scope["path"]
         refused = None
-        if self.state.draining and path not in UNGATED:
-            refused = Problem(503, "draining", "the server is shutting down", headers={"Retry-After": "5"})
-        else:
-            refused, receive = await self._limit_body(scope, receive)
-        try:
-            if refused is not None:
-                await problem_response(refused, path)(scope, receive, observed_send)
+        with logs.bound(request_id=request_id):
+            tracing.annotate(request_id=request_id)  # on FastAPI's span of the request
+            if self.state.draining and path not in UNGATED:
+                refused = Problem(503, "draining", "the server is shutting down", headers={"Retry-After": "5"})
             else:
-                await self.app(scope, receive, observed_send)
-        finally:
-            template = getattr(scope.get("route"), "path", "unmatched")
-            self.count.labels(template, scope["method"], str(status[0])).inc()
-            self.latency.labels(template, scope["method"]).observe(time.perf_counter() - started)
+                refused, receive = await self._limit_body(scope, headers, receive)
+            try:
+                if refused is not None:
+                    await problem_response(refused)(scope, receive, observed_send)
+                else:
+                    await self.app(scope, receive, observed_send)
+            except Exception as error:
+                if started_response[0]:
+                    raise
+                await bug_response(error, path)(scope, receive, observed_send)
+            finally:
+                template = getattr(scope.get("route"), "path", "unmatched")
+                self.count.labels(template, scope["method"], str(status[0])).inc()
+                self.latency.labels(template, scope["method"]).observe(time.perf_counter() - started)
 
-    async def _limit_body(self, scope, receive):
+    async def _limit_body(self, scope, headers: dict[bytes, bytes], receive):
         """(413 problem or None, the receive to pass on): a declared length is checked at once; a
         chunked upload is read here, measured, and replayed to the app."""
-        headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         too_large = Problem(413, "body_too_large", f"the request body exceeds {self.limit} bytes")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
@@ -266,5 +296,11 @@ def run_server(app: FastAPI, host: str, port: int) -> None:
             app.state.start_draining()
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=app.state.settings.access_log)
+    settings = app.state.settings
+    logs.configure(settings.log_format)
+    tracing.setup(settings.otel_exporter_otlp_endpoint, settings.otel_service_name, "api")
+    # json: uvicorn's own lines go through the root logger's JSON handler instead of its text formatters
+    log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=settings.access_log,
+                            log_config=log_config)  # fmt: skip
     DrainingServer(config).run()

@@ -20,7 +20,9 @@ def _settings(args):
         return Settings(**overrides)
     except ValidationError as error:  # one line naming the variable, not pydantic's report
         first = error.errors()[0]
-        name = "HETA_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
+        field = str(first["loc"][0]) if first["loc"] else ""
+        # a field read under a standard name of its own (OTEL_*) is reported by that name
+        name = (field if field.isupper() else "HETA_" + field.upper()) if field else "settings"
         message = str(first["msg"]).removeprefix("Value error, ")
         raise SystemExit(f"heta {args.command}: error: {name}: {message}") from None
 

@@ -2,6 +2,7 @@
 
 A job is a hash ``heta:job:{id}``: status, model, request (JSON), owner (hashed API key), created,
 deadline, attempts, progress, worker, result (JSON), error (JSON {code, detail}), the stream entry,
+the submitting request's id (``request_id``) and trace context (``traceparent``, while tracing is on),
 a cancel flag and a completion counter; while a HETA job runs, each partial result it publishes
 (``partial:<stages>``, e.g. ``partial:flow,kl``: the JobResult JSON) and their list in order
 (``partials``, e.g. "flow;flow,kl"; the last is the latest), dropped when the job is done. Status moves queued → running → done | failed | cancelled |
@@ -198,8 +199,12 @@ return redis.call('HGET', KEYS[1], 'cancel')
 """
 
 
-def job_fields(job_id: str, model: str, request_json: str, owner: str, deadline: float) -> dict[str, str]:
+def job_fields(job_id: str, model: str, request_json: str, owner: str, deadline: float, *, request_id: str = "",
+               traceparent: str = "") -> dict[str, str]:  # fmt: skip
+    """A new job's hash; ``request_id`` and ``traceparent`` (the submitting request's) only when given."""
+    origin = {name: value for name, value in (("request_id", request_id), ("traceparent", traceparent)) if value}
     return {
+        **origin,
         "id": job_id,
         "model": model,
         "status": "queued",
@@ -222,14 +227,14 @@ def flatten(fields: dict[str, str]) -> list[str]:
 
 def enqueue_call(model: str, job_id: str, request_json: str, owner: str, deadline: float, *, idempotency: str,
                  idempotency_value: str, max_depth: int, max_inflight: int, ttl: int, cache: str = "",
-                 rate: tuple[str, int] | None = None) -> list:  # fmt: skip
+                 rate: tuple[str, int] | None = None, request_id: str = "", traceparent: str = "") -> list:  # fmt: skip
     """ENQUEUE for a new job; ``idempotency`` is the key of the caller's Idempotency-Key ("" for none),
     ``cache`` the result cache entry the worker fills when the job is done ("" for none), ``rate``
     (counter key, limit) when the script counts the request against the caller's per-minute limit
     (the key must share the job's hash slot: not on a Redis Cluster)."""
     job = job_key(job_id)
     keys = [stream_key(model), job, inflight_key(owner, model), idempotency or job, rate[0] if rate else job]
-    fields = job_fields(job_id, model, request_json, owner, deadline)
+    fields = job_fields(job_id, model, request_json, owner, deadline, request_id=request_id, traceparent=traceparent)
     if cache:
         fields["cache"] = cache
     return [ENQUEUE, len(keys), *keys, max_depth, max_inflight, job_id, idempotency_value if idempotency else "", ttl,
@@ -262,7 +267,8 @@ def finalize_call(job_id: str, owner: str, model: str, status: str, ttl: int, **
 
 
 # the fields of the job's status (what GET /jobs/{id} shows besides the result, error and partial result)
-VIEW_FIELDS = ("id", "status", "model", "progress", "attempts", "created", "started", "finished", "deadline", "worker", "cancel")
+VIEW_FIELDS = ("id", "status", "model", "progress", "attempts", "created", "started", "finished", "deadline", "worker", "cancel",
+               "request_id")
 
 
 def public_view(job: dict[str, str]) -> dict[str, Any]:
@@ -278,6 +284,7 @@ def public_view(job: dict[str, str]) -> dict[str, Any]:
         "finished": float(job["finished"]) if job.get("finished") else None,
         "deadline": float(job["deadline"]),
         "worker": job.get("worker"),  # host-pid-suffix of the worker that ran it last
+        "request_id": job.get("request_id"),
     }
     if job["status"] == "running" and job.get("cancel"):
         view["status"] = "cancelling"

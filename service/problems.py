@@ -8,13 +8,17 @@ published OpenAPI document in place of FastAPI's never-sent ``HTTPValidationErro
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from heta_core import Estimate
 
+from . import logs
+
 PROBLEM_JSON = "application/problem+json"
+URN_SAFE = "-._~:@!$&'()*+,;="  # a request id's characters that stay as they are in the URN (RFC 8141); the rest %-encoded
 
 TITLES = {
     400: "Bad request",
@@ -70,7 +74,7 @@ class ProblemDetails(BaseModel):
                 {
                     "type": "https://heta.dev/problems/invalid_spans", "title": "Unprocessable content", "status": 422,
                     "code": "invalid_spans", "detail": "span [5, 2] is outside the text (0..23) or empty",
-                    "instance": "/attribute",
+                    "instance": "urn:heta:request:6f1c2a9e4b7d4e0f8a3c5b2d1e0f9a8b",
                 }
             ]
         }
@@ -80,7 +84,9 @@ class ProblemDetails(BaseModel):
     status: int = Field(ge=400, le=599)
     code: str = Field(description="stable machine-readable code")
     detail: str = Field(description="what went wrong, for people")
-    instance: str | None = Field(None, description="the request path")
+    instance: str | None = Field(
+        None, description="the request: `urn:heta:request:<id>` with the response's `X-Request-ID` (percent-encoded)"
+    )
     field: str | None = Field(None, description="invalid_config: the offending config field")
     errors: list[FieldError] | None = Field(None, description="validation_error: every invalid field")
     items: list[ItemProblem] | None = Field(None, description="invalid_batch: every refused item of a batch")
@@ -96,7 +102,13 @@ class Problem(Exception):
         self.status, self.code, self.detail, self.headers, self.extra = status, code, detail, headers or {}, extra
 
 
-def problem_response(problem: Problem, instance: str | None = None) -> JSONResponse:
+def instance() -> str | None:
+    """The current request as a URN (``urn:heta:request:<X-Request-ID>``), or None outside a request."""
+    request_id = logs.current("request_id")
+    return f"urn:heta:request:{quote(request_id, safe=URN_SAFE)}" if request_id else None
+
+
+def problem_response(problem: Problem) -> JSONResponse:
     body = {
         "type": f"https://heta.dev/problems/{problem.code}",
         "title": TITLES.get(problem.status, "Error"),
@@ -105,8 +117,9 @@ def problem_response(problem: Problem, instance: str | None = None) -> JSONRespo
         "detail": problem.detail,
         **{k: v for k, v in problem.extra.items() if v is not None},
     }
-    if instance:
-        body["instance"] = instance
+    urn = instance()
+    if urn:
+        body["instance"] = urn
     return JSONResponse(body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON)
 
 

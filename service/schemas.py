@@ -222,6 +222,7 @@ class JobView(BaseModel):
     finished: float | None
     deadline: float
     worker: str | None = Field(description="host-pid-suffix of the worker that ran it last")
+    request_id: str | None = Field(None, description="the `X-Request-ID` of the request that submitted it")
     result: JobResult | BatchResult | None = Field(None, description="when done (a BatchResult for POST /attribute/batch)")
     error: JobError | None = Field(None, description="when failed, cancelled by a deadline or dead-lettered")
     partial: JobResult | None = Field(

@@ -63,6 +63,18 @@ class Settings(BaseSettings):
     )
     redis_wait_timeout_ms: int = Field(2000, ge=1, description="how long to wait for that replication; then 503")
 
+    # observability (docs/deploy.md, "Tracing, request ids and logs")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log lines of the API, workers and `heta serve`: text for a terminal, or json (one object per "
+        "line: time, level, logger, message, request_id, job_id, model, trace_id, duration)"
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT", description="OpenTelemetry traces to this OTLP/HTTP endpoint "
+        "(e.g. http://jaeger:4318; unset: no tracing). The SDK's other `OTEL_*` variables apply too (OTEL_EXPORTER_OTLP_HEADERS, "
+        "OTEL_TRACES_SAMPLER, OTEL_BSP_SCHEDULE_DELAY, ...)"
+    )
+    otel_service_name: str = Field("heta", validation_alias="OTEL_SERVICE_NAME", description="the traces' service.name")
+
     # security and admission
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="keys or sha256:<hex>, comma-separated")
     cors_origins: Annotated[list[str], NoDecode] = Field(

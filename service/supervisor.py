@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 
+from . import logs
 from .connections import EmbeddedRedis
 from .settings import Settings
 
@@ -111,7 +112,7 @@ def serve(settings: Settings) -> int:
 
     from .app import create_app, run_server
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format)
     if not settings.models:
         raise SystemExit("heta serve: error: no models: set HETA_MODELS or pass --model")
     embedded = None
@@ -138,7 +139,7 @@ def serve(settings: Settings) -> int:
     # caught; with the default handler that would kill us before the workers are stopped below
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    print(f"heta serve: the explorer is at http://{settings.host}:{settings.port}/ (API docs: /docs)", flush=True)
+    log.info("the explorer is at http://%s:%s/ (API docs: /docs)", settings.host, settings.port)  # a log line: json stays json
     try:
         run_server(create_app(settings), settings.host, settings.port)
     finally:

@@ -38,12 +38,13 @@ import socket
 import threading
 import time
 import uuid
+from typing import Any, NamedTuple
 
 import torch
 
 from heta_core import Attributor, HetaError
 
-from . import cache, jobs, metrics, registry
+from . import cache, jobs, logs, metrics, registry, tracing
 from .connections import connect_store, is_transient
 from .schemas import AttributeRequest, BatchRequest, batch_result_json, job_result_json
 from .settings import Settings
@@ -71,6 +72,24 @@ class ItemFailed(Exception):
 
 class Released(Exception):
     """Draining took too long: hand the job back to the queue."""
+
+
+class Done(NamedTuple):
+    """A job's computed outcome: the stored document, and what metrics and its trace record of it."""
+
+    body: str
+    hvps: int
+    method: str | None
+    stages: dict[str, float]  # stage seconds (metrics)
+    timings: Any = None  # the result's Timings (the trace's stage spans); None for a batch
+    tokens: int | None = None
+
+
+def job_context(job: dict):
+    """The job's ids on every log line logged inside (its trace id from the context it carries)."""
+    parts = job.get("traceparent", "").split("-")
+    return logs.bound(job_id=job["id"], model=job["model"], request_id=job.get("request_id"),
+                      trace_id=parts[1] if len(parts) == 4 else None)  # fmt: skip
 
 
 def _delivered(answer) -> list[tuple[str, str, str, int, None]]:
@@ -230,7 +249,7 @@ class Worker:
                 self._record("reclaimed")
                 pending = self.client.xpending_range(stream, jobs.GROUP, min=entry, max=entry, count=1)
                 deliveries = pending[0]["times_delivered"] if pending else 1
-                log.warning("reclaimed %s (delivery %d)", fields.get("job"), deliveries)
+                log.warning("reclaimed %s (delivery %d)", fields.get("job"), deliveries, extra={"job_id": fields.get("job")})
                 return [(stream, entry, fields["job"], deliveries, None)]
         if not self.settings.redis_cluster:
             return self._read_and_take()
@@ -306,7 +325,7 @@ class Worker:
                         continue
                 except Released:
                     self._hand_back(stream, entry, job_id)
-                    log.warning("released %s while draining", job_id)
+                    log.warning("released %s while draining", job_id, extra={"job_id": job_id})
                     continue
                 runnable.append((stream, entry, job))
             self._run_jobs(runnable)
@@ -360,18 +379,18 @@ class Worker:
         return float(job["created"]), float(job["started"])
 
     def _compute(self, job: dict):
-        """One job alone: (stored document, HVPs, method, stage seconds), or the exception that ended it."""
+        """One job alone: its :class:`Done`, or the exception that ended it."""
         request = json.loads(job["request"])
         attributor = self.attributors[job["model"]]
         job_id, (created, started) = job["id"], self._times(job)
         progress = self._reporter(job_id, float(job["deadline"]))
         try:
-            if "items" in request:  # POST /attribute/batch
-                batch = BatchRequest.model_validate(request)
-                body, hvps = self._run_batch(attributor, batch, progress, job_id, job["model"], (created, started))
-                return body, hvps, None, {}
-            call = AttributeRequest.model_validate(request).engine_call()
-            return self._done_with(job, self._attempt(attributor, *call, progress, job_id, self._publisher(job_id, created, started)))
+            with job_context(job):
+                if "items" in request:  # POST /attribute/batch
+                    batch = BatchRequest.model_validate(request)
+                    return Done(*self._run_batch(attributor, batch, progress, job_id, job["model"], (created, started)), None, {})
+                call = AttributeRequest.model_validate(request).engine_call()
+                return self._done_with(job, self._attempt(attributor, *call, progress, job_id, self._publisher(job_id, created, started)))
         except Exception as error:  # noqa: BLE001 - concluded by the job's own outcome
             return error
 
@@ -405,42 +424,59 @@ class Worker:
             torch.cuda.empty_cache()
             self._conclude(stream, entry, job, self._compute(job))
 
-    def _done_with(self, job: dict, result) -> tuple:
+    def _done_with(self, job: dict, result) -> Done:
         body = job_result_json(result, job["id"], *self._times(job))
         stages = {name: seconds for name, seconds in result.timings.stages().items() if name != "total"}
-        return body, result.meta.hvps or 0, result.method, stages
+        return Done(body, result.meta.hvps or 0, result.method, stages, result.timings, len(result.tokens) + len(result.targets))
 
     def _conclude(self, stream: str, entry: str, job: dict, outcome) -> None:
         """The job's final transition from its outcome, then its entry acknowledged; a drain past its
         deadline hands it back to the queue instead."""
         job_id, created = job["id"], float(job["created"])
-        try:
-            if isinstance(outcome, Released):
-                raise outcome
-            if isinstance(outcome, JobCancelled):
-                if self.finalize(job, "cancelled"):
-                    self._record("cancelled", time.time() - created)
-            elif isinstance(outcome, DeadlineExceeded):
-                self._fail(job, "deadline_exceeded", "the job did not finish before its deadline")
-            elif isinstance(outcome, ItemFailed):
-                self._fail(job, outcome.code, outcome.detail)
-            elif isinstance(outcome, HetaError):
-                self._fail(job, outcome.code, str(outcome))
-            elif isinstance(outcome, BaseException):  # a bug must fail the job, not the worker
-                log.error("job %s failed", job_id, exc_info=outcome)
-                self._fail(job, "internal_error", f"{type(outcome).__name__}: {outcome}")
-            else:
-                body, hvps, method, stages = outcome
-                if self.finalize(job, "done", result=body, progress="1"):
-                    self._record("done", time.time() - created, method, stages, hvps)
-                    if job.get("cache"):
-                        self._cache(job["cache"], body)
-            self._done(stream, entry)
-        except Released:
-            self._hand_back(stream, entry, job_id)
-            log.warning("released %s while draining", job_id)
+        with job_context(job), tracing.job_span(job) as span:
+            if isinstance(outcome, Done) and outcome.timings is not None:
+                span.stages(outcome.timings, method=outcome.method, hvps=outcome.hvps, tokens=outcome.tokens)
+            try:
+                with span.step("finalize"):
+                    ended = self._finalize_outcome(job, outcome)
+                span.annotate(outcome=ended)
+                log.info("job %s %s", job_id, ended, extra={"duration": round(time.time() - created, 6)})
+                self._done(stream, entry)
+            except Released:
+                span.annotate(outcome="released")
+                self._hand_back(stream, entry, job_id)
+                log.warning("released %s while draining", job_id)
         with self._lock:  # no lease to renew any more
             self.current = [held for held in self.current if held[1] != entry]
+
+    def _finalize_outcome(self, job: dict, outcome) -> str:
+        """The job's final transition from its outcome; returns the outcome's name (its error code
+        when it failed)."""
+        created = float(job["created"])
+        if isinstance(outcome, Released):
+            raise outcome
+        if isinstance(outcome, JobCancelled):
+            if self.finalize(job, "cancelled"):
+                self._record("cancelled", time.time() - created)
+            return "cancelled"
+        failure = None
+        if isinstance(outcome, DeadlineExceeded):
+            failure = ("deadline_exceeded", "the job did not finish before its deadline")
+        elif isinstance(outcome, ItemFailed):
+            failure = (outcome.code, outcome.detail)
+        elif isinstance(outcome, HetaError):
+            failure = (outcome.code, str(outcome))
+        elif isinstance(outcome, BaseException):  # a bug must fail the job, not the worker
+            log.error("job %s failed", job["id"], exc_info=outcome)
+            failure = ("internal_error", f"{type(outcome).__name__}: {outcome}")
+        if failure is not None:
+            self._fail(job, *failure)
+            return failure[0]
+        if self.finalize(job, "done", result=outcome.body, progress="1"):
+            self._record("done", time.time() - created, outcome.method, outcome.stages, outcome.hvps)
+            if job.get("cache"):
+                self._cache(job["cache"], outcome.body)
+        return "done"
 
     def _reporter(self, job_id: str, deadline: float):
         """The engine's progress callback: reports the fraction (throttled), and stops the run for a
@@ -503,7 +539,8 @@ class Worker:
                 if attempt == OOM_RETRIES:
                     raise ItemFailed("out_of_memory", "the job ran out of GPU memory even with smaller chunks") from None
                 config = config.replace(memory_budget_mb=max(16, budget // 2))
-                log.warning("CUDA OOM on %s: retrying with memory_budget_mb=%d", job_id, config.memory_budget_mb)
+                log.warning("CUDA OOM on %s: retrying with memory_budget_mb=%d", job_id, config.memory_budget_mb,
+                            extra={"job_id": job_id})  # fmt: skip
 
     def _run_batch(self, attributor: Attributor, batch: BatchRequest, progress, job_id: str, model: str, times: tuple[float, float]):
         """Every item in turn, each with its own result or error; a cancel, a deadline or a drain
@@ -541,7 +578,8 @@ class Worker:
 
 
 def main(settings: Settings, models: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format)
+    tracing.setup(settings.otel_exporter_otlp_endpoint, settings.otel_service_name, "worker")
     if not settings.has_store:
         raise SystemExit("heta worker: error: set REDIS_URL or HETA_REDIS_SENTINELS (or run `heta serve`, which starts Redis)")
     if not models:

@@ -35,6 +35,9 @@ EXTERNAL_ENV = ("HF_", "GF_", "COMPOSE_")  # variables of Hugging Face, Grafana 
 def settings_variables() -> set[str]:
     names = set()
     for name, field in Settings.model_fields.items():
+        if isinstance(field.validation_alias, str):  # a standard name of its own (OTEL_*)
+            names.add(field.validation_alias)
+            continue
         aliases = getattr(field.validation_alias, "choices", None)
         names |= {str(a) for a in aliases} if aliases else {f"HETA_{name.upper()}"}
     return names
@@ -195,12 +198,12 @@ def test_compose_profiles_gpu_by_default_and_cpu_without_any_gpu():
         line.split("=", 1) for line in (ROOT / ".env").read_text().splitlines() if line and not line.startswith("#")
     )
     default = active(services, set(dotenv["COMPOSE_PROFILES"].split(",")))  # `docker compose up`
-    assert default == {"redis", "api", "worker", "prometheus", "grafana"}
+    assert default == {"redis", "api", "worker", "prometheus", "jaeger", "grafana"}
     (device,) = gpu_reservation(services["worker"])
     assert device == {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
     assert services["worker"]["environment"]["HETA_DEVICE"] == "cuda" and services["worker"]["image"] == "heta:cuda"
     cpu = active(services, {"cpu"})  # `docker compose --profile cpu up`: the flag replaces COMPOSE_PROFILES
-    assert cpu == {"redis", "api", "worker-cpu", "prometheus", "grafana"}
+    assert cpu == {"redis", "api", "worker-cpu", "prometheus", "jaeger", "grafana"}
     assert not any(gpu_reservation(services[name]) for name in cpu)
     assert (
         services["worker-cpu"]["environment"]["HETA_DEVICE"] == "cpu" and services["worker-cpu"]["image"] == "heta:cpu"
@@ -243,6 +246,24 @@ def test_compose_wires_api_workers_and_prometheus_to_each_other(monkeypatch):
     for name, service in services.items():
         assert set(service.get("depends_on", {})) <= set(services), name
         assert "latest" not in service.get("image", ""), name
+
+
+def test_compose_sends_traces_to_jaeger_and_grafana_reads_them(monkeypatch):
+    services = compose()["services"]
+    assert re.fullmatch(r"jaegertracing/all-in-one:\d+\.\d+\.\d+", services["jaeger"]["image"])
+    for name in ("api", "worker", "worker-cpu"):
+        endpoint = services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        url = urlparse(endpoint)
+        assert (url.scheme, url.hostname, url.port) == ("http", "jaeger", 4318), name  # Jaeger's OTLP/HTTP port
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        assert Settings(_env_file=None).otel_exporter_otlp_endpoint == endpoint  # the variable the service reads
+    (source,) = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "jaeger.yml").read_text())["datasources"]
+    assert source["type"] == "jaeger" and source["access"] == "proxy" and not source.get("isDefault")
+    url = urlparse(source["url"])
+    assert url.hostname == "jaeger" and f"127.0.0.1:{url.port}:{url.port}" in services["jaeger"]["ports"]  # the query UI/API
+    prometheus = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    assert source["uid"] not in {other["uid"] for other in prometheus["datasources"]}
+    assert "jaeger" in services["grafana"]["depends_on"]
 
 
 def test_compose_names_only_things_that_exist_or_are_documented():

@@ -62,22 +62,21 @@ def sse(event: str, data: str) -> str:
     return f"event: {event}\ndata: {data}\n\n"
 
 
-def _final_event(job: dict, instance: str) -> str:
+def _final_event(job: dict) -> str:
     try:
         response = finished_response(job)
     except Problem as problem:
-        return sse("problem", problem_response(problem, instance).body.decode())
+        return sse("problem", problem_response(problem).body.decode())
     return sse("result", response.body.decode())
 
 
 async def _stream(request: Request, client, job_id: str, job: dict, keepalive: float) -> AsyncIterator[str]:
-    instance = f"/jobs/{job_id}/events"
     status = progress = None
     shown: set[str] = set()  # the partial results already sent, by their stages
     quiet_since = time.monotonic()
     while True:
         if not job:  # expired (result TTL) or deleted while we watched
-            yield sse("problem", problem_response(Problem(404, "job_not_found", f"job {job_id!r} is gone"), instance).body.decode())
+            yield sse("problem", problem_response(Problem(404, "job_not_found", f"job {job_id!r} is gone")).body.decode())
             return
         view = jobs.public_view({k: v for k, v in job.items() if k in jobs.VIEW_FIELDS})
         sent = False
@@ -95,10 +94,10 @@ async def _stream(request: Request, client, job_id: str, job: dict, keepalive: f
                 yield sse("partial", body)  # stored as one line of JSON, as the result is
                 quiet_since = time.monotonic()
         if job["status"] in jobs.FINAL:
-            yield _final_event(job, instance)
+            yield _final_event(job)
             return
         if request.app.state.draining:  # an open stream would hold the graceful shutdown until the job ends
-            yield sse("problem", problem_response(Problem(503, "draining", "the server is shutting down; reconnect"), instance).body.decode())
+            yield sse("problem", problem_response(Problem(503, "draining", "the server is shutting down; reconnect")).body.decode())
             return
         now = time.monotonic()
         if sent:
