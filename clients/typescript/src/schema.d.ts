@@ -400,7 +400,7 @@ export interface components {
             diagnostics?: boolean | null;
             /**
              * Preset
-             * @description HETA's cost bundle (default exact; the README's presets table gives what each costs and loses): `fast` = flow and KL impact only (β = 0), `balanced` = m = 2 Hessian samples; fields set explicitly here override the preset's
+             * @description HETA's cost bundle (default exact; docs/benchmarks.md's presets table gives what each costs and loses): `fast` = flow and KL impact only (β = 0), `balanced` = m = 2 Hessian samples; fields set explicitly here override the preset's
              */
             preset?: ("exact" | "balanced" | "fast") | null;
             /**
@@ -958,6 +958,11 @@ export interface components {
              */
             worker: string | null;
             /**
+             * Request Id
+             * @description the `X-Request-ID` of the request that submitted it
+             */
+            request_id?: string | null;
+            /**
              * Result
              * @description when done (a BatchResult for POST /attribute/batch)
              */
@@ -1513,7 +1518,7 @@ export interface components {
          * @example {
          *       "code": "invalid_spans",
          *       "detail": "span [5, 2] is outside the text (0..23) or empty",
-         *       "instance": "/attribute",
+         *       "instance": "urn:heta:request:6f1c2a9e4b7d4e0f8a3c5b2d1e0f9a8b",
          *       "status": 422,
          *       "title": "Unprocessable content",
          *       "type": "https://heta.dev/problems/invalid_spans"
@@ -1544,7 +1549,7 @@ export interface components {
             detail: string;
             /**
              * Instance
-             * @description the request path
+             * @description the request: `urn:heta:request:<id>` with the response's `X-Request-ID` (percent-encoded)
              * @default null
              */
             instance: string | null;
