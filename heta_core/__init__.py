@@ -7,7 +7,7 @@ specification; see docs/engine.md). Layout:
 - ``methods/``  the attribution methods: ``heta/`` (flow → M_T, hessian → S, kl → I, combine →
   Eq. 5, pipeline), ``baselines/``, and ``registry`` (the one list of methods)
 - ``models/``   model plumbing: architecture ``adapters``, ``loading``, the ``handle``, toy models
-- ``runtime/``  trace, batching, masking, cost, precision, progress
+- ``runtime/``  trace, the KV-prefix runner (prefix), packing, masking, cost, precision, progress
 - ``inputs/``   documents, targets, granularity; ``results/`` the schema and its assembly
 - ``evaluation/`` metrics, faithfulness, ``heta eval``, the heta-demo model; ``cli/`` the ``heta`` command
 """

@@ -3,7 +3,7 @@ from transformers import GPT2Config
 
 from heta_core.models.adapters import HeadLayout
 from heta_core.models.toymodels import llama_shaped
-from heta_core.runtime.batching import FILL_FRACTION, SPAN_FRACTION, plan_chunks
+from heta_core.runtime.prefix import FILL_FRACTION, SPAN_FRACTION, plan_chunks
 from heta_core.runtime.cost import row_bytes_fn
 
 

@@ -10,7 +10,7 @@ from heta_core.methods.heta.kl import information
 from heta_core.models.adapters import HeadLayout, adapter_for, eager_attention
 from heta_core.models.toymodels import tiny_model
 from heta_core.runtime import faults
-from heta_core.runtime.batching import StreamPool, SuffixRunner, plan_chunks, to_host
+from heta_core.runtime.prefix import StreamPool, SuffixRunner, plan_chunks, to_host
 from heta_core.runtime.cost import row_bytes_fn
 from heta_core.runtime.masking import mask_vector
 from heta_core.runtime.trace import run_trace

@@ -7,7 +7,7 @@ import torch
 
 from heta_core import Attributor, HetaConfig
 from heta_core.models.adapters import HeadLayout, adapter_for, eager_attention
-from heta_core.runtime.batching import SuffixRunner
+from heta_core.runtime.prefix import SuffixRunner
 from heta_core.methods.heta.hessian import Curvature, CurvatureOperator, block_products, probes, target_logprob
 from heta_core.runtime.trace import run_trace
 

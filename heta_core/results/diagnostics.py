@@ -29,7 +29,7 @@ import torch
 
 from ..evaluation.metrics import ranking
 from ..methods.base import Plan
-from ..runtime.batching import StreamPool, plan_chunks
+from ..runtime.prefix import StreamPool, plan_chunks
 from ..runtime.cost import row_bytes_fn
 from ..runtime.masking import kept_logprobs, mask_vector
 from .schema import DiagnosticRow, Diagnostics, FaithfulnessPoint

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .batching import StreamPool, SuffixRunner, plan_chunks
+from .prefix import StreamPool, SuffixRunner, plan_chunks
 from .packing import packed_logits
 from .precision import accumulation_dtype
 

@@ -3,7 +3,7 @@ different attributions (different prompts, lengths and KV prefixes) share one fo
 
 A part is ``(runner, start, rows)``: ``rows`` ``[b, L, d]`` continue the context of ``runner`` (its
 model and detached KV prefix) after its first ``start`` positions, as in
-:meth:`~heta_core.runtime.batching.SuffixRunner.logits`. Parts of one geometry (the same ``start``
+:meth:`~heta_core.runtime.prefix.SuffixRunner.logits`. Parts of one geometry (the same ``start``
 and ``L``) are stacked as they are: every row is computed exactly as alone. Parts of different
 geometries are padded on the left and masked (``packing="pad"``); with ``packing="length"`` only
 parts of one geometry share a pass. The padded layout of row r (prefix length s, suffix length L),

@@ -21,7 +21,7 @@ from typing import Callable, Hashable, Protocol, Sequence
 import torch
 from torch.profiler import record_function
 
-from .batching import StreamPool
+from .prefix import StreamPool
 
 
 class Work(Protocol):

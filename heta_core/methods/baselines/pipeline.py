@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 
 from ...models.adapters import eager_attention
-from ...runtime.batching import StreamPool, SuffixRunner
+from ...runtime.prefix import StreamPool, SuffixRunner
 from ...runtime.cost import budget_bytes, row_bytes_fn, trace_bytes
 from ...runtime.masking import mask_vector, masked_work
 from ...runtime.trace import run_trace

@@ -10,7 +10,7 @@ Each term is one Hessian-vector product by double backward: u = ∂g/∂x_i (gra
 H_ii r = ∂(u · r)/∂x_i. Because only the block H_ii is wanted, the fast path differentiates with
 respect to x_i alone: each batch row holds the context with a leaf tensor spliced in at position i.
 Positions before i do not depend on x_i (causality), so they come from the detached KV prefix
-(see :mod:`heta_core.batching`), and only the predicting positions are projected. A token's m
+(see :mod:`heta_core.runtime.prefix`), and only the predicting positions are projected. A token's m
 probes share its forward and first backward: their second backward passes run as one vmapped pass.
 
 Approximations (opt-in; HETA.md "Approximations"):
@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from ...models.adapters import eager_attention
-from ...runtime.batching import StreamPool, plan_chunks
+from ...runtime.prefix import StreamPool, plan_chunks
 from ...runtime.packing import Pack
 from ...runtime.precision import accumulation_dtype
 from ...runtime.trace import hidden_arg

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...runtime.batching import StreamPool, SuffixRunner
+from ...runtime.prefix import StreamPool, SuffixRunner
 from ...runtime.masking import Readout, masked_forwards
 from ..objective import drop
 

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import torch
 
 from ...models.adapters import eager_attention
-from ...runtime.batching import StreamPool, SuffixRunner, plan_chunks, to_host
+from ...runtime.prefix import StreamPool, SuffixRunner, plan_chunks, to_host
 from ...runtime.cost import budget_bytes, hessian_units, row_bytes_fn, trace_bytes
 from ...runtime.masking import mask_vector, masked_chunks, masked_work
 from ...runtime.progress import BudgetSpent
