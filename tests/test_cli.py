@@ -11,16 +11,9 @@ from pathlib import Path
 import pytest
 
 from heta_core.cli.attribute import bar
+from .helpers import ROOT, heta
 
-ROOT = Path(__file__).resolve().parents[1]
 TEXT = "paris is the capital of france"
-
-
-def heta(*args, timeout=300, **env):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **env}
-    return subprocess.run(
-        [sys.executable, "-m", "heta_core.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
 
 
 def in_process(capsys, *args) -> subprocess.CompletedProcess:

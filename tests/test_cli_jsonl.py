@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from heta_core import Attributor, HetaConfig
+from .helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 LINES = [
     {"id": "gold", "text": "c=6 e=6 b=3 h=3 m=6 ? h", "target_text": " 3"},
     {"text": "a=2 d=5 g=2 k=9 ? k", "target_text": " 9", "config": {"samples": 2, "method": "gradient"}},

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import yaml
+from .helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 

@@ -15,8 +15,8 @@ from heta_core.evaluation.demo import DEMO_DIR, task, train
 from heta_core.evaluation import EvalSettings, evaluate, metric_names, prepare, qa_items, synthetic_items
 
 from .conftest import SHARED_DATA
+from .helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 QA_NAME = "heta_qa_dataset_100_unique.json"
 QA = SHARED_DATA / QA_NAME  # the paper's curated file (CI has it); tests that read it are marked shared_data
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}

@@ -22,8 +22,8 @@ import yaml
 
 from heta_service import jobs
 from heta_service.settings import Settings
+from .helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("gpu", "cpu")
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())  # the oldest and newest versions supported

@@ -21,8 +21,8 @@ from heta_core.evaluation.stats import wilson
 from heta_core.methods.heta.combine import combine
 
 from .test_demo_and_eval import QA, QA_NAME, write_curated_qa
+from .helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from heta_core import Attributor
 from heta_core.models.toymodels import tiny_model, tiny_tokenizer
+from .helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def safetensors_sha256(directory: str) -> str:

@@ -5,7 +5,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import pytest
 
 from heta_core.models.toymodels import CORPUS
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..helpers import ROOT, alive, heta_command, is_worker, worker_pids
+
 SLOW_TEXT = " ".join((CORPUS.split() * 5)[:120])  # with samples=20: a job of several seconds
 SLOW = {"text": SLOW_TEXT, "config": {"samples": 20}}
 
@@ -23,11 +23,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def heta_command(*args: str) -> list[str]:
-    script = Path(sys.executable).parent / "heta"
-    return [sys.executable, str(script), *args] if script.exists() else [sys.executable, "-m", "heta_core.cli", *args]
 
 
 class Server:
@@ -63,7 +58,7 @@ class Server:
 
     def worker_pids(self) -> list[int]:
         """The workers this server's processes started (or are)."""
-        return sorted({pid for proc in self.procs for pid in [proc.pid, *worker_pids(proc.pid)] if _is_worker(pid) and alive(pid)})
+        return sorted({pid for proc in self.procs for pid in [proc.pid, *worker_pids(proc.pid)] if is_worker(pid) and alive(pid)})
 
     def stop(self) -> None:
         self.http.close()
@@ -107,47 +102,6 @@ def serve(model_dir: str | None, tmp: Path, cwd: Path | None = None, **settings)
         with contextlib.suppress(ProcessLookupError):  # anything left in the tree's process group
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
-
-
-def _parents() -> dict[int, int]:
-    """pid → parent pid of every process on the machine."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return parents
-
-
-def _is_worker(pid: int) -> bool:
-    with contextlib.suppress(OSError):
-        cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes()
-        return b"heta\x00worker" in cmdline or b"heta worker" in cmdline
-    return False
-
-
-def alive(pid: int) -> bool:
-    """Running (not gone, not a zombie waiting for its parent)."""
-    with contextlib.suppress(OSError, IndexError):
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return False
-
-
-def worker_pids(root: int) -> list[int]:
-    """The `heta worker` processes descended from ``root`` (a process a test started): never a
-    worker of anyone else's `heta serve` on the same machine."""
-    parents = _parents()
-    children: dict[int, list[int]] = {}
-    for pid, parent in parents.items():
-        children.setdefault(parent, []).append(pid)
-    found, stack = [], [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            stack.append(child)
-            if _is_worker(child) and alive(child):
-                found.append(child)
-    return sorted(found)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from heta_service import jobs
 from heta_service.client import HetaClient, RequestError
 from heta_service.connections import connect
 from heta_service.schemas import BatchResult, JobResult
 
+from ..helpers import job_count
 from .conftest import serve
 from .test_client import _embedded_url
 
@@ -33,16 +33,12 @@ def live(tmp_path_factory):
         yield server
 
 
-def job_count(live) -> int:
-    return sum(1 for _ in live.redis.scan_iter(jobs.job_key("*")))
-
-
 def test_a_batch_is_one_job_whose_entries_equal_each_item_alone(live):
-    before = job_count(live)
+    before = job_count(live.redis)
     answer = live.http.post("/attribute/batch", json={"items": ITEMS, "config": CONFIG, "wait": 120})
     assert answer.status_code == 200, answer.text
     batch = BatchResult.model_validate(answer.json())
-    assert job_count(live) == before + 1
+    assert job_count(live.redis) == before + 1
     assert (batch.succeeded, batch.failed, [e.index for e in batch.items]) == (3, 0, [0, 1, 2])
     assert [e.id for e in batch.items] == ["first", None, None]
     assert batch.timings.compute_s > 0 and batch.timings.total_s >= batch.timings.compute_s
@@ -59,7 +55,7 @@ def test_a_batch_is_one_job_whose_entries_equal_each_item_alone(live):
 
 
 def test_a_batch_with_bad_items_is_refused_whole_naming_each(live):
-    before = job_count(live)
+    before = job_count(live.redis)
     body = {"items": [ITEMS[0], {"text": "a=2 ? a", "target_position": 40}, {"text": ""}, ITEMS[1]], "config": CONFIG}
     answer = live.http.post("/attribute/batch", json=body)
     assert answer.status_code == 422 and answer.headers["content-type"] == "application/problem+json"
@@ -70,7 +66,7 @@ def test_a_batch_with_bad_items_is_refused_whole_naming_each(live):
     assert too_many.status_code == 422 and too_many.json()["code"] == "too_many_items"
     empty = live.http.post("/attribute/batch", json={"items": []})
     assert empty.status_code == 422 and empty.json()["code"] == "validation_error"
-    assert job_count(live) == before  # nothing was queued
+    assert job_count(live.redis) == before  # nothing was queued
 
 
 def test_the_batch_cost_is_summed_against_the_ceiling(live):

@@ -11,7 +11,6 @@ idle and the stream empty: a start-up and stop cost ~10 s."""
 import contextlib
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -24,14 +23,14 @@ from heta_core import Attributor, HetaConfig
 from heta_service import jobs, registry
 from heta_service.connections import EmbeddedRedis, connect
 
-from .conftest import SLOW_TEXT, alive, serve
+from ..helpers import FINAL, alive, children, cmdline, settle
+from .conftest import SLOW_TEXT, serve
 
 TEXT = "the cat sat on the mat . the dog ate the bone"
 # the job a fault strikes while it runs: a few seconds on one CPU thread (conftest's SLOW, 20 samples,
 # is ~15 s there, and most tests run it twice: a fault, then the run that completes it)
 SLOW = {"text": SLOW_TEXT, "config": {"samples": 6}}
 BODIES = [SLOW, {"text": TEXT}, {"text": TEXT, "config": {"samples": 3, "seed": 1}}, {"text": TEXT + " . a bird can"}]
-FINAL = set(jobs.FINAL)
 
 
 @pytest.fixture(scope="module")
@@ -126,19 +125,6 @@ def submit(server, bodies=BODIES) -> list[str]:
     return ids
 
 
-def settle(server, ids, timeout=180) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout
-    finished = {}
-    while len(finished) < len(ids):
-        assert time.monotonic() < deadline, f"jobs still open: {set(ids) - set(finished)}"
-        for job_id in set(ids) - set(finished):
-            job = server.http.get(f"/jobs/{job_id}").json()
-            if job["status"] in FINAL:
-                finished[job_id] = job
-        time.sleep(0.2)
-    return finished
-
-
 def assert_clean(client, ids, finished, reference, model: str, expect=None) -> None:
     """Exactly one terminal transition per job, results equal the fault-free run, no stream leftovers."""
     for i, job_id in enumerate(ids):
@@ -228,7 +214,7 @@ def test_embedded_redis_is_restarted_by_serve(model_dir, tmp_path, reference):
     with serve(model_dir, tmp_path, WORKERS=1) as server:
         ids = submit(server, BODIES[1:])
         settle(server, ids)
-        redis_pid = next(pid for pid in _children(server.procs[0].pid) if b"redis-server" in _cmdline(pid))
+        redis_pid = next(pid for pid in children(server.procs[0].pid) if b"redis-server" in cmdline(pid))
         os.kill(redis_pid, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while server.http.get("/readyz").status_code != 200:
@@ -246,13 +232,13 @@ def test_sigkill_of_serve_leaves_no_process_behind_and_loses_no_job(model_dir, t
     with serve(model_dir, tmp_path, WORKERS=2, DRAIN_S=1) as server:
         ids = submit(server)
         server.wait_status(ids[0], {"running"}, timeout=120)
-        children = [pid for pid in _children(server.procs[0].pid) if b"redis-server" in _cmdline(pid)] + server.worker_pids()
-        assert len(children) == 3
+        descendants = [pid for pid in children(server.procs[0].pid) if b"redis-server" in cmdline(pid)] + server.worker_pids()
+        assert len(descendants) == 3
         server.procs[0].kill()
         server.procs[0].wait()
         deadline = time.monotonic() + 30  # workers notice within a heartbeat and drain (HETA_DRAIN_S=1)
-        while any(alive(pid) for pid in children):
-            assert time.monotonic() < deadline, [pid for pid in children if alive(pid)]
+        while any(alive(pid) for pid in descendants):
+            assert time.monotonic() < deadline, [pid for pid in descendants if alive(pid)]
             time.sleep(0.2)
     # a new serve on the same data finishes every accepted job, once
     with serve(model_dir, tmp_path) as again:
@@ -358,25 +344,6 @@ def test_a_deadline_that_passes_in_the_queue_costs_no_compute(one_worker):
     assert finished[late]["status"] == "failed" and finished[late]["error"]["code"] == "deadline_exceeded"
     assert finished[late]["attempts"] == 0 and finished[late]["started"] is None  # never ran
     assert connect(server.store.url).hget(jobs.job_key(late), "completions") == "1"
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return found
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def _embedded_url(data: Path) -> str:

@@ -12,7 +12,6 @@ import time
 import httpx
 import pytest
 
-from heta_service import jobs
 from heta_service.client import (
     AsyncHetaClient,
     AuthError,
@@ -24,6 +23,7 @@ from heta_service.client import (
 from heta_service.connections import connect
 from heta_service.schemas import JobResult
 
+from ..helpers import job_count
 from .conftest import serve
 
 PROMPT = "c=6 e=6 b=3 h=3 m=6 ? h"
@@ -119,10 +119,6 @@ def proxy(live):
     running.close()
 
 
-def job_count(live) -> int:
-    return sum(1 for _ in live.redis.scan_iter(jobs.job_key("*")))
-
-
 def test_attribute_returns_the_engines_result_model(live):
     with HetaClient(live.url, api_key=KEY) as heta:
         result = heta.attribute(PROMPT, target_text=" 3")
@@ -135,19 +131,19 @@ def test_attribute_returns_the_engines_result_model(live):
 
 
 def test_a_submit_whose_answer_is_lost_is_retried_into_the_same_job(live, proxy):
-    before = job_count(live)
+    before = job_count(live.redis)
     proxy.faults = [("POST", "/jobs", "drop")]
     with HetaClient(proxy.url, api_key=KEY, backoff=0.05) as heta:
         job_id = heta.submit(PROMPT, target_text=" 3", config={"samples": 3, "seed": 11})
         result = heta.wait(job_id, timeout=120)
     assert proxy.answers and proxy.answers[0]["job_id"] == job_id  # the dropped answer named this very job
     assert [s for s in proxy.seen if s[0] == "POST"] == [("POST", "/jobs", None), ("POST", "/jobs", 202)]
-    assert job_count(live) == before + 1  # one job, not two
+    assert job_count(live.redis) == before + 1  # one job, not two
     assert result.job_id == job_id and result.topk(1)[0]["text"] == "h=3"
 
 
 def test_attribute_retries_after_a_lost_answer_and_a_503(live, proxy):
-    before = job_count(live)
+    before = job_count(live.redis)
     proxy.faults = [("POST", "/attribute", 503), ("POST", "/attribute", "drop")]
     with HetaClient(proxy.url, api_key=KEY, backoff=0.05) as heta:
         started = time.monotonic()
@@ -156,7 +152,7 @@ def test_attribute_retries_after_a_lost_answer_and_a_503(live, proxy):
     posts = [s for s in proxy.seen if s[0] == "POST"]
     assert posts[0] == ("POST", "/attribute", 503) and posts[1][2] is None and posts[2][2] == 200
     assert waited >= 1.0  # the injected Retry-After: 1 was honoured (the back-off alone is 0.05 s)
-    assert job_count(live) == before + 1
+    assert job_count(live.redis) == before + 1
     assert result.job_id == proxy.answers[0]["job_id"]  # the retry found the job of the lost answer
 
 
@@ -192,7 +188,7 @@ def test_cancel_and_wait_say_how_the_job_ended(live):
 
 
 def test_the_async_client_runs_the_same_protocol(live, proxy):
-    before = job_count(live)
+    before = job_count(live.redis)
     proxy.faults = [("POST", "/jobs", "drop")]
 
     async def main():
@@ -202,7 +198,7 @@ def test_the_async_client_runs_the_same_protocol(live, proxy):
             return ids, results, await heta.models()
 
     ids, results, served = asyncio.run(main())
-    assert len(set(ids)) == 3 and job_count(live) == before + 3
+    assert len(set(ids)) == 3 and job_count(live.redis) == before + 3
     assert [r.job_id for r in results] == ids and all(r.topk(1)[0]["text"] == "h=3" for r in results)
     assert served.default == "heta-demo"
 

@@ -22,7 +22,8 @@ from PIL import Image
 from heta_core.results.report import ASSETS
 
 from .browser import OfflinePage, artefacts, parse_number, people
-from .conftest import ROOT, base_env, free_port, heta_command, serve
+from ..helpers import ROOT, heta_command
+from .conftest import base_env, free_port, serve
 
 PACKAGE = ROOT / "clients" / "typescript"
 HOSTS = Path(__file__).resolve().parent / "hosts"

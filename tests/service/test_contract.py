@@ -12,7 +12,8 @@ import pytest
 import heta_core
 from heta_core import Attributor, HetaConfig
 
-from .conftest import heta_command, serve
+from ..helpers import heta_command
+from .conftest import serve
 
 PROMPT = "c=6 e=6 b=3 h=3 m=6 ? h"
 SPANS = [[0, 3], [12, 15]]

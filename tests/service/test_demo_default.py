@@ -5,7 +5,8 @@ import subprocess
 
 from heta_core import Attributor, HetaConfig
 
-from .conftest import base_env, heta_command, serve
+from ..helpers import heta_command
+from .conftest import base_env, serve
 
 PROMPT = "c=6 e=6 b=3 h=3 m=6 ? h"  # the pair h=3 (position 3) answers; b=3 is a distractor
 

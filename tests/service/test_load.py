@@ -4,7 +4,7 @@ past capacity loses no job, answers no 5xx, and answers overload with 429 + Retr
 import json
 import subprocess
 
-from .conftest import heta_command
+from ..helpers import heta_command
 
 
 def test_load_steps_past_capacity_without_losses_or_server_errors(tmp_path):

@@ -3,24 +3,21 @@
 and a three-master Redis Cluster serving two models."""
 
 import contextlib
-import os
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
-import pytest
 import redis
 
 from heta_service import jobs
 from heta_service.connections import EmbeddedRedis, connect, die_with_parent, redis_server_binary
 
+from ..helpers import settle
 from .conftest import free_port, serve
 
 TEXT = "the cat sat on the mat . the dog ate the bone"
-FINAL = set(jobs.FINAL)
 
 
 def tcp_redis(directory: Path, port: int, **config) -> EmbeddedRedis:
@@ -61,19 +58,6 @@ def wait_for(predicate, timeout: float, what: str):
     raise TimeoutError(what)
 
 
-def settle(server, ids, timeout=180) -> dict:
-    deadline, finished = time.monotonic() + timeout, {}
-    while len(finished) < len(ids):
-        assert time.monotonic() < deadline, f"open: {set(ids) - set(finished)}"
-        for job_id in set(ids) - set(finished):
-            answer = server.http.get(f"/jobs/{job_id}")
-            assert answer.status_code in (200, 503), answer.text  # 503 only while Redis fails over
-            if answer.status_code == 200 and answer.json()["status"] in FINAL:
-                finished[job_id] = answer.json()
-        time.sleep(0.2)
-    return finished
-
-
 def test_a_sentinel_failover_loses_no_acknowledged_job(model_dir, tmp_path):
     master_port, replica_port = free_port(), free_port()
     master = tcp_redis(tmp_path / "master", master_port)
@@ -105,7 +89,7 @@ def test_a_sentinel_failover_loses_no_acknowledged_job(model_dir, tmp_path):
                         assert answer.json()["code"] == "redis_unavailable"
                     time.sleep(0.25)
                 wait_for(lambda: watcher.sentinel_get_master_addr_by_name("heta")[1] == replica_port, 60, "no failover")
-                finished = settle(server, accepted)
+                finished = settle(server, accepted, failing_over=True)
                 assert all(job["status"] == "done" for job in finished.values())
                 promoted = connect(f"redis://127.0.0.1:{replica_port}/0")
                 for job_id in accepted:  # exactly one terminal transition on the master that survived
@@ -156,7 +140,7 @@ def test_a_redis_cluster_serves_two_models(model_dir, tmp_path):
             ids = [server.http.post("/jobs", json=body).json()["job_id"] for body in bodies * 3]
             done = server.http.post("/attribute", json={**bodies[1], "wait": 60})
             assert done.status_code == 200 and done.json()["meta"]["model"] == "heta-demo"
-            finished = settle(server, ids)
+            finished = settle(server, ids, failing_over=True)
             assert all(job["status"] == "done" for job in finished.values())
             from redis.cluster import RedisCluster
 

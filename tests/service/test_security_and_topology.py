@@ -12,7 +12,8 @@ import pytest
 
 from heta_service.connections import EmbeddedRedis
 
-from .conftest import Server, base_env, free_port, heta_command, serve
+from ..helpers import heta_command
+from .conftest import Server, base_env, free_port, serve
 
 TEXT = "the cat sat on the mat"
 KEYS = {"alice": "key-alice", "bob": "key-bob", "carol": "key-carol"}
@@ -145,7 +146,7 @@ def test_sigterm_drains_the_worker_and_finishes_the_current_job(model_dir, tmp_p
 
 
 def test_sigterm_to_serve_stops_its_workers(model_dir, tmp_path):
-    from .conftest import alive
+    from ..helpers import alive
 
     with serve(model_dir, tmp_path, WORKERS=2) as server:
         mine = server.worker_pids()

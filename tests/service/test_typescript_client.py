@@ -7,13 +7,13 @@ import json
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from heta_service.connections import connect
 
-from .conftest import ROOT, serve
+from ..helpers import ROOT
+from .conftest import serve
 from .test_client import KEY, LONG, PROMPT, FaultProxy, _embedded_url, job_count
 
 PACKAGE = ROOT / "clients" / "typescript"
