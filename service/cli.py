@@ -112,7 +112,7 @@ def register(commands) -> None:
     )
     probe.set_defaults(run=_probe_worker, model=None)
 
-    from .loadgen import add_arguments, run_from_args
+    from .bench_load import add_arguments, run_from_args
 
     load = commands.add_parser(
         "bench-load", help="open-loop load over loopback: latency, throughput, 429s and queue overhead per arrival rate"
