@@ -25,6 +25,7 @@ from .inputs import batch, targets
 from .inputs.request import REQUEST_FIELDS, AttributionRequest
 from .methods.registry import method
 from .models.handle import ModelHandle
+from .models.placement import Placement, describe
 from .results import diagnostics
 from .results.assemble import assemble
 from .results.schema import AttributionResult, BudgetPlan, Estimate
@@ -91,6 +92,9 @@ class Attributor:
         self.handle = ModelHandle.wrap(model)
         dtype = compute_dtype(self.config.dtype, model.dtype)
         if dtype != model.dtype:
+            if getattr(model, "hf_device_map", None) or describe(model).quantization:
+                raise ConfigError(f"dtype={self.config.dtype!r}: a model placed by a device map or quantized is not recast; "
+                                  "load it in that dtype instead", field="dtype")  # fmt: skip
             model.to(dtype)  # an explicit upcast requested by HetaConfig.dtype
         model.eval()
         self.tokenizer = tokenizer
@@ -107,13 +111,21 @@ class Attributor:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         revision: str | None = None,
+        *,
+        device_map: str | dict | None = None,
+        offload_folder: str | None = None,
+        quantize: str | None = None,
     ) -> Attributor:
         """Load by HF id (``id@revision`` pins one), local path or ``heta-demo``; safetensors only, no
-        remote code. ``dtype=None``: the checkpoint's."""
+        remote code. ``dtype=None``: the checkpoint's. ``device_map`` (``auto``, a strategy or a dict of
+        module → ``cpu``/``disk``/GPU) splits the model with accelerate, ``disk`` modules kept in
+        ``offload_folder``; ``quantize="int8"``: torchao int8 weight-only linear layers
+        (:mod:`heta_core.models.placement`)."""
         from .models.loading import load_model, split_revision
 
         name, revision = split_revision(name_or_path, revision)
-        model, tokenizer = load_model(name, device=device, dtype=dtype, revision=revision)
+        model, tokenizer = load_model(name, device=device, dtype=dtype, revision=revision, device_map=device_map,
+                                      offload_folder=offload_folder, quantize=quantize)  # fmt: skip
         attributor = cls(model, tokenizer, config, name=name_or_path, revision=revision)
         _ = attributor.revision  # hash local weights now, at load, not in the first request
         return attributor
@@ -143,6 +155,11 @@ class Attributor:
     @property
     def device(self) -> torch.device:
         return self.handle.device
+
+    @property
+    def placement(self) -> Placement:
+        """dtype, quantization and the device map's modules per device (:mod:`heta_core.models.placement`)."""
+        return describe(self.model)
 
     @property
     def num_layers(self) -> int:
