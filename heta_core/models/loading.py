@@ -24,7 +24,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from .adapters import adapter_for
-from .placement import check_placement, check_quantize, parse_device_map, quantize_model
+from .placement import check_placement, check_quantize, check_tied, parse_device_map, quantize_model
 from ..errors import InputError, ModelLoadError
 
 DTYPE_NAMES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -204,6 +204,7 @@ def load_model(
         raise ModelLoadError(
             f"cannot load weights of {name_or_path!r} (safetensors only): {_first_line(error)}"
         ) from error
+    check_tied(model)
     tokenizer = _tokenizer(name_or_path, revision)
     if target_device is not None:
         model.to(target_device)

@@ -35,17 +35,21 @@ DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 QUANTIZABLE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-class _CudaOnlyExtensions(logging.Filter):
-    """torchao's wheel carries CUDA extensions; on a CPU-only torch each import (transformers imports
-    torchao whenever it is installed) logs one "Failed to load" line per extension. They are not needed
-    there, so those lines are dropped; any other torchao message passes."""
+class _ImportNoise(logging.Filter):
+    """Lines torchao's import logs that say nothing to a user (transformers imports torchao whenever it
+    is installed, so they would reach every command's stderr): one "Failed to load" per CUDA extension
+    on a CPU-only torch (not needed there), and torch's deprecation notice for each Enum torchao
+    registers with pytree. Any other message passes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (torch.version.cuda is None and message.startswith("Failed to load") and ".so" in message)
+        if record.name == "torchao":
+            return not (torch.version.cuda is None and message.startswith("Failed to load") and ".so" in message)
+        return "is an Enum subclass and is now natively supported" not in message
 
 
-logging.getLogger("torchao").addFilter(_CudaOnlyExtensions())
+for _logger in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_logger).addFilter(_ImportNoise())
 
 
 def _require(package: str, what: str):
@@ -118,6 +122,27 @@ def check_quantize(quantize: str | None) -> None:
         raise InputError(f"quantize must be one of {', '.join(QUANTIZATIONS)}; got {quantize!r}", code="invalid_quantize")
     if quantize is not None:
         _require("torchao", "quantize")
+
+
+def check_tied(model: nn.Module) -> None:
+    """A model that ties its output head to its input embeddings (one tensor) needs both on one device:
+    split apart, the head's offload hook finds no weight of its own."""
+    device_map = getattr(model, "hf_device_map", None)
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    if not device_map or head is None or head.weight is not embeddings.weight:
+        return
+    names = {id(module): name for name, module in model.named_modules()}
+
+    def placed(module: nn.Module):
+        name = names[id(module)]
+        key = max((k for k in device_map if k == "" or name == k or name.startswith(k + ".")), key=len)
+        return device_map[key]
+
+    if placed(head) != placed(embeddings):
+        raise InputError(
+            f"this model ties {names[id(head)]} to {names[id(embeddings)]} (one tensor): the device map must put both on one device",
+            code="invalid_device_map",
+        )
 
 
 def linear_from_conv1d(conv: nn.Module) -> nn.Linear:
