@@ -22,7 +22,8 @@ def _settings(args):
         first = error.errors()[0]
         name = "HETA_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise SystemExit(f"heta {args.command}: error: {name}: {message}") from None
+        where = "" if message.startswith("HETA_") else f"{name}: "  # a check across settings names its variables itself
+        raise SystemExit(f"heta {args.command}: error: {where}{message}") from None
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

@@ -61,11 +61,12 @@ def _require(package: str, what: str):
         raise InputError(f"{what} needs {package}: pip install 'heta[placement]'", code="missing_dependency") from None
 
 
-def parse_device_map(value: str | dict | None) -> str | dict | None:
+def parse_device_map(value: str | dict | None, *, check_devices: bool = True) -> str | dict | None:
     """``auto``/``balanced``/``balanced_low_0``/``sequential``, a mapping of module name → device
-    (``cpu``, ``disk``, ``cuda:N`` or a GPU index), given as a dict, JSON text or ``@FILE`` of JSON."""
+    (``cpu``, ``disk``, ``cuda:N`` or a GPU index), given as a dict, JSON text or ``@FILE`` of JSON.
+    ``check_devices=False``: the form only (a process that never loads the model, e.g. the API)."""
     if value is None or isinstance(value, dict):
-        return _check_map(value) if value is not None else None
+        return _check_map(value, check_devices) if value is not None else None
     text = value.strip()
     if text in DEVICE_MAP_STRATEGIES:
         return text
@@ -84,10 +85,10 @@ def parse_device_map(value: str | dict | None) -> str | dict | None:
         ) from None
     if not isinstance(mapping, dict):
         raise InputError("device map JSON must be an object of module name → device", code="invalid_device_map")
-    return _check_map(mapping)
+    return _check_map(mapping, check_devices)
 
 
-def _check_map(mapping: dict) -> dict:
+def _check_map(mapping: dict, check_devices: bool = True) -> dict:
     if not mapping:
         raise InputError("device map is empty", code="invalid_device_map")
     for name, device in mapping.items():
@@ -99,7 +100,7 @@ def _check_map(mapping: dict) -> dict:
             resolved = torch.device(device)
         except (RuntimeError, TypeError):
             raise InputError(f"device map: {name!r} → {device!r} is not a device (cpu, disk, cuda:N or N)", code="invalid_device_map") from None
-        if resolved.type == "cuda" and (not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()):
+        if check_devices and resolved.type == "cuda" and (not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()):
             raise InputError(f"device map: {name!r} → {device!r}, but no such CUDA device is available", code="invalid_device_map")
     return mapping
 
