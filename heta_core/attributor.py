@@ -25,7 +25,7 @@ from .inputs import batch, targets
 from .inputs.request import REQUEST_FIELDS, AttributionRequest
 from .methods.registry import method
 from .models.handle import ModelHandle
-from .models.placement import Placement, describe
+from .models.placement import Placement, describe, stored_bytes
 from .results import diagnostics
 from .results.assemble import assemble
 from .results.schema import AttributionResult, BudgetPlan, Estimate
@@ -173,7 +173,7 @@ class Attributor:
     @cached_property
     def _weight_bytes(self) -> int:
         """Bytes of the parameters, counted once: walking them took most of an ``estimate`` (~0.1 ms)."""
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return sum(stored_bytes(p) for p in self.model.parameters())
 
     @cached_property
     def revision(self) -> str | None:

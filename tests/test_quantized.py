@@ -12,7 +12,7 @@ from heta_core import METHODS, Attributor, HetaConfig
 from heta_core.errors import ConfigError, InputError
 from heta_core.methods.heta.hessian import Curvature, block_products, probes
 from heta_core.models.adapters import ADAPTERS, HeadLayout, adapter_for, eager_attention
-from heta_core.models.placement import linear_from_conv1d, plain, quantize_model
+from heta_core.models.placement import linear_from_conv1d, plain, quantize_model, stored_bytes
 from heta_core.models.toymodels import tiny_model, tiny_tokenizer
 from heta_core.runtime.batching import SuffixRunner
 from heta_core.runtime.trace import run_trace
@@ -127,6 +127,12 @@ def test_from_pretrained_quantizes_and_reports_it(model_dir):
     attributor = Attributor.from_pretrained(model_dir, dtype="float32", quantize="int8")
     assert attributor.placement.to_dict() == {"dtype": "float32", "quantization": "int8", "device_map": {}}
     assert quantized_layers(attributor.model) > 0
+    # the memory estimate counts int8 weights as stored: a byte per weight plus per-row scales
+    weights = [m.weight for m in attributor.model.modules() if isinstance(m, nn.Linear)]
+    int8_bytes, count = sum(stored_bytes(w) for w in weights), sum(w.numel() for w in weights)
+    assert count <= int8_bytes <= 1.5 * count
+    rest = sum(p.numel() * p.element_size() for p in attributor.model.parameters() if type(p) is nn.Parameter)
+    assert attributor._weight_bytes == int8_bytes + rest
     assert torch.isfinite(attributor.attribute(TEXT).scores).all()
     with pytest.raises(ConfigError, match="not recast"):
         Attributor(attributor.model, attributor.tokenizer, HetaConfig(dtype="float64"))

@@ -191,6 +191,13 @@ def plain(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.dequantize()
 
 
+def stored_bytes(tensor: torch.Tensor) -> int:
+    """Bytes a parameter takes as stored: a torchao int8 weight's int8 data and scales, not its float size."""
+    if type(tensor) in (torch.Tensor, nn.Parameter):
+        return tensor.numel() * tensor.element_size()
+    return sum(getattr(tensor, part).numel() * getattr(tensor, part).element_size() for part in tensor.__tensor_flatten__()[0])
+
+
 def weight(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
     """``module.<name>`` as a plain tensor on the device the module computes on: loaded by the module's
     accelerate hook when its weights are offloaded (then released again: the returned tensor keeps the
