@@ -23,6 +23,7 @@ from .errors import ConfigError, HetaError, InputError
 from .inputs import batch, targets
 from .inputs.request import REQUEST_FIELDS, AttributionRequest
 from .models.handle import ModelHandle
+from .models.placement import Placement, describe, stored_bytes
 from .planning import Planning
 from .results.schema import AttributionResult, BudgetPlan, Estimate
 from .running import Running, _Call
@@ -54,6 +55,9 @@ class Attributor(Planning, Running):
         loaded = cast(torch.dtype, model.dtype)  # transformers' PreTrainedModel.dtype
         dtype = compute_dtype(self.config.dtype, loaded)
         if dtype != loaded:
+            if getattr(model, "hf_device_map", None) or describe(model).quantization:
+                raise ConfigError(f"dtype={self.config.dtype!r}: a model placed by a device map or quantized is not recast; "
+                                  "load it in that dtype instead", field="dtype")  # fmt: skip
             model.to(dtype)  # an explicit upcast requested by HetaConfig.dtype
         model.eval()
         self.tokenizer = tokenizer
@@ -70,13 +74,21 @@ class Attributor(Planning, Running):
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         revision: str | None = None,
+        *,
+        device_map: str | dict | None = None,
+        offload_folder: str | None = None,
+        quantize: str | None = None,
     ) -> Attributor:
         """Load by HF id (``id@revision`` pins one), local path or ``heta-demo``; safetensors only, no
-        remote code. ``dtype=None``: the checkpoint's."""
+        remote code. ``dtype=None``: the checkpoint's. ``device_map`` (``auto``, a strategy or a dict of
+        module → ``cpu``/``disk``/GPU) splits the model with accelerate, ``disk`` modules kept in
+        ``offload_folder``; ``quantize="int8"``: torchao int8 weight-only linear layers
+        (:mod:`heta_core.models.placement`)."""
         from .models.loading import load_model, split_revision
 
         name, revision = split_revision(name_or_path, revision)
-        model, tokenizer = load_model(name, device=device, dtype=dtype, revision=revision)
+        model, tokenizer = load_model(name, device=device, dtype=dtype, revision=revision, device_map=device_map,
+                                      offload_folder=offload_folder, quantize=quantize)  # fmt: skip
         attributor = cls(model, tokenizer, config, name=name_or_path, revision=revision)
         _ = attributor.revision  # hash local weights now, at load, not in the first request
         return attributor
@@ -108,6 +120,11 @@ class Attributor(Planning, Running):
         return self.handle.device
 
     @property
+    def placement(self) -> Placement:
+        """dtype, quantization and the device map's modules per device (:mod:`heta_core.models.placement`)."""
+        return describe(self.model)
+
+    @property
     def num_layers(self) -> int:
         return self.handle.num_layers
 
@@ -119,7 +136,7 @@ class Attributor(Planning, Running):
     @cached_property
     def _weight_bytes(self) -> int:
         """Bytes of the parameters, counted once: walking them took most of an ``estimate`` (~0.1 ms)."""
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return sum(stored_bytes(p) for p in self.model.parameters())
 
     @cached_property
     def revision(self) -> str | None:

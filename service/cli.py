@@ -24,7 +24,8 @@ def _settings(args):
         # a field read under a standard name of its own (OTEL_*) is reported by that name
         name = (field if field.isupper() else "HETA_" + field.upper()) if field else "settings"
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise SystemExit(f"heta {args.command}: error: {name}: {message}") from None
+        where = "" if message.startswith("HETA_") else f"{name}: "  # a check across settings names its variables itself
+        raise SystemExit(f"heta {args.command}: error: {where}{message}") from None
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

@@ -231,6 +231,17 @@ class JobView(BaseModel):
     )
 
 
+class ModelPlacement(BaseModel):
+    dtype: str = Field(description="the weights' dtype (the activations' too)")
+    quantization: Literal["int8"] | None = Field(description="weight-only quantization of the linear layers (torchao), or null")
+    device_map: dict[str, int] = Field(
+        description="a model split by a device map: modules per device (`disk`: offloaded); empty: on one device"
+    )
+    requested_device_map: str | None = Field(description="HETA_DEVICE_MAP as configured (null: HETA_DEVICE places it)")
+    gpus_per_worker: int = Field(ge=1, description="GPUs each worker of a GPU host holds for it (HETA_GPUS_PER_WORKER)")
+    loaded: bool = Field(description="true: reported by a live worker that loaded it; false: from the settings alone")
+
+
 class ServedModel(BaseModel):
     name: str
     model_type: str
@@ -238,6 +249,7 @@ class ServedModel(BaseModel):
     devices: list[str] = Field(description="devices of the live workers serving it")
     workers: int = Field(ge=0, description="live workers serving it")
     max_tokens: int = Field(description="prompt + target tokens a request may have")
+    placement: ModelPlacement = Field(description="how it is placed: dtype, quantization, device map")
 
 
 class MethodDetails(BaseModel):

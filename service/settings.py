@@ -28,12 +28,22 @@ class Settings(BaseSettings):
     device: str | None = Field(None, description="worker device: cpu, cuda, cuda:1 (default: cuda if available)")
     dtype: str | None = Field(None, description="load dtype (default: the checkpoint's)")
     workers: int | None = Field(
-        None, ge=1, description="worker processes for `heta serve` (default: visible GPUs × HETA_WORKERS_PER_GPU, or 1 on CPU)"
+        None, ge=1, description="worker processes for `heta serve` (default: visible GPUs ÷ HETA_GPUS_PER_WORKER × HETA_WORKERS_PER_GPU, or 1 on CPU)"
     )
     workers_per_gpu: int = Field(
         1, ge=1, description="`heta serve` workers per visible GPU, each with CUDA_VISIBLE_DEVICES set to its card "
         "(more than 1 for small models)"
     )
+    gpus_per_worker: int = Field(
+        1, ge=1, description="`heta serve`: visible GPUs per worker for a model split by HETA_DEVICE_MAP (each worker's "
+        "CUDA_VISIBLE_DEVICES names its group); must divide the visible GPUs"
+    )
+    device_map: str | None = Field(
+        None, description="split each model with accelerate instead of HETA_DEVICE: auto | balanced | sequential, a JSON "
+        "object of module → cpu/disk/GPU index, or @FILE (docs/engine.md, Placement)"
+    )
+    offload_folder: Path | None = Field(None, description="where HETA_DEVICE_MAP's \"disk\" modules are kept")
+    quantize: Literal["int8"] | None = Field(None, description="weight-only quantization of each model's linear layers (torchao)")
     torch_threads: int | None = Field(
         None, ge=1, description="intra-op threads per worker (`heta serve` default on CPU: cores ÷ workers, no oversubscription)"
     )
@@ -150,6 +160,29 @@ class Settings(BaseSettings):
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(f"{origin!r} is not an origin like https://dashboards.example.com (or *)")
         return value
+
+    @model_validator(mode="after")
+    def _placement(self):
+        # checked at start: a worker would otherwise fail at load, restart, and fail again
+        from heta_core import HetaError
+        from heta_core.models.placement import check_placement, check_quantize, parse_device_map
+
+        try:
+            parsed = parse_device_map(self.device_map, check_devices=False)  # the API never loads it: the form only
+            check_placement(parsed, str(self.offload_folder) if self.offload_folder else None, self.device if parsed is not None else None)
+        except HetaError as error:
+            raise ValueError(f"HETA_DEVICE_MAP: {error}") from None
+        try:
+            check_quantize(self.quantize)
+        except HetaError as error:
+            raise ValueError(f"HETA_QUANTIZE: {error}") from None
+        if self.quantize and self.dtype == "float64":
+            raise ValueError("HETA_QUANTIZE=int8 needs HETA_DTYPE float32, bfloat16 or float16 (torchao's int8 kernels)")
+        if self.gpus_per_worker > 1 and parsed is None:
+            raise ValueError("HETA_GPUS_PER_WORKER > 1 needs HETA_DEVICE_MAP (e.g. auto): a worker's model spreads over its GPUs by it")
+        if self.gpus_per_worker > 1 and self.workers_per_gpu > 1:
+            raise ValueError("HETA_GPUS_PER_WORKER and HETA_WORKERS_PER_GPU cannot both exceed 1")
+        return self
 
     @field_validator("default_method")
     @classmethod

@@ -2,7 +2,8 @@
 
 Workers are separate processes started with a fresh interpreter (never forked, so never after CUDA
 initialisation), identifiable as ``heta worker`` in the process list; one per visible GPU by default
-(``HETA_WORKERS_PER_GPU`` for small models), each confined to its card by ``CUDA_VISIBLE_DEVICES``;
+(``HETA_WORKERS_PER_GPU`` for small models), each confined to its card by ``CUDA_VISIBLE_DEVICES``
+(to a group of ``HETA_GPUS_PER_WORKER`` cards for a model split by ``HETA_DEVICE_MAP``);
 N on CPU. A worker that dies is restarted; the jobs it held are reclaimed by the queue once their lease
 expires. SIGTERM/SIGINT: the API stops taking requests, workers drain, Redis is saved and stopped.
 """
@@ -90,21 +91,32 @@ class Pool:
                 proc.kill()
 
 
+class PlacementError(ValueError):
+    """The visible GPUs cannot be grouped as HETA_GPUS_PER_WORKER asks."""
+
+
 def device_env(settings: Settings, gpus: int, visible: str | None) -> list[dict[str, str]]:
     """Per worker, the environment that places it: one worker per visible GPU (times
     ``workers_per_gpu``), each seeing only its GPU through ``CUDA_VISIBLE_DEVICES`` — so a worker's
     ``cuda`` is its own card, its allocator and auto memory budget see that card alone, and a crash
-    or leak stays there. ``gpus`` is the count torch sees (0: CPU, or a device named explicitly);
-    ``visible`` the supervisor's own ``CUDA_VISIBLE_DEVICES``, whose entries (indices or UUIDs)
-    are handed out, not renumbered."""
+    or leak stays there. With ``gpus_per_worker`` > 1 (a model split by ``HETA_DEVICE_MAP``) each
+    worker sees a group of that many consecutive GPUs instead, which must divide the visible ones.
+    ``gpus`` is the count torch sees (0: CPU, or a device named explicitly); ``visible`` the
+    supervisor's own ``CUDA_VISIBLE_DEVICES``, whose entries (indices or UUIDs) are handed out, not
+    renumbered. A worker with a device map gets no ``HETA_DEVICE``: the map places its modules."""
     if not gpus:  # CPU, or HETA_DEVICE names one device (cpu, cuda:1): every worker takes it as given
         count = settings.workers or 1
         return [{"HETA_DEVICE": settings.device} if settings.device else {} for _ in range(count)]
     names = [v.strip() for v in visible.split(",") if v.strip()][:gpus] if visible else []
     names = names if len(names) == gpus else [str(i) for i in range(gpus)]
-    count = settings.workers or gpus * settings.workers_per_gpu
-    # slot i on GPU i mod gpus: with HETA_WORKERS set the GPUs are filled round-robin, evenly
-    return [{"CUDA_VISIBLE_DEVICES": names[i % gpus], "HETA_DEVICE": "cuda"} for i in range(count)]
+    size = settings.gpus_per_worker
+    if gpus % size:
+        raise PlacementError(f"HETA_GPUS_PER_WORKER={size} does not divide the {gpus} visible GPUs into whole groups")
+    groups = [",".join(names[i : i + size]) for i in range(0, gpus, size)]
+    count = settings.workers or len(groups) * settings.workers_per_gpu
+    placed = {} if settings.device_map else {"HETA_DEVICE": "cuda"}
+    # slot i on group i mod groups: with HETA_WORKERS set the groups are filled round-robin, evenly
+    return [{"CUDA_VISIBLE_DEVICES": groups[i % len(groups)], **placed} for i in range(count)]
 
 
 def serve(settings: Settings) -> int:
@@ -115,13 +127,16 @@ def serve(settings: Settings) -> int:
     logs.configure(settings.log_format)
     if not settings.models:
         raise SystemExit("heta serve: error: no models: set HETA_MODELS or pass --model")
+    gpus = torch.cuda.device_count() if settings.device in (None, "cuda") else 0
+    try:
+        devices = device_env(settings, gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    except PlacementError as error:
+        raise SystemExit(f"heta serve: error: {error}") from None
     embedded = None
     if not settings.has_store:
         embedded = EmbeddedRedis(settings.redis_dir)
         settings = settings.model_copy(update={"redis_url": embedded.url})
         log.info("embedded Redis at %s (data in %s)", embedded.url, settings.redis_dir)
-    gpus = torch.cuda.device_count() if settings.device in (None, "cuda") else 0
-    devices = device_env(settings, gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
     count = len(devices)
     env = {**os.environ, "HETA_MODELS": ",".join(settings.models), SUPERVISOR_ENV: str(os.getpid())}
     if settings.redis_url:  # the embedded one, or the configured one (sentinels reach workers through the environment)

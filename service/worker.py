@@ -117,7 +117,11 @@ class Worker:
     def load(self) -> None:
         for name in self.models:
             log.info("loading %s", name)
-            attributor = Attributor.from_pretrained(name, device=self.settings.device, dtype=self.settings.dtype)
+            settings = self.settings
+            attributor = Attributor.from_pretrained(
+                name, device=settings.device, dtype=settings.dtype, device_map=settings.device_map, quantize=settings.quantize,
+                offload_folder=str(settings.offload_folder / name.replace("/", "--")) if settings.offload_folder else None,
+            )  # fmt: skip
             # the time model's rates on this device (budget_s plans; published for the API's admission), and
             # the first kernels warmed before the first job; a failed measurement only costs the estimates
             # their precision (the model's size then gives an assumed speed)
@@ -135,7 +139,7 @@ class Worker:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "models": {name: {"dtype": str(a.model.dtype).removeprefix("torch."), "device": str(a.device),
-                              "speed": a.speed.to_dict() if a.speed else None}
+                              "placement": a.placement.to_dict(), "speed": a.speed.to_dict() if a.speed else None}
                        for name, a in self.attributors.items()},  # fmt: skip
             "busy": bool(self.current),
             "draining": self.draining.is_set(),

@@ -95,7 +95,7 @@ def test_one_dockerfile_builds_a_cpu_and_a_cuda_image():
         chain = build_chain(variant)
         runs = [rest for keyword, rest in chain if keyword == "RUN"]
         step = next(i for i, run in enumerate(runs) if "torch==" in run)
-        project = next(i for i, run in enumerate(runs) if '".[server]"' in run)
+        project = next(i for i, run in enumerate(runs) if '".[server,placement]"' in run)
         assert step < project, variant  # torch first, pinned, as the README installs it
         assert "-c constraints.txt" in runs[project]
         torch[variant] = runs[step]

@@ -55,10 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _quiet_libraries() -> None:
     """Library warnings are noise on a CLI's stderr; errors still surface as exceptions."""
+    import logging
     import warnings
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # accelerate says on every load with offloaded weights that they are offloaded: what --device-map asked for
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")

@@ -11,6 +11,7 @@ from typing import get_args
 from ..config import HetaConfig
 from ..inputs.request import AttributionRequest, TargetMode
 from ..methods.registry import METHOD_ALIASES, METHODS
+from .placement import add_placement_flags, placement
 from .usage import UsageError
 
 # HetaConfig's own defaults, for the help text: a flag left out is not passed, so the config's default (or preset's) holds
@@ -121,8 +122,7 @@ def register(commands) -> None:
     parser.add_argument("--normalize", default=None, help="simplex (default) | none (the paper's Eq. 5)")
     parser.add_argument("--strategy", help=f"fast | reference (default {_DEFAULT['strategy']})")
     parser.add_argument("--memory-budget-mb", type=int, default=None, help="default: auto")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--dtype", default=None, help="auto | float32 | float64 | bfloat16 | float16")
+    add_placement_flags(parser)
     parser.add_argument("--curvature", default=None, help="exact | ggn (default: the preset's, exact)")
     parser.add_argument("--curvature-layers", type=int, default=None, metavar="K")
     parser.add_argument("--low-rank", type=int, default=None, metavar="K")
@@ -175,11 +175,11 @@ def run(args) -> int:
         from . import jsonl
 
         items = jsonl.read_items(args.input)  # a missing or empty file fails before the model loads
-        attributor = Attributor.from_pretrained(args.model, config=config, device=args.device, dtype=args.dtype)
+        attributor = Attributor.from_pretrained(args.model, config=config, **placement(args))
         return jsonl.run(attributor, items, Path(args.output), config)
     messages = _json_argument(args.messages, "--messages")
     spans = _json_argument(args.spans, "--spans")
-    attributor = Attributor.from_pretrained(args.model, config=config, device=args.device, dtype=args.dtype)
+    attributor = Attributor.from_pretrained(args.model, config=config, **placement(args))
     # the request's fields by their flags (input_ids has none: a JSONL line of --input carries it)
     parsed = {"messages": messages, "spans": spans}
     request = {name: parsed.get(name, getattr(args, name)) for name in AttributionRequest.fields() if hasattr(args, name)}

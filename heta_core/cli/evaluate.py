@@ -10,6 +10,7 @@ import sys
 import time
 
 from ..methods.registry import METHODS
+from .placement import add_placement_flags, placement
 from .usage import UsageError
 
 DEMO_MODELS = ("heta-demo", "heta-demo-hard")
@@ -35,9 +36,13 @@ def _add_eval(commands) -> None:
     parser.add_argument("--mask", default="zero", help="removal vector: zero | mean | token:<id>")
     parser.add_argument("--ig-steps", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0, help="data (synthetic), probes, Soft-NC/NS draws, bootstrap")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None, help="auto | float32 | float64 | bfloat16 | float16")
+    add_placement_flags(parser)
     parser.add_argument("--format", choices=("json", "table"), default="table")
+    parser.add_argument(
+        "--agreement", action="store_true",
+        help="per prompt Spearman ρ and top-k overlap of the model as placed by --quantize/--dtype/--device-map against "
+        "the same weights in float32 on one device (default: both demo models)",
+    )  # fmt: skip
     suite = parser.add_argument_group("condition suite (docs/evaluation.md)")
     suite.add_argument("--suite", action="store_true", help="per condition: accuracy, hit@1 with intervals, ranks, AOPC, ablations")
     suite.add_argument(
@@ -79,6 +84,8 @@ def _stderr_progress(label: str):
 
 
 def _run_eval(args) -> int:
+    if args.agreement:
+        return _run_agreement(args)
     if args.suite or args.quick:
         return _run_suite(args)
     from ..attributor import Attributor
@@ -87,7 +94,7 @@ def _run_eval(args) -> int:
     methods, config = _config(args)
     n = args.n or 100
     items = synthetic_items(n, args.seed) if args.dataset == "synthetic" else qa_items(args.dataset, n)
-    attributor = Attributor.from_pretrained(args.model or "heta-demo", config=config, device=args.device, dtype=args.dtype)
+    attributor = Attributor.from_pretrained(args.model or "heta-demo", config=config, **placement(args))
     report = evaluate(
         attributor, items, methods, settings=EvalSettings(top_k=args.top_k, seed=args.seed),
         dataset="synthetic" if args.dataset == "synthetic" else os.path.basename(args.dataset),
@@ -135,7 +142,7 @@ def _run_suite(args) -> int:
     started = time.perf_counter()
     reports = []
     for model in models:
-        attributor = Attributor.from_pretrained(model, config=config, device=args.device, dtype=args.dtype)
+        attributor = Attributor.from_pretrained(model, config=config, **placement(args))
         if synthetic:
             conditions = suite.demo_conditions(model, settings.n, args.seed, wanted)
         else:
@@ -154,6 +161,37 @@ def _run_suite(args) -> int:
     print(json.dumps(document, indent=2) if args.format == "json" else "\n\n".join(suite_report.render(r) for r in reports))
     print(f"heta eval --suite: {document['seconds']} s; wrote {args.out}/suite.json" + ("" if args.no_plot else f" and {args.out}/hit_at_1.png"),
           file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _run_agreement(args) -> int:
+    from ..attributor import Attributor
+    from ..evaluation import agreement, suite
+    from ..evaluation.harness import qa_items
+
+    if args.suite or args.quick:
+        raise UsageError("--agreement and --suite are separate runs")
+    if not (args.quantize or args.device_map or args.dtype not in (None, "float32")):
+        raise UsageError("--agreement compares a placement with float32: give --quantize, --dtype or --device-map")
+    methods, config = _config(args)
+    n = args.n or 30
+    synthetic = args.dataset == "synthetic"
+    models = [args.model] if args.model else list(DEMO_MODELS)
+    if synthetic and any(m not in DEMO_MODELS for m in models):
+        raise UsageError("--agreement's synthetic prompts are the demo models' tasks; another model needs --dataset PATH")
+    reports = []
+    for model in models:
+        # the candidate first: its flags fail here, before the reference is loaded
+        candidate = Attributor.from_pretrained(model, config=config, **placement(args, dtype=args.dtype or "float32"))
+        reference = Attributor.from_pretrained(model, config=config, device=args.device, dtype="float32")
+        if synthetic:  # every condition of the model, in turn, n prompts in all
+            conditions = list(suite.demo_conditions(model, n, args.seed).values())
+            items = [c[i] for i in range(n) for c in conditions][:n]
+        else:
+            items = qa_items(args.dataset, n)
+        reports.append(agreement.agreement(reference, candidate, items, methods, config, top_k=args.top_k,
+                                           progress=_stderr_progress(f"{model} prompts ")))  # fmt: skip
+    print(json.dumps({"models": reports}, indent=2) if args.format == "json" else agreement.render(reports))
     return 0
 
 

@@ -10,6 +10,10 @@ The algorithm asks every model the same questions; an adapter answers them for o
 - ``value_weight(attn)``: ``W_V`` as ``[KV, d, hd]`` (no bias), used by ``flow="official"``;
 - ``out_weight(attn)``: ``W_O`` as ``[H, hd, d]``: head h writes ``value_h @ out_weight[h]``.
 
+Weights are read through :func:`~heta_core.models.placement.weight`: on the device the block computes
+on (loaded when a device map offloads it), dequantized when quantized, so the algorithm never asks
+where a block lives or how its weights are stored.
+
 Attention probabilities with SDPA / flash attention: those kernels never materialise the
 probabilities (and their double backward is unsupported), so :func:`eager_attention` switches the
 model's ``config._attn_implementation`` to ``"eager"`` for the passes that need probabilities or
@@ -29,6 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedArchitectureError
+from .placement import weight
 
 
 @dataclass(frozen=True)
@@ -93,16 +98,24 @@ def _separate(v_name: str, o_name: str, **kwargs) -> dict:
     """Families with their own ``v_proj``-style linear layer."""
     return dict(
         _values=lambda attn, h, lay: getattr(attn, v_name)(h),
-        _value_weight=lambda attn, lay: _linear_value_weight(getattr(attn, v_name).weight, lay),
-        _out_weight=lambda attn, lay: _linear_out_weight(getattr(attn, o_name).weight, lay),
+        _value_weight=lambda attn, lay: _linear_value_weight(weight(getattr(attn, v_name)), lay),
+        _out_weight=lambda attn, lay: _linear_out_weight(weight(getattr(attn, o_name)), lay),
         **kwargs,
     )
 
 
+def _in_out(module: nn.Module) -> torch.Tensor:
+    """GPT-2's projections as ``[in, out]``: a ``Conv1D`` stores that; the ``nn.Linear`` it becomes for
+    quantization (:func:`~heta_core.models.placement.quantize_model`) stores ``[out, in]``."""
+    value = weight(module)
+    return value.t() if isinstance(module, nn.Linear) else value
+
+
 def _gpt2_split(attn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """GPT-2's fused ``c_attn`` is a Conv1D (weight ``[d, 3d]``, columns q|k|v)."""
-    width = attn.c_attn.weight.shape[1] // 3
-    return attn.c_attn.weight[:, 2 * width :], attn.c_attn.bias[2 * width :]
+    """GPT-2's fused ``c_attn`` (weight ``[d, 3d]`` as in-out, columns q|k|v): ``W_V`` and its bias."""
+    fused = _in_out(attn.c_attn)
+    width = fused.shape[1] // 3
+    return fused[:, 2 * width :], weight(attn.c_attn, "bias")[2 * width :]
 
 
 def _gpt2_values(attn, hidden, layout):
@@ -118,8 +131,8 @@ def _neox_values(attn, hidden, layout):
 
 
 def _neox_value_weight(attn, layout):
-    weight = attn.query_key_value.weight.view(layout.heads, 3, layout.head_dim, -1)[:, 2]
-    return weight.transpose(1, 2)
+    fused = weight(attn.query_key_value).view(layout.heads, 3, layout.head_dim, -1)[:, 2]
+    return fused.transpose(1, 2)
 
 
 # Phi-3 fuses q,k,v as contiguous blocks: [H*hd | KV*hd | KV*hd].
@@ -136,7 +149,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         "attn",
         _values=_gpt2_values,
         _value_weight=lambda attn, lay: _gpt2_split(attn)[0].reshape(-1, lay.kv_heads, lay.head_dim).transpose(0, 1),
-        _out_weight=lambda attn, lay: attn.c_proj.weight.view(lay.heads, lay.head_dim, -1),
+        _out_weight=lambda attn, lay: _in_out(attn.c_proj).reshape(lay.heads, lay.head_dim, -1),
     ),
     Adapter("gptj", ("gptj",), "h", "attn", **_separate("v_proj", "out_proj")),
     Adapter(
@@ -146,7 +159,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         "attention",
         _values=_neox_values,
         _value_weight=_neox_value_weight,
-        _out_weight=lambda attn, lay: _linear_out_weight(attn.dense.weight, lay),
+        _out_weight=lambda attn, lay: _linear_out_weight(weight(attn.dense), lay),
     ),
     Adapter(
         "llama",
@@ -161,8 +174,8 @@ ADAPTERS: tuple[Adapter, ...] = (
         "layers",
         "self_attn",
         _values=lambda attn, h, lay: attn.qkv_proj(h)[..., _phi3_value_slice(lay)],
-        _value_weight=lambda attn, lay: _linear_value_weight(attn.qkv_proj.weight[_phi3_value_slice(lay)], lay),
-        _out_weight=lambda attn, lay: _linear_out_weight(attn.o_proj.weight, lay),
+        _value_weight=lambda attn, lay: _linear_value_weight(weight(attn.qkv_proj)[_phi3_value_slice(lay)], lay),
+        _out_weight=lambda attn, lay: _linear_out_weight(weight(attn.o_proj), lay),
     ),
 )
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .adapters import Adapter, HeadLayout, adapter_for
+from .placement import execution_device
 
 
 @dataclass
@@ -27,7 +28,8 @@ class ModelHandle:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go in: the input embeddings' device (a model split by a device map has several)."""
+        return execution_device(self.model.get_input_embeddings())
 
     @property
     def dtype(self) -> torch.dtype:

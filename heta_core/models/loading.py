@@ -24,6 +24,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from .adapters import adapter_for
+from .placement import check_placement, check_quantize, check_tied, parse_device_map, quantize_model
 from ..errors import InputError, ModelLoadError
 
 DTYPE_NAMES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -179,23 +180,35 @@ def _tokenizer(name_or_path: str, revision: str | None):
 
 
 def load_model(
-    name_or_path: str, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None, revision: str | None = None
-):
-    """(model, tokenizer or None) for a supported causal LM; raises ModelLoadError / UnsupportedArchitectureError."""
+    name_or_path: str, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None, revision: str | None = None,
+    device_map: str | dict | None = None, offload_folder: str | None = None, quantize: str | None = None,
+):  # fmt: skip
+    """(model, tokenizer or None) for a supported causal LM; raises ModelLoadError / UnsupportedArchitectureError.
+
+    ``device_map`` splits the model with accelerate (:mod:`.placement`; ``offload_folder`` holds
+    ``"disk"`` modules); ``quantize="int8"`` quantizes its linear layers (torchao)."""
     name_or_path = builtin_path(name_or_path)
     torch_dtype = resolve_dtype(dtype)
-    target_device = resolve_device(device)
+    device_map = parse_device_map(device_map)
+    check_placement(device_map, offload_folder, device)
+    check_quantize(quantize)
+    target_device = resolve_device(device) if device_map is None else None
     model_config = _supported_config(name_or_path, revision)
+    placed = {} if device_map is None else {"device_map": device_map, "offload_folder": offload_folder}
     try:
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path, config=model_config, revision=revision, dtype=torch_dtype, use_safetensors=True,
-            trust_remote_code=False,
+            trust_remote_code=False, **placed,
         )  # fmt: skip
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(
             f"cannot load weights of {name_or_path!r} (safetensors only): {_first_line(error)}"
         ) from error
+    check_tied(model)
     tokenizer = _tokenizer(name_or_path, revision)
-    model.to(target_device)
+    if target_device is not None:
+        model.to(target_device)
+    if quantize is not None:
+        quantize_model(model, quantize)
     model.eval()
     return model, tokenizer

@@ -9,6 +9,10 @@ next token; k = |span| for a target span). Per block l the trace keeps:
 - ``attentions[l]`` ``[H, T, T]`` and ``block_inputs[l]`` ``[T, d]`` only when asked
   (``flow="official"`` chains every head; curvature_layers differentiates a block's input).
 
+With a model split by a device map each block computes on its own device; the attention terms are
+gathered on the device of ``embeds`` (where the flow is combined across layers), the value vectors
+stay with their block (its ``W_O`` is there).
+
 Keeping head-means and k rows instead of every head's T×T matrix bounds the trace at O(L·T²).
 It also returns log P(·|X) at the predicting positions and, when asked, the key/value cache, which
 later passes reuse as a detached prefix. Must run under
@@ -82,7 +86,7 @@ def run_trace(
                 f"{type(module).__name__} returned no attention probabilities under eager attention; "
                 "load the model with attn_implementation='eager' or 'sdpa'"
             )
-        probs = probs[0]
+        probs = probs[0].to(embeds.device)
         trace.mean_attentions.append(probs.mean(0))
         trace.attention_rows.append(probs[:, rows, :])
         if full_attention:

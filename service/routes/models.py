@@ -11,9 +11,17 @@ from ..admission import max_tokens
 from ..deps import CallerDep, ServicesDep
 from ..problems import problem_responses
 from ..registry import live_workers_async
-from ..schemas import ModelsResponse, ServedModel
+from ..schemas import ModelPlacement, ModelsResponse, ServedModel
 
 router = APIRouter(tags=["models"])
+
+
+def placement(settings, planner, loaded: list[dict]) -> ModelPlacement:
+    """A live worker's report of how it placed the model; before one has loaded it, what the settings ask."""
+    reported = next((m["placement"] for m in loaded if m.get("placement")), None)
+    known = reported or {"dtype": str(planner.model.dtype).removeprefix("torch."), "quantization": settings.quantize, "device_map": {}}
+    return ModelPlacement(**known, requested_device_map=settings.device_map, gpus_per_worker=settings.gpus_per_worker,
+                          loaded=reported is not None)  # fmt: skip
 
 
 @router.get("/models", summary="Served models with dtype, device and limits; the attribution methods",
@@ -32,6 +40,7 @@ async def models(owner: CallerDep, svc: ServicesDep) -> ModelsResponse:
             devices=sorted({m["device"] for m in loaded}),
             workers=len(loaded),
             max_tokens=max_tokens(settings, planner),
+            placement=placement(settings, planner, loaded),
         ))  # fmt: skip
     return ModelsResponse(
         models=served,

@@ -171,6 +171,8 @@ def test_models_health_and_metrics(server, model_dir):
     assert models["default"] == model_dir
     assert models["models"][0] | {"devices": None} == {
         "name": model_dir, "model_type": "gpt2", "dtype": "float64", "devices": None, "workers": 1, "max_tokens": 128,
+        "placement": {"dtype": "float64", "quantization": None, "device_map": {}, "requested_device_map": None,
+                      "gpus_per_worker": 1, "loaded": True},
     }  # fmt: skip
     assert server.http.get("/healthz").json() == {"status": "ok"}
     assert server.http.get("/readyz").json()["ready"] is True

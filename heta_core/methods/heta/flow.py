@@ -133,12 +133,13 @@ def semantic_flow(trace: Trace, value_norms: list[torch.Tensor], *, mode: str, r
 def layer_value_norms(attention_modules, adapter, layout: HeadLayout, trace: Trace, *, mode: str) -> list[torch.Tensor]:
     """Per block the ``[H, T]`` value norms that ``mode`` uses, in at least float32."""
     norms = []
+    home = trace.mean_attentions[0].device  # where the flow is combined (a split model: each block's W_O is on its device)
     for layer, attn in enumerate(attention_modules):
         out_weight = adapter.out_weight(attn, layout)
         if mode == "heta":
-            norm = head_value_norms(trace.values[layer], out_weight, layout)
+            norm = head_value_norms(trace.values[layer].to(out_weight.device), out_weight, layout)
         else:
             value_weight = adapter.value_weight(attn, layout)
-            norm = official_value_norms(trace.block_inputs[layer], value_weight, out_weight, layout)
-        norms.append(norm.to(torch.promote_types(norm.dtype, torch.float32)))
+            norm = official_value_norms(trace.block_inputs[layer].to(out_weight.device), value_weight, out_weight, layout)
+        norms.append(norm.to(home, torch.promote_types(norm.dtype, torch.float32)))
     return norms
