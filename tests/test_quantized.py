@@ -13,8 +13,8 @@ from heta_core.errors import ConfigError, InputError
 from heta_core.methods.heta.hessian import Curvature, block_products, probes
 from heta_core.models.adapters import ADAPTERS, HeadLayout, adapter_for, eager_attention
 from heta_core.models.placement import linear_from_conv1d, plain, quantize_model, stored_bytes
-from heta_core.models.toymodels import tiny_model, tiny_tokenizer
-from heta_core.runtime.batching import SuffixRunner
+from heta_core.models.toymodels import tiny_model
+from heta_core.runtime.prefix import SuffixRunner
 from heta_core.runtime.trace import run_trace
 
 from .conftest import TEXT
