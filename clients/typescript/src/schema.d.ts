@@ -998,6 +998,41 @@ export interface components {
              */
             summary: string;
         };
+        /** ModelPlacement */
+        ModelPlacement: {
+            /**
+             * Dtype
+             * @description the weights' dtype (the activations' too)
+             */
+            dtype: string;
+            /**
+             * Quantization
+             * @description weight-only quantization of the linear layers (torchao), or null
+             */
+            quantization: "int8" | null;
+            /**
+             * Device Map
+             * @description a model split by a device map: modules per device (`disk`: offloaded); empty: on one device
+             */
+            device_map: {
+                [key: string]: number;
+            };
+            /**
+             * Requested Device Map
+             * @description HETA_DEVICE_MAP as configured (null: HETA_DEVICE places it)
+             */
+            requested_device_map: string | null;
+            /**
+             * Gpus Per Worker
+             * @description GPUs each worker of a GPU host holds for it (HETA_GPUS_PER_WORKER)
+             */
+            gpus_per_worker: number;
+            /**
+             * Loaded
+             * @description true: reported by a live worker that loaded it; false: from the settings alone
+             */
+            loaded: boolean;
+        };
         /** ModelQueue */
         ModelQueue: {
             /** Model */
@@ -1269,6 +1304,8 @@ export interface components {
              * @description prompt + target tokens a request may have
              */
             max_tokens: number;
+            /** @description how it is placed: dtype, quantization, device map */
+            placement: components["schemas"]["ModelPlacement"];
         };
         /**
          * TargetInfo
