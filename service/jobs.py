@@ -91,8 +91,11 @@ def ensure_groups(client, models: list[str]) -> None:
 # in the job's hash slot)
 # ARGV: max_depth, max_inflight, job_id, idempotency value ("": no Idempotency-Key), ttl, rate limit
 # (0: the request was counted elsewhere), then field/value pairs of the job hash. The request is
-# counted first, as every request is; then the idempotent twin, the queue and the in-flight limit.
+# counted first, as every request is; then the idempotent twin, the queue and the in-flight limit. A
+# job that exists already is this very call retried (its answer lost on the network): answered as
+# before, never a second stream entry (the job would run twice and its in-flight count never return).
 ENQUEUE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'ok', ARGV[3]} end
 local limit = tonumber(ARGV[6])
 if limit > 0 then
   local counted = redis.call('INCR', KEYS[5])
