@@ -201,6 +201,26 @@ return redis.call('HGET', KEYS[1], 'cancel')
 """
 
 
+# KEYS: a stream, then the job of each entry; ARGV: group, worker, the entries. The heartbeat's lease
+# renewal, for the entries whose job is still this worker's: a worker cut off past its lease, whose
+# job another worker took over, does not take the entry back when the network heals.
+RENEW = """
+local renewed = {}
+for i = 3, #ARGV do
+  if redis.call('HGET', KEYS[i - 1], 'worker') == ARGV[2] then renewed[#renewed + 1] = ARGV[i] end
+end
+local count = #renewed
+renewed[count + 1] = 'JUSTID'  -- no delivery counted: the same run goes on
+if count > 0 then redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(renewed)) end
+return count
+"""
+
+
+def renew_call(stream: str, held: list[tuple[str, str]], worker: str) -> list:
+    """RENEW for ``held``: (entry, job id) pairs of one stream."""
+    return [RENEW, 1 + len(held), stream, *(job_key(job_id) for _, job_id in held), GROUP, worker, *(entry for entry, _ in held)]
+
+
 def job_fields(job_id: str, model: str, request_json: str, owner: str, deadline: float) -> dict[str, str]:
     return {
         "id": job_id,

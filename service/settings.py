@@ -145,6 +145,8 @@ class Settings(BaseSettings):
         if self.redis_tls_cert and not self.redis_tls_key:
             raise ValueError("HETA_REDIS_TLS_CERT is set without HETA_REDIS_TLS_KEY (its private key)")
         tls_files = self.redis_tls_ca or self.redis_tls_cert
+        if tls_files and not self.has_store:
+            raise ValueError("HETA_REDIS_TLS_* is set without REDIS_URL=rediss://… or HETA_REDIS_SENTINELS (the embedded Redis is a local unix socket)")
         if tls_files and self.redis_url and not self.redis_tls:
             raise ValueError(f"REDIS_URL is {urlsplit(self.redis_url).scheme}:// (plaintext) while HETA_REDIS_TLS_* is set: use rediss://")
         if self.redis_url:

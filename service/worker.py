@@ -138,8 +138,8 @@ class Worker:
                 with self._lock:
                     current = list(self.current)
                 for stream in dict.fromkeys(stream for stream, _, _ in current):
-                    entries = [entry for s, entry, _ in current if s == stream]
-                    self.client.xclaim(stream, jobs.GROUP, self.id, 0, entries, justid=True)
+                    held = [(entry, job_id) for s, entry, job_id in current if s == stream]
+                    self.client.eval(*jobs.renew_call(stream, held, self.id))
             except Exception:  # noqa: BLE001 - Redis hiccup: try again next beat
                 log.exception("heartbeat failed")
 

@@ -175,6 +175,7 @@ def bad_settings(certs, tls_store, plain_port: int) -> dict[str, tuple[dict, str
     return {
         "missing file": ({"REDIS_URL": tls_url, **good, "REDIS_TLS_CA": str(certs.ca_crt) + ".missing"}, "HETA_REDIS_TLS_CA: "),
         "key without cert": ({"REDIS_URL": tls_url, "REDIS_TLS_KEY": good["REDIS_TLS_KEY"]}, "HETA_REDIS_TLS_KEY is set without HETA_REDIS_TLS_CERT"),
+        "TLS files without a URL": (good, "HETA_REDIS_TLS_* is set without REDIS_URL=rediss://"),
         "TLS files with redis://": ({**good, "REDIS_URL": tls_url.replace("rediss", "redis")}, "REDIS_URL is redis:// (plaintext)"),
         "missing file in the URL": ({"REDIS_URL": tls_url + "?ssl_ca_certs=/nonexistent/ca.crt"}, "REDIS_URL: ssl_ca_certs=/nonexistent/ca.crt: no such file"),
         "unknown CA": ({**good, "REDIS_URL": tls_url, "REDIS_TLS_CA": good["REDIS_TLS_CERT"]}, "HETA_REDIS_TLS_CA: Redis's certificate is not signed"),
