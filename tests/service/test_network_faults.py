@@ -23,7 +23,9 @@ from heta_service.connections import EmbeddedRedis, connect
 
 from .conftest import Server, base_env, free_port, heta_command
 from .netfaults import FaultyLink, netem_unavailable
-from .test_chaos import BODIES, TEXT, assert_clean, handed_over, reference, running_worker, settle, submit, wait_idle  # noqa: F401
+from .test_chaos import (  # noqa: F401 - reference: the fault-free results (a fixture)
+    BODIES, TEXT, assert_clean, handed_over, reference, running_worker, settle, submit, wait_for_log, wait_idle,
+)
 
 TIMEOUT_S = 2.0  # HETA_REDIS_TIMEOUT_S here: above a 0.5 s block plus 2 × 200 ms and a retransmission
 LEASE_S = 2.0  # conftest's HETA_LEASE_S
@@ -48,6 +50,7 @@ def linked_service(model_dir: str, tmp: Path, workers: int = 2):
         server = Server(f"http://127.0.0.1:{api_port}", procs, env)
         server.store, server.api_link, server.worker_links = store, links[0], links[1:]
         server.link_of = {proc.pid: link for proc, link in zip(procs[1:], links[1:])}
+        server.log_of = {proc.pid: Path(log.name) for proc, log in zip(procs[1:], logs[1:])}
         server.wait_ready()
         yield server
     finally:
@@ -100,7 +103,8 @@ def test_a_worker_partitioned_past_its_lease_changes_nothing_when_healed(linked,
     server = handed_over(linked, 2)
     ids = submit(server)
     partitioned = running_worker(server, ids[0])
-    link = server.link_of[partitioned]
+    link, log = server.link_of[partitioned], server.log_of[partitioned]
+    failures = log.read_text(errors="replace").count("heartbeat failed")
     link.partition()
     cut = time.monotonic()
     try:
@@ -111,6 +115,7 @@ def test_a_worker_partitioned_past_its_lease_changes_nothing_when_healed(linked,
             job = server.http.get(f"/jobs/{ids[0]}").json()
         taken_over_s = time.monotonic() - cut
         time.sleep(max(0.0, PARTITION_S - (time.monotonic() - cut)))
+        wait_for_log(log, "heartbeat failed", after=failures)  # it lives on, cut off, and keeps trying to write
     finally:
         link.heal()
     healed = time.monotonic()
