@@ -111,3 +111,19 @@ def browser():
 
     with chromium() as launched:
         yield launched
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir):
+    """The fault-free result of every body the fault tests send (faults.BODIES), computed in this process."""
+    from heta_core import Attributor, HetaConfig
+
+    from .faults import BODIES
+
+    attributor = Attributor.from_pretrained(model_dir)
+
+    def run(body: dict) -> list[float]:
+        config = HetaConfig(**{"num_hvp_samples" if k == "samples" else k: v for k, v in body.get("config", {}).items()})
+        return attributor.attribute(body["text"], config=config).scores.tolist()
+
+    return {i: run(body) for i, body in enumerate(BODIES)}

@@ -19,31 +19,12 @@ import httpx
 import pytest
 import redis
 
-from heta_core import Attributor, HetaConfig
-from heta_service import jobs, registry
+from heta_service import jobs
 from heta_service.connections import EmbeddedRedis, connect
 
 from ..helpers import FINAL, alive, children, cmdline, settle
-from .conftest import SLOW_TEXT, serve
-
-TEXT = "the cat sat on the mat . the dog ate the bone"
-# the job a fault strikes while it runs: a few seconds on one CPU thread (conftest's SLOW, 20 samples,
-# is ~15 s there, and most tests run it twice: a fault, then the run that completes it)
-SLOW = {"text": SLOW_TEXT, "config": {"samples": 6}}
-BODIES = [SLOW, {"text": TEXT}, {"text": TEXT, "config": {"samples": 3, "seed": 1}}, {"text": TEXT + " . a bird can"}]
-
-
-@pytest.fixture(scope="module")
-def reference(model_dir):
-    """The fault-free result of every body, computed in this process."""
-    attributor = Attributor.from_pretrained(model_dir)
-
-    def run(body: dict) -> list[float]:
-        config = HetaConfig(**{"num_hvp_samples" if k == "samples" else k: v for k, v in body.get("config", {}).items()})
-        return attributor.attribute(body["text"], config=config).scores.tolist()
-
-    return {i: run(body) for i, body in enumerate(BODIES)}
-
+from .conftest import serve
+from .faults import BODIES, SLOW, TEXT, assert_clean, handed_over, running_worker, submit, wait_for_log, wait_idle
 
 @contextlib.contextmanager
 def serve_on_store(model_dir: str, tmp: Path, **settings):
@@ -80,69 +61,6 @@ def two_workers(two_workers_server):
 @pytest.fixture
 def one_worker(one_worker_server):
     return handed_over(one_worker_server, 1)
-
-
-def handed_over(server, workers: int, timeout: float = 120):
-    """The shared server as a fresh one would be: Redis up, ``workers`` live workers (a killed one
-    restarted by serve, loaded), all idle, nothing in the stream."""
-    deadline = time.monotonic() + timeout
-    client = connect(server.store.url)
-    while True:
-        with contextlib.suppress(redis.exceptions.ConnectionError):
-            live = [w for w in registry.live_workers(client) if alive(w["pid"])]
-            stream = jobs.stream_key(server.env["HETA_MODELS"])
-            if (len(live) == workers and not any(w["busy"] or w["draining"] for w in live)
-                    and client.xlen(stream) == 0 and server.http.get("/readyz").status_code == 200):  # fmt: skip
-                return server
-        assert time.monotonic() < deadline, f"the shared server did not come back to {workers} idle worker(s)"
-        time.sleep(0.2)
-
-
-def wait_idle(server, pids: list[int], timeout: float = 120) -> None:
-    """Until each worker's registry entry says it is idle: whatever it was running has concluded."""
-    deadline = time.monotonic() + timeout
-    client = connect(server.store.url)
-    while not all(any(w["pid"] == pid and not w["busy"] for w in registry.live_workers(client)) for pid in pids):
-        assert time.monotonic() < deadline, f"workers {pids} stayed busy"
-        time.sleep(0.2)
-
-
-def wait_for_log(path: Path, text: str, after: int = 0, timeout: float = 120) -> int:
-    """Until ``text`` occurs in the service's log more than ``after`` times; how many times it does."""
-    deadline = time.monotonic() + timeout
-    while (count := path.read_text(errors="replace").count(text)) <= after:
-        assert time.monotonic() < deadline, f"{text!r} did not appear in {path}"
-        time.sleep(0.2)
-    return count
-
-
-def submit(server, bodies=BODIES) -> list[str]:
-    ids = []
-    for body in bodies:
-        answer = server.http.post("/jobs", json=body)
-        assert answer.status_code == 202, answer.text
-        ids.append(answer.json()["job_id"])
-    return ids
-
-
-def assert_clean(client, ids, finished, reference, model: str, expect=None) -> None:
-    """Exactly one terminal transition per job, results equal the fault-free run, no stream leftovers."""
-    for i, job_id in enumerate(ids):
-        record = client.hgetall(jobs.job_key(job_id))
-        assert record["completions"] == "1", (job_id, record["status"])
-        status = (expect or {}).get(i, "done")
-        assert finished[job_id]["status"] == status, finished[job_id]
-        if status == "done":
-            scores = [t["score"] for t in finished[job_id]["result"]["tokens"]]
-            assert scores == pytest.approx(reference[i], rel=1e-5, abs=1e-9)
-    stream = jobs.stream_key(model)
-    assert client.xlen(stream) == 0
-    assert client.xpending(stream, jobs.GROUP)["pending"] == 0
-
-
-def running_worker(server, job_id: str) -> int:
-    job = server.wait_status(job_id, {"running"}, timeout=120)
-    return int(job["worker"].split("-")[-2])
 
 
 def test_sigkill_of_a_worker_mid_job(model_dir, two_workers, reference):

@@ -23,9 +23,8 @@ from heta_service.connections import EmbeddedRedis, connect
 
 from .conftest import Server, base_env, free_port, heta_command
 from .netfaults import FaultyLink, netem_unavailable
-from .test_chaos import (  # noqa: F401 - reference: the fault-free results (a fixture)
-    BODIES, TEXT, assert_clean, handed_over, reference, running_worker, settle, submit, wait_for_log, wait_idle,
-)
+from ..helpers import settle
+from .faults import TEXT, assert_clean, handed_over, running_worker, submit, wait_for_log, wait_idle
 
 TIMEOUT_S = 2.0  # HETA_REDIS_TIMEOUT_S here: above a 0.5 s block plus 2 × 200 ms and a retransmission
 LEASE_S = 2.0  # conftest's HETA_LEASE_S

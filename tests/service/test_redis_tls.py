@@ -24,7 +24,8 @@ from heta_service.connections import EmbeddedRedis, connect, connect_store
 from heta_service.settings import Settings
 
 from .conftest import ROOT, base_env, free_port, heta_command, serve
-from .test_chaos import BODIES, SLOW, TEXT, assert_clean, handed_over, reference, running_worker, settle, submit  # noqa: F401
+from ..helpers import settle
+from .faults import BODIES, SLOW, TEXT, assert_clean, handed_over, running_worker, submit
 from .test_events import read_events
 from .test_redis_ha import cluster_port, wait_for
 
