@@ -12,7 +12,7 @@ import time
 
 from heta_core import Attributor, Estimate, HetaError
 
-from . import cache, jobs, logs, tracing
+from . import cache, logs, store, tracing
 from .auth import hash_key
 from .problems import Problem
 from .ratelimit import Caller
@@ -137,11 +137,11 @@ async def submit(
     owner = caller.owner
     request_json = body.model_dump_json(exclude={"wait"})
     digest = hashlib.sha256(request_json.encode()).hexdigest()
-    job_id = jobs.new_job_id(model)
+    job_id = store.new_job_id(model)
     logs.annotate(job_id=job_id, model=model)
     tracing.annotate(job_id=job_id, model=model)
     deadline = time.time() + min(body.deadline_s or settings.job_deadline_s, settings.job_deadline_s)
-    idempotency = jobs.idempotency_key(owner, hash_key(idempotency_key), model) if idempotency_key is not None else ""
+    idempotency = store.idempotency_key(owner, hash_key(idempotency_key), model) if idempotency_key is not None else ""
     entry = ""
     if settings.cache_ttl_s and settings.cache_max_bytes and isinstance(body, AttributeRequest):
         entry = cache.key(model, await asyncio.to_thread(lambda: planners[model].revision), *body.engine_call())
@@ -152,14 +152,14 @@ async def submit(
             await _answer_from_cache(client, settings, stored, model, job_id, request_json, owner, deadline, idempotency, digest)
             return job_id, True
     with tracing.span("enqueue", job_id=job_id, model=model):
-        outcome, value = await client.eval(*jobs.enqueue_call(
+        outcome, value = await store.JobStore(client).create(
             model, job_id, request_json, owner, deadline, idempotency=idempotency,
             idempotency_value=f"{job_id}:{digest}", max_depth=settings.max_queue_depth,
             max_inflight=settings.max_inflight_per_key, ttl=settings.result_ttl_s, cache=entry,
             rate=(caller.key, caller.limit) if one_node else None,
             # the worker's spans continue the enqueue span's trace
             request_id=logs.current("request_id") or "", traceparent=tracing.traceparent(),
-        ))  # fmt: skip
+        )  # fmt: skip
         tracing.annotate(outcome=outcome)
     if outcome == "rate_limited":
         raise caller.refused()
@@ -181,18 +181,11 @@ async def submit(
 async def _answer_from_cache(client, settings: Settings, stored: str, model: str, job_id: str, request_json: str,
                              owner: str, deadline: float, idempotency: str, digest: str) -> None:  # fmt: skip
     """A finished job of this caller holding the cached result: never queued, never computed."""
-    fields = jobs.job_fields(job_id, model, request_json, owner, deadline, request_id=logs.current("request_id") or "")
+    fields = store.job_fields(job_id, model, request_json, owner, deadline, request_id=logs.current("request_id") or "")
     now = repr(time.time())
-    fields.update(status="done", progress="1", started=now, finished=now, completions="1",
+    fields.update(status=store.JobStatus.DONE, progress="1", started=now, finished=now, completions="1",
                   result=cache.served(stored, job_id, float(fields["created"])))  # fmt: skip
-    pipe = client.pipeline(transaction=True)
-    pipe.hset(jobs.job_key(job_id), mapping=fields)
-    pipe.expire(jobs.job_key(job_id), settings.result_ttl_s)
-    pipe.rpush(jobs.done_key(job_id), "done")  # as FINALIZE does: a waiter wakes at once
-    pipe.expire(jobs.done_key(job_id), 60)
-    if idempotency:
-        pipe.set(idempotency, f"{job_id}:{digest}", ex=settings.result_ttl_s)
-    await pipe.execute()
+    await store.JobStore(client).create_done(job_id, fields, settings.result_ttl_s, idempotency, f"{job_id}:{digest}")
     await replicated(client, settings, job_id)
 
 

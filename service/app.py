@@ -27,8 +27,8 @@ from .auth import Keys
 from .connections import connect_store, is_out_of_memory, is_transient
 from .deps import Services
 from . import logs, tracing
-from .jobs import ensure_groups, use_cluster
-from .metrics import RedisCollector, api_metrics
+from .store import JobStore, ensure_groups, use_cluster
+from .monitoring import RedisCollector, api_metrics
 from .problems import Problem, openapi_with_problems, problem_response
 from .registry import live_workers_async, model_speeds
 from .routes import attribute, events, guide, health, jobs, models, queue, ui
@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.planners = {
             name: await asyncio.to_thread(Attributor.planner, name, None, settings.dtype) for name in settings.models
         }
-        app.state.services = Services(settings, app.state.redis, app.state.planners, app.state.keys)
+        app.state.services = Services(settings, app.state.redis, app.state.planners, app.state.keys, JobStore(app.state.redis))
         speeds = asyncio.create_task(_follow_speeds(app.state.redis, app.state.planners))
         yield
         speeds.cancel()

@@ -22,10 +22,10 @@ import hashlib
 import json
 import time
 
-from .metrics import METRICS_KEY
-
-PREFIX = "heta:cache:{cache}"
-INDEX, SIZES, TOTAL = PREFIX + ":index", PREFIX + ":sizes", PREFIX + ":bytes"
+from .store import CACHE_BYTES as TOTAL
+from .store import CACHE_INDEX as INDEX
+from .store import CACHE_SIZES as SIZES
+from .store import METRICS_KEY, cache_entry
 
 # KEYS: entry, index (zset key → stored at), sizes (hash key → bytes), total; ARGV: value, ttl, max bytes, now
 PUT = """
@@ -58,7 +58,7 @@ def key(model: str, revision: str | None, call: dict, config) -> str:
     """The entry of a request: ``call`` and ``config`` as ``AttributeRequest.engine_call()`` returns them."""
     canonical = {"model": model, "revision": revision, "call": call, "config": dataclasses.asdict(config)}
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{PREFIX}{digest}"
+    return cache_entry(digest)
 
 
 async def lookup(client, entry: str) -> str | None:

@@ -28,8 +28,8 @@ from typing import Any, Generator
 import httpx
 
 from .schemas import BatchResult, JobResult, JobView, ModelsResponse
+from .store import FINAL
 
-FINAL = ("done", "failed", "cancelled", "dead_lettered")
 RETRY_STATUSES = (429, 503)
 Step = Generator[tuple[str, Any], Any, Any]
 

@@ -26,7 +26,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 
-from . import jobs, metrics, registry
+from . import monitoring, registry, store
 from .connections import connect_store, is_transient
 from .settings import Settings
 
@@ -50,8 +50,9 @@ class Consumer(ABC):
         self.settings = settings
         self.models = models
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        jobs.use_cluster(settings.redis_cluster)
+        store.use_cluster(settings.redis_cluster)
         self.client = connect_store(settings)
+        self.jobs = store.JobStore(self.client)
         self.current: list[tuple[str, str, str]] = []  # the entries in hand: (stream, entry id, job id)
         self.draining = threading.Event()
         self.drain_deadline = float("inf")
@@ -82,7 +83,7 @@ class Consumer(ABC):
                     current = list(self.current)
                 for stream in dict.fromkeys(stream for stream, _, _ in current):
                     held = [(entry, job_id) for s, entry, job_id in current if s == stream]
-                    self.client.eval(*jobs.renew_call(stream, held, self.id))
+                    self.jobs.renew(stream, held, self.id)
             except Exception:  # noqa: BLE001 - Redis hiccup: try again next beat
                 log.exception("heartbeat failed")
 
@@ -164,14 +165,14 @@ class Consumer(ABC):
         if reclaim:
             self._reclaim_at = now + RECLAIM_EVERY_S
         for name in self.models if reclaim else ():
-            stream = jobs.stream_key(name)
+            stream = store.stream_key(name)
             # Redis 6.2 answers (cursor, entries); 7.x adds the deleted ids
-            claimed = self.client.xautoclaim(stream, jobs.GROUP, self.id, lease_ms, "0-0", count=1)[1]
+            claimed = self.client.xautoclaim(stream, store.GROUP, self.id, lease_ms, "0-0", count=1)[1]
             if claimed:
                 self._reclaim_at = 0.0  # there may be more
                 entry, fields = claimed[0]
                 self._record("reclaimed")
-                pending = self.client.xpending_range(stream, jobs.GROUP, min=entry, max=entry, count=1)
+                pending = self.client.xpending_range(stream, store.GROUP, min=entry, max=entry, count=1)
                 deliveries = pending[0]["times_delivered"] if pending else 1
                 log.warning("reclaimed %s (delivery %d)", fields.get("job"), deliveries, extra={"job_id": fields.get("job")})
                 return [(stream, entry, fields["job"], deliveries, None)]
@@ -179,9 +180,9 @@ class Consumer(ABC):
             return self._read_and_take()
         # on a Redis Cluster the streams live in different slots: one XREADGROUP each, then START apart
         for name in self.models:
-            streams = {jobs.stream_key(name): ">"}
+            streams = {store.stream_key(name): ">"}
             answer = self.client.xreadgroup(
-                jobs.GROUP, self.id, streams, count=self.settings.batch_jobs, block=max(50, 500 // len(self.models))
+                store.GROUP, self.id, streams, count=self.settings.batch_jobs, block=max(50, 500 // len(self.models))
             )  # fmt: skip
             delivered = _delivered(answer)
             if delivered:
@@ -192,11 +193,11 @@ class Consumer(ABC):
         """One round trip (one Redis node): the blocking XREADGROUP over every stream, and TAKE
         pipelined behind it, which marks the jobs it delivered running (START's work) the moment they
         arrive; a START round trip less between a job's arrival and its compute."""
-        streams = [jobs.stream_key(name) for name in self.models]
+        streams = [store.stream_key(name) for name in self.models]
         count = self.settings.batch_jobs
         pipe = self.client.pipeline(transaction=False)
-        pipe.xreadgroup(jobs.GROUP, self.id, dict.fromkeys(streams, ">"), count=count, block=500)
-        pipe.eval(*jobs.take_call(streams, self.id, count * len(streams)))
+        pipe.xreadgroup(store.GROUP, self.id, dict.fromkeys(streams, ">"), count=count, block=500)
+        pipe.eval(*store.take_call(streams, self.id, count * len(streams)))
         answer, taken = pipe.execute()
         started = {(streams[int(index) - 1], entry): (job_id, start) for index, entry, job_id, *start in taken}
         # an entry TAKE found deleted (cancelled while queued) keeps its read's delivery: START says so and it is acked
@@ -207,26 +208,25 @@ class Consumer(ABC):
         """An entry delivered to this worker, claimable by any other at once (its idle time set to the
         lease), and its job back in the queue's view if this worker had started it."""
         with contextlib.suppress(Exception):
-            self.client.eval(*jobs.if_mine_call(job_id, self.id, status="queued", progress="0"))
-            self.client.xclaim(stream, jobs.GROUP, self.id, 0, [entry], idle=int(self.settings.lease_s * 1000), justid=True)
+            self.jobs.report(job_id, self.id, status=store.JobStatus.QUEUED, progress="0")
+            self.client.xclaim(stream, store.GROUP, self.id, 0, [entry], idle=int(self.settings.lease_s * 1000), justid=True)
 
     def _done(self, stream: str, entry: str) -> None:
         def ack() -> None:
             pipe = self.client.pipeline(transaction=False)
-            pipe.xack(stream, jobs.GROUP, entry)
+            pipe.xack(stream, store.GROUP, entry)
             pipe.xdel(stream, entry)
             pipe.execute()
 
         self.retrying(ack)
 
     def finalize(self, job: dict, status: str, **fields) -> bool:
-        call = jobs.finalize_call(job["id"], job["owner"], job["model"], status, self.settings.result_ttl_s, **fields)
-        return bool(self.retrying(self.client.eval, *call))
+        return bool(self.retrying(self.jobs.finish, job, status, self.settings.result_ttl_s, **fields))
 
     def _record(self, *args, **kwargs) -> None:
         """Metrics are best effort: a full or absent Redis loses a count, never a job."""
         try:
-            metrics.record_job(self.client, *args, **kwargs)
+            monitoring.record_job(self.client, *args, **kwargs)
         except Exception as error:  # noqa: BLE001
             if not is_transient(error):
                 raise
@@ -258,10 +258,10 @@ class Consumer(ABC):
     def _start(self, stream: str, entry: str, job_id: str, deliveries: int, taken: list | None) -> dict | None:
         """The job's fields if it is to run now, else None (dead-lettered, skipped past its deadline, gone)."""
         if deliveries > self.settings.max_deliveries:
-            job = self.retrying(self.client.hgetall, jobs.job_key(job_id))
-            if job and job.get("status") not in jobs.FINAL:
+            job = self.retrying(self.jobs.read, job_id)
+            if job and job.get("status") not in store.FINAL:
                 model = job["model"]
-                self.retrying(self.client.xadd, jobs.dead_letter_key(model), {"job": job_id, "deliveries": deliveries})
+                self.retrying(self.client.xadd, store.dead_letter_key(model), {"job": job_id, "deliveries": deliveries})
                 detail = f"the job was delivered {deliveries} times without completing (its workers died)"
                 if self.finalize(job, "dead_lettered", error={"code": "dead_lettered", "detail": detail}):
                     self._record("dead_lettered")
@@ -269,8 +269,8 @@ class Consumer(ABC):
         if taken is None:  # START (TAKE did it already for a job just read): one round trip for the job's
             # fields, and the job marked running unless it is final (cancelled while queued, finished
             # by another run, expired) or its deadline passed in the queue
-            taken = self.retrying(self.client.eval, *jobs.start_call(job_id, self.id, time.time()))
-        outcome, job = jobs.started(taken)
+            taken = self.retrying(self.jobs.start, job_id, self.id, time.time())
+        outcome, job = store.started(taken)
         if outcome == "expired":  # skipped: no compute is spent on a job nobody waits for
             self._fail(job, "deadline_exceeded", "the job's deadline passed before it could run")
         return job if outcome == "started" else None

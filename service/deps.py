@@ -20,6 +20,7 @@ from .auth import Keys, hash_key
 from .problems import Problem
 from .ratelimit import Caller
 from .settings import Settings
+from .store import JobStore, authfail_key
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Services:
     redis: AsyncRedis
     planners: dict[str, Attributor]  # a weightless Attributor per served model
     keys: Keys
+    jobs: JobStore  # the job store on ``redis``
 
 
 # async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, one thread hop per
@@ -60,7 +62,7 @@ async def authenticated(
         return Caller.of(svc.keys.owner(token), limit)
     except Problem:
         failures = svc.settings.auth_failures_per_minute
-        if await ratelimit.count(svc.redis, f"heta:authfail:{address}:{ratelimit.window()}") > failures:
+        if await ratelimit.count(svc.redis, authfail_key(address, ratelimit.window())) > failures:
             raise ratelimit.too_many(failures, "failed authentications") from None
         raise
 

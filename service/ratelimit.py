@@ -4,7 +4,7 @@ A fixed one-minute window per caller: ``heta:rate:<owner>:<minute>`` (and, for f
 authentications, ``heta:authfail:<client address>:<minute>``), each expiring after two minutes.
 Every request counts, refused ones included. A submission on a single Redis (or Sentinel) is
 counted inside the enqueue script instead of a round trip of its own (see
-:func:`heta_service.jobs.enqueue_call`): the same key and the same rule, ~0.5 ms less per request.
+:func:`heta_service.store.enqueue_call`): the same key and the same rule, ~0.5 ms less per request.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import redis
 
 from .connections import is_out_of_memory
 from .problems import Problem
+from .store import rate_key
 
 WINDOW_TTL_S = 120
 
@@ -56,7 +57,7 @@ class Caller:
 
     @classmethod
     def of(cls, owner: str, limit: int) -> Caller:
-        return cls(owner, f"heta:rate:{owner}:{window()}", limit)
+        return cls(owner, rate_key(owner, window()), limit)
 
     def refused(self) -> Problem:
         return too_many(self.limit, "requests")

@@ -1,4 +1,4 @@
-"""The worker registry: each worker refreshes ``heta:worker:{id}`` (a JSON document with a TTL) on
+"""The worker registry: each worker refreshes its entry (``store.WORKER_PREFIX`` + id, a JSON document with a TTL) on
 every heartbeat; a worker that stops is gone once its key expires. Used by /readyz and /models."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 from heta_core import Speed
 
-PREFIX = "heta:worker:"
+from .store import WORKER_PREFIX as PREFIX
 
 
 def register(client, worker_id: str, info: dict, ttl_s: float) -> None:
@@ -36,6 +36,11 @@ async def live_workers_async(client) -> list[dict]:
     keys = [key async for key in client.scan_iter(match=PREFIX + "*", count=100)]
     values = await _gets(client, keys).execute() if keys else []
     return [json.loads(v) for v in values if v]
+
+
+def serving(workers: list[dict], model: str, *, draining: bool = False) -> list[dict]:
+    """The live workers holding ``model``; draining ones (about to stop) only when ``draining``."""
+    return [w for w in workers if model in w.get("models", {}) and (draining or not w.get("draining"))]
 
 
 # the work a speed is compared on: a small HETA request's (only the order of speeds matters)

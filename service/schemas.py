@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from heta_core import AttributionRequest, AttributionResult, HetaConfig
 from heta_core.config import from_api_names
 
-from .jobs import STATUSES
+from .store import STATUSES
 
 Granularity = Literal["token", "word", "sentence"]
 

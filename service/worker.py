@@ -8,7 +8,7 @@ every entry in hand), progress, partial results, cancellation and deadline, and 
 cancellation never fails the others. Cancellation and deadlines are checked between chunks (the
 engine's progress callback), and progress and partial results are fenced by the worker's id (a
 worker stopped past its lease that wakes up changes nothing). Finishing is one atomic transition
-(see :mod:`heta_service.jobs`), so a job completes once. CUDA out-of-memory empties the cache and
+(see :mod:`heta_service.store`), so a job completes once. CUDA out-of-memory empties the cache and
 retries with half the memory budget (twice), then fails the job with a clear error; the worker keeps
 serving (``HETA_FAULT_OOM_TIMES``, :mod:`heta_core.runtime.faults`, injects such failures for tests).
 """
@@ -27,7 +27,7 @@ import torch
 
 from heta_core import Attributor, HetaError
 
-from . import cache, jobs, logs, tracing
+from . import cache, logs, store, tracing
 from .connections import is_transient
 from .consumer import Consumer, Released
 from .schemas import AttributeRequest, BatchRequest, batch_result_json, job_result_json
@@ -94,7 +94,7 @@ class Worker(Consumer):
             except Exception:  # noqa: BLE001
                 log.exception("%s: speed not measured; budgets use a speed assumed from the model's size", name)
             self.attributors[name] = attributor
-        self.retrying(jobs.ensure_groups, self.client, self.models)
+        self.retrying(store.ensure_groups, self.client, self.models)
 
     def info(self) -> dict:
         device = next(iter(self.attributors.values())).device if self.attributors else torch.device("cpu")
@@ -254,7 +254,7 @@ class Worker(Consumer):
             report = now - last_write[0] > 0.2
             try:  # one round trip: the progress (throttled) and the cancel flag
                 fields = {"progress": f"{fraction:.4f}"} if report else {}
-                cancelled = self.client.eval(*jobs.if_mine_call(job_id, self.id, **fields))
+                cancelled = self.jobs.report(job_id, self.id, **fields)
             except Exception as error:  # noqa: BLE001 - Redis down or full: compute on, report later
                 if not is_transient(error):
                     raise
@@ -273,9 +273,9 @@ class Worker(Consumer):
         published: list[str] = []
 
         def publish(result) -> None:
-            fields = jobs.partial_fields(result.stages_done, job_result_json(result, job_id, created, started), published)
+            fields = store.partial_fields(result.stages_done, job_result_json(result, job_id, created, started), published)
             try:
-                cancelled = self.client.eval(*jobs.if_mine_call(job_id, self.id, **fields))
+                cancelled = self.jobs.report(job_id, self.id, **fields)
             except Exception as error:  # noqa: BLE001
                 if not is_transient(error):
                     raise

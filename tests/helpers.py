@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from heta_service import jobs
+from heta_service import store
 
 ROOT = Path(__file__).resolve().parents[1]
-FINAL = frozenset(jobs.FINAL)
+FINAL = frozenset(store.FINAL)
 
 
 def heta_command(*args: str) -> list[str]:
@@ -47,7 +47,7 @@ def settle(server, ids, timeout: float = 180, failing_over: bool = False) -> dic
 
 def job_count(redis) -> int:
     """Jobs the service's Redis holds (any status)."""
-    return sum(1 for _ in redis.scan_iter(jobs.job_key("*")))
+    return sum(1 for _ in redis.scan_iter(store.job_key("*")))
 
 
 def parents() -> dict[int, int]:

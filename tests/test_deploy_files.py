@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from heta_service import jobs
+from heta_service import store
 from heta_service.settings import Settings
 from .helpers import ROOT
 
@@ -394,8 +394,8 @@ def test_the_keda_stream_is_the_stream_of_the_configured_model(overlay):
     assert {t["type"] for t in triggers} == {"redis-streams"}
     for trigger in triggers:
         meta = trigger["metadata"]
-        assert meta["stream"] == jobs.stream_key(model)  # the stream the API writes and workers read
-        assert meta["consumerGroup"] == jobs.GROUP
+        assert meta["stream"] == store.stream_key(model)  # the stream the API writes and workers read
+        assert meta["consumerGroup"] == store.GROUP
         assert meta["address"] == f"{redis.hostname}:{redis.port}" and meta["databaseIndex"] == redis.path.strip("/")
     assert {"lagCount", "pendingEntriesCount"} == {k for t in triggers for k in t["metadata"]} & {
         "lagCount",
@@ -419,7 +419,7 @@ def test_the_keda_stream_follows_the_model_set_in_the_overlay(tmp_path):
     kinds = by_kind(kustomize(tree / "overlays" / "gpu"))
     assert kinds["ConfigMap"]["heta-config"]["data"]["HETA_MODELS"] == f"{PINNED},heta-demo"
     streams = {t["metadata"]["stream"] for t in kinds["ScaledObject"]["heta-worker"]["spec"]["triggers"]}
-    assert streams == {jobs.stream_key(PINNED)}
+    assert streams == {store.stream_key(PINNED)}
 
 
 STREAM_REPLACEMENT = yaml.safe_load((K8S / "overlays" / "gpu" / "kustomization.yaml").read_text())["replacements"]
@@ -440,7 +440,7 @@ def test_an_overlay_of_ones_own_derives_the_stream_with_the_replacement(tmp_path
     }))  # fmt: skip
     kinds = by_kind(kustomize(tmp_path))
     streams = {t["metadata"]["stream"] for t in kinds["ScaledObject"]["heta-worker"]["spec"]["triggers"]}
-    assert streams == {jobs.stream_key(PINNED)}
+    assert streams == {store.stream_key(PINNED)}
 
 
 def test_api_and_worker_pods(overlay):

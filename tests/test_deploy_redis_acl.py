@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from redis.commands.core import CoreCommands
 
-from heta_service import cache, jobs, metrics, registry
+from heta_service import store
 
 ROOT = Path(__file__).resolve().parents[1]
 ACL = ROOT / "deploy" / "redis" / "users.acl"
@@ -83,12 +83,12 @@ def key_literals() -> set[str]:
 
 @pytest.mark.parametrize("cluster", [False, True])
 def test_every_key_the_service_uses_is_under_the_users_pattern(cluster):
-    jobs.use_cluster(cluster)
+    store.use_cluster(cluster)
     try:
-        keys = {jobs.job_key("j1"), jobs.done_key("j1"), jobs.stream_key("m"), jobs.dead_letter_key("m"),
-                jobs.inflight_key("owner", "m"), jobs.idempotency_key("owner", "digest", "m"), cache.INDEX, cache.SIZES,
-                cache.TOTAL, metrics.METRICS_KEY, registry.PREFIX + "w-1"}  # fmt: skip
+        keys = {store.job_key("j1"), store.done_key("j1"), store.stream_key("m"), store.dead_letter_key("m"),
+                store.inflight_key("owner", "m"), store.idempotency_key("owner", "digest", "m"), store.CACHE_INDEX, store.CACHE_SIZES,
+                store.CACHE_BYTES, store.METRICS_KEY, store.WORKER_PREFIX + "w-1"}  # fmt: skip
     finally:
-        jobs.use_cluster(False)
+        store.use_cluster(False)
     keys |= key_literals()
     assert len(key_literals()) >= 5 and all(fnmatchcase(key, "heta:*") for key in keys), keys

@@ -4,14 +4,12 @@ prompts as one job, waited for the same way) and POST /jobs (queue only)."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated
 
-import redis.asyncio.cluster
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 
-from .. import jobs
+from .. import store
 from ..admission import submit
 from ..deps import Services, ServicesDep, SubmitterDep
 from ..problems import Problem, problem_responses
@@ -45,31 +43,6 @@ def accepted(job_id: str, status: str) -> JSONResponse:
     return JSONResponse({"job_id": job_id, "status": status}, status_code=202, headers={"Location": f"/jobs/{job_id}"})
 
 
-async def wait_for(client, job_id: str, seconds: float, fresh: bool = False) -> dict:
-    """The job once final, or as it is after ``seconds``. A ``fresh`` job (just queued) cannot be
-    final yet: its first read would be a wasted round trip on every request, so it starts waiting."""
-    deadline = time.monotonic() + seconds
-    job = None if fresh and seconds > 0 else await client.hgetall(jobs.job_key(job_id))
-    while True:
-        left = deadline - time.monotonic()
-        if job is not None and (not job or job["status"] in jobs.FINAL or left <= 0):
-            return job
-        job = await _block_then_read(client, job_id, min(0.5, max(0.01, left)))
-
-
-async def _block_then_read(client, job_id: str, timeout: float) -> dict:
-    """Wait for the job's done signal (or ``timeout``), then read the job. One round trip: in a
-    pipeline the read queues behind the blocking pop on the same connection and runs the moment it
-    returns (a Redis Cluster client pipelines no blocking command: two round trips there)."""
-    if isinstance(client, redis.asyncio.cluster.RedisCluster):
-        await client.blpop([jobs.done_key(job_id)], timeout=timeout)
-        return await client.hgetall(jobs.job_key(job_id))
-    pipe = client.pipeline(transaction=False)
-    pipe.blpop([jobs.done_key(job_id)], timeout=timeout)
-    pipe.hgetall(jobs.job_key(job_id))
-    return (await pipe.execute())[1]
-
-
 def finished_response(job: dict) -> Response:
     if job["status"] == "done":
         return Response(job["result"], media_type="application/json")  # stored as the JobResult document
@@ -84,10 +57,10 @@ async def submit_and_wait(
     svc: Services, body: AttributeRequest | BatchRequest, caller: Caller, idempotency_key: str | None, partial: bool = False
 ):  # fmt: skip
     job_id, created = await submit(svc.redis, svc.settings, svc.planners, body, caller, idempotency_key)
-    job = await wait_for(svc.redis, job_id, min(body.wait, svc.settings.max_wait_s), fresh=created)
-    if job and job["status"] in jobs.FINAL:
+    job = await svc.jobs.wait(job_id, min(body.wait, svc.settings.max_wait_s), fresh=created)
+    if job and job["status"] in store.FINAL:
         return finished_response(job)
-    latest = jobs.partials(job)[-1:] if partial and job else []
+    latest = store.partials(job)[-1:] if partial and job else []
     if latest:  # still running: what it knows so far
         return Response(latest[0][1], status_code=202, media_type="application/json", headers={"Location": f"/jobs/{job_id}"})
     return accepted(job_id, job.get("status", "queued") if job else "queued")

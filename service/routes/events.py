@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from heta_core.results.report import render_report
 
-from .. import jobs
+from .. import store
 from ..deps import CallerDep, ServicesDep
 from ..problems import Problem, problem_response, problem_responses
 from .attribute import finished_response
@@ -70,7 +70,7 @@ def _final_event(job: dict) -> str:
     return sse("result", response.body.decode())
 
 
-async def _stream(request: Request, client, job_id: str, job: dict, keepalive: float) -> AsyncIterator[str]:
+async def _stream(request: Request, jobs: store.JobStore, job_id: str, job: dict, keepalive: float) -> AsyncIterator[str]:
     status = progress = None
     shown: set[str] = set()  # the partial results already sent, by their stages
     quiet_since = time.monotonic()
@@ -78,7 +78,7 @@ async def _stream(request: Request, client, job_id: str, job: dict, keepalive: f
         if not job:  # expired (result TTL) or deleted while we watched
             yield sse("problem", problem_response(Problem(404, "job_not_found", f"job {job_id!r} is gone")).body.decode())
             return
-        view = jobs.public_view({k: v for k, v in job.items() if k in jobs.VIEW_FIELDS})
+        view = store.public_view({k: v for k, v in job.items() if k in store.VIEW_FIELDS})
         sent = False
         if view["status"] != status:
             status, progress = view["status"], view["progress"]
@@ -88,12 +88,12 @@ async def _stream(request: Request, client, job_id: str, job: dict, keepalive: f
             progress = view["progress"]
             yield sse("progress", json.dumps({"progress": progress}))
             sent = True
-        for stages, body in jobs.partials(job) if job["status"] != "done" else ():
+        for stages, body in store.partials(job) if job["status"] != "done" else ():
             if stages not in shown:
                 shown.add(stages)
                 yield sse("partial", body)  # stored as one line of JSON, as the result is
                 quiet_since = time.monotonic()
-        if job["status"] in jobs.FINAL:
+        if job["status"] in store.FINAL:
             yield _final_event(job)
             return
         if request.app.state.draining:  # an open stream would hold the graceful shutdown until the job ends
@@ -106,7 +106,7 @@ async def _stream(request: Request, client, job_id: str, job: dict, keepalive: f
             quiet_since = now
             yield ": keep-alive\n\n"
         await asyncio.sleep(POLL_S)
-        job = await client.hgetall(jobs.job_key(job_id))
+        job = await jobs.read(job_id)
 
 
 @router.get(
@@ -121,9 +121,9 @@ async def job_events(
     job_id: str, request: Request, owner: CallerDep, svc: ServicesDep,
     keepalive: Annotated[float, Query(ge=0.5, le=300, description="seconds of silence before a keep-alive comment")] = 15.0,
 ):  # fmt: skip
-    job = await load_job(svc.redis, svc.keys, job_id, owner)
+    job = await load_job(svc.jobs, svc.keys, job_id, owner)
     return StreamingResponse(
-        _stream(request, svc.redis, job_id, job, keepalive),
+        _stream(request, svc.jobs, job_id, job, keepalive),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},  # no proxy buffering of the stream
     )
@@ -142,8 +142,8 @@ async def job_report(
     job_id: str, owner: CallerDep, svc: ServicesDep,
     item: Annotated[int | None, Query(ge=0, description="a batch job (POST /attribute/batch): the item to report")] = None,
 ):  # fmt: skip
-    job = await load_job(svc.redis, svc.keys, job_id, owner)
-    if job["status"] not in jobs.FINAL:
+    job = await load_job(svc.jobs, svc.keys, job_id, owner)
+    if job["status"] not in store.FINAL:
         raise Problem(409, "job_not_done", f"the job is {job['status']}; a report needs its result", job_id=job_id)
     document = json.loads(finished_response(job).body)  # raises the job's problem unless it is done
     if "items" in document:  # a batch: one report per item

@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..connections import is_transient
+from ..store import READY_PROBE
 from ..deps import ServicesDep, authenticated
 from ..problems import problem_responses
-from ..registry import live_workers_async
+from ..registry import live_workers_async, serving
 from ..schemas import Health, Readiness
 
 router = APIRouter(tags=["operations"])
@@ -34,13 +35,13 @@ async def readyz(request: Request, svc: ServicesDep):
     settings, client = svc.settings, svc.redis
     try:
         # a write, not a ping: a Redis at maxmemory answers pings but refuses every job
-        await client.set("heta:ready-probe", "1", px=10_000)
+        await client.set(READY_PROBE, "1", px=10_000)
         workers = await live_workers_async(client)
     except redis.RedisError as error:
         if not is_transient(error):
             raise
         return JSONResponse({"ready": False, "redis": False}, status_code=503)
-    missing = [m for m in settings.models if not any(m in w.get("models", {}) for w in workers)]
+    missing = [m for m in settings.models if not serving(workers, m, draining=True)]
     ready = not missing and not request.app.state.draining
     body = {"ready": ready, "redis": True, "workers": len(workers), "models_without_workers": missing}
     return JSONResponse(body, status_code=200 if ready else 503)

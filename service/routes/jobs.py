@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from .. import jobs
+from .. import store
 from ..deps import CallerDep, ServicesDep
 from ..problems import Problem, problem_responses
 from ..schemas import JobView
@@ -16,8 +16,8 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 PROBLEMS = (401, 403, 404, 429, 503)
 
 
-async def load_job(client, keys, job_id: str, owner: str) -> dict:
-    job = await client.hgetall(jobs.job_key(job_id))
+async def load_job(jobs: store.JobStore, keys, job_id: str, owner: str) -> dict:
+    job = await jobs.read(job_id)
     if not job or (keys.enabled and job.get("owner") != owner):
         raise Problem(404, "job_not_found", f"no job {job_id!r} (unknown, expired, or not yours)")
     return job
@@ -26,7 +26,7 @@ async def load_job(client, keys, job_id: str, owner: str) -> dict:
 @router.get("/{job_id}", summary="Status, progress 0-1, result when done, error when failed", response_model=JobView,
             responses=problem_responses(*PROBLEMS))  # fmt: skip
 async def get_job(job_id: str, owner: CallerDep, svc: ServicesDep):
-    return JSONResponse(jobs.public_view(await load_job(svc.redis, svc.keys, job_id, owner)))
+    return JSONResponse(store.public_view(await load_job(svc.jobs, svc.keys, job_id, owner)))
 
 
 @router.delete(
@@ -41,18 +41,18 @@ async def cancel_job(
     job_id: str, owner: CallerDep, svc: ServicesDep,
     purge: Annotated[bool, Query(description="delete a finished job's stored request and result now, not at its TTL")] = False,
 ):  # fmt: skip
-    client, settings = svc.redis, svc.settings
-    job = await load_job(client, svc.keys, job_id, owner)
+    jobs = svc.jobs
+    job = await load_job(jobs, svc.keys, job_id, owner)
     if purge:
-        if job["status"] not in jobs.FINAL:
+        if job["status"] not in store.FINAL:
             raise Problem(409, "job_running", f"the job is {job['status']}: cancel it first, then purge it", job_id=job_id)
-        await client.delete(jobs.job_key(job_id), jobs.done_key(job_id))
+        await jobs.purge(job_id)
         return Response(status_code=204)
-    if job["status"] in jobs.FINAL:
+    if job["status"] in store.FINAL:
         raise Problem(409, "job_finished", f"the job is already {job['status']} (purge=true deletes it)", job_id=job_id)
-    await client.hset(jobs.job_key(job_id), "cancel", "1")
-    if job["status"] == "queued":
-        await client.eval(*jobs.finalize_call(job_id, job["owner"], job["model"], "cancelled", settings.result_ttl_s))
+    await jobs.request_cancel(job_id)
+    if job["status"] == store.JobStatus.QUEUED:
+        await jobs.finish(job, store.JobStatus.CANCELLED, svc.settings.result_ttl_s)
         if job.get("entry"):
-            await client.xdel(jobs.stream_key(job["model"]), job["entry"])
-    return JSONResponse(jobs.public_view(await client.hgetall(jobs.job_key(job_id))), status_code=202)
+            await jobs.dequeue(job["model"], job["entry"])
+    return JSONResponse(store.public_view(await jobs.read(job_id)), status_code=202)

@@ -10,7 +10,7 @@ from heta_core.results.report import method_details
 from ..admission import max_tokens
 from ..deps import CallerDep, ServicesDep
 from ..problems import problem_responses
-from ..registry import live_workers_async
+from ..registry import live_workers_async, serving
 from ..schemas import ModelPlacement, ModelsResponse, ServedModel
 
 router = APIRouter(tags=["models"])
@@ -32,7 +32,7 @@ async def models(owner: CallerDep, svc: ServicesDep) -> ModelsResponse:
     served = []
     for name in settings.models:
         planner = planners[name]
-        loaded = [w["models"][name] for w in workers if name in w.get("models", {})]
+        loaded = [w["models"][name] for w in serving(workers, name, draining=True)]
         served.append(ServedModel(
             name=name,
             model_type=planner.model.config.model_type,

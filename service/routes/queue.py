@@ -9,10 +9,10 @@ import time
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from .. import jobs
+from .. import store
 from ..deps import CallerDep, ServicesDep
 from ..problems import problem_responses
-from ..registry import live_workers_async
+from ..registry import live_workers_async, serving
 from ..schemas import JobStatus
 
 router = APIRouter(tags=["jobs"])
@@ -46,22 +46,10 @@ class QueueView(BaseModel):
 
 
 async def _model_queue(client, model: str, workers: list[dict], now: float) -> ModelQueue:
-    stream = jobs.stream_key(model)
-    total = await client.xlen(stream)
-    pending = 0
-    if total:
-        try:
-            pending = (await client.xpending(stream, jobs.GROUP))["pending"]
-        except Exception:  # noqa: BLE001 - no consumer group yet: nothing is pending
-            pending = 0
-    oldest = await client.xrange(stream, count=1)
-    serving = [w for w in workers if model in w.get("models", {}) and not w.get("draining")]
-    busy = sum(1 for w in serving if w.get("busy"))
-    return ModelQueue(
-        model=model, queue_depth=max(0, total - pending),
-        oldest_job_age_s=max(0.0, now - int(oldest[0][0].split("-")[0]) / 1000) if oldest else 0.0,
-        workers_busy=busy, workers_idle=len(serving) - busy,
-    )  # fmt: skip
+    depth, age = store.queue_state(await store.read_queue(client.pipeline(transaction=False), model).execute(raise_on_error=False), now)
+    live = serving(workers, model)
+    busy = sum(1 for w in live if w.get("busy"))
+    return ModelQueue(model=model, queue_depth=depth, oldest_job_age_s=age, workers_busy=busy, workers_idle=len(live) - busy)
 
 
 def _summary(request_json: str | None) -> tuple[str | None, str]:
@@ -84,7 +72,7 @@ def _summary(request_json: str | None) -> tuple[str | None, str]:
 async def _recent_jobs(client, owner: str) -> list[RecentJob]:
     fields = ("id", "owner", "status", "model", "progress", "created", "finished", "request", "cancel")
     found, examined = [], 0
-    async for key in client.scan_iter(match=jobs.job_key("*"), count=500):
+    async for key in client.scan_iter(match=store.job_key("*"), count=500):
         examined += 1
         if examined > SCAN_LIMIT:
             break

@@ -3,7 +3,7 @@ writes nothing to Redis — no job record, no stream entry, no idempotency key."
 
 import pytest
 
-from heta_service import jobs
+from heta_service import store
 from heta_service.connections import EmbeddedRedis, connect
 
 from .conftest import serve
@@ -105,7 +105,7 @@ def test_no_bad_body_creates_a_job(guarded, path):
     accepted = server.http.post("/jobs", json={"text": PROMPT})
     assert accepted.status_code == 202
     after = written(client)
-    assert jobs.job_key(accepted.json()["job_id"]) in after["keys"]
+    assert store.job_key(accepted.json()["job_id"]) in after["keys"]
     server.wait_status(accepted.json()["job_id"], {"done"})
 
 

@@ -1,92 +1,23 @@
-"""Job records in Redis and their state transitions.
-
-A job is a hash ``heta:job:{id}``: status, model, request (JSON), owner (hashed API key), created,
-deadline, attempts, progress, worker, result (JSON), error (JSON {code, detail}), the stream entry,
-the submitting request's id (``request_id``) and trace context (``traceparent``, while tracing is on),
-a cancel flag and a completion counter; while a HETA job runs, each partial result it publishes
-(``partial:<stages>``, e.g. ``partial:flow,kl``: the JobResult JSON) and their list in order
-(``partials``, e.g. "flow;flow,kl"; the last is the latest), dropped when the job is done. Status moves queued → running → done | failed | cancelled |
-dead_lettered; the final transition is one Lua script, so whoever finishes a job first (a worker, a
-reclaiming worker, or the API cancelling a queued job) is the only one who does: a job completes once.
-
-Redis Cluster (``HETA_REDIS_CLUSTER``): a Lua script may only touch keys of one hash slot, so every
-key a script touches carries the model's hash tag ``{m<8 hex>}`` (job ids start with it, so a job's
-keys are found from its id alone), and the in-flight and idempotency counters become per model.
-Without a cluster the key names stay plain (``heta:stream:<model>``: what KEDA scales on).
-"""
+"""The Lua transitions of a job and their argument lists (``client.eval(*enqueue_call(...))`` runs the
+same way on the API's asyncio client and a worker's synchronous one). The statuses in the scripts are
+written from :class:`~heta_service.store.keys.JobStatus`."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-import uuid
+from string import Template
 from typing import Any
 
-STATUSES = ("queued", "running", "cancelling", "done", "failed", "cancelled", "dead_lettered")
-FINAL = ("done", "failed", "cancelled", "dead_lettered")
+from .keys import FINAL, GROUP, JobStatus, done_key, inflight_key, job_key, stream_key
 
 
-_cluster = False
-TAG_LENGTH = 9  # "m" and 8 hex digits of the model name's SHA-256
+def _lua(script: str) -> str:
+    """A Lua script with the statuses written from :class:`JobStatus` (``$done``, ``$running``, ...)
+    and ``$is_final``, the test that a variable ``status`` holds a final one."""
+    names = {status.name.lower(): f"'{status.value}'" for status in JobStatus}
+    return Template(script).substitute(names, is_final=" or ".join(f"status == '{status}'" for status in FINAL))
 
-
-def use_cluster(enabled: bool) -> None:
-    """Key names for Redis Cluster (hash-tagged per model) or for one Redis (plain); set once at start."""
-    global _cluster
-    _cluster = enabled
-
-
-def model_tag(model: str) -> str:
-    return "m" + hashlib.sha256(model.encode()).hexdigest()[: TAG_LENGTH - 1]
-
-
-def new_job_id(model: str) -> str:
-    """A job id that names its model's hash slot: the tag, then 32 random hex digits."""
-    return model_tag(model) + uuid.uuid4().hex
-
-
-def _slot(tag: str) -> str:
-    return f"{{{tag}}}:" if _cluster else ""
-
-
-def job_key(job_id: str) -> str:
-    return f"heta:job:{_slot(job_id[:TAG_LENGTH])}{job_id}"
-
-
-def done_key(job_id: str) -> str:
-    return f"heta:done:{_slot(job_id[:TAG_LENGTH])}{job_id}"
-
-
-def stream_key(model: str) -> str:
-    return f"heta:stream:{{{model_tag(model)}}}" if _cluster else f"heta:stream:{model}"
-
-
-def dead_letter_key(model: str) -> str:
-    return f"heta:dead:{{{model_tag(model)}}}" if _cluster else f"heta:dead:{model}"
-
-
-def inflight_key(owner: str, model: str) -> str:
-    """Unfinished jobs of one caller (of one caller and model on a cluster)."""
-    return f"heta:inflight:{_slot(model_tag(model))}{owner}"
-
-
-def idempotency_key(owner: str, key_digest: str, model: str) -> str:
-    return f"heta:idem:{_slot(model_tag(model))}{owner}:{key_digest}"
-
-
-GROUP = "workers"
-
-
-def ensure_groups(client, models: list[str]) -> None:
-    """Each model's stream and its consumer group (both API and workers call it: KEDA's lag trigger
-    needs the group before the first worker exists)."""
-    for model in models:
-        try:
-            client.xgroup_create(stream_key(model), GROUP, id="0", mkstream=True)
-        except Exception as error:  # noqa: BLE001 - BUSYGROUP: it exists
-            if "BUSYGROUP" not in str(error):
-                raise
 
 # KEYS: stream, job, inflight, idempotency, rate (an unused one repeats the job key: every key stays
 # in the job's hash slot)
@@ -123,14 +54,14 @@ return {'ok', ARGV[3]}
 """
 
 # KEYS: job, inflight, done list; ARGV: status, finished, ttl, then field/value pairs
-FINALIZE = """
+FINALIZE = _lua("""
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
-if status == 'done' or status == 'failed' or status == 'cancelled' or status == 'dead_lettered' then return 0 end
+if $is_final then return 0 end
 local fields = {'status', ARGV[1], 'finished', ARGV[2]}
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
-if ARGV[1] == 'done' then
+if ARGV[1] == $done then
   for name in string.gmatch(redis.call('HGET', KEYS[1], 'partials') or '', '[^;]+') do
     redis.call('HDEL', KEYS[1], 'partial:' .. name)
   end
@@ -143,25 +74,25 @@ if left <= 0 then redis.call('DEL', KEYS[2]) end
 redis.call('RPUSH', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[3], 60)
 return 1
-"""
+""")
 
 
 # start(job key, worker id, started): marks a job running unless it is gone or already final (a late
 # worker whose lease was taken over must not reopen a job another run finished) or its deadline passed
 # in the queue; answers {outcome, the job's fields...}: 'started' (the fields as they now are),
 # 'expired' (not started) or 'gone' (no fields).
-_START_FUNCTION = """
+_START_FUNCTION = _lua("""
 local function start(job, worker, started)
   local fields = redis.call('HGETALL', job)
   if #fields == 0 then return {'gone'} end
   local status = redis.call('HGET', job, 'status')
-  if status == 'done' or status == 'failed' or status == 'cancelled' or status == 'dead_lettered' then return {'gone'} end
+  if $is_final then return {'gone'} end
   if tonumber(redis.call('HGET', job, 'deadline')) < tonumber(started) then return {'expired', unpack(fields)} end
-  redis.call('HSET', job, 'status', 'running', 'worker', worker, 'started', started, 'progress', '0')
+  redis.call('HSET', job, 'status', $running, 'worker', worker, 'started', started, 'progress', '0')
   redis.call('HINCRBY', job, 'attempts', 1)
   return {'started', unpack(redis.call('HGETALL', job))}
 end
-"""
+""")
 
 # KEYS: job; ARGV: worker id, started
 START = _START_FUNCTION + "return start(KEYS[1], ARGV[1], ARGV[2])"
@@ -192,14 +123,14 @@ return taken
 
 # KEYS: job; ARGV: worker id, then field/value pairs. Writes only while this worker's run is the job's
 # current one (fencing: a reclaimed job's stale worker changes nothing); returns the cancel flag.
-IF_MINE = """
-if redis.call('HGET', KEYS[1], 'worker') == ARGV[1] and redis.call('HGET', KEYS[1], 'status') == 'running' then
+IF_MINE = _lua("""
+if redis.call('HGET', KEYS[1], 'worker') == ARGV[1] and redis.call('HGET', KEYS[1], 'status') == $running then
   local fields = {}
   for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
   if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
 end
 return redis.call('HGET', KEYS[1], 'cancel')
-"""
+""")
 
 
 # KEYS: a stream, then the job of each entry; ARGV: group, worker, the entries. The heartbeat's lease
@@ -287,47 +218,3 @@ def finalize_call(job_id: str, owner: str, model: str, status: str, ttl: int, **
     keys = [job_key(job_id), inflight_key(owner, model), done_key(job_id)]
     values = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v is not None}
     return [FINALIZE, len(keys), *keys, status, repr(time.time()), str(ttl), *flatten(values)]
-
-
-# the fields of the job's status (what GET /jobs/{id} shows besides the result, error and partial result)
-VIEW_FIELDS = ("id", "status", "model", "progress", "attempts", "created", "started", "finished", "deadline", "worker", "cancel",
-               "request_id")
-
-
-def public_view(job: dict[str, str]) -> dict[str, Any]:
-    """The job as GET /jobs/{id} shows it."""
-    view: dict[str, Any] = {
-        "job_id": job["id"],
-        "status": job["status"],
-        "model": job["model"],
-        "progress": float(job.get("progress", 0)),
-        "attempts": int(job.get("attempts", 0)),
-        "created": float(job["created"]),
-        "started": float(job["started"]) if job.get("started") else None,
-        "finished": float(job["finished"]) if job.get("finished") else None,
-        "deadline": float(job["deadline"]),
-        "worker": job.get("worker"),  # host-pid-suffix of the worker that ran it last
-        "request_id": job.get("request_id"),
-    }
-    if job["status"] == "running" and job.get("cancel"):
-        view["status"] = "cancelling"
-    if job.get("result"):
-        view["result"] = json.loads(job["result"])
-    if job.get("error"):
-        view["error"] = json.loads(job["error"])
-    latest = partials(job)[-1:]
-    if latest:
-        view["partial"] = json.loads(latest[0][1])
-    return view
-
-
-def partial_fields(stages: list[str], body: str, published: list[str]) -> dict[str, str]:
-    """The job fields that store one more partial result (``published``: the stage lists stored before)."""
-    name = ",".join(stages)
-    return {f"partial:{name}": body, "partials": ";".join([*published, name])}
-
-
-def partials(job: dict[str, str]) -> list[tuple[str, str]]:
-    """(stages, JobResult JSON) of every partial result the job holds, oldest first."""
-    names = [name for name in job.get("partials", "").split(";") if name]
-    return [(name, job[f"partial:{name}"]) for name in names if f"partial:{name}" in job]

@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from heta_core import METHOD_STAGES, METHODS
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-METRICS_KEY = "heta:metrics"
+from .store import CACHE_BYTES, METRICS_KEY, queue_state, read_queue
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 OUTCOMES = ("done", "failed", "cancelled", "dead_lettered", "reclaimed")
 
@@ -58,8 +59,7 @@ class RedisCollector:
         self.client, self.models = client, models
 
     def collect(self):
-        from .jobs import GROUP, stream_key
-        from .registry import live_workers
+        from .registry import live_workers, serving
 
         stored = self.client.hgetall(METRICS_KEY)
         jobs = CounterMetricFamily("heta_jobs", "Jobs by outcome", labels=["outcome"])
@@ -88,25 +88,16 @@ class RedisCollector:
         for result in ("hit", "miss"):
             lookups.add_metric([result], float(stored.get(f"cache|{result}", 0)))
         yield lookups
-        from .cache import TOTAL
 
-        yield GaugeMetricFamily("heta_cache_bytes", "Bytes of results in the result cache", value=float(self.client.get(TOTAL) or 0))
+        yield GaugeMetricFamily("heta_cache_bytes", "Bytes of results in the result cache", value=float(self.client.get(CACHE_BYTES) or 0))
 
         depth = GaugeMetricFamily("heta_queue_depth", "Jobs waiting (not yet picked up) per model", labels=["model"])
         age = GaugeMetricFamily("heta_oldest_job_age_seconds", "Age of the oldest unfinished job per model", labels=["model"])
         now = time.time()
         for model in self.models:
-            stream = stream_key(model)
-            total = self.client.xlen(stream)
-            pending = 0
-            if total:
-                try:
-                    pending = self.client.xpending(stream, GROUP)["pending"]
-                except Exception:  # noqa: BLE001 - no group yet: nothing is pending
-                    pending = 0
-            depth.add_metric([model], float(max(0, total - pending)))
-            oldest = self.client.xrange(stream, count=1)
-            age.add_metric([model], now - int(oldest[0][0].split("-")[0]) / 1000 if oldest else 0.0)
+            waiting, oldest = queue_state(read_queue(self.client.pipeline(transaction=False), model).execute(raise_on_error=False), now)
+            depth.add_metric([model], float(waiting))
+            age.add_metric([model], oldest)
         yield depth
         yield age
 
@@ -118,13 +109,12 @@ class RedisCollector:
         yield state
         # every served model gets a sample, 0 included: "no worker for this model" must be a value an
         # alert can match, not a missing series
-        serving = GaugeMetricFamily(
+        per_model = GaugeMetricFamily(
             "heta_model_workers", "Live workers serving each model (draining ones excluded)", labels=["model"]
         )
         for model in self.models:
-            count = sum(1 for w in workers if model in w.get("models", {}) and not w.get("draining"))
-            serving.add_metric([model], float(count))
-        yield serving
+            per_model.add_metric([model], float(len(serving(workers, model))))
+        yield per_model
         memory = GaugeMetricFamily("heta_gpu_memory_bytes", "GPU memory per worker", labels=["worker", "kind"])
         for w in workers:
             for kind in ("allocated", "peak", "total"):  # total: the device's capacity, when the worker reports it
