@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from heta_service import registry, store
+from heta_service import registry, store as job_store
 from heta_service.connections import connect
 
 from ..helpers import alive
@@ -30,7 +30,7 @@ def handed_over(server, workers: int, timeout: float = 120):
     while True:
         with contextlib.suppress(redis.exceptions.ConnectionError):
             live = [w for w in registry.live_workers(client) if alive(w["pid"])]
-            stream = store.stream_key(server.env["HETA_MODELS"])
+            stream = job_store.stream_key(server.env["HETA_MODELS"])
             if (len(live) == workers and not any(w["busy"] or w["draining"] for w in live)
                     and client.xlen(stream) == 0 and server.http.get("/readyz").status_code == 200):  # fmt: skip
                 return server
@@ -68,16 +68,16 @@ def submit(server, bodies=BODIES) -> list[str]:
 def assert_clean(client, ids, finished, reference, model: str, expect=None) -> None:
     """Exactly one terminal transition per job, results equal the fault-free run, no stream leftovers."""
     for i, job_id in enumerate(ids):
-        record = client.hgetall(store.job_key(job_id))
+        record = client.hgetall(job_store.job_key(job_id))
         assert record["completions"] == "1", (job_id, record["status"])
         status = (expect or {}).get(i, "done")
         assert finished[job_id]["status"] == status, finished[job_id]
         if status == "done":
             scores = [t["score"] for t in finished[job_id]["result"]["tokens"]]
             assert scores == pytest.approx(reference[i], rel=1e-5, abs=1e-9)
-    stream = store.stream_key(model)
+    stream = job_store.stream_key(model)
     assert client.xlen(stream) == 0
-    assert client.xpending(stream, store.GROUP)["pending"] == 0
+    assert client.xpending(stream, job_store.GROUP)["pending"] == 0
 
 
 def running_worker(server, job_id: str) -> int:

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from heta_service import store
+from heta_service import store as job_store
 from heta_service.connections import EmbeddedRedis, connect
 
 from ..helpers import FINAL, alive, children, cmdline, settle
@@ -90,7 +90,7 @@ def test_a_worker_stopped_past_its_lease_cannot_complete_the_job_twice(model_dir
     # the resumed worker finishes its stale run (and whichever run was second, its): it must change nothing
     wait_idle(server, server.worker_pids())
     client = connect(server.store.url)
-    assert client.hget(store.job_key(ids[0]), "completions") == "1"
+    assert client.hget(job_store.job_key(ids[0]), "completions") == "1"
     assert server.http.get(f"/jobs/{ids[0]}").json()["result"] == finished[ids[0]]["result"]
     assert_clean(client, ids, finished, reference, model_dir)
 
@@ -249,7 +249,7 @@ def test_a_job_that_kills_its_worker_every_time_is_dead_lettered(model_dir, one_
     finished = settle(server, [poison, *ids])
     stop.set()
     assert finished[poison]["status"] == "dead_lettered"
-    assert connect(store.url).xlen(store.dead_letter_key(model_dir)) == 1
+    assert connect(store.url).xlen(job_store.dead_letter_key(model_dir)) == 1
     assert_clean(connect(store.url), [*ids], finished, {i: reference[i + 1] for i in range(3)}, model_dir)
 
 
@@ -261,7 +261,7 @@ def test_a_deadline_that_passes_in_the_queue_costs_no_compute(one_worker):
     finished = settle(server, [busy, late])
     assert finished[late]["status"] == "failed" and finished[late]["error"]["code"] == "deadline_exceeded"
     assert finished[late]["attempts"] == 0 and finished[late]["started"] is None  # never ran
-    assert connect(server.store.url).hget(store.job_key(late), "completions") == "1"
+    assert connect(server.store.url).hget(job_store.job_key(late), "completions") == "1"
 
 
 def _embedded_url(data: Path) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from heta_service import store
+from heta_service import store as job_store
 from heta_service.connections import EmbeddedRedis, connect
 
 from .conftest import Server, base_env, free_port, heta_command
@@ -122,7 +122,7 @@ def test_a_worker_partitioned_past_its_lease_changes_nothing_when_healed(linked,
     settled_s = time.monotonic() - healed
     wait_idle(server, server.worker_pids())  # the partitioned worker concluded its stale run: its late writes landed
     client = connect(server.store.url)
-    assert client.hget(store.job_key(ids[0]), "completions") == "1"
+    assert client.hget(job_store.job_key(ids[0]), "completions") == "1"
     assert server.http.get(f"/jobs/{ids[0]}").json()["result"] == finished[ids[0]]["result"]
     assert_clean(client, ids, finished, reference, model_dir)
     handed_over(server, 2, timeout=60)  # the partitioned worker serves again
@@ -192,11 +192,11 @@ def test_an_enqueue_retried_after_its_answer_was_lost_queues_the_job_once(tmp_pa
     store = EmbeddedRedis(tmp_path / "store", keep_alive=False)
     try:
         client = connect(store.url)
-        call = store.enqueue_call("m", "j1", "{}", "owner", time.time() + 60, idempotency="", idempotency_value="",
+        call = job_store.enqueue_call("m", "j1", "{}", "owner", time.time() + 60, idempotency="", idempotency_value="",
                                  max_depth=10, max_inflight=10, ttl=60, rate=("heta:rate:owner:0", 100))  # fmt: skip
         assert client.eval(*call) == ["ok", "j1"] and client.eval(*call) == ["ok", "j1"]
-        assert client.xlen(store.stream_key("m")) == 1
-        assert client.get(store.inflight_key("owner", "m")) == "1" and client.get("heta:rate:owner:0") == "1"
+        assert client.xlen(job_store.stream_key("m")) == 1
+        assert client.get(job_store.inflight_key("owner", "m")) == "1" and client.get("heta:rate:owner:0") == "1"
     finally:
         store.close()
 
@@ -207,18 +207,18 @@ def test_a_lease_is_renewed_only_by_the_worker_whose_job_it_is(tmp_path):
     store = EmbeddedRedis(tmp_path / "store", keep_alive=False)
     try:
         client = connect(store.url)
-        store.ensure_groups(client, ["m"])
-        stream = store.stream_key("m")
+        job_store.ensure_groups(client, ["m"])
+        stream = job_store.stream_key("m")
         entry = client.xadd(stream, {"job": "j1"})
-        client.xreadgroup(store.GROUP, "stale", {stream: ">"}, count=1)
-        client.xclaim(stream, store.GROUP, "taker", 0, [entry], justid=True)  # the lease expired: taken over
-        client.hset(store.job_key("j1"), mapping={"worker": "taker", "status": "running"})
+        client.xreadgroup(job_store.GROUP, "stale", {stream: ">"}, count=1)
+        client.xclaim(stream, job_store.GROUP, "taker", 0, [entry], justid=True)  # the lease expired: taken over
+        client.hset(job_store.job_key("j1"), mapping={"worker": "taker", "status": "running"})
         time.sleep(0.2)
-        assert client.eval(*store.renew_call(stream, [(entry, "j1")], "stale")) == 0
-        pending = client.xpending_range(stream, store.GROUP, min=entry, max=entry, count=1)[0]
+        assert client.eval(*job_store.renew_call(stream, [(entry, "j1")], "stale")) == 0
+        pending = client.xpending_range(stream, job_store.GROUP, min=entry, max=entry, count=1)[0]
         assert pending["consumer"] == "taker" and pending["time_since_delivered"] >= 200
-        assert client.eval(*store.renew_call(stream, [(entry, "j1")], "taker")) == 1
-        pending = client.xpending_range(stream, store.GROUP, min=entry, max=entry, count=1)[0]
+        assert client.eval(*job_store.renew_call(stream, [(entry, "j1")], "taker")) == 1
+        pending = client.xpending_range(stream, job_store.GROUP, min=entry, max=entry, count=1)[0]
         assert pending["consumer"] == "taker" and pending["time_since_delivered"] < 200 and pending["times_delivered"] == 1
     finally:
         store.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from heta_service import store
+from heta_service import store as job_store
 from heta_service.connections import EmbeddedRedis, connect, die_with_parent, redis_server_binary
 
 from ..helpers import settle
@@ -75,7 +75,7 @@ def test_a_sentinel_failover_loses_no_acknowledged_job(model_dir, tmp_path):
                     assert answer.status_code == 202, answer.text
                     job_id = answer.json()["job_id"]
                     accepted.append(job_id)
-                    assert on_replica.exists(store.job_key(job_id))  # acknowledged only once replicated (WAIT)
+                    assert on_replica.exists(job_store.job_key(job_id))  # acknowledged only once replicated (WAIT)
                 master.kill()  # mid-stream: jobs queued and running
                 refused = 0
                 quick = httpx.Client(base_url=server.url, timeout=30)
@@ -93,8 +93,8 @@ def test_a_sentinel_failover_loses_no_acknowledged_job(model_dir, tmp_path):
                 assert all(job["status"] == "done" for job in finished.values())
                 promoted = connect(f"redis://127.0.0.1:{replica_port}/0")
                 for job_id in accepted:  # exactly one terminal transition on the master that survived
-                    assert promoted.hget(store.job_key(job_id), "completions") == "1"
-                assert promoted.xlen(store.stream_key(model_dir)) == 0
+                    assert promoted.hget(job_store.job_key(job_id), "completions") == "1"
+                assert promoted.xlen(job_store.stream_key(model_dir)) == 0
     finally:
         replica.close()
         master.close()
@@ -145,18 +145,18 @@ def test_a_redis_cluster_serves_two_models(model_dir, tmp_path):
             from redis.cluster import RedisCluster
 
             client = RedisCluster(host="127.0.0.1", port=ports[0], decode_responses=True)
-            store.use_cluster(True)
+            job_store.use_cluster(True)
             try:
                 for model in (model_dir, "heta-demo"):  # each model's keys share one slot
-                    slot = client.keyslot(store.stream_key(model))
+                    slot = client.keyslot(job_store.stream_key(model))
                     model_ids = [job_id for job_id, job in finished.items() if job["model"] == model]
                     assert len(model_ids) == 3
-                    assert {client.keyslot(store.job_key(job_id)) for job_id in model_ids} == {slot}
-                    assert all(client.hget(store.job_key(job_id), "completions") == "1" for job_id in model_ids)
-                slots = {client.keyslot(store.stream_key(m)) for m in (model_dir, "heta-demo")}
+                    assert {client.keyslot(job_store.job_key(job_id)) for job_id in model_ids} == {slot}
+                    assert all(client.hget(job_store.job_key(job_id), "completions") == "1" for job_id in model_ids)
+                slots = {client.keyslot(job_store.stream_key(m)) for m in (model_dir, "heta-demo")}
                 assert len(slots) == 2
                 metrics = server.http.get("/metrics").text
                 assert 'heta_jobs_total{outcome="done"} 7.0' in metrics and "heta_queue_depth" in metrics
                 assert server.http.get("/models").json()["models"][1]["workers"] == 1
             finally:
-                store.use_cluster(False)
+                job_store.use_cluster(False)
