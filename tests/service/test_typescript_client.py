@@ -14,7 +14,8 @@ from heta_service.connections import connect
 
 from ..helpers import ROOT
 from .conftest import serve
-from .test_client import KEY, LONG, PROMPT, FaultProxy, _embedded_url, job_count
+from ..helpers import job_count
+from .test_client import KEY, LONG, PROMPT, FaultProxy, _embedded_url
 
 PACKAGE = ROOT / "clients" / "typescript"
 NODE = shutil.which("node")
@@ -64,7 +65,7 @@ def test_attribute_returns_the_servers_document(live):
 
 
 def test_a_submit_whose_answer_is_lost_is_retried_into_the_same_job(live, proxy):
-    before = job_count(live)
+    before = job_count(live.redis)
     proxy.faults = [("POST", "/jobs", "drop")]
     answer = node(
         """const heta = new HetaClient({ baseUrl: env.URL, apiKey: env.KEY, backoffMs: 50 });
@@ -76,12 +77,12 @@ def test_a_submit_whose_answer_is_lost_is_retried_into_the_same_job(live, proxy)
     job_id = answer["accepted"]["job_id"]
     assert proxy.answers and proxy.answers[0]["job_id"] == job_id  # the lost answer named this very job
     assert [s for s in proxy.seen if s[0] == "POST"] == [("POST", "/jobs", None), ("POST", "/jobs", 202)]
-    assert job_count(live) == before + 1  # one job, not two: the retry carried the same Idempotency-Key
+    assert job_count(live.redis) == before + 1  # one job, not two: the retry carried the same Idempotency-Key
     assert answer["result"]["job_id"] == job_id
 
 
 def test_attribute_honours_retry_after_and_keeps_its_idempotency_key(live, proxy):
-    before = job_count(live)
+    before = job_count(live.redis)
     proxy.faults = [("POST", "/attribute", 503), ("POST", "/attribute", "drop")]
     answer = node(
         """const heta = new HetaClient({ baseUrl: env.URL, apiKey: env.KEY, backoffMs: 50 });
@@ -97,7 +98,7 @@ def test_attribute_honours_retry_after_and_keeps_its_idempotency_key(live, proxy
     assert answer["waited"] >= 1.0  # the injected Retry-After: 1 (the back-off alone is 0.05 s)
     assert answer["jobId"] == proxy.answers[0]["job_id"]  # the retry found the job of the lost answer
     assert answer["same"] == answer["again"]  # an explicit key: the second submit is the first job
-    assert job_count(live) == before + 2
+    assert job_count(live.redis) == before + 2
     print(f"retry after 503 + Retry-After 1: {answer['waited']:.2f} s")
 
 
