@@ -43,7 +43,7 @@ COPY mkdocs.yml README.md CHANGELOG.md CONTRIBUTING.md ./
 COPY docs ./docs
 COPY scripts/docs_hooks.py ./scripts/
 COPY heta_core ./heta_core
-RUN NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir /site
+RUN NO_MKDOCS_2_WARNING=1 mkdocs build --strict --site-dir /site
 
 # torch-cpu or torch-cuda above (hadolint does not expand the ARG and takes it for an untagged image)
 # hadolint ignore=DL3006

@@ -12,7 +12,7 @@ from mkdocs.structure.files import File
 ROOT = Path(__file__).resolve().parent.parent
 # repository file -> its page in the site
 TOP_LEVEL = {"README.md": "index.md", "CHANGELOG.md": "changelog.md", "CONTRIBUTING.md": "contributing.md"}
-_LINK = re.compile(r"\]\((?!https?:|#|mailto:)([^)\s]+)\)")
+_LINK = re.compile(r"(\[[^\]]*\])\((?!https?:|#|mailto:)([^)\s]+)\)")
 
 
 def on_files(files, config):
@@ -21,15 +21,20 @@ def on_files(files, config):
     return files
 
 
-def _site_target(target: str, top_level: bool) -> str:
+def _site_link(text: str, target: str, top_level: bool) -> str:
+    """The link as the site needs it: a page's path rewritten, and a repository file the site does not
+    serve (``deploy/...``, ``../service/...``) left as its text (the relative-link test keeps the
+    repository's links resolving)."""
     path, hash_, anchor = target.partition("#")
     if top_level:
-        path = path.removeprefix("docs/")
+        path = path.removeprefix("docs/") if path.startswith("docs/") else TOP_LEVEL.get(path, "\0" + path)
     elif path.startswith("../"):
-        path = path.removeprefix("../")
-    return TOP_LEVEL.get(path, path) + hash_ + anchor
+        path = TOP_LEVEL.get(path.removeprefix("../"), "\0" + path)
+    if path.startswith("\0"):
+        return text[1:-1]  # the words, without the brackets
+    return f"{text}({path}{hash_}{anchor})"
 
 
 def on_page_markdown(markdown, page, config, files):
     top_level = page.file.src_uri in TOP_LEVEL.values()
-    return _LINK.sub(lambda m: f"]({_site_target(m.group(1), top_level)})", markdown)
+    return _LINK.sub(lambda m: _site_link(m.group(1), m.group(2), top_level), markdown)

@@ -41,7 +41,8 @@ def test_jobs_read_together_run_together_and_equal_solo_runs(server):
     blocker = submit(server, BLOCKER)  # the worker is busy with this while the others queue behind it
     server.wait_status(blocker, {"running"})
     ids = [submit(server, {**p, "config": {"samples": 4, "seed": 3}}) for p in PROMPTS]
-    slow, doomed = submit(server, SLOW), submit(server, {**SLOW, "deadline_s": 3})
+    # doomed: five times SLOW's work (a packed batch ran SLOW's alone inside 3 s on a quiet machine)
+    slow, doomed = submit(server, SLOW), submit(server, {**SLOW, "config": {"samples": 5000}, "deadline_s": 3})
     release(server, blocker)
     jobs = [server.wait_status(job_id, {"done"}, timeout=120) for job_id in ids]
     # one read took them: one TAKE started every job at the same server clock, on one worker
