@@ -18,7 +18,15 @@ from .attributor import Attributor
 from .config import METHODS, PRESETS, HetaConfig
 from .methods.registry import METHOD_STAGES
 from .inputs.request import AttributionRequest
-from .errors import BudgetError, ConfigError, HetaError, InputError, ModelLoadError, NonFiniteResultError, UnsupportedArchitectureError
+from .errors import (
+    BudgetError,
+    ConfigError,
+    HetaError,
+    InputError,
+    ModelLoadError,
+    NonFiniteResultError,
+    UnsupportedArchitectureError,
+)
 from .models.adapters import SUPPORTED_MODEL_TYPES
 from .runtime.cost import Speed
 from .results.schema import (

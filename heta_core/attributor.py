@@ -47,17 +47,25 @@ class Attributor(Planning, Running):
     """
 
     def __init__(
-        self, model: nn.Module, tokenizer: Any = None, config: HetaConfig | None = None, *,
-        name: str | None = None, revision: str | None = None,
-    ):  # fmt: skip
+        self,
+        model: nn.Module,
+        tokenizer: Any = None,
+        config: HetaConfig | None = None,
+        *,
+        name: str | None = None,
+        revision: str | None = None,
+    ):
         self.config = config or HetaConfig()
         self.handle = ModelHandle.wrap(model)
         loaded = cast(torch.dtype, model.dtype)  # transformers' PreTrainedModel.dtype
         dtype = compute_dtype(self.config.dtype, loaded)
         if dtype != loaded:
             if getattr(model, "hf_device_map", None) or describe(model).quantization:
-                raise ConfigError(f"dtype={self.config.dtype!r}: a model placed by a device map or quantized is not recast; "
-                                  "load it in that dtype instead", field="dtype")  # fmt: skip
+                raise ConfigError(
+                    f"dtype={self.config.dtype!r}: a model placed by a device map or quantized is not recast; "
+                    "load it in that dtype instead",
+                    field="dtype",
+                )
             model.to(dtype)  # an explicit upcast requested by HetaConfig.dtype
         model.eval()
         self.tokenizer = tokenizer
@@ -87,14 +95,23 @@ class Attributor(Planning, Running):
         from .models.loading import load_model, split_revision
 
         name, revision = split_revision(name_or_path, revision)
-        model, tokenizer = load_model(name, device=device, dtype=dtype, revision=revision, device_map=device_map,
-                                      offload_folder=offload_folder, quantize=quantize)  # fmt: skip
+        model, tokenizer = load_model(
+            name,
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            device_map=device_map,
+            offload_folder=offload_folder,
+            quantize=quantize,
+        )
         attributor = cls(model, tokenizer, config, name=name_or_path, revision=revision)
         _ = attributor.revision  # hash local weights now, at load, not in the first request
         return attributor
 
     @classmethod
-    def planner(cls, name_or_path: str, config: HetaConfig | None = None, dtype: str | torch.dtype | None = None) -> Attributor:
+    def planner(
+        cls, name_or_path: str, config: HetaConfig | None = None, dtype: str | torch.dtype | None = None
+    ) -> Attributor:
         """An Attributor without weights (meta device): ``estimate`` and input validation work,
         ``attribute`` does not. For front ends that admit work they never compute."""
         from .models.loading import load_planner, split_revision
@@ -147,7 +164,7 @@ class Attributor(Planning, Running):
 
     def _prepare(
         self, config: HetaConfig | None, arguments: dict[str, Any], measure: bool = False
-    ) -> tuple[HetaConfig, targets.Prepared, BudgetPlan | None]:  # fmt: skip
+    ) -> tuple[HetaConfig, targets.Prepared, BudgetPlan | None]:
         """The config in force (with ``budget_s``: the preset the budget chooses), the checked request
         and the budget's plan, from ``attribute``'s / ``estimate``'s arguments."""
         cfg = config or self.config
@@ -200,15 +217,20 @@ class Attributor(Planning, Running):
         """
         started = time.perf_counter()
         cfg, prepared, plan = self._prepare(config, locals(), measure=True)
-        (outcome,) = self._run([_Call(cfg, prepared, progress, on_partial, started, plan=plan, planned=time.perf_counter())], "pad")
+        (outcome,) = self._run(
+            [_Call(cfg, prepared, progress, on_partial, started, plan=plan, planned=time.perf_counter())], "pad"
+        )
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
     def attribute_many(
-        self, calls: Sequence[Mapping[str, Any]], *, packing: str = "pad",
+        self,
+        calls: Sequence[Mapping[str, Any]],
+        *,
+        packing: str = "pad",
         on_outcome: Callable[[int, AttributionResult | Exception], None] | None = None,
-    ) -> list[AttributionResult | Exception]:  # fmt: skip
+    ) -> list[AttributionResult | Exception]:
         """Several attributions at once, their batched chunks packed into shared passes.
 
         ``calls``: one dict of :meth:`attribute` keyword arguments each (``config``, ``progress`` and
@@ -277,16 +299,32 @@ class Attributor(Planning, Running):
             thread.join()
 
     def attribute_batch(
-        self, inputs: Any, *, attention_mask: Any = None, config: HetaConfig | None = None,
-        progress: Callable[[float], None] | None = None, errors: str = "raise", **shared: Any,
-    ) -> list[AttributionResult | HetaError]:  # fmt: skip
+        self,
+        inputs: Any,
+        *,
+        attention_mask: Any = None,
+        config: HetaConfig | None = None,
+        progress: Callable[[float], None] | None = None,
+        errors: str = "raise",
+        **shared: Any,
+    ) -> list[AttributionResult | HetaError]:
         """One result per prompt, in order: ``list(iter_batch(...))``."""
-        return list(self.iter_batch(inputs, attention_mask=attention_mask, config=config, progress=progress, errors=errors, **shared))
+        return list(
+            self.iter_batch(
+                inputs, attention_mask=attention_mask, config=config, progress=progress, errors=errors, **shared
+            )
+        )
 
     def iter_batch(
-        self, inputs: Any, *, attention_mask: Any = None, config: HetaConfig | None = None,
-        progress: Callable[[float], None] | None = None, errors: str = "raise", **shared: Any,
-    ) -> Iterator[AttributionResult | HetaError]:  # fmt: skip
+        self,
+        inputs: Any,
+        *,
+        attention_mask: Any = None,
+        config: HetaConfig | None = None,
+        progress: Callable[[float], None] | None = None,
+        errors: str = "raise",
+        **shared: Any,
+    ) -> Iterator[AttributionResult | HetaError]:
         """Attribute several prompts on the warm model, yielding each result as it is done.
 
         ``inputs``: texts, message lists, id rows, ``attribute`` keyword dicts (each may carry its
@@ -301,7 +339,9 @@ class Attributor(Planning, Running):
             raise ConfigError(f"errors must be 'raise' or 'return', got {errors!r}", field="errors")
         misplaced = sorted((set(shared) - set(REQUEST_FIELDS)) | (set(shared) & set(batch.INPUT_FIELDS)))
         if misplaced:
-            raise InputError(f"attribute_batch: {', '.join(misplaced)} cannot apply to every prompt (the prompts are `inputs`)")
+            raise InputError(
+                f"attribute_batch: {', '.join(misplaced)} cannot apply to every prompt (the prompts are `inputs`)"
+            )
         calls: list[dict[str, Any] | HetaError] = []
         for item in batch.items(inputs, attention_mask):
             arguments = {**shared, **item}

@@ -42,7 +42,13 @@ class _PresetDefault:
 _BY_PRESET: Any = _PresetDefault()
 
 # the knobs a preset sets, with today's exact values; every preset is these with its changes
-EXACT: dict[str, Any] = {"num_hvp_samples": 10, "curvature": "exact", "curvature_layers": None, "low_rank": None, "beta": 0.5}
+EXACT: dict[str, Any] = {
+    "num_hvp_samples": 10,
+    "curvature": "exact",
+    "curvature_layers": None,
+    "low_rank": None,
+    "beta": 0.5,
+}
 # chosen with `heta eval --suite --presets` on both demo models (docs/evaluation.md "Presets"): balanced
 # stays inside exact's hit@1 interval in every condition at ~0.4 of its cost; fast (flow and KL impact
 # only) costs ~0.1 and loses where the answer is stored more than once (redundant)

@@ -57,11 +57,17 @@ class Planning:
         positions = self.handle.max_positions or 4096
         generator = torch.Generator().manual_seed(0)
         samples = []
-        shapes = [(min(12, positions), 2)] + [(min(length, positions), probes) for length in (8, 24) for probes in (1, 6)]
+        shapes = [(min(12, positions), 2)] + [
+            (min(length, positions), probes) for length in (8, 24) for probes in (1, 6)
+        ]
         for index, (length, probes) in enumerate(shapes):
             ids = torch.randint(0, self.handle.vocab_size, (max(2, length),), generator=generator).tolist()
-            cfg = HetaConfig(num_hvp_samples=probes, dtype=self.config.dtype, cuda_streams=self.config.cuda_streams,
-                             memory_budget_mb=self.config.memory_budget_mb)  # fmt: skip
+            cfg = HetaConfig(
+                num_hvp_samples=probes,
+                dtype=self.config.dtype,
+                cuda_streams=self.config.cuda_streams,
+                memory_budget_mb=self.config.memory_budget_mb,
+            )
             with faults.suspended():
                 runs = [self.attribute(input_ids=ids, config=cfg).timings for _ in range(1 if index == 0 else 2)]
             if index == 0:
@@ -113,21 +119,33 @@ class Planning:
                 raise BudgetError(
                     f"not even HETA's first stage fits budget_s={budget_s:g}: the flow alone is estimated at "
                     f"{estimates['flow']:.3g} s and the cheapest preset ({LADDER[-1]}) at {estimates[LADDER[-1]]:.3g} s",
-                    field="budget_s", details={"estimate": estimate.to_dict()},
-                )  # fmt: skip
+                    field="budget_s",
+                    details={"estimate": estimate.to_dict()},
+                )
             chosen = cheapest
-        plan = BudgetPlan(budget_s=budget_s, preset=chosen.preset, estimated_s=estimates[chosen.preset], estimates=estimates,
-                          speed=speed.source)  # fmt: skip
+        plan = BudgetPlan(
+            budget_s=budget_s,
+            preset=chosen.preset,
+            estimated_s=estimates[chosen.preset],
+            estimates=estimates,
+            speed=speed.source,
+        )
         return chosen, plan
 
     def _estimate(self, cfg: HetaConfig, request, generate, speed: Speed, plan: BudgetPlan | None = None) -> Estimate:
         plans = self._plans(request, cfg, budget_bytes(cfg.memory_budget_mb, self.device))
-        tokens = sum(p.forward_tokens for p in plans) + (request.targets if generate is not None else 0)  # + the generation
+        tokens = sum(p.forward_tokens for p in plans) + (
+            request.targets if generate is not None else 0
+        )  # + the generation
         return Estimate(
-            prompt_tokens=request.scored, target_tokens=request.targets, hvps=sum(p.hvps for p in plans), forward_tokens=tokens,
+            prompt_tokens=request.scored,
+            target_tokens=request.targets,
+            hvps=sum(p.hvps for p in plans),
+            forward_tokens=tokens,
             peak_bytes=self._weight_bytes + max(p.peak_bytes for p in plans),  # the passes run one after another
-            seconds=speed.seconds(self._work(request, cfg)), plan=plan,
-        )  # fmt: skip
+            seconds=speed.seconds(self._work(request, cfg)),
+            plan=plan,
+        )
 
     def _plans(self, request, cfg: HetaConfig, budget: int) -> list:
         """The method's plan and, with ``cfg.diagnostics``, the diagnostics' forwards after it."""

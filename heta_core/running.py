@@ -79,7 +79,7 @@ class Running:
 
     def _run(
         self, calls: list[_Call | Exception], packing: str, on_outcome: Callable | None = None
-    ) -> list[AttributionResult | Exception]:  # fmt: skip
+    ) -> list[AttributionResult | Exception]:
         """Runs prepared calls (generation, the method, diagnostics, assembly); outcomes in order, each
         also handed to ``on_outcome(index, outcome)`` as soon as it is known. An exception in ``calls``
         is the outcome of a call that failed before it could run."""
@@ -116,12 +116,16 @@ class Running:
         with _inputs_only(self.model):
             run_many = method(together[0].cfg.method).run_many if together else None
             if run_many is not None:
-                run_many(self.handle, [(c.request, c.cfg, c.tracker, self._publisher(c)) for c in together], packing, ended)
+                run_many(
+                    self.handle, [(c.request, c.cfg, c.tracker, self._publisher(c)) for c in together], packing, ended
+                )
             for call in runnable:
                 if call in together:
                     continue
                 try:
-                    call.parts = method(call.cfg.method).run(self.handle, call.request, call.cfg, call.tracker, self._publisher(call))
+                    call.parts = method(call.cfg.method).run(
+                        self.handle, call.request, call.cfg, call.tracker, self._publisher(call)
+                    )
                 except Exception as error:  # noqa: BLE001
                     call.outcome = error
                 conclude(call)
@@ -153,7 +157,9 @@ class Running:
                 try:
                     # ranked by the result's own (float32) scores
                     scores = parts.values["score"].float()
-                    faithfulness = diagnostics.diagnose(self.handle, call.request, call.cfg, scores, budget, call.tracker)
+                    faithfulness = diagnostics.diagnose(
+                        self.handle, call.request, call.cfg, scores, budget, call.tracker
+                    )
                 except BudgetSpent:
                     parts.stopped = "budget"
             if call.tracker is not None:
@@ -164,9 +170,18 @@ class Running:
 
     def _assemble(self, call: _Call, parts, *, partial: bool = False, diagnostics=None) -> AttributionResult:
         result = assemble(
-            self.handle, self.tokenizer, self.name, self.revision, call.prepared, call.request, call.cfg, parts, 0.0,
-            diagnostics=diagnostics, partial=partial,
-        )  # fmt: skip
+            self.handle,
+            self.tokenizer,
+            self.name,
+            self.revision,
+            call.prepared,
+            call.request,
+            call.cfg,
+            parts,
+            0.0,
+            diagnostics=diagnostics,
+            partial=partial,
+        )
         if call.plan is not None:
             result.meta.plan = call.plan.model_copy(update={"stopped": parts.stopped})
         result.meta.timings.compute_s = time.perf_counter() - call.started  # the whole call: the result's assembly too

@@ -62,11 +62,12 @@ def check_prompt(prompt: PromptRequest, model: str, settings: Settings, planner:
 def within_ceiling(estimate: Estimate, settings: Settings) -> Estimate:
     if estimate.hvps > settings.max_hvps or estimate.forward_tokens > settings.max_forward_tokens:
         raise Problem(
-            422, "cost_over_ceiling",
+            422,
+            "cost_over_ceiling",
             f"the request needs {estimate.hvps} HVPs and {estimate.forward_tokens} token positions; the ceiling is "
             f"{settings.max_hvps} HVPs and {settings.max_forward_tokens} positions (try low_rank or window)",
             estimate=estimate.to_dict(),
-        )  # fmt: skip
+        )
     return estimate
 
 
@@ -82,20 +83,31 @@ def validate_batch(body: BatchRequest, settings: Settings, planners: dict[str, A
     and the items together must fit one request's cost ceiling."""
     model = served_model(body, settings, planners)
     if len(body.items) > settings.max_batch_items:
-        raise Problem(422, "too_many_items", f"the batch has {len(body.items)} items; at most {settings.max_batch_items}")
+        raise Problem(
+            422, "too_many_items", f"the batch has {len(body.items)} items; at most {settings.max_batch_items}"
+        )
     prompts, problems, estimates = body.prompts(), [], []
     for index, prompt in enumerate(prompts):
         try:
             estimates.append(check_prompt(prompt, model, settings, planners[model]))
         except Problem as problem:
-            problems.append({"index": index, "code": problem.code, "detail": problem.detail, "field": problem.extra.get("field")})
+            problems.append(
+                {"index": index, "code": problem.code, "detail": problem.detail, "field": problem.extra.get("field")}
+            )
     if problems:
-        raise Problem(422, "invalid_batch", f"{len(problems)} of {len(prompts)} items cannot be run; nothing was queued", items=problems)
+        raise Problem(
+            422,
+            "invalid_batch",
+            f"{len(problems)} of {len(prompts)} items cannot be run; nothing was queued",
+            items=problems,
+        )
     total = Estimate(
-        prompt_tokens=sum(e.prompt_tokens for e in estimates), target_tokens=sum(e.target_tokens for e in estimates),
-        hvps=sum(e.hvps for e in estimates), forward_tokens=sum(e.forward_tokens for e in estimates),
+        prompt_tokens=sum(e.prompt_tokens for e in estimates),
+        target_tokens=sum(e.target_tokens for e in estimates),
+        hvps=sum(e.hvps for e in estimates),
+        forward_tokens=sum(e.forward_tokens for e in estimates),
         peak_bytes=max(e.peak_bytes for e in estimates),  # the items run one after another
-    )  # fmt: skip
+    )
     within_ceiling(total, settings)
     return model, body.model_copy(update={"items": prompts, "config": AttributionConfig()})
 
@@ -106,7 +118,9 @@ def _small(body: AttributeRequest) -> bool:
     return size + len(body.target_text or "") < 4000 and (body.generate or 0) <= 64
 
 
-async def admissible(body: AttributeRequest | BatchRequest, settings: Settings, planners) -> tuple[str, AttributeRequest | BatchRequest]:
+async def admissible(
+    body: AttributeRequest | BatchRequest, settings: Settings, planners
+) -> tuple[str, AttributeRequest | BatchRequest]:
     """(model, the request as it is queued) of an admissible request; raises a 422 Problem otherwise."""
     if isinstance(body, BatchRequest):
         return await asyncio.to_thread(validate_batch, body, settings, planners)
@@ -117,7 +131,12 @@ async def admissible(body: AttributeRequest | BatchRequest, settings: Settings, 
 
 
 async def submit(
-    client, settings: Settings, planners, body: AttributeRequest | BatchRequest, caller: Caller, idempotency_key: str | None
+    client,
+    settings: Settings,
+    planners,
+    body: AttributeRequest | BatchRequest,
+    caller: Caller,
+    idempotency_key: str | None,
 ) -> tuple[str, bool]:
     """Queue the job (a batch is one job; or find the idempotent twin); returns (job id, created).
 
@@ -149,17 +168,28 @@ async def submit(
         if stored is not None and not (idempotency and await client.exists(idempotency)):
             if one_node:
                 await caller.count(client)
-            await _answer_from_cache(client, settings, stored, model, job_id, request_json, owner, deadline, idempotency, digest)
+            await _answer_from_cache(
+                client, settings, stored, model, job_id, request_json, owner, deadline, idempotency, digest
+            )
             return job_id, True
     with tracing.span("enqueue", job_id=job_id, model=model):
         outcome, value = await store.JobStore(client).create(
-            model, job_id, request_json, owner, deadline, idempotency=idempotency,
-            idempotency_value=f"{job_id}:{digest}", max_depth=settings.max_queue_depth,
-            max_inflight=settings.max_inflight_per_key, ttl=settings.result_ttl_s, cache=entry,
+            model,
+            job_id,
+            request_json,
+            owner,
+            deadline,
+            idempotency=idempotency,
+            idempotency_value=f"{job_id}:{digest}",
+            max_depth=settings.max_queue_depth,
+            max_inflight=settings.max_inflight_per_key,
+            ttl=settings.result_ttl_s,
+            cache=entry,
             rate=(caller.key, caller.limit) if one_node else None,
             # the worker's spans continue the enqueue span's trace
-            request_id=logs.current("request_id") or "", traceparent=tracing.traceparent(),
-        )  # fmt: skip
+            request_id=logs.current("request_id") or "",
+            traceparent=tracing.traceparent(),
+        )
         tracing.annotate(outcome=outcome)
     if outcome == "rate_limited":
         raise caller.refused()
@@ -172,19 +202,39 @@ async def submit(
     if outcome == "queue_full":
         raise Problem(429, "queue_full", f"the queue for {model} is full ({value} jobs)", headers={"Retry-After": "10"})
     if outcome == "inflight_limit":
-        raise Problem(429, "too_many_inflight", f"you have {value} unfinished jobs; wait for some to finish",
-                      headers={"Retry-After": "5"})  # fmt: skip
+        raise Problem(
+            429,
+            "too_many_inflight",
+            f"you have {value} unfinished jobs; wait for some to finish",
+            headers={"Retry-After": "5"},
+        )
     await replicated(client, settings, job_id)
     return job_id, True
 
 
-async def _answer_from_cache(client, settings: Settings, stored: str, model: str, job_id: str, request_json: str,
-                             owner: str, deadline: float, idempotency: str, digest: str) -> None:  # fmt: skip
+async def _answer_from_cache(
+    client,
+    settings: Settings,
+    stored: str,
+    model: str,
+    job_id: str,
+    request_json: str,
+    owner: str,
+    deadline: float,
+    idempotency: str,
+    digest: str,
+) -> None:
     """A finished job of this caller holding the cached result: never queued, never computed."""
     fields = store.job_fields(job_id, model, request_json, owner, deadline, request_id=logs.current("request_id") or "")
     now = repr(time.time())
-    fields.update(status=store.JobStatus.DONE, progress="1", started=now, finished=now, completions="1",
-                  result=cache.served(stored, job_id, float(fields["created"])))  # fmt: skip
+    fields.update(
+        status=store.JobStatus.DONE,
+        progress="1",
+        started=now,
+        finished=now,
+        completions="1",
+        result=cache.served(stored, job_id, float(fields["created"])),
+    )
     await store.JobStore(client).create_done(job_id, fields, settings.result_ttl_s, idempotency, f"{job_id}:{digest}")
     await replicated(client, settings, job_id)
 
@@ -212,7 +262,9 @@ async def replicated(client, settings: Settings, job_id: str) -> None:
         wanted = min(1, await _connected_replicas(client))
     if wanted and await client.wait(wanted, settings.redis_wait_timeout_ms) < wanted:
         raise Problem(
-            503, "redis_unavailable",
+            503,
+            "redis_unavailable",
             f"the job is queued but not yet on {wanted} replica(s); retry with the same Idempotency-Key",
-            headers={"Retry-After": "2"}, job_id=job_id,
-        )  # fmt: skip
+            headers={"Retry-After": "2"},
+            job_id=job_id,
+        )

@@ -58,7 +58,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.planners = {
             name: await asyncio.to_thread(Attributor.planner, name, None, settings.dtype) for name in settings.models
         }
-        app.state.services = Services(settings, app.state.redis, app.state.planners, app.state.keys, JobStore(app.state.redis))
+        app.state.services = Services(
+            settings, app.state.redis, app.state.planners, app.state.keys, JobStore(app.state.redis)
+        )
         speeds = asyncio.create_task(_follow_speeds(app.state.redis, app.state.planners))
         yield
         speeds.cancel()
@@ -93,10 +95,13 @@ def create_app(settings: Settings) -> FastAPI:
     _observe(app, settings)
     if settings.cors_origins:  # outermost: a preflight is answered before the metrics, the drain gate and the routes
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "Accept"],
-            expose_headers=["Retry-After", "Location"], max_age=600,
-        )  # fmt: skip
+            expose_headers=["Retry-After", "Location"],
+            max_age=600,
+        )
 
     def openapi() -> dict:
         if app.openapi_schema is None:
@@ -142,7 +147,11 @@ def _handle_errors(app: FastAPI) -> None:
             detail = f"the body is not valid JSON: {error.errors()[0].get('ctx', {}).get('error', 'decode error')}"
             return problem_response(Problem(400, "malformed_body", detail))
         detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
-        code = "invalid_idempotency_key" if all(e["loc"][:2] == ["header", "idempotency-key"] for e in errors) else "validation_error"
+        code = (
+            "invalid_idempotency_key"
+            if all(e["loc"][:2] == ["header", "idempotency-key"] for e in errors)
+            else "validation_error"
+        )
         return problem_response(Problem(422, code, detail, errors=errors))
 
     @app.exception_handler(HTTPException)
@@ -198,7 +207,9 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
 
 def _observe(app: FastAPI, settings: Settings) -> None:
     request_count, request_latency = api_metrics(app.state.metrics_registry)
-    app.add_middleware(Observe, state=app.state, limit=settings.max_body_bytes, count=request_count, latency=request_latency)
+    app.add_middleware(
+        Observe, state=app.state, limit=settings.max_body_bytes, count=request_count, latency=request_latency
+    )
 
 
 class Observe:
@@ -301,6 +312,7 @@ def run_server(app: FastAPI, host: str, port: int) -> None:
     tracing.setup(settings.otel_exporter_otlp_endpoint, settings.otel_service_name, "api")
     # json: uvicorn's own lines go through the root logger's JSON handler instead of its text formatters
     log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=settings.access_log,
-                            log_config=log_config)  # fmt: skip
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", access_log=settings.access_log, log_config=log_config
+    )
     DrainingServer(config).run()

@@ -23,8 +23,12 @@ class Keys:
     def owner(self, presented: str | None) -> str:
         """The caller's identity (the key's digest); raises 401/403."""
         if not presented:
-            raise Problem(401, "missing_api_key", "this route needs an API key (Authorization: Bearer <key> or X-API-Key)",
-                          headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise Problem(
+                401,
+                "missing_api_key",
+                "this route needs an API key (Authorization: Bearer <key> or X-API-Key)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         digest = hash_key(presented)
         matched = False
         for known in self.digests:

@@ -16,6 +16,7 @@ import httpx
 
 from .loadgen import LOOPBACK, OVERHEAD_MS, benchmark, compare, tree
 
+
 def format_report(report: dict) -> str:
     def ms(values: dict, key: str) -> str:
         return "—" if values[key] is None else f"{values[key]:.1f}"
@@ -41,12 +42,16 @@ def format_comparison(report: dict) -> str:
     for name, service in report["services"].items():
         lines += [f"== {name}", format_report({**service, "soak": None})]
         c = service["capacity"]
-        lines.append(f"capacity: {c['max_throughput_per_s']:.1f} done/s at most; kept up with p50 overhead <= {OVERHEAD_MS:.0f} ms "
-                     f"up to {c['rate_per_s_at_overhead_5ms']} offered/s (p50 latency there {c['p50_ms_there']} ms)")  # fmt: skip
+        lines.append(
+            f"capacity: {c['max_throughput_per_s']:.1f} done/s at most; kept up with p50 overhead <= {OVERHEAD_MS:.0f} ms "
+            f"up to {c['rate_per_s_at_overhead_5ms']} offered/s (p50 latency there {c['p50_ms_there']} ms)"
+        )
     first, last = list(report["services"])[0], list(report["services"])[-1]
     show = lambda value: "—" if value is None else f"{value:.2f}x"  # noqa: E731
-    lines.append(f"{last} vs {first}: max throughput {show(report['throughput_ratio'])}, capacity at <= 5 ms overhead "
-                 f"{show(report['capacity_ratio'])}, p50 latency at the lowest rate {show(report['low_rate_latency_ratio'])}")  # fmt: skip
+    lines.append(
+        f"{last} vs {first}: max throughput {show(report['throughput_ratio'])}, capacity at <= 5 ms overhead "
+        f"{show(report['capacity_ratio'])}, p50 latency at the lowest rate {show(report['low_rate_latency_ratio'])}"
+    )
     return "\n".join(lines)
 
 
@@ -62,13 +67,23 @@ def local_service(workers: int, torch_threads: int = 1, **settings: str):
         port = sock.getsockname()[1]
     directory = tempfile.mkdtemp(prefix="heta-load-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HETA_") and k != "REDIS_URL"}
-    env.update(HETA_PORT=str(port), HETA_REDIS_DIR=os.path.join(directory, "redis"), HETA_WORKERS=str(workers),
-               HETA_TORCH_THREADS=str(torch_threads),
-               HETA_RATE_LIMIT_PER_MINUTE="1000000", HF_HUB_OFFLINE="1")  # fmt: skip
+    env.update(
+        HETA_PORT=str(port),
+        HETA_REDIS_DIR=os.path.join(directory, "redis"),
+        HETA_WORKERS=str(workers),
+        HETA_TORCH_THREADS=str(torch_threads),
+        HETA_RATE_LIMIT_PER_MINUTE="1000000",
+        HF_HUB_OFFLINE="1",
+    )
     env.update({f"HETA_{name.upper()}": value for name, value in settings.items()})
     log = open(os.path.join(directory, "serve.log"), "w")
-    proc = subprocess.Popen([sys.executable, "-m", "heta_core.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "heta_core.cli", "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -92,16 +107,30 @@ def local_service(workers: int, torch_threads: int = 1, **settings: str):
 def add_arguments(parser) -> None:
     parser.add_argument("--url", help="a running service (loopback only); default: start heta serve with heta-demo")
     parser.add_argument("--workers", type=int, default=1, help="workers of the service --url is not given (default 1)")
-    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads per worker of that service (default 1)")
-    parser.add_argument("--rates", default="5,10,20,40,80", help="arrival rates per second, one step each (default 5,10,20,40,80)")
+    parser.add_argument(
+        "--torch-threads", type=int, default=1, help="torch threads per worker of that service (default 1)"
+    )
+    parser.add_argument(
+        "--rates", default="5,10,20,40,80", help="arrival rates per second, one step each (default 5,10,20,40,80)"
+    )
     parser.add_argument("--step-seconds", type=float, default=10.0, help="duration of each step (default 10)")
-    parser.add_argument("--soak", type=float, default=0.0, metavar="S", help="then S seconds at the last rate without 429s")
+    parser.add_argument(
+        "--soak", type=float, default=0.0, metavar="S", help="then S seconds at the last rate without 429s"
+    )
     parser.add_argument("--mix", action="store_true", help="heta-demo prompts of different lengths instead of one")
-    parser.add_argument("--batch-jobs", default=None, metavar="1,8",
-                        help="compare services whose workers run up to N concurrent jobs together (HETA_BATCH_JOBS), side by side")
-    parser.add_argument("--compare", default=None, metavar="SETTINGS;SETTINGS",
-                        help="compare services with these settings side by side, e.g. 'batch_jobs=8,batch_packing=pad;"
-                        "batch_jobs=8,batch_packing=length' (HETA_<NAME> each)")
+    parser.add_argument(
+        "--batch-jobs",
+        default=None,
+        metavar="1,8",
+        help="compare services whose workers run up to N concurrent jobs together (HETA_BATCH_JOBS), side by side",
+    )
+    parser.add_argument(
+        "--compare",
+        default=None,
+        metavar="SETTINGS;SETTINGS",
+        help="compare services with these settings side by side, e.g. 'batch_jobs=8,batch_packing=pad;"
+        "batch_jobs=8,batch_packing=length' (HETA_<NAME> each)",
+    )
     parser.add_argument("--format", choices=("table", "json"), default="table")
 
 
@@ -126,7 +155,9 @@ def _compared(args) -> list[dict[str, str]]:
         spec = {name.strip().lower(): value.strip() for name, value in pairs}
         for name in ("torch_threads", "workers"):  # the two settings the load generator's own service takes itself
             if name in spec and not (spec[name].isdigit() and int(spec[name]) >= 1):
-                raise SystemExit(f"heta bench-load: error: --compare: {name} must be an integer >= 1, got {spec[name]!r}")
+                raise SystemExit(
+                    f"heta bench-load: error: --compare: {name} must be an integer >= 1, got {spec[name]!r}"
+                )
         specs.append(spec)
     if len(specs) < 2:
         raise SystemExit("heta bench-load: error: --compare needs two or more settings separated by ';'")
@@ -138,8 +169,17 @@ def run_from_args(args) -> int:
         rates = [float(r) for r in args.rates.split(",") if r.strip()]
     except ValueError:
         raise SystemExit(f"heta bench-load: error: --rates must be numbers, got {args.rates!r}") from None
-    if not rates or min(rates) <= 0 or args.step_seconds <= 0 or args.soak < 0 or args.workers < 1 or args.torch_threads < 1:
-        raise SystemExit("heta bench-load: error: rates and --step-seconds must be > 0, --soak >= 0, --workers and --torch-threads >= 1")
+    if (
+        not rates
+        or min(rates) <= 0
+        or args.step_seconds <= 0
+        or args.soak < 0
+        or args.workers < 1
+        or args.torch_threads < 1
+    ):
+        raise SystemExit(
+            "heta bench-load: error: rates and --step-seconds must be > 0, --soak >= 0, --workers and --torch-threads >= 1"
+        )
     if args.url and not args.url.startswith(LOOPBACK):
         raise SystemExit("heta bench-load: error: --url must be a loopback address")
     specs = _compared(args)

@@ -13,9 +13,17 @@ def _settings(args):
 
     from .settings import Settings
 
-    overrides = {k: v for k, v in (("models", args.model), ("host", getattr(args, "host", None)),
-                                   ("port", getattr(args, "port", None)), ("workers", getattr(args, "workers", None)),
-                                   ("device", getattr(args, "device", None))) if v}  # fmt: skip
+    overrides = {
+        k: v
+        for k, v in (
+            ("models", args.model),
+            ("host", getattr(args, "host", None)),
+            ("port", getattr(args, "port", None)),
+            ("workers", getattr(args, "workers", None)),
+            ("device", getattr(args, "device", None)),
+        )
+        if v
+    }
     try:
         return Settings(**overrides)
     except ValidationError as error:  # one line naming the variable, not pydantic's report
@@ -57,7 +65,9 @@ def _api(args) -> int:
 
     settings = _store_checked(args)
     if not settings.has_store:
-        raise SystemExit("heta api: error: set REDIS_URL or HETA_REDIS_SENTINELS (the API and its workers share one Redis)")
+        raise SystemExit(
+            "heta api: error: set REDIS_URL or HETA_REDIS_SENTINELS (the API and its workers share one Redis)"
+        )
     run_server(create_app(settings), settings.host, settings.port)
     return 0
 

@@ -74,8 +74,17 @@ class DeadlineError(ProblemError):
     """504, or :meth:`HetaClient.wait` ran past its timeout."""
 
 
-_BY_STATUS = {401: AuthError, 403: AuthError, 404: NotFoundError, 409: ConflictError, 413: RequestError,
-              422: RequestError, 429: RateLimitedError, 503: UnavailableError, 504: DeadlineError}  # fmt: skip
+_BY_STATUS = {
+    401: AuthError,
+    403: AuthError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: RequestError,
+    422: RequestError,
+    429: RateLimitedError,
+    503: UnavailableError,
+    504: DeadlineError,
+}
 
 
 def problem_error(response: httpx.Response) -> ProblemError:
@@ -116,10 +125,20 @@ class _Protocol:
                 pass
         return min(self.backoff * 2**attempt, self.max_backoff) * (0.5 + random.random() / 2)
 
-    def _request(self, method: str, path: str, *, json: dict | None = None, params: dict | None = None,
-                 headers: dict | None = None, ok=(200,)) -> Step:  # fmt: skip
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict | None = None,
+        params: dict | None = None,
+        headers: dict | None = None,
+        ok=(200,),
+    ) -> Step:
         """One call with retries on transport errors, 429 and 503; the answer, or a ProblemError."""
-        request = httpx.Request(method, self.base_url + path, json=json, params=params, headers={**self.headers, **(headers or {})})
+        request = httpx.Request(
+            method, self.base_url + path, json=json, params=params, headers={**self.headers, **(headers or {})}
+        )
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
@@ -141,7 +160,9 @@ class _Protocol:
         response = yield from self._request("POST", "/jobs", json=body, headers=key, ok=(202,))
         return response.json()["job_id"]
 
-    def attribute(self, body: dict, idempotency_key: str | None, timeout: float | None, path: str = "/attribute") -> Step:
+    def attribute(
+        self, body: dict, idempotency_key: str | None, timeout: float | None, path: str = "/attribute"
+    ) -> Step:
         """POST ``path`` (/attribute or /attribute/batch), then wait for the job if it outlives ``wait``."""
         key = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         response = yield from self._request("POST", path, json=body, headers=key, ok=(200, 202))
@@ -166,12 +187,16 @@ class _Protocol:
                 code, detail = (error.code, error.detail) if error else (view.status, f"the job is {view.status}")
                 raise JobFailedError(409 if view.status == "cancelled" else 422, code, detail, {"job_id": job_id})
             if deadline is not None and time.monotonic() + pause > deadline:
-                raise DeadlineError(504, "wait_timeout", f"job {job_id} is still {view.status} after {timeout} s", {"job_id": job_id})
+                raise DeadlineError(
+                    504, "wait_timeout", f"job {job_id} is still {view.status} after {timeout} s", {"job_id": job_id}
+                )
             yield ("sleep", pause)
             pause = min(2 * pause, 1.0)
 
     def cancel(self, job_id: str, purge: bool) -> Step:
-        response = yield from self._request("DELETE", f"/jobs/{job_id}", params={"purge": "true"} if purge else None, ok=(202, 204))
+        response = yield from self._request(
+            "DELETE", f"/jobs/{job_id}", params={"purge": "true"} if purge else None, ok=(202, 204)
+        )
         return None if response.status_code == 204 else JobView.model_validate_json(response.content)
 
     def models(self) -> Step:
@@ -182,8 +207,16 @@ class _Protocol:
 class _Client:
     """What both clients share: the protocol and the public methods' signatures."""
 
-    def __init__(self, base_url: str, api_key: str | None = None, *, retries: int = 5, backoff: float = 0.5,
-                 max_backoff: float = 30.0, timeout: float = 60.0):  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        timeout: float = 60.0,
+    ):
         self._protocol = _Protocol(base_url, api_key, retries, backoff, max_backoff)
         self._timeout = timeout
 
@@ -216,14 +249,20 @@ class HetaClient(_Client):
             except StopIteration as stop:
                 return stop.value
 
-    def attribute(self, text=None, *, idempotency_key: str | None = None, timeout: float | None = None, **fields) -> JobResult:
+    def attribute(
+        self, text=None, *, idempotency_key: str | None = None, timeout: float | None = None, **fields
+    ) -> JobResult:
         """POST /attribute, then wait for the job if it outlives the request's ``wait``."""
         return self._drive(self._ops("attribute", request_body(text, **fields), idempotency_key, timeout))
 
-    def batch(self, items: list, *, idempotency_key: str | None = None, timeout: float | None = None, **fields) -> BatchResult:
+    def batch(
+        self, items: list, *, idempotency_key: str | None = None, timeout: float | None = None, **fields
+    ) -> BatchResult:
         """POST /attribute/batch: ``items`` are texts or request-body dicts; ``fields``: ``config``
         (every item's), ``model``, ``wait``, ``deadline_s``. One entry per item, result or error."""
-        return self._drive(self._ops("attribute", batch_body(items, **fields), idempotency_key, timeout, "/attribute/batch"))
+        return self._drive(
+            self._ops("attribute", batch_body(items, **fields), idempotency_key, timeout, "/attribute/batch")
+        )
 
     def submit(self, text=None, *, idempotency_key: str | None = None, **fields) -> str:
         """POST /jobs: the job id."""
@@ -276,11 +315,17 @@ class AsyncHetaClient(_Client):
             except StopIteration as stop:
                 return stop.value
 
-    async def attribute(self, text=None, *, idempotency_key: str | None = None, timeout: float | None = None, **fields) -> JobResult:
+    async def attribute(
+        self, text=None, *, idempotency_key: str | None = None, timeout: float | None = None, **fields
+    ) -> JobResult:
         return await self._drive(self._ops("attribute", request_body(text, **fields), idempotency_key, timeout))
 
-    async def batch(self, items: list, *, idempotency_key: str | None = None, timeout: float | None = None, **fields) -> BatchResult:
-        return await self._drive(self._ops("attribute", batch_body(items, **fields), idempotency_key, timeout, "/attribute/batch"))
+    async def batch(
+        self, items: list, *, idempotency_key: str | None = None, timeout: float | None = None, **fields
+    ) -> BatchResult:
+        return await self._drive(
+            self._ops("attribute", batch_body(items, **fields), idempotency_key, timeout, "/attribute/batch")
+        )
 
     async def submit(self, text=None, *, idempotency_key: str | None = None, **fields) -> str:
         return await self._drive(self._ops("submit", request_body(text, **fields), idempotency_key))

@@ -53,19 +53,28 @@ def _sentinel_addresses(settings) -> list[tuple[str, int]]:
 def _tls_options(settings) -> dict:
     if not settings.redis_tls:
         return {}
-    files = (("ssl_ca_certs", settings.redis_tls_ca), ("ssl_certfile", settings.redis_tls_cert), ("ssl_keyfile", settings.redis_tls_key))
+    files = (
+        ("ssl_ca_certs", settings.redis_tls_ca),
+        ("ssl_certfile", settings.redis_tls_cert),
+        ("ssl_keyfile", settings.redis_tls_key),
+    )
     return {name: str(path) for name, path in files if path is not None}
 
 
 def client_options(settings, *, asynchronous: bool = False) -> dict:
     """What every connection to Redis (and to the sentinels) gets, whichever mode: timeouts (a
     partition becomes an error the service already survives, never a hang), credentials and TLS."""
-    retry = (redis.asyncio.retry if asynchronous else redis.retry).Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES)
+    retry = (redis.asyncio.retry if asynchronous else redis.retry).Retry(
+        ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES
+    )
     options = {
-        "socket_timeout": settings.redis_timeout_s, "socket_connect_timeout": settings.redis_timeout_s, "retry": retry,
-        "lib_name": None, "lib_version": None,  # no CLIENT SETINFO: the ACL user (deploy/redis/users.acl) may not run it
+        "socket_timeout": settings.redis_timeout_s,
+        "socket_connect_timeout": settings.redis_timeout_s,
+        "retry": retry,
+        "lib_name": None,
+        "lib_version": None,  # no CLIENT SETINFO: the ACL user (deploy/redis/users.acl) may not run it
         **_tls_options(settings),
-    }  # fmt: skip
+    }
     if settings.redis_username:
         options["username"] = settings.redis_username
     if settings.redis_password:
@@ -86,7 +95,9 @@ def connect_store(settings, *, asynchronous: bool = False):
     options = client_options(settings, asynchronous=asynchronous)
     if settings.redis_sentinels:
         options["ssl"] = settings.redis_tls  # no URL to say rediss://
-        sentinel_options = {k: v for k, v in options.items() if k not in ("username", "password")}  # the sentinels' own ACL
+        sentinel_options = {
+            k: v for k, v in options.items() if k not in ("username", "password")
+        }  # the sentinels' own ACL
         sentinel = (redis.asyncio.sentinel if asynchronous else redis.sentinel).Sentinel(
             _sentinel_addresses(settings), sentinel_kwargs=sentinel_options, **options
         )
@@ -117,9 +128,15 @@ def misconfiguration(settings, error: Exception) -> str | None:
         return f"HETA_REDIS_TLS_CA: Redis's certificate is not signed by this CA ({error})"
     if "certificate required" in text or "peer did not return a certificate" in text:
         return f"HETA_REDIS_TLS_CERT: Redis requires a client certificate ({error})"
-    if settings.redis_tls and not settings.redis_tls_cert and any(s in text for s in ("eof occurred", "connection reset")):
+    if (
+        settings.redis_tls
+        and not settings.redis_tls_cert
+        and any(s in text for s in ("eof occurred", "connection reset"))
+    ):
         return f"HETA_REDIS_TLS_CERT: Redis ended the TLS handshake: it requires a client certificate (tls-auth-clients)? ({error})"
-    if settings.redis_tls and any(s in text for s in ("wrong version number", "record layer failure", "packet length", "ssl", "eof occurred")):
+    if settings.redis_tls and any(
+        s in text for s in ("wrong version number", "record layer failure", "packet length", "ssl", "eof occurred")
+    ):
         return f"{where}: the TLS handshake failed: is the server's port a TLS port? ({error})"
     if not settings.redis_tls and any(s in text for s in ("closed by server", "connection reset", "protocol error")):
         return f"{where}: the server closed a plaintext connection at once: a TLS port? (use rediss://) ({error})"
@@ -148,11 +165,15 @@ def _silent_tls_peer(settings, error: Exception) -> str | None:
         return None
     address = urlsplit(settings.redis_url)
     try:
-        socket.create_connection((address.hostname or "localhost", address.port or 6379), timeout=settings.redis_timeout_s).close()
+        socket.create_connection(
+            (address.hostname or "localhost", address.port or 6379), timeout=settings.redis_timeout_s
+        ).close()
     except OSError:
         return None
-    return (f"REDIS_URL: {address.hostname}:{address.port or 6379} accepts connections but completed no TLS handshake "
-            f"within {settings.redis_timeout_s:g} s: a plaintext port? (use redis://)")
+    return (
+        f"REDIS_URL: {address.hostname}:{address.port or 6379} accepts connections but completed no TLS handshake "
+        f"within {settings.redis_timeout_s:g} s: a plaintext port? (use redis://)"
+    )
 
 
 def is_out_of_memory(error: Exception) -> bool:
@@ -164,10 +185,13 @@ def is_out_of_memory(error: Exception) -> bool:
 
 
 TRANSIENT = (
-    redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
     redis.exceptions.ReadOnlyError,  # a demoted master during a Sentinel failover
-    redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,  # a cluster moving slots or electing
-)  # fmt: skip
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,  # a cluster moving slots or electing
+)
 
 
 def is_transient(error: Exception) -> bool:
@@ -195,7 +219,13 @@ class EmbeddedRedis:
     """
 
     def __init__(
-        self, directory: Path, *, keep_alive: bool = True, start_timeout: float = 30, binary: str | None = None, **config: str
+        self,
+        directory: Path,
+        *,
+        keep_alive: bool = True,
+        start_timeout: float = 30,
+        binary: str | None = None,
+        **config: str,
     ):
         # absolute: redis-server changes into `dir` before it opens `logfile`, so a relative data
         # directory (the default `.heta/redis`) would send the log to `.heta/redis/.heta/redis/`
@@ -228,11 +258,19 @@ class EmbeddedRedis:
 
     def _conf(self) -> Path:
         lines = {
-            "daemonize": "no", "port": "0", "unixsocket": self.socket, "unixsocketperm": "700",
-            "dir": str(self.directory), "dbfilename": "heta.rdb", "appendonly": "yes", "appendfsync": "everysec",
-            "save": "60 1", "logfile": str(self.directory / "redis.log"), "maxmemory-policy": "noeviction",
+            "daemonize": "no",
+            "port": "0",
+            "unixsocket": self.socket,
+            "unixsocketperm": "700",
+            "dir": str(self.directory),
+            "dbfilename": "heta.rdb",
+            "appendonly": "yes",
+            "appendfsync": "everysec",
+            "save": "60 1",
+            "logfile": str(self.directory / "redis.log"),
+            "maxmemory-policy": "noeviction",
             **self.config,
-        }  # fmt: skip
+        }
         path = self.directory / "redis.conf"
         path.write_text("".join(f"{key} {value}\n" for key, value in lines.items()))
         return path
@@ -241,15 +279,19 @@ class EmbeddedRedis:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
         self._proc = subprocess.Popen(
-            [self.binary, str(self._conf())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [self.binary, str(self._conf())],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + self.start_timeout
         client = redis.Redis(unix_socket_path=self.socket, socket_timeout=1)
         try:
             while True:
                 if self._proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {self._proc.returncode}; see {self.directory / 'redis.log'}")
+                    raise RuntimeError(
+                        f"redis-server exited with {self._proc.returncode}; see {self.directory / 'redis.log'}"
+                    )
                 try:
                     if client.ping():
                         return
@@ -275,7 +317,9 @@ class EmbeddedRedis:
         while not self._closing.wait(0.1):
             if self._proc.poll() is None or not (keep_alive or self._revive.is_set()):
                 continue
-            log.warning("embedded redis-server exited with %s: restarting it on %s", self._proc.returncode, self.directory)
+            log.warning(
+                "embedded redis-server exited with %s: restarting it on %s", self._proc.returncode, self.directory
+            )
             try:
                 self._spawn()
                 self.restarts += 1

@@ -174,7 +174,9 @@ class Consumer(ABC):
                 self._record("reclaimed")
                 pending = self.client.xpending_range(stream, store.GROUP, min=entry, max=entry, count=1)
                 deliveries = pending[0]["times_delivered"] if pending else 1
-                log.warning("reclaimed %s (delivery %d)", fields.get("job"), deliveries, extra={"job_id": fields.get("job")})
+                log.warning(
+                    "reclaimed %s (delivery %d)", fields.get("job"), deliveries, extra={"job_id": fields.get("job")}
+                )
                 return [(stream, entry, fields["job"], deliveries, None)]
         if not self.settings.redis_cluster:
             return self._read_and_take()
@@ -183,7 +185,7 @@ class Consumer(ABC):
             streams = {store.stream_key(name): ">"}
             answer = self.client.xreadgroup(
                 store.GROUP, self.id, streams, count=self.settings.batch_jobs, block=max(50, 500 // len(self.models))
-            )  # fmt: skip
+            )
             delivered = _delivered(answer)
             if delivered:
                 return delivered
@@ -201,15 +203,19 @@ class Consumer(ABC):
         answer, taken = pipe.execute()
         started = {(streams[int(index) - 1], entry): (job_id, start) for index, entry, job_id, *start in taken}
         # an entry TAKE found deleted (cancelled while queued) keeps its read's delivery: START says so and it is acked
-        return [(stream, entry, job_id, 1, started[(stream, entry)][1] if (stream, entry) in started else None)
-                for stream, entry, job_id, _, _ in _delivered(answer)]  # fmt: skip
+        return [
+            (stream, entry, job_id, 1, started[(stream, entry)][1] if (stream, entry) in started else None)
+            for stream, entry, job_id, _, _ in _delivered(answer)
+        ]
 
     def _hand_back(self, stream: str, entry: str, job_id: str) -> None:
         """An entry delivered to this worker, claimable by any other at once (its idle time set to the
         lease), and its job back in the queue's view if this worker had started it."""
         with contextlib.suppress(Exception):
             self.jobs.report(job_id, self.id, status=store.JobStatus.QUEUED, progress="0")
-            self.client.xclaim(stream, store.GROUP, self.id, 0, [entry], idle=int(self.settings.lease_s * 1000), justid=True)
+            self.client.xclaim(
+                stream, store.GROUP, self.id, 0, [entry], idle=int(self.settings.lease_s * 1000), justid=True
+            )
 
     def _done(self, stream: str, entry: str) -> None:
         def ack() -> None:

@@ -73,7 +73,9 @@ class Step:
             "status_429": len(limited),
             "status_429_without_retry_after": sum(not o.retry_after for o in limited),
             "latency_429_ms": _percentiles([1000 * o.seconds for o in limited]),
-            "statuses": {str(s): sum(o.status == s for o in self.outcomes) for s in sorted({o.status for o in self.outcomes})},
+            "statuses": {
+                str(s): sum(o.status == s for o in self.outcomes) for s in sorted({o.status for o in self.outcomes})
+            },
         }
 
 
@@ -114,10 +116,14 @@ class Connections:
         try:
             writer.write(
                 f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+                f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
             )
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            headers = dict((name.strip().lower(), value.strip()) for name, _, value in (line.partition(":") for line in head[1:] if line))
+            headers = dict(
+                (name.strip().lower(), value.strip())
+                for name, _, value in (line.partition(":") for line in head[1:] if line)
+            )
             if "content-length" not in headers:
                 raise ValueError("a response without Content-Length")
             body = await reader.readexactly(int(headers["content-length"]))
@@ -208,7 +214,9 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-async def benchmark(url: str, rates: list[float], step_s: float, soak_s: float, pids: list[int] | None, mix: bool = False) -> dict:
+async def benchmark(
+    url: str, rates: list[float], step_s: float, soak_s: float, pids: list[int] | None, mix: bool = False
+) -> dict:
     bodies = [{**prompt, "wait": 60} for prompt in (MIX if mix else [PROMPT])]
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
     measured = Connections(url)
@@ -239,8 +247,14 @@ OVERHEAD_MS = 5.0  # p50 of the queue overhead
 def capacity(steps: list[dict]) -> dict:
     """The largest throughput of any step, and the largest offered rate the service kept up with at a p50
     queue overhead of at most 5 ms (the issue's yardstick), with that step's p50 latency."""
-    kept = [s for s in steps if s["throughput_per_s"] >= KEEPS_UP * s["offered_per_s"] and s["error_rate"] == 0
-            and s["queue_overhead_ms"]["p50"] is not None and s["queue_overhead_ms"]["p50"] <= OVERHEAD_MS]  # fmt: skip
+    kept = [
+        s
+        for s in steps
+        if s["throughput_per_s"] >= KEEPS_UP * s["offered_per_s"]
+        and s["error_rate"] == 0
+        and s["queue_overhead_ms"]["p50"] is not None
+        and s["queue_overhead_ms"]["p50"] <= OVERHEAD_MS
+    ]
     best = max(kept, key=lambda s: s["offered_per_s"], default=None)
     return {
         "max_throughput_per_s": max((s["throughput_per_s"] for s in steps), default=0.0),

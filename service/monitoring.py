@@ -24,7 +24,9 @@ OUTCOMES = ("done", "failed", "cancelled", "dead_lettered", "reclaimed")
 
 
 def api_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
-    requests = Counter("heta_requests", "HTTP requests by route and status", ["route", "method", "status"], registry=registry)
+    requests = Counter(
+        "heta_requests", "HTTP requests by route and status", ["route", "method", "status"], registry=registry
+    )
     latency = Histogram(
         "heta_request_seconds", "HTTP request latency", ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry
     )
@@ -32,7 +34,12 @@ def api_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
 
 
 def record_job(
-    client, outcome: str, seconds: float | None = None, method: str | None = None, stages: dict | None = None, hvps: int = 0
+    client,
+    outcome: str,
+    seconds: float | None = None,
+    method: str | None = None,
+    stages: dict | None = None,
+    hvps: int = 0,
 ) -> None:
     """Worker side: one finished (or reclaimed) job into the shared counters. ``stages``: compute
     seconds by stage name (``heta_core.METHOD_STAGES[method]``)."""
@@ -76,7 +83,8 @@ class RedisCollector:
         histogram.add_metric([], buckets, sum_value=float(stored.get("job_seconds_sum", 0)))
         yield histogram
         compute = CounterMetricFamily(
-            "heta_compute_seconds", "Compute seconds by method and stage (HETA: flow, kl, hessian; baselines: baseline)",
+            "heta_compute_seconds",
+            "Compute seconds by method and stage (HETA: flow, kl, hessian; baselines: baseline)",
             labels=["method", "stage"],
         )
         for method in METHODS:
@@ -89,13 +97,19 @@ class RedisCollector:
             lookups.add_metric([result], float(stored.get(f"cache|{result}", 0)))
         yield lookups
 
-        yield GaugeMetricFamily("heta_cache_bytes", "Bytes of results in the result cache", value=float(self.client.get(CACHE_BYTES) or 0))
+        yield GaugeMetricFamily(
+            "heta_cache_bytes", "Bytes of results in the result cache", value=float(self.client.get(CACHE_BYTES) or 0)
+        )
 
         depth = GaugeMetricFamily("heta_queue_depth", "Jobs waiting (not yet picked up) per model", labels=["model"])
-        age = GaugeMetricFamily("heta_oldest_job_age_seconds", "Age of the oldest unfinished job per model", labels=["model"])
+        age = GaugeMetricFamily(
+            "heta_oldest_job_age_seconds", "Age of the oldest unfinished job per model", labels=["model"]
+        )
         now = time.time()
         for model in self.models:
-            waiting, oldest = queue_state(read_queue(self.client.pipeline(transaction=False), model).execute(raise_on_error=False), now)
+            waiting, oldest = queue_state(
+                read_queue(self.client.pipeline(transaction=False), model).execute(raise_on_error=False), now
+            )
             depth.add_metric([model], float(waiting))
             age.add_metric([model], oldest)
         yield depth

@@ -18,7 +18,9 @@ from heta_core import Estimate
 from . import logs
 
 PROBLEM_JSON = "application/problem+json"
-URN_SAFE = "-._~:@!$&'()*+,;="  # a request id's characters that stay as they are in the URN (RFC 8141); the rest %-encoded
+URN_SAFE = (
+    "-._~:@!$&'()*+,;="  # a request id's characters that stay as they are in the URN (RFC 8141); the rest %-encoded
+)
 
 TITLES = {
     400: "Bad request",
@@ -72,13 +74,16 @@ class ProblemDetails(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "type": "https://heta.dev/problems/invalid_spans", "title": "Unprocessable content", "status": 422,
-                    "code": "invalid_spans", "detail": "span [5, 2] is outside the text (0..23) or empty",
+                    "type": "https://heta.dev/problems/invalid_spans",
+                    "title": "Unprocessable content",
+                    "status": 422,
+                    "code": "invalid_spans",
+                    "detail": "span [5, 2] is outside the text (0..23) or empty",
                     "instance": "urn:heta:request:6f1c2a9e4b7d4e0f8a3c5b2d1e0f9a8b",
                 }
             ]
         }
-    )  # fmt: skip
+    )
     type: str = Field(description="a URI naming the problem type (https://heta.dev/problems/<code>)")
     title: str = Field(description="the HTTP status' title")
     status: int = Field(ge=400, le=599)
@@ -126,7 +131,10 @@ def problem_response(problem: Problem) -> JSONResponse:
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for error statuses, all with the one problem schema."""
     schema = {"$ref": "#/components/schemas/ProblemDetails"}
-    return {status: {"description": DESCRIPTIONS[status], "content": {PROBLEM_JSON: {"schema": schema}}} for status in statuses}
+    return {
+        status: {"description": DESCRIPTIONS[status], "content": {PROBLEM_JSON: {"schema": schema}}}
+        for status in statuses
+    }
 
 
 def openapi_with_problems(schema: dict[str, Any]) -> dict[str, Any]:

@@ -24,11 +24,14 @@ class AttributionConfig(BaseModel):
     # number in a range the engine runs, so nothing admitted fails later for its size
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     method: str | None = Field(
-        None, description="heta | gradient | input_x_gradient | integrated_gradients | attention_rollout | occlusion "
-        "(short: ig, ixg, rollout, loo; default: the service's HETA_DEFAULT_METHOD)"
+        None,
+        description="heta | gradient | input_x_gradient | integrated_gradients | attention_rollout | occlusion "
+        "(short: ig, ixg, rollout, loo; default: the service's HETA_DEFAULT_METHOD)",
     )
     ig_steps: int | None = Field(None, ge=1, le=1024, description="integrated_gradients quadrature points")
-    samples: int | None = Field(None, ge=1, le=100_000, description="Rademacher probes per token (m; the service caps it at HETA_MAX_SAMPLES)")
+    samples: int | None = Field(
+        None, ge=1, le=100_000, description="Rademacher probes per token (m; the service caps it at HETA_MAX_SAMPLES)"
+    )
     beta: float | None = Field(None, ge=0, le=1e6, description="weight of S in Eq. 5")
     gamma: float | None = Field(None, ge=0, le=1e6, description="weight of I in Eq. 5")
     mask: str | None = Field(None, description="zero | mean | token:<id>")
@@ -42,18 +45,23 @@ class AttributionConfig(BaseModel):
     window: int | None = Field(None, ge=2, le=1_000_000)
     overlap: float | None = Field(None, ge=0, lt=1)
     diagnostics: bool | None = Field(
-        None, description="also measure the attribution's faithfulness: p(target) with the top-k tokens removed / only kept "
-        "(k = 1, 3, 5, 10 %) in the result's `diagnostics`; costs a few full-length forwards"
+        None,
+        description="also measure the attribution's faithfulness: p(target) with the top-k tokens removed / only kept "
+        "(k = 1, 3, 5, 10 %) in the result's `diagnostics`; costs a few full-length forwards",
     )
     preset: Literal["exact", "balanced", "fast"] | None = Field(
-        None, description="HETA's cost bundle (default exact; docs/benchmarks.md's presets table gives what each costs and loses): "
+        None,
+        description="HETA's cost bundle (default exact; docs/benchmarks.md's presets table gives what each costs and loses): "
         "`fast` = flow and KL impact only (β = 0), `balanced` = m = 2 Hessian samples; fields set explicitly here override the "
-        "preset's"
+        "preset's",
     )
     budget_s: float | None = Field(
-        None, gt=0, le=86_400, description="HETA: a time budget in seconds. The most exact preset whose estimated time fits is "
+        None,
+        gt=0,
+        le=86_400,
+        description="HETA: a time budget in seconds. The most exact preset whose estimated time fits is "
         "run (recorded in `meta.plan`); a run still going when it runs out ends with the stages it has (`partial: true`); "
-        "422 `cost_over_ceiling` with the cheapest plan's estimate when not even the flow fits"
+        "422 `cost_over_ceiling` with the cheapest plan's estimate when not even the flow fits",
     )
 
     def heta_config(self) -> HetaConfig:
@@ -93,9 +101,14 @@ class PromptRequest(AttributionRequest):
 
 
 MODEL = Field(None, min_length=1, description="a served model (default: the first one)")
-WAIT = Field(10.0, ge=0, le=86_400, description="seconds to wait for the result before answering 202 (capped by HETA_MAX_WAIT_S)")
+WAIT = Field(
+    10.0, ge=0, le=86_400, description="seconds to wait for the result before answering 202 (capped by HETA_MAX_WAIT_S)"
+)
 DEADLINE = Field(
-    None, gt=0, le=86_400 * 365, description="fail the job if not finished this long after submission (capped by HETA_JOB_DEADLINE_S)"
+    None,
+    gt=0,
+    le=86_400 * 365,
+    description="fail the job if not finished this long after submission (capped by HETA_JOB_DEADLINE_S)",
 )
 
 
@@ -121,14 +134,21 @@ class BatchRequest(BaseModel):
         allow_inf_nan=False,
         json_schema_extra={
             "examples": [
-                {"items": [{"text": "c=6 e=6 b=3 h=3 m=6 ? h", "target_text": " 3"}, {"text": "a=2 d=5 ? d", "target_text": " 5", "id": "second"}],
-                 "config": {"samples": 4}},
+                {
+                    "items": [
+                        {"text": "c=6 e=6 b=3 h=3 m=6 ? h", "target_text": " 3"},
+                        {"text": "a=2 d=5 ? d", "target_text": " 5", "id": "second"},
+                    ],
+                    "config": {"samples": 4},
+                },
             ]
         },
-    )  # fmt: skip
+    )
     model: str | None = MODEL
     items: list[BatchItem] = Field(min_length=1, description="the prompts (at most HETA_MAX_BATCH_ITEMS)")
-    config: AttributionConfig = Field(default_factory=AttributionConfig, description="every item's config unless the item sets a field")
+    config: AttributionConfig = Field(
+        default_factory=AttributionConfig, description="every item's config unless the item sets a field"
+    )
     wait: float = WAIT
     deadline_s: float | None = DEADLINE
 
@@ -136,7 +156,9 @@ class BatchRequest(BaseModel):
         """The items with the batch's config under their own (what runs)."""
         shared = self.config.model_dump(exclude_none=True)
         return [
-            item.model_copy(update={"config": AttributionConfig(**{**shared, **item.config.model_dump(exclude_none=True)})})
+            item.model_copy(
+                update={"config": AttributionConfig(**{**shared, **item.config.model_dump(exclude_none=True)})}
+            )
             for item in self.items
         ]
 
@@ -153,7 +175,9 @@ class JobResult(AttributionResult):
 
 def job_result_json(result: AttributionResult, job_id: str, created: float, started: float) -> str:
     """The stored and served document: the engine's JSON, the job id and the service's timings."""
-    timings = result.meta.timings.model_copy(update={"queue_s": max(0.0, started - created), "total_s": max(0.0, time.time() - created)})
+    timings = result.meta.timings.model_copy(
+        update={"queue_s": max(0.0, started - created), "total_s": max(0.0, time.time() - created)}
+    )
     served = result.model_copy(update={"meta": result.meta.model_copy(update={"timings": timings})})
     # pydantic's serializer writes the document in a fifth of json.dumps(to_dict())'s time; job_id goes first
     return f'{{"job_id":{json.dumps(job_id)},{served.model_dump_json()[1:]}'
@@ -163,7 +187,9 @@ JobStatus = Literal[STATUSES]  # type: ignore[valid-type]
 
 
 class JobAccepted(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"job_id": "3f2a9c0d4b8e4f5aa1c2d3e4f5a6b7c8", "status": "queued"}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"job_id": "3f2a9c0d4b8e4f5aa1c2d3e4f5a6b7c8", "status": "queued"}]}
+    )
     job_id: str = Field(description="poll GET /jobs/{job_id} (also in the Location header)")
     status: JobStatus
 
@@ -201,12 +227,26 @@ class BatchResult(BaseModel):
     timings: BatchTimings
 
 
-def batch_result_json(job_id: str, model: str, entries: list[dict], compute_s: float, created: float, started: float) -> str:
+def batch_result_json(
+    job_id: str, model: str, entries: list[dict], compute_s: float, created: float, started: float
+) -> str:
     """The stored and served batch document (``entries``: BatchEntry dicts)."""
     failed = sum(1 for entry in entries if entry.get("error"))
-    timings = {"queue_s": max(0.0, started - created), "compute_s": compute_s, "total_s": max(0.0, time.time() - created)}
-    return json.dumps({"job_id": job_id, "model": model, "items": entries, "succeeded": len(entries) - failed, "failed": failed,
-                       "timings": timings})  # fmt: skip
+    timings = {
+        "queue_s": max(0.0, started - created),
+        "compute_s": compute_s,
+        "total_s": max(0.0, time.time() - created),
+    }
+    return json.dumps(
+        {
+            "job_id": job_id,
+            "model": model,
+            "items": entries,
+            "succeeded": len(entries) - failed,
+            "failed": failed,
+            "timings": timings,
+        }
+    )
 
 
 class JobView(BaseModel):
@@ -223,17 +263,22 @@ class JobView(BaseModel):
     deadline: float
     worker: str | None = Field(description="host-pid-suffix of the worker that ran it last")
     request_id: str | None = Field(None, description="the `X-Request-ID` of the request that submitted it")
-    result: JobResult | BatchResult | None = Field(None, description="when done (a BatchResult for POST /attribute/batch)")
+    result: JobResult | BatchResult | None = Field(
+        None, description="when done (a BatchResult for POST /attribute/batch)"
+    )
     error: JobError | None = Field(None, description="when failed, cancelled by a deadline or dead-lettered")
     partial: JobResult | None = Field(
-        None, description="a HETA job's latest partial result (`partial: true`, `stages_done`) while it runs — the flow first, "
-        "then flow and KL impact; kept when it fails or is cancelled, dropped once the result is there"
+        None,
+        description="a HETA job's latest partial result (`partial: true`, `stages_done`) while it runs — the flow first, "
+        "then flow and KL impact; kept when it fails or is cancelled, dropped once the result is there",
     )
 
 
 class ModelPlacement(BaseModel):
     dtype: str = Field(description="the weights' dtype (the activations' too)")
-    quantization: Literal["int8"] | None = Field(description="weight-only quantization of the linear layers (torchao), or null")
+    quantization: Literal["int8"] | None = Field(
+        description="weight-only quantization of the linear layers (torchao), or null"
+    )
     device_map: dict[str, int] = Field(
         description="a model split by a device map: modules per device (`disk`: offloaded); empty: on one device"
     )
@@ -262,7 +307,8 @@ class ModelsResponse(BaseModel):
     default: str | None = Field(description="the model a request without `model` gets")
     methods: list[str] = Field(description="attribution methods a request may name in config.method")
     method_details: dict[str, MethodDetails] = Field(
-        default_factory=dict, description="each method's scale and summary, as <heta-attribution> draws it (docs/dashboards.md)"
+        default_factory=dict,
+        description="each method's scale and summary, as <heta-attribution> draws it (docs/dashboards.md)",
     )
     default_method: str
 

@@ -69,10 +69,18 @@ class Pool:
                     continue
                 if not due[slot]:
                     lived = now - self.started[slot]
-                    self.pauses[slot] = 0.0 if lived > self.FAST_EXIT_S else min(max(1.0, 2 * self.pauses[slot]), self.MAX_PAUSE_S)
+                    self.pauses[slot] = (
+                        0.0 if lived > self.FAST_EXIT_S else min(max(1.0, 2 * self.pauses[slot]), self.MAX_PAUSE_S)
+                    )
                     due[slot] = now + self.pauses[slot]
-                    log.warning("worker %d (pid %d) exited with %s after %.0f s: restarting in %.0f s",
-                                slot, proc.pid, proc.returncode, lived, self.pauses[slot])  # fmt: skip
+                    log.warning(
+                        "worker %d (pid %d) exited with %s after %.0f s: restarting in %.0f s",
+                        slot,
+                        proc.pid,
+                        proc.returncode,
+                        lived,
+                        self.pauses[slot],
+                    )
                 if now >= due[slot]:
                     due[slot] = 0.0
                     self.restarts += 1
@@ -154,7 +162,9 @@ def serve(settings: Settings) -> int:
     # caught; with the default handler that would kill us before the workers are stopped below
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    log.info("the explorer is at http://%s:%s/ (API docs: /docs)", settings.host, settings.port)  # a log line: json stays json
+    log.info(
+        "the explorer is at http://%s:%s/ (API docs: /docs)", settings.host, settings.port
+    )  # a log line: json stays json
     try:
         run_server(create_app(settings), settings.host, settings.port)
     finally:

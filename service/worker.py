@@ -67,8 +67,12 @@ class Done(NamedTuple):
 def job_context(job: dict):
     """The job's ids on every log line logged inside (its trace id from the context it carries)."""
     parts = job.get("traceparent", "").split("-")
-    return logs.bound(job_id=job["id"], model=job["model"], request_id=job.get("request_id"),
-                      trace_id=parts[1] if len(parts) == 4 else None)  # fmt: skip
+    return logs.bound(
+        job_id=job["id"],
+        model=job["model"],
+        request_id=job.get("request_id"),
+        trace_id=parts[1] if len(parts) == 4 else None,
+    )
 
 
 class Worker(Consumer):
@@ -83,9 +87,15 @@ class Worker(Consumer):
             log.info("loading %s", name)
             settings = self.settings
             attributor = Attributor.from_pretrained(
-                name, device=settings.device, dtype=settings.dtype, device_map=settings.device_map, quantize=settings.quantize,
-                offload_folder=str(settings.offload_folder / name.replace("/", "--")) if settings.offload_folder else None,
-            )  # fmt: skip
+                name,
+                device=settings.device,
+                dtype=settings.dtype,
+                device_map=settings.device_map,
+                quantize=settings.quantize,
+                offload_folder=str(settings.offload_folder / name.replace("/", "--"))
+                if settings.offload_folder
+                else None,
+            )
             # the time model's rates on this device (budget_s plans; published for the API's admission), and
             # the first kernels warmed before the first job; a failed measurement only costs the estimates
             # their precision (the model's size then gives an assumed speed)
@@ -102,9 +112,15 @@ class Worker(Consumer):
             "id": self.id,
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "models": {name: {"dtype": str(a.model.dtype).removeprefix("torch."), "device": str(a.device),
-                              "placement": a.placement.to_dict(), "speed": a.speed.to_dict() if a.speed else None}
-                       for name, a in self.attributors.items()},  # fmt: skip
+            "models": {
+                name: {
+                    "dtype": str(a.model.dtype).removeprefix("torch."),
+                    "device": str(a.device),
+                    "placement": a.placement.to_dict(),
+                    "speed": a.speed.to_dict() if a.speed else None,
+                }
+                for name, a in self.attributors.items()
+            },
             "busy": bool(self.current),
             "draining": self.draining.is_set(),
         }
@@ -148,9 +164,15 @@ class Worker(Consumer):
             with job_context(job):
                 if "items" in request:  # POST /attribute/batch
                     batch = BatchRequest.model_validate(request)
-                    return Done(*self._run_batch(attributor, batch, progress, job_id, job["model"], (created, started)), None, {})
+                    return Done(
+                        *self._run_batch(attributor, batch, progress, job_id, job["model"], (created, started)),
+                        None,
+                        {},
+                    )
                 call = AttributeRequest.model_validate(request).engine_call()
-                return self._done_with(job, self._attempt(attributor, *call, progress, job_id, self._publisher(job_id, created, started)))
+                return self._done_with(
+                    job, self._attempt(attributor, *call, progress, job_id, self._publisher(job_id, created, started))
+                )
         except Exception as error:  # noqa: BLE001 - concluded by the job's own outcome
             return error
 
@@ -167,8 +189,14 @@ class Worker(Consumer):
                 self._conclude(stream, entry, job, error)
                 continue
             created, started = self._times(job)
-            calls.append({**kwargs, "config": config, "progress": self._reporter(job["id"], float(job["deadline"])),
-                          "on_partial": self._publisher(job["id"], created, started)})  # fmt: skip
+            calls.append(
+                {
+                    **kwargs,
+                    "config": config,
+                    "progress": self._reporter(job["id"], float(job["deadline"])),
+                    "on_partial": self._publisher(job["id"], created, started),
+                }
+            )
             members.append((stream, entry, job))
         oom = []
 
@@ -177,7 +205,9 @@ class Worker(Consumer):
             if isinstance(outcome, torch.cuda.OutOfMemoryError):
                 oom.append(members[index])
                 return
-            self._conclude(stream, entry, job, outcome if isinstance(outcome, BaseException) else self._done_with(job, outcome))
+            self._conclude(
+                stream, entry, job, outcome if isinstance(outcome, BaseException) else self._done_with(job, outcome)
+            )
 
         attributor.attribute_many(calls, packing=self.settings.batch_packing, on_outcome=concluded)
         for stream, entry, job in oom:
@@ -187,7 +217,9 @@ class Worker(Consumer):
     def _done_with(self, job: dict, result) -> Done:
         body = job_result_json(result, job["id"], *self._times(job))
         stages = {name: seconds for name, seconds in result.timings.stages().items() if name != "total"}
-        return Done(body, result.meta.hvps or 0, result.method, stages, result.timings, len(result.tokens) + len(result.targets))
+        return Done(
+            body, result.meta.hvps or 0, result.method, stages, result.timings, len(result.tokens) + len(result.targets)
+        )
 
     def _conclude(self, stream: str, entry: str, job: dict, outcome) -> None:
         """The job's final transition from its outcome, then its entry acknowledged; a drain past its
@@ -273,7 +305,9 @@ class Worker(Consumer):
         published: list[str] = []
 
         def publish(result) -> None:
-            fields = store.partial_fields(result.stages_done, job_result_json(result, job_id, created, started), published)
+            fields = store.partial_fields(
+                result.stages_done, job_result_json(result, job_id, created, started), published
+            )
             try:
                 cancelled = self.jobs.report(job_id, self.id, **fields)
             except Exception as error:  # noqa: BLE001
@@ -297,16 +331,25 @@ class Worker(Consumer):
                 # halve what the failed attempt really used: the configured budget, else the auto one
                 budget = attributor.chunk_budget_mb(config)
                 if attempt == OOM_RETRIES:
-                    raise ItemFailed("out_of_memory", "the job ran out of GPU memory even with smaller chunks") from None
+                    raise ItemFailed(
+                        "out_of_memory", "the job ran out of GPU memory even with smaller chunks"
+                    ) from None
                 config = config.replace(memory_budget_mb=max(16, budget // 2))
-                log.warning("CUDA OOM on %s: retrying with memory_budget_mb=%d", job_id, config.memory_budget_mb,
-                            extra={"job_id": job_id})  # fmt: skip
+                log.warning(
+                    "CUDA OOM on %s: retrying with memory_budget_mb=%d",
+                    job_id,
+                    config.memory_budget_mb,
+                    extra={"job_id": job_id},
+                )
 
-    def _run_batch(self, attributor: Attributor, batch: BatchRequest, progress, job_id: str, model: str, times: tuple[float, float]):
+    def _run_batch(
+        self, attributor: Attributor, batch: BatchRequest, progress, job_id: str, model: str, times: tuple[float, float]
+    ):
         """Every item in turn, each with its own result or error; a cancel, a deadline or a drain
         stops the whole job. Returns (the stored document, total HVPs)."""
         entries, compute, hvps = [], 0.0, 0
         for index, item in enumerate(batch.items):
+
             def scaled(fraction: float, index: int = index) -> None:
                 progress((index + fraction) / len(batch.items))
 
@@ -341,7 +384,9 @@ def main(settings: Settings, models: list[str]) -> int:
     logs.configure(settings.log_format)
     tracing.setup(settings.otel_exporter_otlp_endpoint, settings.otel_service_name, "worker")
     if not settings.has_store:
-        raise SystemExit("heta worker: error: set REDIS_URL or HETA_REDIS_SENTINELS (or run `heta serve`, which starts Redis)")
+        raise SystemExit(
+            "heta worker: error: set REDIS_URL or HETA_REDIS_SENTINELS (or run `heta serve`, which starts Redis)"
+        )
     if not models:
         raise SystemExit("heta worker: error: no models: set HETA_MODELS or pass --model")
     if settings.torch_threads is not None:

@@ -19,9 +19,12 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs CUDA; collected only when HETA_TEST_DEVICE is a CUDA device (scripts/gpu-check)")
     config.addinivalue_line(
-        "markers", "shared_data(name): reads ../shared/data/<name> (CI has it); deselected, with the reason printed, where it is absent"
+        "markers", "gpu: needs CUDA; collected only when HETA_TEST_DEVICE is a CUDA device (scripts/gpu-check)"
+    )
+    config.addinivalue_line(
+        "markers",
+        "shared_data(name): reads ../shared/data/<name> (CI has it); deselected, with the reason printed, where it is absent",
     )
 
 

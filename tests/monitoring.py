@@ -17,8 +17,21 @@ DASHBOARD = GRAFANA / "dashboards" / "heta.json"
 # covers the whole test (Grafana derives $__rate_interval from the scrape interval)
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$model": ".*"}
 
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset",
-             "inf", "nan"}  # fmt: skip
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+}
 
 
 def alert_rules() -> list[dict]:
@@ -59,8 +72,13 @@ def metric_names(expr: str) -> set[str]:
 def exported_names(exposition: str) -> set[str]:
     """Every series name a /metrics page offers, including families that have no sample right now
     (``heta_gpu_memory_bytes`` without a GPU worker)."""
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count"),
-                "gauge": ("",), "untyped": ("",)}  # fmt: skip
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("_sum", "_count"),
+        "gauge": ("",),
+        "untyped": ("",),
+    }
     names = set()
     for family in text_string_to_metric_families(exposition):
         names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))

@@ -17,9 +17,13 @@ def _trace(model):
     embeds = model.get_input_embeddings()(torch.tensor(IDS, device=model.device)).detach()
     with eager_attention(model):
         return embeds, run_trace(
-            model, adapter_for(model.config), HeadLayout.from_config(model.config), embeds, keep_cache=False,
+            model,
+            adapter_for(model.config),
+            HeadLayout.from_config(model.config),
+            embeds,
+            keep_cache=False,
             full_attention=True,
-        )  # fmt: skip
+        )
 
 
 def _norms_by_hand(values_per_head, out_proj_weight, heads, head_dim):
@@ -45,7 +49,9 @@ def test_gqa_value_norms_by_hand(tiny, family):
     if attn.v_proj.bias is not None:
         values = values + attn.v_proj.bias
     group = layout.heads // layout.kv_heads
-    per_head = [values[:, (h // group) * layout.head_dim : (h // group + 1) * layout.head_dim] for h in range(layout.heads)]
+    per_head = [
+        values[:, (h // group) * layout.head_dim : (h // group + 1) * layout.head_dim] for h in range(layout.heads)
+    ]
     expected = _norms_by_hand(per_head, attn.o_proj.weight, layout.heads, layout.head_dim)
     adapter = adapter_for(model.config)
     actual = head_value_norms(trace.values[0], adapter.out_weight(attn, layout), layout)
@@ -64,7 +70,9 @@ def test_fused_qkv_value_norms_by_hand_phi3(tiny):
     v_rows = attn.qkv_proj.weight[(layout.heads + layout.kv_heads) * layout.head_dim :]
     values = hidden @ v_rows.T
     group = layout.heads // layout.kv_heads
-    per_head = [values[:, (h // group) * layout.head_dim : (h // group + 1) * layout.head_dim] for h in range(layout.heads)]
+    per_head = [
+        values[:, (h // group) * layout.head_dim : (h // group + 1) * layout.head_dim] for h in range(layout.heads)
+    ]
     expected = _norms_by_hand(per_head, attn.o_proj.weight, layout.heads, layout.head_dim)
     actual = head_value_norms(trace.values[0], adapter_for(model.config).out_weight(attn, layout), layout)
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
@@ -88,7 +96,9 @@ def test_fused_qkv_value_norms_by_hand_gpt2_and_neox(tiny):
     layout = HeadLayout.from_config(neox.config)
     embeds, trace = _trace(neox)
     layer = neox.gpt_neox.layers[0]
-    fused = layer.input_layernorm(embeds) @ layer.attention.query_key_value.weight.T + layer.attention.query_key_value.bias
+    fused = (
+        layer.input_layernorm(embeds) @ layer.attention.query_key_value.weight.T + layer.attention.query_key_value.bias
+    )
     hd = layout.head_dim
     per_head = [fused[:, h * 3 * hd + 2 * hd : (h + 1) * 3 * hd] for h in range(layout.heads)]  # q|k|v per head
     expected = _norms_by_hand(per_head, layer.attention.dense.weight, layout.heads, hd)
@@ -107,14 +117,21 @@ def test_official_value_norms_use_residual_stream_without_bias(tiny, family):
     value_weight = adapter.value_weight(attn, layout)  # [KV, d, hd]
     group = layout.heads // layout.kv_heads
     expected = torch.stack(
-        [(residual @ value_weight[h // group] @ adapter.out_weight(attn, layout)[h]).abs().sum(-1) for h in range(layout.heads)]
+        [
+            (residual @ value_weight[h // group] @ adapter.out_weight(attn, layout)[h]).abs().sum(-1)
+            for h in range(layout.heads)
+        ]
     )
-    torch.testing.assert_close(official_value_norms(residual, value_weight, adapter.out_weight(attn, layout), layout), expected)
+    torch.testing.assert_close(
+        official_value_norms(residual, value_weight, adapter.out_weight(attn, layout), layout), expected
+    )
     # the value weight really is W_V: residual @ W_V (+ bias) reproduces the model's own value vectors
     # for the layer's normalised input
     norm = adapter.blocks(model)[1]
     normed = (norm.ln_1 if family == "gpt2" else norm.input_layernorm)(residual)
-    bias = adapter.values(attn, torch.zeros(1, 1, residual.shape[-1], dtype=residual.dtype, device=residual.device), layout)[0, 0]
+    bias = adapter.values(
+        attn, torch.zeros(1, 1, residual.shape[-1], dtype=residual.dtype, device=residual.device), layout
+    )[0, 0]
     direct = torch.einsum("td,kde->tke", normed, value_weight) + bias
     torch.testing.assert_close(direct, trace.values[1])
 

@@ -33,11 +33,15 @@ def test_full_rank_low_rank_is_the_exact_estimator(make_attributor):
     assert full.meta.hvps == 2 * 6 * 16
 
 
-@pytest.mark.parametrize("changes", [{"curvature_layers": 1}, {"curvature": "ggn"}, {"curvature": "ggn", "curvature_layers": 2}])
+@pytest.mark.parametrize(
+    "changes", [{"curvature_layers": 1}, {"curvature": "ggn"}, {"curvature": "ggn", "curvature_layers": 2}]
+)
 def test_approximations_fast_equal_reference(make_attributor, changes):
     attributor = make_attributor("llama", num_hvp_samples=2, **changes)
     fast = attributor.attribute(TEXT, target_text=" . the", target_mode="each")
-    reference = attributor.attribute(TEXT, target_text=" . the", target_mode="each", config=attributor.config.replace(strategy="reference"))
+    reference = attributor.attribute(
+        TEXT, target_text=" . the", target_mode="each", config=attributor.config.replace(strategy="reference")
+    )
     assert_rel_close(fast.hessian, reference.hessian, 1e-4, f"{changes} S")
 
 
@@ -56,13 +60,22 @@ def test_ggn_products_match_the_explicit_gauss_newton_matrix(tiny):
         jacobian = torch.autograd.functional.jacobian(logits_of, embeds[i])  # [V, d]
         q = torch.softmax(logits_of(embeds[i]), -1)
         gauss_newton = jacobian.T @ (torch.diag(q) - torch.outer(q, q)) @ jacobian
-        trace = run_trace(model, adapter_for(model.config), HeadLayout.from_config(model.config), embeds, keep_cache=True)
+        trace = run_trace(
+            model, adapter_for(model.config), HeadLayout.from_config(model.config), embeds, keep_cache=True
+        )
         runner = SuffixRunner(model, trace.kv)
         directions = probes(0, i, 3, dim).double()[:, None, :].to(model.device)
         products = block_products(
-            lambda rows: runner.logits(2, rows, 1), embeds, embeds, target, 2, torch.tensor([i], device=model.device), directions,
-            Curvature(kind="ggn"), None,
-        )  # fmt: skip
+            lambda rows: runner.logits(2, rows, 1),
+            embeds,
+            embeds,
+            target,
+            2,
+            torch.tensor([i], device=model.device),
+            directions,
+            Curvature(kind="ggn"),
+            None,
+        )
     torch.testing.assert_close(products[:, 0], directions[:, 0] @ gauss_newton.T, rtol=1e-8, atol=1e-10)
     assert all(float(d @ gauss_newton @ d) >= 0 for d in directions[:, 0])  # positive semi-definite
 
@@ -92,9 +105,15 @@ def test_reported_agreement_with_exact():
 
 @pytest.mark.parametrize(
     "changes, field",
-    [({"curvature_layers": 0}, "curvature_layers"), ({"low_rank": 0}, "low_rank"), ({"curvature": "fisher"}, "curvature"),
-     ({"window": 1}, "window"), ({"overlap": 1.0}, "overlap"), ({"overlap": -0.1}, "overlap")],
-)  # fmt: skip
+    [
+        ({"curvature_layers": 0}, "curvature_layers"),
+        ({"low_rank": 0}, "low_rank"),
+        ({"curvature": "fisher"}, "curvature"),
+        ({"window": 1}, "window"),
+        ({"overlap": 1.0}, "overlap"),
+        ({"overlap": -0.1}, "overlap"),
+    ],
+)
 def test_invalid_approximation_settings(changes, field):
     with pytest.raises(ConfigError) as error:
         HetaConfig(**changes)

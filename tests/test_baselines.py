@@ -47,7 +47,9 @@ def test_gradient_and_input_x_gradient_equal_autograd(make_attributor):
     torch.log_softmax(logits, -1)[ids[-1]].backward()
     assert torch.allclose(attributor.attribute(TEXT).scores.double(), leaf.grad.norm(dim=-1).cpu(), rtol=1e-6)
     attributor.config = HetaConfig(method="input_x_gradient")
-    assert torch.allclose(attributor.attribute(TEXT).scores.double(), (leaf.grad * embeds).sum(-1).cpu(), rtol=1e-6, atol=1e-9)
+    assert torch.allclose(
+        attributor.attribute(TEXT).scores.double(), (leaf.grad * embeds).sum(-1).cpu(), rtol=1e-6, atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("mask", ["zero", "mean"])
@@ -60,7 +62,9 @@ def test_occlusion_is_leave_one_out(make_attributor, mask):
         removed = embeds.clone()
         removed[i] = fill
         expected.append(_g(attributor.model, embeds, ids[-1]) - _g(attributor.model, removed, ids[-1]))
-    assert torch.allclose(attributor.attribute(TEXT).scores.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-7)
+    assert torch.allclose(
+        attributor.attribute(TEXT).scores.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-7
+    )
 
 
 # Llama with the zero baseline is left out on purpose: with no position embedding added, RMSNorm(αx)

@@ -36,10 +36,14 @@ def test_mixed_items_shared_arguments_and_per_item_configs(make_attributor):
     other = HetaConfig(method="gradient")
     ids = attributor.tokenizer(PROMPTS[1])["input_ids"]
     batch = attributor.attribute_batch(
-        [PROMPTS[0], {"input_ids": ids, "target_text": " bone"}, {"text": PROMPTS[2], "config": {"method": "occlusion"}},
-         {"text": PROMPTS[0], "config": other}],
+        [
+            PROMPTS[0],
+            {"input_ids": ids, "target_text": " bone"},
+            {"text": PROMPTS[2], "config": {"method": "occlusion"}},
+            {"text": PROMPTS[0], "config": other},
+        ],
         target_text=" tree",
-    )  # fmt: skip
+    )
     expected = [
         attributor.attribute(PROMPTS[0], target_text=" tree"),
         attributor.attribute(input_ids=ids, target_text=" bone"),

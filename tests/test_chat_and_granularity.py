@@ -37,7 +37,12 @@ def test_message_scores_sum_to_the_token_scores(make_attributor):
     messages = result.aggregates["message"]
     assert [m.role for m in messages] == ["system", "user"]
     content = [t.position for t in result.tokens if not t.template and not t.special]
-    for name, tensor in (("score", result.scores), ("flow", result.flow), ("hessian", result.hessian), ("kl", result.kl)):
+    for name, tensor in (
+        ("score", result.scores),
+        ("flow", result.flow),
+        ("hessian", result.hessian),
+        ("kl", result.kl),
+    ):
         assert sum(getattr(m, name) for m in messages) == pytest.approx(float(tensor[content].double().sum()), rel=1e-6)
     with_template = attributor.attribute(messages=MESSAGES, target_text=" the answer", include_template=True)
     owned = [t.position for t in with_template.tokens if t.message is not None]
@@ -76,7 +81,9 @@ def test_tokenizer_without_chat_template(make_attributor, tokenizer):
 
 
 def test_words_and_sentences_sum_member_tokens(make_attributor):
-    result = make_attributor("qwen2", num_hvp_samples=2).attribute(TEXT.replace(".", " ."), granularity=["word", "sentence"])
+    result = make_attributor("qwen2", num_hvp_samples=2).attribute(
+        TEXT.replace(".", " ."), granularity=["word", "sentence"]
+    )
     text = result.text
     for token in result.tokens:
         assert text[token.start : token.end] == token.text
@@ -86,7 +93,12 @@ def test_words_and_sentences_sum_member_tokens(make_attributor):
         assert w.score == pytest.approx(float(result.scores[w.tokens].double().sum()), rel=1e-9)
     sentences = result.aggregates["sentence"]
     assert [s.text for s in sentences] == ["the cat sat on the mat .", "the dog ate the bone .", "a bird can"]
-    for name, tensor in (("score", result.scores), ("kl", result.kl), ("hessian", result.hessian), ("flow", result.flow)):
+    for name, tensor in (
+        ("score", result.scores),
+        ("kl", result.kl),
+        ("hessian", result.hessian),
+        ("flow", result.flow),
+    ):
         assert sum(getattr(s, name) for s in sentences) == pytest.approx(float(tensor.double().sum()), rel=1e-6)
 
 
@@ -99,7 +111,9 @@ def test_word_membership_uses_the_first_visible_character(tokenizer):
 def test_caller_spans_and_each_mode_rows(make_attributor):
     attributor = make_attributor("gpt2", num_hvp_samples=1)
     prompt = "paris is the capital of"
-    result = attributor.attribute(prompt, target_text=" france .", target_mode="each", spans=[(0, 5), (6, 15)], granularity="word")
+    result = attributor.attribute(
+        prompt, target_text=" france .", target_mode="each", spans=[(0, 5), (6, 15)], granularity="word"
+    )
     first, second = result.aggregates["span"]
     assert (first.text, first.tokens) == ("paris", [0])
     assert second.text == "is the ca" and second.tokens == [1, 2, 3]  # overlap counts
@@ -108,7 +122,9 @@ def test_caller_spans_and_each_mode_rows(make_attributor):
     assert len(result.aggregates["word"]) == 5
 
 
-@pytest.mark.parametrize("spans, words", [([(0, 500)], "outside the text"), ([(4, 4)], "empty"), ([(1, "x")], "pair of integers")])
+@pytest.mark.parametrize(
+    "spans, words", [([(0, 500)], "outside the text"), ([(4, 4)], "empty"), ([(1, "x")], "pair of integers")]
+)
 def test_bad_spans(make_attributor, spans, words):
     with pytest.raises(InputError, match=words):
         make_attributor("gpt2").attribute("paris is the capital of", spans=spans)

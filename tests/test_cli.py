@@ -91,7 +91,10 @@ def test_bad_input_is_one_line_and_nonzero(model_dir, args, words, capsys):
 
 @pytest.mark.parametrize(
     "args, words",
-    [(["--text", TEXT, "--samples", "many"], "invalid int value"), (["--text", "paris is", "--overlap", "1.5"], "overlap must be")],
+    [
+        (["--text", TEXT, "--samples", "many"], "invalid int value"),
+        (["--text", "paris is", "--overlap", "1.5"], "overlap must be"),
+    ],
 )
 def test_a_refusal_in_a_real_process_is_its_one_line_only(model_dir, args, words):
     """The refusals above, as the shell sees them: exit status 2, nothing on stdout, one line on
@@ -113,10 +116,18 @@ def test_a_hub_id_without_network_or_cache_fails_at_once_in_one_line(tmp_path):
     one line naming the way out, instead of the Hub client's retries."""
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     env.update(PYTHONPATH=str(ROOT), HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
-    done = subprocess.run([sys.executable, "-m", "heta_core.cli", "attribute", "--model", "someorg/somemodel", "--text", TEXT],
-                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "heta_core.cli", "attribute", "--model", "someorg/somemodel", "--text", TEXT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
-    assert "not in the local Hugging Face cache and the Hub cannot be reached" in done.stderr and "heta download" in done.stderr
+    assert (
+        "not in the local Hugging Face cache and the Hub cannot be reached" in done.stderr
+        and "heta download" in done.stderr
+    )
 
 
 def test_version():
@@ -129,9 +140,25 @@ def test_bench_prints_both_paths_and_their_ratio(capsys):
     # at these shapes each path's fresh process (the default, run by the second call) is seconds of
     # start-up around milliseconds of work
     done = heta(
-        "bench", "--layers", "2", "--width", "32", "--heads", "4", "--vocab", "97", "--context", "6",
-        "--samples", "2", "--repeats", "1", "--format", "json", HETA_BENCH_INPROCESS="1",
-    )  # fmt: skip
+        "bench",
+        "--layers",
+        "2",
+        "--width",
+        "32",
+        "--heads",
+        "4",
+        "--vocab",
+        "97",
+        "--context",
+        "6",
+        "--samples",
+        "2",
+        "--repeats",
+        "1",
+        "--format",
+        "json",
+        HETA_BENCH_INPROCESS="1",
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["fast_seconds"] > 0 and report["reference_seconds"] > 0
@@ -142,8 +169,24 @@ def test_bench_prints_both_paths_and_their_ratio(capsys):
     # that term half the score's weight; everything else agrees to float32 precision
     assert report["max_rel_diff"]["kl"] < 1e-3 and report["max_rel_diff"]["scores"] < 1e-3
     assert max(v for k, v in report["max_rel_diff"].items() if k not in ("kl", "scores")) < 1e-5
-    text = heta("bench", "--layers", "1", "--width", "16", "--heads", "2", "--vocab", "50", "--context", "4",
-                "--samples", "1", "--repeats", "1", "--no-reference")  # fmt: skip
+    text = heta(
+        "bench",
+        "--layers",
+        "1",
+        "--width",
+        "16",
+        "--heads",
+        "2",
+        "--vocab",
+        "50",
+        "--context",
+        "4",
+        "--samples",
+        "1",
+        "--repeats",
+        "1",
+        "--no-reference",
+    )
     assert text.returncode == 0 and "GFLOP/s" in text.stdout and "reference" not in text.stdout
     bad = in_process(capsys, "bench", "--width", "30", "--heads", "4")
     assert bad.returncode == 2 and "multiple" in bad.stderr
@@ -151,23 +194,58 @@ def test_bench_prints_both_paths_and_their_ratio(capsys):
 
 def test_span_chat_and_granularity_flags(model_dir):
     done = heta(
-        "attribute", "--model", model_dir, "--text", "paris is the capital of", "--target-text", " france .",
-        "--target-mode", "each", "--samples", "1", "--format", "json",
-    )  # fmt: skip
+        "attribute",
+        "--model",
+        model_dir,
+        "--text",
+        "paris is the capital of",
+        "--target-text",
+        " france .",
+        "--target-mode",
+        "each",
+        "--samples",
+        "1",
+        "--format",
+        "json",
+    )
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
     assert payload["target_mode"] == "each" and [t["text"] for t in payload["targets"]] == ["france", "."]
     assert len(payload["tokens"][0]["score"]) == 2
 
     messages = json.dumps([{"role": "user", "content": "the cat sat on the mat ."}])
-    done = heta("attribute", "--model", model_dir, "--messages", messages, "--generate", "2", "--samples", "1",
-                "--granularity", "word")  # fmt: skip
+    done = heta(
+        "attribute",
+        "--model",
+        model_dir,
+        "--messages",
+        messages,
+        "--generate",
+        "2",
+        "--samples",
+        "1",
+        "--granularity",
+        "word",
+    )
     assert done.returncode == 0, done.stderr
     rows = [line.split()[1] for line in done.stdout.splitlines() if line[:4].strip().isdigit()]
     assert rows == ["the", "cat", "sat", "on", "the", "mat", "."]  # words of the content, template left out
 
-    done = heta("attribute", "--model", model_dir, "--text", "the cat sat . the dog ate", "--granularity", "sentence",
-                "--samples", "1", "--low-rank", "4", "--curvature-layers", "1")  # fmt: skip
+    done = heta(
+        "attribute",
+        "--model",
+        model_dir,
+        "--text",
+        "the cat sat . the dog ate",
+        "--granularity",
+        "sentence",
+        "--samples",
+        "1",
+        "--low-rank",
+        "4",
+        "--curvature-layers",
+        "1",
+    )
     assert done.returncode == 0, done.stderr
     assert "the cat sat ." in done.stdout
 
@@ -195,11 +273,29 @@ def test_bad_span_and_chat_input_is_one_line(model_dir, args, words, capsys):
 
 
 def test_bench_long_prints_measurement_next_to_estimate():
-    done = heta("bench-long", "--layers", "2", "--width", "32", "--heads", "4", "--vocab", "97", "--context", "24",
-                "--samples", "2", "--format", "json")  # fmt: skip
+    done = heta(
+        "bench-long",
+        "--layers",
+        "2",
+        "--width",
+        "32",
+        "--heads",
+        "4",
+        "--vocab",
+        "97",
+        "--context",
+        "24",
+        "--samples",
+        "2",
+        "--format",
+        "json",
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["measured"] == {"hvps": report["estimate"]["hvps"], "forward_tokens": report["estimate"]["forward_tokens"]}
+    assert report["measured"] == {
+        "hvps": report["estimate"]["hvps"],
+        "forward_tokens": report["estimate"]["forward_tokens"],
+    }
     assert report["peak_rss_mb"] > 0 and set(report["stage_seconds"]) == {"flow", "kl", "hessian", "total"}
 
 
@@ -207,7 +303,12 @@ def test_bench_approx_reports_every_approximation():
     done = heta("bench-approx", "--format", "json")
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
-    assert {r["approximation"] for r in rows} >= {"low_rank=32", "curvature=ggn", "curvature_layers=2", "window=12,overlap=0.5"}
+    assert {r["approximation"] for r in rows} >= {
+        "low_rank=32",
+        "curvature=ggn",
+        "curvature_layers=2",
+        "window=12,overlap=0.5",
+    }
     assert all(-1 <= r["s_spearman"] <= 1 and 0 <= r["score_top5"] <= 1 for r in rows)
 
 

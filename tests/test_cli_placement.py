@@ -7,8 +7,15 @@ import pytest
 
 from .test_cli import TEXT, heta, in_process
 
-SPLIT = {"transformer.wte": "cpu", "transformer.wpe": "cpu", "transformer.drop": "cpu", "transformer.h.0": "cpu",
-         "transformer.h.1": "disk", "transformer.ln_f": "disk", "lm_head": "disk"}  # fmt: skip
+SPLIT = {
+    "transformer.wte": "cpu",
+    "transformer.wpe": "cpu",
+    "transformer.drop": "cpu",
+    "transformer.h.0": "cpu",
+    "transformer.h.1": "disk",
+    "transformer.ln_f": "disk",
+    "lm_head": "disk",
+}
 
 
 def _scores(done) -> list[float]:
@@ -24,12 +31,27 @@ def test_a_split_model_attributes_like_the_whole_one(model_dir, tmp_path, capsys
     # a real process: nothing on stderr (accelerate's notice that weights are offloaded is what was asked)
     split = heta(*common, "--device-map", f"@{map_file}", "--offload-folder", str(tmp_path / "offload"))
     assert split.stderr == ""
-    assert _scores(split) == pytest.approx(_scores(whole), rel=1e-5, abs=1e-7)  # float32 model: same kernels, same order
+    assert _scores(split) == pytest.approx(
+        _scores(whole), rel=1e-5, abs=1e-7
+    )  # float32 model: same kernels, same order
 
 
 def test_a_quantized_model_attributes_in_a_real_process(model_dir):
-    done = heta("attribute", "--model", model_dir, "--text", TEXT, "--samples", "2", "--quantize", "int8", "--dtype", "float32",
-                "--format", "json")  # fmt: skip
+    done = heta(
+        "attribute",
+        "--model",
+        model_dir,
+        "--text",
+        TEXT,
+        "--samples",
+        "2",
+        "--quantize",
+        "int8",
+        "--dtype",
+        "float32",
+        "--format",
+        "json",
+    )
     scores = _scores(done)
     assert len(scores) == len(TEXT.split()) - 1 and all(s > 0 for s in scores)
     assert done.stderr == ""  # no library noise (torchao's CUDA-only extensions on a CPU torch)
@@ -60,11 +82,23 @@ def test_bad_placement_is_one_line_and_nonzero(model_dir, args, words, capsys):
 
 def test_a_map_that_splits_tied_embeddings_is_one_line(capsys, tmp_path):
     """heta-demo's head is its input embedding matrix: the map must keep them together."""
-    done = in_process(capsys, "attribute", "--model", "heta-demo", "--text", "k1 = v2 ; k1 ?", "--device-map",
-                      '{"transformer": "cpu", "lm_head": "disk"}', "--offload-folder", str(tmp_path))  # fmt: skip
+    done = in_process(
+        capsys,
+        "attribute",
+        "--model",
+        "heta-demo",
+        "--text",
+        "k1 = v2 ; k1 ?",
+        "--device-map",
+        '{"transformer": "cpu", "lm_head": "disk"}',
+        "--offload-folder",
+        str(tmp_path),
+    )
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.strip() == ("heta: error: this model ties lm_head to transformer.wte (one tensor): "
-                                   "the device map must put both on one device")  # fmt: skip
+    assert done.stderr.strip() == (
+        "heta: error: this model ties lm_head to transformer.wte (one tensor): "
+        "the device map must put both on one device"
+    )
 
 
 @pytest.mark.parametrize(
@@ -85,8 +119,23 @@ def test_bad_agreement_runs_are_one_line_and_nonzero(args, words, capsys):
 
 
 def test_agreement_reports_rho_and_top_k_overlap_per_method(capsys):
-    done = in_process(capsys, "eval", "--agreement", "--quantize", "int8", "--model", "heta-demo", "--n", "3",
-                      "--methods", "heta,occlusion", "--samples", "2", "--format", "json")  # fmt: skip
+    done = in_process(
+        capsys,
+        "eval",
+        "--agreement",
+        "--quantize",
+        "int8",
+        "--model",
+        "heta-demo",
+        "--n",
+        "3",
+        "--methods",
+        "heta,occlusion",
+        "--samples",
+        "2",
+        "--format",
+        "json",
+    )
     assert done.returncode == 0, done.stderr
     (report,) = json.loads(done.stdout)["models"]
     assert report["model"] == "heta-demo" and report["prompts"] == 3 and report["top_k"] == 3
@@ -100,10 +149,33 @@ def test_agreement_reports_rho_and_top_k_overlap_per_method(capsys):
 
 
 def test_agreement_of_a_device_map_is_exact(capsys, tmp_path):
-    mapping = json.dumps({"transformer.wte": "cpu", "transformer.wpe": "cpu", "transformer.drop": "cpu", "transformer.h": "disk",
-                          "transformer.ln_f": "disk", "lm_head": "cpu"})  # fmt: skip
-    done = in_process(capsys, "eval", "--agreement", "--device-map", mapping, "--offload-folder", str(tmp_path), "--model",
-                      "heta-demo", "--n", "2", "--methods", "heta,gradient", "--samples", "2")  # fmt: skip
+    mapping = json.dumps(
+        {
+            "transformer.wte": "cpu",
+            "transformer.wpe": "cpu",
+            "transformer.drop": "cpu",
+            "transformer.h": "disk",
+            "transformer.ln_f": "disk",
+            "lm_head": "cpu",
+        }
+    )
+    done = in_process(
+        capsys,
+        "eval",
+        "--agreement",
+        "--device-map",
+        mapping,
+        "--offload-folder",
+        str(tmp_path),
+        "--model",
+        "heta-demo",
+        "--n",
+        "2",
+        "--methods",
+        "heta,gradient",
+        "--samples",
+        "2",
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "heta-demo: float32 split cpu:4+disk:2 vs float32, 2 prompts"

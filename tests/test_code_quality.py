@@ -24,7 +24,10 @@ def test_the_public_api_type_checks():
 
 
 def test_pre_commit_runs_the_tools_ci_runs():
-    hooks = {hook["id"]: hook for repo in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
-             for hook in repo["hooks"]}  # fmt: skip
+    hooks = {
+        hook["id"]: hook
+        for repo in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
+        for hook in repo["hooks"]
+    }
     assert {"ruff-check", "ruff-format", "mypy"} <= set(hooks)
     assert all(hook["entry"].startswith(".venv/bin/") for hook in hooks.values())  # offline: the venv's versions

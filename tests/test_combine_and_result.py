@@ -53,8 +53,20 @@ def test_to_dict_is_strict_json_and_topk_is_ordered(make_attributor):
     assert len(payload["tokens"]) == len(result.tokens)
     row = payload["tokens"][1]
     assert set(row) == {
-        "position", "id", "text", "start", "end", "role", "message", "template", "special", "score", "flow", "hessian", "kl"
-    }  # fmt: skip
+        "position",
+        "id",
+        "text",
+        "start",
+        "end",
+        "role",
+        "message",
+        "template",
+        "special",
+        "score",
+        "flow",
+        "hessian",
+        "kl",
+    }
     assert row["score"] == pytest.approx(float(result.scores[1]))
     top = result.topk(3)
     assert [r["score"] for r in top] == sorted((float(s) for s in result.scores), reverse=True)[:3]
@@ -67,5 +79,9 @@ def test_to_dict_is_strict_json_and_topk_is_ordered(make_attributor):
 def test_words_the_tokenizer_does_not_know_are_reported(make_attributor):
     result = make_attributor("gpt2", num_hvp_samples=1).attribute("the zebra sat on the okapi zebra [UNK] mat")
     (warning,) = result.warnings
-    assert (warning.code, warning.count, warning.words) == ("unknown_tokens", 3, ["zebra", "okapi"])  # a typed "[UNK]" is the caller's
+    assert (warning.code, warning.count, warning.words) == (
+        "unknown_tokens",
+        3,
+        ["zebra", "okapi"],
+    )  # a typed "[UNK]" is the caller's
     assert not make_attributor("gpt2", num_hvp_samples=1).attribute("the cat sat on the mat").warnings

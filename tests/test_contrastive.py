@@ -68,18 +68,23 @@ def test_integrated_gradients_completeness_for_the_difference(make_attributor):
     attributor = make_attributor("gpt2", method="integrated_gradients", ig_steps=64)
     ids, foil, embeds = _setup(attributor)
     with torch.no_grad():
-        gap = _contrast(attributor.model, embeds, ids[-1], foil) - _contrast(attributor.model, torch.zeros_like(embeds), ids[-1], foil)
+        gap = _contrast(attributor.model, embeds, ids[-1], foil) - _contrast(
+            attributor.model, torch.zeros_like(embeds), ids[-1], foil
+        )
     total = float(attributor.attribute(TEXT, foil_id=foil).scores.double().sum())
     assert abs(total - float(gap)) <= 1e-4 * abs(float(gap)), (total, float(gap))
 
 
 @pytest.mark.parametrize(
-    "family, options", [("llama", {}), ("gpt2", {"mask": "mean", "flow": "official"}), ("phi3", {"curvature_layers": 1})]
+    "family, options",
+    [("llama", {}), ("gpt2", {"mask": "mean", "flow": "official"}), ("phi3", {"curvature_layers": 1})],
 )
 def test_heta_fast_equals_reference_with_a_foil(make_attributor, family, options):
     attributor = make_attributor(family, num_hvp_samples=3, seed=5, **options)
     fast = attributor.attribute(PROMPT, target_text=" bone", foil_text=" mat")
-    reference = attributor.attribute(PROMPT, target_text=" bone", foil_text=" mat", config=attributor.config.replace(strategy="reference"))
+    reference = attributor.attribute(
+        PROMPT, target_text=" bone", foil_text=" mat", config=attributor.config.replace(strategy="reference")
+    )
     plain = attributor.attribute(PROMPT, target_text=" bone")
     for name in ("flow", "hessian", "kl", "scores"):
         assert_rel_close(getattr(fast, name), getattr(reference, name), 1e-4, f"{family} {name}")
@@ -97,9 +102,13 @@ def test_heta_masking_term_is_the_change_of_the_difference(make_attributor):
 def test_low_rank_and_window_take_the_foil(make_attributor):
     attributor = make_attributor("gpt2", num_hvp_samples=2)
     exact = attributor.attribute(PROMPT, target_text=" bone", foil_text=" mat")
-    full_rank = attributor.attribute(PROMPT, target_text=" bone", foil_text=" mat", config=attributor.config.replace(low_rank=10_000))
+    full_rank = attributor.attribute(
+        PROMPT, target_text=" bone", foil_text=" mat", config=attributor.config.replace(low_rank=10_000)
+    )
     assert_rel_close(full_rank.hessian, exact.hessian, 1e-3, "full-rank low_rank with a foil")
-    covering = attributor.attribute(PROMPT, target_text=" bone", foil_text=" mat", config=attributor.config.replace(window=64))
+    covering = attributor.attribute(
+        PROMPT, target_text=" bone", foil_text=" mat", config=attributor.config.replace(window=64)
+    )
     assert torch.equal(covering.scores, exact.scores)
 
 

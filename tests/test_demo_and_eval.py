@@ -29,46 +29,64 @@ CURATED_EXAMPLES = [
     (
         "The protagonist returns to the village after the winter storm and reflects on her father's passing.",
         "Photosynthesis primarily occurs in the leaves of the plant, where chloroplasts capture light energy.",
-        "In which part of the plant does photosynthesis mainly take place?", "leaves",
+        "In which part of the plant does photosynthesis mainly take place?",
+        "leaves",
         ["leaves", "photosynthesis", "plant", "primarily", "occurs", "chloroplasts", "capture", "light"],
         [0, 1, 2, 5, 8, 10, 11, 12],
     ),
     (
         "The protagonist returns to the village after the winter storm and reflects on her father's passing.",
         "Evaporation changes liquid water into water vapor when heat provides enough energy for molecules to escape.",
-        "What process changes liquid water into water vapor?", "evaporation",
+        "What process changes liquid water into water vapor?",
+        "evaporation",
         ["evaporation", "changes", "liquid", "water", "vapor", "heat", "provides", "enough"],
         [0, 1, 2, 3, 5, 6, 8, 9, 10],
     ),
     (
         "The protagonist returns to the village after the winter storm and reflects on her father's passing.",
         "The heart pumps blood through blood vessels, delivering oxygen and nutrients to tissues in the body.",
-        "Which organ pumps blood through the body?", "heart",
+        "Which organ pumps blood through the body?",
+        "heart",
         ["heart", "pumps", "blood", "body", "vessels", "delivering", "oxygen", "nutrients"],
         [1, 2, 3, 5, 6, 7, 8, 10, 15],
     ),
-]  # fmt: skip
+]
 
 
 def write_curated_qa(path: Path) -> Path:
     """A small dataset file in the curated format (every field the real file's examples have)."""
     examples = []
     for number, (narrative, support, question, answer, words, indices) in enumerate(CURATED_EXAMPLES):
-        examples.append({
-            "id": f"heta_qa_{number:05d}", "base_pair_id": f"narrative_00__sciq_{number:02d}",
-            "narrative_id": "narrative_00", "sciq_id": f"sciq_{number:02d}",
-            "narrative_segment": narrative, "sciq_support_segment": support, "question": question,
-            "answer": answer, "target_first_answer_token": answer,
-            "input_text": f"{narrative} <s> {support} <s> Question: {question}",
-            "important_words": words, "important_word_indices_in_sciq_support": indices,
-            "label_note": "Important words are restricted to the answer-bearing support segment; the narrative is a distractor.",
-        })  # fmt: skip
-    path.write_text(json.dumps({
-        "dataset_name": "heta_style_narrativeqa_sciq_qa_attribution", "description": "three examples in the curated format",
-        "num_examples": len(examples), "num_unique_base_pairs": len(examples),
-        "construction": "[NarrativeQA-style sentence] <s> [SciQ-style support sentence] <s> Question: [SciQ question]",
-        "examples": examples,
-    }, indent=1))  # fmt: skip
+        examples.append(
+            {
+                "id": f"heta_qa_{number:05d}",
+                "base_pair_id": f"narrative_00__sciq_{number:02d}",
+                "narrative_id": "narrative_00",
+                "sciq_id": f"sciq_{number:02d}",
+                "narrative_segment": narrative,
+                "sciq_support_segment": support,
+                "question": question,
+                "answer": answer,
+                "target_first_answer_token": answer,
+                "input_text": f"{narrative} <s> {support} <s> Question: {question}",
+                "important_words": words,
+                "important_word_indices_in_sciq_support": indices,
+                "label_note": "Important words are restricted to the answer-bearing support segment; the narrative is a distractor.",
+            }
+        )
+    path.write_text(
+        json.dumps(
+            {
+                "dataset_name": "heta_style_narrativeqa_sciq_qa_attribution",
+                "description": "three examples in the curated format",
+                "num_examples": len(examples),
+                "num_unique_base_pairs": len(examples),
+                "construction": "[NarrativeQA-style sentence] <s> [SciQ-style support sentence] <s> Question: [SciQ question]",
+                "examples": examples,
+            },
+            indent=1,
+        )
+    )
     return path
 
 
@@ -104,7 +122,9 @@ def test_demo_ships_small_and_loads_offline():
         "a = Attributor.from_pretrained('heta-demo', device='cpu')\n"
         "print(a.model.config.model_type, a.tokenizer('a=1 ? a')['input_ids'])"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=OFFLINE, capture_output=True, text=True, timeout=300, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=OFFLINE, capture_output=True, text=True, timeout=300, check=True
+    )
     model_type, ids = out.stdout.split(maxsplit=1)
     assert model_type == "gpt2" and json.loads(ids) == [task.VOCAB.index(w) for w in ("a=1", "?", "a")]
 
@@ -120,7 +140,10 @@ def test_demo_reaches_its_accuracy_on_held_out_examples(demo):
 def test_training_is_reproducible_from_its_seed(tmp_path):
     torch.set_num_threads(1)  # same seed and thread count → same weights
     try:
-        runs = [train.train(tmp_path / name, seed=seed, steps=20, log=lambda _: None) for name, seed in (("a", 0), ("b", 0), ("c", 1))]
+        runs = [
+            train.train(tmp_path / name, seed=seed, steps=20, log=lambda _: None)
+            for name, seed in (("a", 0), ("b", 0), ("c", 1))
+        ]
     finally:
         torch.set_num_threads(os.cpu_count() or 1)
     a, b, c = (load_file(tmp_path / name / "model.safetensors") for name in "abc")
@@ -143,14 +166,20 @@ def test_synthetic_items_map_spans_to_tokens(demo):
     for item, e in zip(synthetic_items(10, 0), task.examples(10, 0)):
         prepared = prepare(demo.tokenizer, item)
         assert prepared.gold == e.gold and prepared.distractor == e.distractors
-        assert prepared.candidates == list(range(e.candidates)) and prepared.target == demo.tokenizer.get_vocab()[e.answer]
+        assert (
+            prepared.candidates == list(range(e.candidates)) and prepared.target == demo.tokenizer.get_vocab()[e.answer]
+        )
 
 
 def test_heta_eval_json_end_to_end():
     out = subprocess.run(
         [sys.executable, "-m", "heta_core.cli", "eval", "--n", "30", "--format", "json"],
-        env=OFFLINE, capture_output=True, text=True, timeout=600, check=True,
-    )  # fmt: skip
+        env=OFFLINE,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     report = json.loads(out.stdout)
     assert report["model"] == "heta-demo" and report["dataset"] == "synthetic" and report["n"] == 30
     methods = ["heta", "gradient", "input_x_gradient", "integrated_gradients", "attention_rollout", "occlusion"]
@@ -183,8 +212,15 @@ def test_the_built_file_has_the_curated_files_format(tmp_path):
     real = json.loads(QA.read_text())
     built = json.loads(write_curated_qa(tmp_path / "qa.json").read_text())
     assert set(built) == set(real) and all(set(e) == set(real["examples"][0]) for e in built["examples"])
-    fields = ("input_text", "narrative_segment", "sciq_support_segment", "question", "target_first_answer_token",
-              "important_words", "important_word_indices_in_sciq_support")  # fmt: skip
+    fields = (
+        "input_text",
+        "narrative_segment",
+        "sciq_support_segment",
+        "question",
+        "target_first_answer_token",
+        "important_words",
+        "important_word_indices_in_sciq_support",
+    )
     for mine, theirs in zip(built["examples"], real["examples"]):
         assert {k: mine[k] for k in fields} == {k: theirs[k] for k in fields}
     assert len(qa_items(QA)) == real["num_examples"] == 100  # and the whole file loads
@@ -195,14 +231,22 @@ def test_heta_eval_bad_input_is_one_line(tmp_path, capsys):
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"examples": [{"input_text": "x"}]}))
-    for number, (args, message) in enumerate((
-        (["--dataset", str(bad)], "lacks field(s)"),
-        (["--dataset", str(tmp_path / "missing.json")], "cannot read dataset"),
-        (["--methods", "heta,lime"], "method must be one of"),
-        (["--n", "0"], "--n must be >= 1"),
-    )):  # fmt: skip
+    for number, (args, message) in enumerate(
+        (
+            (["--dataset", str(bad)], "lacks field(s)"),
+            (["--dataset", str(tmp_path / "missing.json")], "cannot read dataset"),
+            (["--methods", "heta,lime"], "method must be one of"),
+            (["--n", "0"], "--n must be >= 1"),
+        )
+    ):
         if number == 0:  # a real process once (nothing else on its stderr); then the same entry point here
-            out = subprocess.run([sys.executable, "-m", "heta_core.cli", "eval", *args], env=OFFLINE, capture_output=True, text=True, timeout=300)
+            out = subprocess.run(
+                [sys.executable, "-m", "heta_core.cli", "eval", *args],
+                env=OFFLINE,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             status, stderr = out.returncode, out.stderr
         else:
             status, stderr = main(["eval", *args]), capsys.readouterr().err
@@ -222,10 +266,25 @@ def test_cli_defaults_to_heta_demo_and_trains_it(tmp_path, capsys):
     # the front door as a real process once; the other calls run the same entry point (`python -m
     # heta_core.cli` is `sys.exit(main())`) in this process: each process start-up costs seconds
     out = subprocess.run(
-        [sys.executable, "-m", "heta_core.cli", "attribute", "--text", "c=6 e=6 b=3 h=3 m=6 ? h", "--target-text", "3",
-         "--method", "ig", "--format", "json"],
-        env=OFFLINE, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "heta_core.cli",
+            "attribute",
+            "--text",
+            "c=6 e=6 b=3 h=3 m=6 ? h",
+            "--target-text",
+            "3",
+            "--method",
+            "ig",
+            "--format",
+            "json",
+        ],
+        env=OFFLINE,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     result = json.loads(out.stdout)
     assert result["meta"]["model"] == "heta-demo" and result["method"] == "integrated_gradients"
 
@@ -244,7 +303,12 @@ def test_cli_defaults_to_heta_demo_and_trains_it(tmp_path, capsys):
 
 def test_heta_eval_table_fits_120_columns():
     out = subprocess.run(
-        [sys.executable, "-m", "heta_core.cli", "eval", "--n", "8"], env=OFFLINE, capture_output=True, text=True, timeout=600, check=True
+        [sys.executable, "-m", "heta_core.cli", "eval", "--n", "8"],
+        env=OFFLINE,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
     )
     lines = out.stdout.splitlines()
     assert max(len(line) for line in lines) <= 120, out.stdout

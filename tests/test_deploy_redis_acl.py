@@ -20,9 +20,37 @@ METHOD_COMMAND = {"delete": "del", "scan_iter": "scan", "xgroup_create": "xgroup
 # sent by redis-py itself: health checks; a transaction's MULTI/EXEC (DISCARD when one fails); a
 # cluster client's discovery of slots and command keys, and its ASKING during a slot migration
 CLIENT_LIBRARY = {"ping", "multi", "exec", "discard", "cluster|slots", "cluster|shards", "command", "asking"}
-DANGEROUS = {"flushall", "flushdb", "config", "keys", "debug", "shutdown", "acl", "module", "monitor", "script", "save",
-             "bgsave", "bgrewriteaof", "replicaof", "slaveof", "migrate", "restore", "client", "function", "sync", "psync",
-             "failover", "swapdb", "move", "object", "sort", "eval_ro", "subscribe", "publish"}  # fmt: skip
+DANGEROUS = {
+    "flushall",
+    "flushdb",
+    "config",
+    "keys",
+    "debug",
+    "shutdown",
+    "acl",
+    "module",
+    "monitor",
+    "script",
+    "save",
+    "bgsave",
+    "bgrewriteaof",
+    "replicaof",
+    "slaveof",
+    "migrate",
+    "restore",
+    "client",
+    "function",
+    "sync",
+    "psync",
+    "failover",
+    "swapdb",
+    "move",
+    "object",
+    "sort",
+    "eval_ro",
+    "subscribe",
+    "publish",
+}
 
 
 def used_commands() -> set[str]:
@@ -63,9 +91,13 @@ def test_the_service_user_may_run_every_command_the_code_sends_and_no_other():
 
 def test_the_service_user_has_no_dangerous_command_and_only_heta_keys():
     rules = service_user()
-    assert rules[0] == "on" and rules[1].startswith("#") and len(rules[1]) == 65  # a password hash, never a plaintext one
+    assert (
+        rules[0] == "on" and rules[1].startswith("#") and len(rules[1]) == 65
+    )  # a password hash, never a plaintext one
     assert "nopass" not in rules and not any(rule.startswith(">") for rule in rules)
-    assert rules.index("-@all") < min(i for i, rule in enumerate(rules) if rule.startswith("+"))  # deny first, then allow
+    assert rules.index("-@all") < min(
+        i for i, rule in enumerate(rules) if rule.startswith("+")
+    )  # deny first, then allow
     assert [rule for rule in rules if rule.startswith(("~", "%", "allkeys"))] == ["~heta:*"]
     assert "resetchannels" in rules and not any(rule.startswith("&") or rule == "allchannels" for rule in rules)
     assert not any(rule.startswith("+@") for rule in rules)  # no category: each command by name
@@ -85,9 +117,19 @@ def key_literals() -> set[str]:
 def test_every_key_the_service_uses_is_under_the_users_pattern(cluster):
     store.use_cluster(cluster)
     try:
-        keys = {store.job_key("j1"), store.done_key("j1"), store.stream_key("m"), store.dead_letter_key("m"),
-                store.inflight_key("owner", "m"), store.idempotency_key("owner", "digest", "m"), store.CACHE_INDEX, store.CACHE_SIZES,
-                store.CACHE_BYTES, store.METRICS_KEY, store.WORKER_PREFIX + "w-1"}  # fmt: skip
+        keys = {
+            store.job_key("j1"),
+            store.done_key("j1"),
+            store.stream_key("m"),
+            store.dead_letter_key("m"),
+            store.inflight_key("owner", "m"),
+            store.idempotency_key("owner", "digest", "m"),
+            store.CACHE_INDEX,
+            store.CACHE_SIZES,
+            store.CACHE_BYTES,
+            store.METRICS_KEY,
+            store.WORKER_PREFIX + "w-1",
+        }
     finally:
         store.use_cluster(False)
     keys |= key_literals()

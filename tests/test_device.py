@@ -64,19 +64,48 @@ def test_kl_and_s_accumulate_in_float32_for_half_models(device, dtype):
     n, samples, seed = len(ids) - 1, 3, 4
     assert trace.logprobs.dtype == torch.float32
     fill = mask_vector(embeds, "zero", model.get_input_embeddings())
-    kl = information(runner, embeds, trace.logprobs, fill, n, row_bytes=row_bytes_fn(model.config, layout, dtype),
-                     budget_bytes=budget, streams=StreamPool(embeds.device, 1))  # fmt: skip
+    kl = information(
+        runner,
+        embeds,
+        trace.logprobs,
+        fill,
+        n,
+        row_bytes=row_bytes_fn(model.config, layout, dtype),
+        budget_bytes=budget,
+        streams=StreamPool(embeds.device, 1),
+    )
     assert kl.dtype == torch.float32 and kl.shape == (n, 1)
     hvp_row = row_bytes_fn(model.config, layout, dtype, probes=samples)
     with eager_attention(model):
-        scores, count = sensitivity(runner, embeds, embeds, targets, n, samples, seed, Curvature(), None,
-                                    row_bytes=hvp_row, budget_bytes=budget, streams=StreamPool(embeds.device, 1))  # fmt: skip
+        scores, count = sensitivity(
+            runner,
+            embeds,
+            embeds,
+            targets,
+            n,
+            samples,
+            seed,
+            Curvature(),
+            None,
+            row_bytes=hvp_row,
+            budget_bytes=budget,
+            streams=StreamPool(embeds.device, 1),
+        )
         expected = []
         index = torch.arange(n, device=embeds.device)
         draws = torch.stack([probes(seed, i, samples, embeds.shape[1]) for i in range(n)], 1).to(embeds.device, dtype)
         for lo, hi in plan_chunks(list(range(n)), n, hvp_row, budget):
-            products = block_products(lambda rows, lo=lo: runner.logits(lo, rows, 1), embeds, embeds, targets, lo,
-                                      index[lo:hi], draws[:, lo:hi], Curvature(), None)  # fmt: skip
+            products = block_products(
+                lambda rows, lo=lo: runner.logits(lo, rows, 1),
+                embeds,
+                embeds,
+                targets,
+                lo,
+                index[lo:hi],
+                draws[:, lo:hi],
+                Curvature(),
+                None,
+            )
             assert products.dtype == dtype
             expected.append(products.float().abs().sum(-1).mean(0))
     assert scores.dtype == torch.float32 and count == n * samples
@@ -86,7 +115,10 @@ def test_kl_and_s_accumulate_in_float32_for_half_models(device, dtype):
 
 def test_results_reach_the_host_in_one_copy(device):
     """to_host: CPU tensors with the device's values (pinned buffers on CUDA)."""
-    tensors = [torch.arange(6, dtype=torch.float32, device=device).view(2, 3), torch.ones(4, dtype=torch.float64, device=device)]
+    tensors = [
+        torch.arange(6, dtype=torch.float32, device=device).view(2, 3),
+        torch.ones(4, dtype=torch.float64, device=device),
+    ]
     copied = to_host(tensors)
     for original, host in zip(tensors, copied):
         assert host.device.type == "cpu" and host.dtype == original.dtype

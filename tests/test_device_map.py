@@ -47,7 +47,9 @@ def pair(request, tmp_path_factory):
     tiny_tokenizer().save_pretrained(path)
     whole = Attributor.from_pretrained(str(path), device="cpu")
     mapping = split_map(whole.model)
-    split = Attributor.from_pretrained(str(path), device_map=mapping, offload_folder=str(tmp_path_factory.mktemp("offload")))
+    split = Attributor.from_pretrained(
+        str(path), device_map=mapping, offload_folder=str(tmp_path_factory.mktemp("offload"))
+    )
     return whole, split
 
 
@@ -116,7 +118,12 @@ def test_attribute_many_equals_the_unsplit_model(pair):
     whole, split = pair
     calls = [
         {"text": TEXT, "config": HetaConfig(num_hvp_samples=2)},
-        {"text": "the dog ate the bone", "target_text": " .", "target_mode": "each", "config": HetaConfig(num_hvp_samples=2)},
+        {
+            "text": "the dog ate the bone",
+            "target_text": " .",
+            "target_mode": "each",
+            "config": HetaConfig(num_hvp_samples=2),
+        },
         {"text": "a bird can fly over the tree", "config": HetaConfig(method="occlusion")},
     ]
     expected, actual = whole.attribute_many(calls), split.attribute_many(calls)

@@ -20,8 +20,12 @@ FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 def build(out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
 
 
 def test_the_site_builds_strictly_with_every_page_and_the_reference(tmp_path):
@@ -36,8 +40,15 @@ def test_the_site_builds_strictly_with_every_page_and_the_reference(tmp_path):
     assert {p.name for p in (ROOT / "docs").glob("*.md")} <= set(pages)
     # the Python reference is generated from the docstrings of heta_core's public API
     reference = (tmp_path / "site" / "reference.html").read_text()
-    for name in ("Attributor", "Attributor.from_pretrained", "Attributor.attribute", "Attributor.estimate", "HetaConfig",
-                 "AttributionRequest", "AttributionResult"):  # fmt: skip
+    for name in (
+        "Attributor",
+        "Attributor.from_pretrained",
+        "Attributor.attribute",
+        "Attributor.estimate",
+        "HetaConfig",
+        "AttributionRequest",
+        "AttributionResult",
+    ):
         assert f'id="heta_core.{name}"' in reference, name
     # the README is the home page, its links rewritten from docs/x.md to x.md
     home = (tmp_path / "site" / "index.html").read_text()

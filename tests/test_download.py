@@ -57,8 +57,7 @@ def test_every_configured_model_is_fetched_when_none_is_named(tmp_path, model_di
     env_models = f"org/tiny,heta-demo,{model_dir}"
     env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "HETA_MODELS": env_models}
     script = Path(sys.executable).parent / "heta"
-    done = subprocess.run([str(script), "download"], env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run([str(script), "download"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"org/tiny: cached in {snapshot}",
@@ -107,11 +106,29 @@ def test_a_repository_without_safetensors_is_refused(tmp_path, model_dir):
 
 def test_only_safetensors_weights_and_config_tokenizer_generation_files_are_fetched():
     """The filter snapshot_download applies to a repository's file list, on a typical one."""
-    files = ["model.safetensors", "model-00001-of-00002.safetensors", "model.safetensors.index.json", "config.json",
-             "generation_config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
-             "special_tokens_map.json",
-             "vocab.json", "merges.txt", "chat_template.jinja", "added_tokens.json",
-             "pytorch_model.bin", "pytorch_model.bin.index.json", "onnx/model.onnx", "model.gguf", "tf_model.h5",
-             "flax_model.msgpack", "README.md", ".gitattributes", "original/consolidated.00.pth"]  # fmt: skip
+    files = [
+        "model.safetensors",
+        "model-00001-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "tokenizer.model",
+        "special_tokens_map.json",
+        "vocab.json",
+        "merges.txt",
+        "chat_template.jinja",
+        "added_tokens.json",
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+        "onnx/model.onnx",
+        "model.gguf",
+        "tf_model.h5",
+        "flax_model.msgpack",
+        "README.md",
+        ".gitattributes",
+        "original/consolidated.00.pth",
+    ]
     kept = set(filter_repo_objects(files, allow_patterns=ALLOW_PATTERNS))
     assert kept == set(files[:13])

@@ -54,7 +54,15 @@ def test_estimate_grows_with_length_and_rejects_bad_input(make_attributor):
     attributor = make_attributor("gpt2", num_hvp_samples=2)
     short, long = attributor.estimate(input_ids=list(range(4, 14))), attributor.estimate(input_ids=list(range(4, 34)))
     assert long.hvps > short.hvps and long.forward_tokens > short.forward_tokens and long.peak_bytes > short.peak_bytes
-    assert set(long.to_dict()) == {"prompt_tokens", "target_tokens", "hvps", "forward_tokens", "peak_bytes", "seconds", "plan"}
+    assert set(long.to_dict()) == {
+        "prompt_tokens",
+        "target_tokens",
+        "hvps",
+        "forward_tokens",
+        "peak_bytes",
+        "seconds",
+        "plan",
+    }
     assert long.seconds > short.seconds > 0 and long.plan is None  # the plan is a budget's
     with pytest.raises(InputError):
         attributor.estimate("")
@@ -63,7 +71,8 @@ def test_estimate_grows_with_length_and_rejects_bad_input(make_attributor):
 
 
 @pytest.mark.parametrize(
-    "changes", [{}, {"memory_budget_mb": 16}, {"low_rank": 4}, {"strategy": "reference"}, {"window": 5}, {"diagnostics": True}]
+    "changes",
+    [{}, {"memory_budget_mb": 16}, {"low_rank": 4}, {"strategy": "reference"}, {"window": 5}, {"diagnostics": True}],
 )
 def test_progress_is_reported_per_chunk_and_reaches_one(make_attributor, changes):
     attributor = make_attributor("gpt2", num_hvp_samples=2, **changes)

@@ -67,7 +67,9 @@ def test_condition_ground_truth_holds_by_construction(model):
             assert _answer_without(e, e.distractors) == e.answer  # look-alikes never carry the answer
             shown = {e.words[g].split("=")[1] for g in e.gold} if name == "compose" else {e.answer}
             for value in shown:  # the answer value (each joined value) is stored elsewhere too: a look-alike
-                elsewhere = [i for i, w in enumerate(e.words[: e.candidates]) if w.split("=")[-1] == value and i not in e.gold]
+                elsewhere = [
+                    i for i, w in enumerate(e.words[: e.candidates]) if w.split("=")[-1] == value and i not in e.gold
+                ]
                 assert elsewhere and set(elsewhere) <= set(e.distractors), (name, e.words)
     assert conditions.examples(5, 1, "conflict") == conditions.examples(5, 1, "conflict")
     with pytest.raises(ValueError, match="two_hop"):
@@ -96,7 +98,12 @@ def test_hard_model_ships_small_with_its_training_record():
     recorded = json.loads((HARD_DIR / "training.json").read_text())
     recipe = train.RECIPES["heta-demo-hard"]
     assert recorded["model"] == "heta-demo-hard" and recorded["seed"] == 0 and recorded["label_smoothing"] > 0
-    assert (recorded["steps"], recorded["lr"], recorded["queries"], recorded["threads"]) == (recipe.steps, recipe.lr, recipe.queries, 1)
+    assert (recorded["steps"], recorded["lr"], recorded["queries"], recorded["threads"]) == (
+        recipe.steps,
+        recipe.lr,
+        recipe.queries,
+        1,
+    )
     assert recorded["train_seconds"] <= 15 * 60
     assert set(recorded["condition_accuracy"]) == set(conditions.CONDITIONS)
 
@@ -106,7 +113,9 @@ def test_hard_model_accuracy_per_condition_on_held_out_prompts(hard):
     ids = hard.tokenizer.get_vocab()
     recorded = json.loads((HARD_DIR / "training.json").read_text())
     for name in conditions.CONDITIONS:
-        answers = train.correct(hard.model, conditions.examples(recorded["condition_examples"], train.HELD_OUT_SEED, name), ids)
+        answers = train.correct(
+            hard.model, conditions.examples(recorded["condition_examples"], train.HELD_OUT_SEED, name), ids
+        )
         assert sum(answers) / len(answers) == recorded["condition_accuracy"][name] >= 0.9, name
 
 
@@ -164,7 +173,11 @@ def test_suite_numbers_are_literal_recomputations(report):
     for name, block in out["conditions"].items():
         prepared = [prepare(hard.tokenizer, item) for item in items[name]]
         with torch.no_grad():
-            answered = [p for p in prepared if int(hard.model(input_ids=torch.tensor([p.ids])).logits[0, -1].argmax()) == p.target]
+            answered = [
+                p
+                for p in prepared
+                if int(hard.model(input_ids=torch.tensor([p.ids])).logits[0, -1].argmax()) == p.target
+            ]
         assert block["prompts"] == len(prepared) and block["attributed"] == len(answered)
         assert block["model_accuracy"]["ci95"] == pytest.approx(list(wilson(len(answered), len(prepared))))
         hits, ranks = {}, {}
@@ -179,7 +192,9 @@ def test_suite_numbers_are_literal_recomputations(report):
                     terms = result.flow.double(), result.hessian.double(), result.kl.double()
                     for normalize in ("none", "simplex"):
                         scores = combine(*terms, beta=0.5, gamma=0.5, normalize=normalize)
-                        hits.setdefault(f"normalize={normalize}", []).append(float(metrics.ranking(scores, p.candidates)[0] in p.gold))
+                        hits.setdefault(f"normalize={normalize}", []).append(
+                            float(metrics.ranking(scores, p.candidates)[0] in p.gold)
+                        )
                     hits.setdefault("M_T", []).append(float(metrics.ranking(terms[0], p.candidates)[0] in p.gold))
             cell = block["methods"][method]
             assert cell["hit@1"]["mean"] == pytest.approx(sum(hits[method]) / len(answered))
@@ -188,7 +203,9 @@ def test_suite_numbers_are_literal_recomputations(report):
         for variant in ("normalize=simplex", "normalize=none", "M_T"):
             cell = block["ablations"][variant]
             assert cell["hit@1"]["mean"] == pytest.approx(sum(hits[variant]) / len(answered))
-            assert cell["hit@1_minus_heta"]["mean"] == pytest.approx((sum(hits[variant]) - sum(hits["heta"])) / len(answered))
+            assert cell["hit@1_minus_heta"]["mean"] == pytest.approx(
+                (sum(hits[variant]) - sum(hits["heta"])) / len(answered)
+            )
         assert hits["normalize=simplex"] == hits["heta"]  # the default
         best = block["best_baseline"]
         best_hit = block["methods"][best]["hit@1"]["mean"]
@@ -214,7 +231,9 @@ def test_plot_writes_a_png_with_one_panel_per_model(report, tmp_path):
 def test_separation_is_read_off_the_intervals():
     cell = lambda mean, low, high: {"hit@1": {"mean": mean, "ci95": [low, high]}}  # noqa: E731
     blocks = {
-        "apart": {"methods": {"heta": cell(1.0, 0.9, 1.0), "occlusion": cell(0.5, 0.3, 0.7), "gradient": cell(0.8, 0.6, 0.9)}},
+        "apart": {
+            "methods": {"heta": cell(1.0, 0.9, 1.0), "occlusion": cell(0.5, 0.3, 0.7), "gradient": cell(0.8, 0.6, 0.9)}
+        },
         "overlapping": {"methods": {"heta": cell(1.0, 0.7, 1.0), "occlusion": cell(0.8, 0.6, 0.9)}},
     }
     (found,) = suite.separating(blocks)
@@ -231,8 +250,11 @@ def test_summary_reads_wins_ties_and_losses_off_the_paired_intervals():
                 "occlusion": {"hit@1": interval(1.0, 0.9, 1.0), "hit@1_minus_best_baseline": interval(0.0, 0.0, 0.0)},
             },
             "ablations": {
-                "normalize=none": {"hit@1": interval(0.6, 0.5, 0.7), "hit@1_minus_best_baseline": interval(-0.4, -0.5, -0.3),
-                                   "hit@1_minus_heta": interval(-0.2, -0.3, -0.1)},
+                "normalize=none": {
+                    "hit@1": interval(0.6, 0.5, 0.7),
+                    "hit@1_minus_best_baseline": interval(-0.4, -0.5, -0.3),
+                    "hit@1_minus_heta": interval(-0.2, -0.3, -0.1),
+                },
             },
         },
         "b": {
@@ -242,17 +264,32 @@ def test_summary_reads_wins_ties_and_losses_off_the_paired_intervals():
                 "occlusion": {"hit@1": interval(0.95, 0.9, 1.0), "hit@1_minus_best_baseline": interval(0.0, 0.0, 0.0)},
             },
             "ablations": {
-                "normalize=none": {"hit@1": interval(1.0, 0.9, 1.0), "hit@1_minus_best_baseline": interval(0.05, 0.01, 0.1),
-                                   "hit@1_minus_heta": interval(0.0, -0.05, 0.05)},
+                "normalize=none": {
+                    "hit@1": interval(1.0, 0.9, 1.0),
+                    "hit@1_minus_best_baseline": interval(0.05, 0.01, 0.1),
+                    "hit@1_minus_heta": interval(0.0, -0.05, 0.05),
+                },
             },
         },
-    }  # fmt: skip
+    }
     out = suite.summary(blocks)
     assert (out["heta"]["wins"], out["heta"]["ties"], out["heta"]["losses"]) == ([], ["b"], ["a"])
-    assert out["heta"]["mean_hit1"] == pytest.approx(0.9) and (out["heta"]["worst_condition"], out["heta"]["worst_hit1"]) == ("a", 0.8)
-    assert (out["occlusion"]["wins"], out["occlusion"]["ties"], out["occlusion"]["losses"]) == ([], [], [])  # the best baseline itself
+    assert out["heta"]["mean_hit1"] == pytest.approx(0.9) and (
+        out["heta"]["worst_condition"],
+        out["heta"]["worst_hit1"],
+    ) == ("a", 0.8)
+    assert (out["occlusion"]["wins"], out["occlusion"]["ties"], out["occlusion"]["losses"]) == (
+        [],
+        [],
+        [],
+    )  # the best baseline itself
     none = out["normalize=none"]
-    assert (none["wins"], none["losses"], none["better_than_heta"], none["worse_than_heta"]) == (["b"], ["a"], [], ["a"])
+    assert (none["wins"], none["losses"], none["better_than_heta"], none["worse_than_heta"]) == (
+        ["b"],
+        ["a"],
+        [],
+        ["a"],
+    )
     assert "better_than_heta" not in out["heta"]
 
 
@@ -264,10 +301,26 @@ def test_heta_eval_suite_quick_on_both_demo_models(tmp_path, capsys):
     has a prompt its model answers (heta-demo's conflict: 1 of 3), so every cell below is checked."""
     prompts = 3
     out = subprocess.run(
-        [sys.executable, "-m", "heta_core.cli", "eval", "--suite", "--quick", "--n", str(prompts), "--format", "json",
-         "--out", str(tmp_path / "suite")],
-        env=OFFLINE, capture_output=True, text=True, timeout=600, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "heta_core.cli",
+            "eval",
+            "--suite",
+            "--quick",
+            "--n",
+            str(prompts),
+            "--format",
+            "json",
+            "--out",
+            str(tmp_path / "suite"),
+        ],
+        env=OFFLINE,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     document = json.loads(out.stdout)
     assert document["seconds"] > 0
     assert json.loads((tmp_path / "suite" / "suite.json").read_text()) == document
@@ -286,8 +339,24 @@ def test_heta_eval_suite_quick_on_both_demo_models(tmp_path, capsys):
     # the table, from the same entry point in this process (`python -m heta_core.cli` is `sys.exit(main())`)
     from heta_core.cli import main
 
-    assert main(["eval", "--suite", "--model", "heta-demo", "--conditions", "base", "--n", "2", "--no-plot",
-                 "--out", str(tmp_path / "small")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "--suite",
+                "--model",
+                "heta-demo",
+                "--conditions",
+                "base",
+                "--n",
+                "2",
+                "--no-plot",
+                "--out",
+                str(tmp_path / "small"),
+            ]
+        )
+        == 0
+    )
     assert "hit@1 [Wilson 95%]" in capsys.readouterr().out
 
 
@@ -298,8 +367,11 @@ def test_heta_eval_suite_bad_input_is_one_line(tmp_path):
     ):
         out = subprocess.run(
             [sys.executable, "-m", "heta_core.cli", "eval", "--suite", *args, "--out", str(tmp_path)],
-            env=OFFLINE, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            env=OFFLINE,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
@@ -322,7 +394,9 @@ def test_suite_on_a_curated_dataset_attributes_only_what_the_model_answers(make_
     items[1].answer = attributor.tokenizer.decode([said])
     others = [prepare(attributor.tokenizer, items[i]) for i in (0, 2)]
     with torch.no_grad():
-        right = sum(int(attributor.model(input_ids=torch.tensor([p.ids])).logits[0, -1].argmax()) == p.target for p in others)
+        right = sum(
+            int(attributor.model(input_ids=torch.tensor([p.ids])).logits[0, -1].argmax()) == p.target for p in others
+        )
     settings = suite.SuiteSettings(n=3, samples=(2,), bootstrap=50)
     out = suite.run_suite(attributor, {"qa": items}, ["heta", "occlusion"], settings=settings)
     block = out["conditions"]["qa"]

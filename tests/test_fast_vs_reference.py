@@ -58,7 +58,13 @@ def test_fast_equivalents_compute_the_same_function_and_leave_the_model_as_it_wa
     model = tiny("gpt2", dtype=torch.float64)
     activations = [m for m in model.modules() if type(m) is NewGELUActivation]
     assert activations, "the tiny GPT-2 uses gelu_new"
-    embeds = torch.randn(3, 7, model.config.n_embd, dtype=torch.float64, device=device, )
+    embeds = torch.randn(
+        3,
+        7,
+        model.config.n_embd,
+        dtype=torch.float64,
+        device=device,
+    )
     head_inputs = []
     watch = model.get_output_embeddings().register_forward_hook(lambda _m, args, _out: head_inputs.append(args[0]))
     try:

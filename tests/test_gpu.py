@@ -32,10 +32,24 @@ def test_no_host_synchronisation_inside_the_chunk_loops(tiny, dtype):
     def stages(pools):
         from heta_core.models.adapters import eager_attention
 
-        kl = information(runner, embeds, trace.logprobs, fill, n, row_bytes=kl_row, budget_bytes=budget, streams=pools[0])
+        kl = information(
+            runner, embeds, trace.logprobs, fill, n, row_bytes=kl_row, budget_bytes=budget, streams=pools[0]
+        )
         with eager_attention(model):
-            s, _ = sensitivity(runner, embeds, embeds, targets, n, samples, 0, Curvature(), None, row_bytes=hvp_row,
-                               budget_bytes=budget, streams=pools[1])  # fmt: skip
+            s, _ = sensitivity(
+                runner,
+                embeds,
+                embeds,
+                targets,
+                n,
+                samples,
+                0,
+                Curvature(),
+                None,
+                row_bytes=hvp_row,
+                budget_bytes=budget,
+                streams=pools[1],
+            )
         return kl, s
 
     expected = [t.cpu() for t in stages([StreamPool(embeds.device, 1), StreamPool(embeds.device, 1)])]

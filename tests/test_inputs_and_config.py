@@ -36,7 +36,13 @@ def test_invalid_config_names_field_and_allowed_values(field, value, allowed):
 
 def test_config_defaults_and_round_trip():
     config = HetaConfig()
-    assert (config.beta, config.gamma, config.num_hvp_samples, config.mask, config.flow) == (0.5, 0.5, 10, "zero", "heta")
+    assert (config.beta, config.gamma, config.num_hvp_samples, config.mask, config.flow) == (
+        0.5,
+        0.5,
+        10,
+        "zero",
+        "heta",
+    )
     assert (config.normalize, config.seed, config.strategy, config.dtype) == ("simplex", 0, "fast", "model")
     assert HetaConfig(mask="token:7").mask_token_id == 7 and config.mask_token_id is None
     assert HetaConfig.from_dict(config.to_dict()) == config

@@ -73,7 +73,9 @@ def test_hard_and_curves_against_a_literal_loop(probe):
     hard = faithfulness.hard(probe, scores, 3)
     kept = _p(probe, torch.where(prefix(3)[:, None], probe.embeds, 0.0))
     removed = _p(probe, torch.where(~prefix(3)[:, None], probe.embeds, 0.0))
-    assert hard["comp"] == pytest.approx(float(probe.full) - removed) and hard["suff"] == pytest.approx(float(probe.full) - kept)
+    assert hard["comp"] == pytest.approx(float(probe.full) - removed) and hard["suff"] == pytest.approx(
+        float(probe.full) - kept
+    )
     curves = faithfulness.deletion_insertion(probe, scores, steps=4)
     counts = faithfulness.curve_counts(n, 4)
     deletion = [float(probe.full) - _p(probe, torch.where(~prefix(c)[:, None], probe.embeds, 0.0)) for c in counts]

@@ -21,10 +21,19 @@ ALERTS_BY_METRIC = {
     "HetaJobLatencySLO": "heta_job_seconds_bucket",  # p95 job latency above its SLO
     "HetaGpuMemoryNearLimit": "heta_gpu_memory_bytes",  # GPU memory near the limit
 }
-DASHBOARD_METRICS = {"heta_requests_total", "heta_request_seconds_bucket", "heta_queue_depth",
-                     "heta_oldest_job_age_seconds",
-                     "heta_jobs_total", "heta_job_seconds_bucket", "heta_compute_seconds_total", "heta_hvps_total",
-                     "heta_workers", "heta_model_workers", "heta_gpu_memory_bytes"}  # fmt: skip
+DASHBOARD_METRICS = {
+    "heta_requests_total",
+    "heta_request_seconds_bucket",
+    "heta_queue_depth",
+    "heta_oldest_job_age_seconds",
+    "heta_jobs_total",
+    "heta_job_seconds_bucket",
+    "heta_compute_seconds_total",
+    "heta_hvps_total",
+    "heta_workers",
+    "heta_model_workers",
+    "heta_gpu_memory_bytes",
+}
 
 
 def promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess:
@@ -55,8 +64,11 @@ def test_the_alerts_the_issue_asks_for_exist_and_read_their_metric():
 def test_every_alert_has_unit_tests_that_fire_it_and_keep_it_quiet_and_they_pass():
     done = promtool("test", "rules", "alerts.test.yml")
     assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
-    cases = [case for test in yaml.safe_load((PROMETHEUS / "alerts.test.yml").read_text())["tests"]
-             for case in test["alert_rule_test"]]  # fmt: skip
+    cases = [
+        case
+        for test in yaml.safe_load((PROMETHEUS / "alerts.test.yml").read_text())["tests"]
+        for case in test["alert_rule_test"]
+    ]
     for rule in alert_rules():
         mine = [case for case in cases if case["alertname"] == rule["alert"]]
         assert any(case["exp_alerts"] for case in mine), f"{rule['alert']}: no test where it fires"
@@ -149,6 +161,8 @@ def test_the_dashboard_shows_what_the_issue_lists():
 
 
 def test_metric_names_reads_a_promql_expression():
-    expr = ('histogram_quantile(0.95, sum by (le, route) (rate(heta_request_seconds_bucket{route!="/metrics", a=~"x|y"}'
-            '[5m] offset 1m))) > 1e9 and on(model) max without (pod) (heta_queue_depth) or vector(0)')  # fmt: skip
+    expr = (
+        'histogram_quantile(0.95, sum by (le, route) (rate(heta_request_seconds_bucket{route!="/metrics", a=~"x|y"}'
+        "[5m] offset 1m))) > 1e9 and on(model) max without (pod) (heta_queue_depth) or vector(0)"
+    )
     assert metric_names(expr) == {"heta_request_seconds_bucket", "heta_queue_depth"}

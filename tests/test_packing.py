@@ -27,7 +27,9 @@ def _same(packed, solo, tolerance=1e-6, what=""):
         a, b = getattr(packed, name), getattr(solo, name)
         assert (a is None) == (b is None), f"{what} {name}"
         if a is not None:
-            torch.testing.assert_close(a.double(), b.double(), rtol=tolerance, atol=tolerance * float(b.abs().max()), msg=f"{what} {name}")
+            torch.testing.assert_close(
+                a.double(), b.double(), rtol=tolerance, atol=tolerance * float(b.abs().max()), msg=f"{what} {name}"
+            )
     assert packed.meta.hvps == solo.meta.hvps
 
 
@@ -69,7 +71,9 @@ def test_packed_terms_equal_solo_terms_in_float64(make_attributor, family, toler
         for name, value in solo.values.items():
             assert value.dtype == torch.float64
             scale = float(value.abs().max())
-            assert float((packed.values[name] - value).abs().max()) <= tolerance * scale, f"{family} {packing} prompt {i} {name}"
+            assert float((packed.values[name] - value).abs().max()) <= tolerance * scale, (
+                f"{family} {packing} prompt {i} {name}"
+            )
         assert packed.hvps == solo.hvps and packed.logprobs == pytest.approx(solo.logprobs, rel=1e-12)
 
 
@@ -110,7 +114,12 @@ def test_packing_mixes_options_safely(make_attributor):
         {"text": TEXT, "config": HetaConfig(num_hvp_samples=2)},
         {"text": TEXT, "config": HetaConfig(num_hvp_samples=2, curvature_layers=1)},
         {"text": " ".join(WORDS[:8]), "config": HetaConfig(num_hvp_samples=2, curvature="ggn")},
-        {"text": " ".join(WORDS[:8]), "target_text": " the", "foil_text": " a", "config": HetaConfig(num_hvp_samples=2)},
+        {
+            "text": " ".join(WORDS[:8]),
+            "target_text": " the",
+            "foil_text": " a",
+            "config": HetaConfig(num_hvp_samples=2),
+        },
         {"text": TEXT, "config": HetaConfig(num_hvp_samples=2, window=6, overlap=0.5)},
         {"text": " ".join(WORDS[:6]), "config": HetaConfig(num_hvp_samples=2, strategy="reference")},
         {"text": " ".join(WORDS[:6]), "config": HetaConfig(num_hvp_samples=2, low_rank=4)},
@@ -164,7 +173,11 @@ def test_a_batch_that_fails_is_rerun_alone(make_attributor, monkeypatch):
         return original(self)
 
     monkeypatch.setattr(hessian.HvpChunk, "run", fail_for_one_prompt)
-    monkeypatch.setattr(hessian.HvpChunk, "run_together", staticmethod(lambda items, packing: (_ for _ in ()).throw(RuntimeError("batch"))))
+    monkeypatch.setattr(
+        hessian.HvpChunk,
+        "run_together",
+        staticmethod(lambda items, packing: (_ for _ in ()).throw(RuntimeError("batch"))),
+    )
     outcomes = attributor.attribute_many([{"text": TEXT}, {"text": " ".join(WORDS[:6])}, {"text": " ".join(WORDS[:9])}])
     assert isinstance(outcomes[1], RuntimeError) and str(outcomes[1]) == "boom"
     monkeypatch.undo()

@@ -75,7 +75,11 @@ def test_errors_reach_the_iterating_caller(make_attributor):
 
 
 @pytest.mark.parametrize(
-    "options", [{"target_text": " the dog", "target_mode": "each"}, {"config": HetaConfig(num_hvp_samples=2, window=5, overlap=0.5)}]
+    "options",
+    [
+        {"target_text": " the dog", "target_mode": "each"},
+        {"config": HetaConfig(num_hvp_samples=2, window=5, overlap=0.5)},
+    ],
 )
 def test_partials_in_each_mode_and_with_windows(make_attributor, options):
     attributor = make_attributor("gpt2", num_hvp_samples=2)

@@ -16,9 +16,15 @@ def test_a_preset_is_a_bundle_and_explicit_knobs_override_it():
         config = HetaConfig(preset=name)
         assert {k: getattr(config, k) for k in EXACT} == {**EXACT, **bundle}
     mixed = HetaConfig(preset="balanced", num_hvp_samples=7, curvature_layers=1)
-    assert mixed.num_hvp_samples == 7 and mixed.curvature_layers == 1 and mixed.explicit == {"num_hvp_samples", "curvature_layers"}
+    assert (
+        mixed.num_hvp_samples == 7
+        and mixed.curvature_layers == 1
+        and mixed.explicit == {"num_hvp_samples", "curvature_layers"}
+    )
     # replace re-applies a preset to the knobs that came from one, never to explicit ones
-    assert mixed.replace(preset="fast").num_hvp_samples == 7 and mixed.replace(preset="fast").beta == PRESETS["fast"].get("beta", 0.5)
+    assert mixed.replace(preset="fast").num_hvp_samples == 7 and mixed.replace(preset="fast").beta == PRESETS[
+        "fast"
+    ].get("beta", 0.5)
     assert HetaConfig(preset="fast").replace(preset="exact") == HetaConfig()
     assert HetaConfig.from_dict(HetaConfig(preset="fast").to_dict()) == HetaConfig(preset="fast")
     with pytest.raises(ConfigError, match="preset must be one of exact, balanced, fast") as error:
@@ -52,17 +58,27 @@ def test_zero_weight_terms_are_not_computed(make_attributor):
     torch.testing.assert_close(without_i.scores.double(), flow * 0.5 * s / s.sum(), rtol=1e-6, atol=1e-9)
     # the planner counts no work for them
     assert attributor.estimate(TEXT, config=attributor.config.replace(beta=0)).hvps == 0
-    assert attributor.estimate(TEXT, config=attributor.config.replace(gamma=0)).forward_tokens < attributor.estimate(TEXT).forward_tokens
+    assert (
+        attributor.estimate(TEXT, config=attributor.config.replace(gamma=0)).forward_tokens
+        < attributor.estimate(TEXT).forward_tokens
+    )
 
 
 def test_the_speed_fit_recovers_known_rates():
-    truth = Speed({"flow": 1e-4, "kl": 2e-5, "hessian": 5e-5}, {"flow": 1e-3, "kl": 4e-4, "hessian": 2e-3}, 3e-3, "measured")
-    works = [{"flow": (8, 1), "kl": (36, 1), "hessian": (hessian_units(36, 2), 1)},
-             {"flow": (16, 1), "kl": (136, 2), "hessian": (hessian_units(136, 4), 3)},
-             {"flow": (32, 1), "kl": (528, 3), "hessian": (hessian_units(528, 2), 6)}]  # fmt: skip
+    truth = Speed(
+        {"flow": 1e-4, "kl": 2e-5, "hessian": 5e-5}, {"flow": 1e-3, "kl": 4e-4, "hessian": 2e-3}, 3e-3, "measured"
+    )
+    works = [
+        {"flow": (8, 1), "kl": (36, 1), "hessian": (hessian_units(36, 2), 1)},
+        {"flow": (16, 1), "kl": (136, 2), "hessian": (hessian_units(136, 4), 3)},
+        {"flow": (32, 1), "kl": (528, 3), "hessian": (hessian_units(528, 2), 6)},
+    ]
     samples = []
     for work in works:
-        seconds = {stage: units * truth.unit_s[stage] + chunks * truth.chunk_s[stage] for stage, (units, chunks) in work.items()}
+        seconds = {
+            stage: units * truth.unit_s[stage] + chunks * truth.chunk_s[stage]
+            for stage, (units, chunks) in work.items()
+        }
         samples.append((work, seconds, sum(seconds.values()) + truth.fixed_s))
     fitted = fit_speed(samples)
     for stage in ("kl", "hessian"):
@@ -100,8 +116,13 @@ def test_the_budget_picks_the_most_exact_preset_that_fits(make_attributor):
     # never more exact than asked
     assert attributor.estimate(TEXT, config=HetaConfig(preset="balanced", budget_s=100)).plan.preset == "balanced"
     result = attributor.attribute(TEXT, config=HetaConfig(budget_s=seconds["balanced"] * 1.01))
-    assert result.meta.config["preset"] == "balanced" and result.meta.config["num_hvp_samples"] == PRESETS["balanced"]["num_hvp_samples"]
-    assert result.meta.plan.preset == "balanced" and result.meta.plan.budget_s == pytest.approx(seconds["balanced"] * 1.01)
+    assert (
+        result.meta.config["preset"] == "balanced"
+        and result.meta.config["num_hvp_samples"] == PRESETS["balanced"]["num_hvp_samples"]
+    )
+    assert result.meta.plan.preset == "balanced" and result.meta.plan.budget_s == pytest.approx(
+        seconds["balanced"] * 1.01
+    )
 
 
 def test_a_budget_the_flow_does_not_fit_is_refused_with_the_cheapest_estimate(make_attributor):
@@ -120,7 +141,9 @@ def test_a_budget_the_flow_does_not_fit_is_refused_with_the_cheapest_estimate(ma
 
 def test_a_run_past_its_budget_ends_with_the_stages_it_has(make_attributor):
     attributor = make_attributor("gpt2")
-    attributor.speed = Speed({"flow": 0.0, "kl": 0.0, "hessian": 0.0}, {}, 0.0, "measured")  # estimates everything at 0 s
+    attributor.speed = Speed(
+        {"flow": 0.0, "kl": 0.0, "hessian": 0.0}, {}, 0.0, "measured"
+    )  # estimates everything at 0 s
     partials = []
     slow = HetaConfig(num_hvp_samples=400, memory_budget_mb=16, budget_s=0.05)  # many chunks of Hessian work
     result = attributor.attribute(TEXT, config=slow, on_partial=partials.append)

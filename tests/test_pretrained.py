@@ -52,7 +52,9 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_unsupported_architecture_fails_before_reading_weights(tmp_path):
-    random_model(BloomConfig(n_layer=1, hidden_size=8, n_head=2, vocab_size=40), attn_implementation="eager").save_pretrained(tmp_path)
+    random_model(
+        BloomConfig(n_layer=1, hidden_size=8, n_head=2, vocab_size=40), attn_implementation="eager"
+    ).save_pretrained(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"not read")  # would fail to parse if it were read
     with pytest.raises(UnsupportedArchitectureError, match="gpt2"):
         Attributor.from_pretrained(str(tmp_path), device="cpu")

@@ -66,8 +66,17 @@ def _hvps(model: nn.Module) -> torch.Tensor:
         trace = run_trace(model, adapter, layout, embeds, keep_cache=True)
         runner = SuffixRunner(model, trace.kv)
         draws = torch.stack([probes(4, i, 3, embeds.shape[1]) for i in range(n)], 1).to(embeds.dtype)
-        return block_products(lambda rows: runner.logits(0, rows, 1), embeds, embeds, torch.tensor(IDS[-1:]), 0,
-                              torch.arange(n), draws, Curvature(), None)  # fmt: skip
+        return block_products(
+            lambda rows: runner.logits(0, rows, 1),
+            embeds,
+            embeds,
+            torch.tensor(IDS[-1:]),
+            0,
+            torch.arange(n),
+            draws,
+            Curvature(),
+            None,
+        )
 
 
 def test_hvps_of_the_int8_model_equal_its_dequantized_copy(pair):
@@ -85,7 +94,9 @@ def test_heta_terms_of_the_int8_model_equal_its_dequantized_copy(pair, tokenizer
     assert got.meta.dtype == "float32"
     for name in ("scores", "flow", "hessian", "kl"):
         expected = getattr(want, name)
-        torch.testing.assert_close(getattr(got, name), expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()), msg=name)
+        torch.testing.assert_close(
+            getattr(got, name), expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()), msg=name
+        )
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -98,8 +109,11 @@ def test_every_method_runs_on_an_int8_model(pair, tokenizer, method):
     torch.testing.assert_close(got.scores, want.scores, rtol=1e-3, atol=1e-4 * float(want.scores.abs().max()))
 
 
-@pytest.mark.parametrize("changes", [{"flow": "official"}, {"curvature_layers": 1}, {"low_rank": 4}, {"strategy": "reference"}],
-                         ids=lambda c: next(iter(c)))  # fmt: skip
+@pytest.mark.parametrize(
+    "changes",
+    [{"flow": "official"}, {"curvature_layers": 1}, {"low_rank": 4}, {"strategy": "reference"}],
+    ids=lambda c: next(iter(c)),
+)
 def test_heta_variants_run_on_an_int8_model(tokenizer, changes):
     model = quantized("llama")
     result = Attributor(model, tokenizer, HetaConfig(num_hvp_samples=2, **changes)).attribute(TEXT)
@@ -152,7 +166,15 @@ def test_bad_quantization_is_refused(model_dir, kwargs, message):
 
 
 def test_quantize_refuses_offloaded_weights(model_dir, tmp_path):
-    mapping = {"transformer.wte": "cpu", "transformer.wpe": "cpu", "transformer.drop": "cpu", "transformer.h": "disk",
-               "transformer.ln_f": "cpu", "lm_head": "cpu"}  # fmt: skip
+    mapping = {
+        "transformer.wte": "cpu",
+        "transformer.wpe": "cpu",
+        "transformer.drop": "cpu",
+        "transformer.h": "disk",
+        "transformer.ln_f": "cpu",
+        "lm_head": "cpu",
+    }
     with pytest.raises(InputError, match="does not combine with offloaded weights"):
-        Attributor.from_pretrained(model_dir, dtype="float32", quantize="int8", device_map=mapping, offload_folder=str(tmp_path))
+        Attributor.from_pretrained(
+            model_dir, dtype="float32", quantize="int8", device_map=mapping, offload_folder=str(tmp_path)
+        )

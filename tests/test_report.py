@@ -33,12 +33,28 @@ def test_the_report_embeds_the_document_and_loads_nothing(make_attributor):
 
 def test_cli_writes_the_report_and_prints_the_diagnostics_in_words():
     done = subprocess.run(
-        [sys.executable, "-m", "heta_core.cli", "attribute", "--text", PROMPT, "--target-text", " 3", "--diagnostics",
-         "--format", "html"], capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "heta_core.cli",
+            "attribute",
+            "--text",
+            PROMPT,
+            "--target-text",
+            " 3",
+            "--diagnostics",
+            "--format",
+            "html",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     document = embedded_result(done.stdout)
-    expected = Attributor.from_pretrained("heta-demo").attribute(PROMPT, target_text=" 3", config=HetaConfig(diagnostics=True))
+    expected = Attributor.from_pretrained("heta-demo").attribute(
+        PROMPT, target_text=" 3", config=HetaConfig(diagnostics=True)
+    )
     assert document["diagnostics"] == expected.to_dict()["diagnostics"]
     assert [t["score"] for t in document["tokens"]] == [t.score for t in expected.tokens]
     table = render_table(expected)

@@ -47,7 +47,9 @@ def test_every_body_field_goes_through_a_jsonl_line(demo, tmp_path, capsys):
             continue
         assert "error" not in record, (line, record)
         served = [t["score"] for t in record["result"]["tokens"]]
-        numpy.testing.assert_allclose(served, [t["score"] for t in expected.to_dict()["tokens"]], atol=1e-6, err_msg=str(line))
+        numpy.testing.assert_allclose(
+            served, [t["score"] for t in expected.to_dict()["tokens"]], atol=1e-6, err_msg=str(line)
+        )
     assert sum("result" in r for r in got) >= len(LINES) - 1  # only the chat line may be refused
 
 
@@ -95,7 +97,12 @@ def test_the_published_schema_says_what_admission_checks():
         assert array["minItems"] == 1, name
     assert properties["target_mode"]["enum"] == ["sum", "each"]
     assert [option["required"] for option in schema["oneOf"]] == [["text"], ["input_ids"], ["messages"]]
-    refusals = [{"input_ids": []}, {"messages": []}, {"text": PROMPT, "response_ids": []}, {"text": PROMPT, "foil_id": -1}]
+    refusals = [
+        {"input_ids": []},
+        {"messages": []},
+        {"text": PROMPT, "response_ids": []},
+        {"text": PROMPT, "foil_id": -1},
+    ]
     for body in refusals:
         with pytest.raises(ValueError):
             AttributeRequest.model_validate(json.loads(json.dumps(body)))

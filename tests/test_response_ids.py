@@ -27,9 +27,14 @@ def test_response_ids_equal_target_text(make_attributor, mode, method):
         assert (expected is None and actual is None) or torch.equal(expected, actual), name
     assert [t.id for t in by_ids.targets] == ids
     assert [t.logprob for t in by_ids.targets] == [t.logprob for t in by_text.targets]
-    assert by_ids.text == PROMPT + " bone ." and [by_ids.text[t.start : t.end] for t in by_ids.targets] == [" bone", " ."]
+    assert by_ids.text == PROMPT + " bone ." and [by_ids.text[t.start : t.end] for t in by_ids.targets] == [
+        " bone",
+        " .",
+    ]
     # the same ids as a tensor or an array; with ids input there is no text to index
-    assert torch.equal(attributor.attribute(PROMPT, response_ids=torch.tensor(ids), target_mode=mode).scores, by_ids.scores)
+    assert torch.equal(
+        attributor.attribute(PROMPT, response_ids=torch.tensor(ids), target_mode=mode).scores, by_ids.scores
+    )
     prompt_ids = attributor.tokenizer(PROMPT)["input_ids"]
     from_ids = attributor.attribute(input_ids=prompt_ids, response_ids=np.array(ids), target_mode=mode)
     assert torch.equal(from_ids.scores, by_ids.scores) and from_ids.text is None and from_ids.targets[0].start is None
@@ -86,7 +91,24 @@ def test_unlikely_response_is_flagged(demo):
 def test_cli_takes_response_ids_and_a_foil(capsys):
     from heta_core.cli import main
 
-    assert main(["attribute", "--text", DEMO, "--response-ids", "23", "--foil-text", " 6", "--samples", "2", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "attribute",
+                "--text",
+                DEMO,
+                "--response-ids",
+                "23",
+                "--foil-text",
+                " 6",
+                "--samples",
+                "2",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     (target,) = json.loads(capsys.readouterr().out)["targets"]
     assert target["id"] == 23 and target["foil"]["id"] == 26
     assert main(["attribute", "--text", DEMO, "--response-ids", "23, 10000", "--samples", "2"]) == 2

@@ -14,7 +14,6 @@ from heta_core.models.toymodels import tiny_model, tiny_tokenizer
 from .helpers import ROOT
 
 
-
 def safetensors_sha256(directory: str) -> str:
     digest = hashlib.sha256()
     for path in sorted(Path(directory).glob("*.safetensors")):
@@ -29,7 +28,10 @@ def test_heta_demo_has_a_fixed_revision():
 
 def test_a_local_model_is_named_by_the_content_of_its_weights(model_dir, tmp_path):
     local = Attributor.from_pretrained(model_dir)
-    assert local.revision == safetensors_sha256(model_dir) and local.attribute("the cat sat").meta.revision == local.revision
+    assert (
+        local.revision == safetensors_sha256(model_dir)
+        and local.attribute("the cat sat").meta.revision == local.revision
+    )
     copy = shutil.copytree(model_dir, tmp_path / "elsewhere")  # same weights, another path: same revision
     assert Attributor.from_pretrained(str(copy)).revision == local.revision
     other = tmp_path / "other"
@@ -65,9 +67,22 @@ def test_the_wheel_holds_every_module_and_no_generic_package(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(source)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     (wheel,) = (tmp_path / "dist").glob("heta-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -45,7 +45,9 @@ def test_each_row_is_an_independent_attribution(make_attributor):
 def test_span_fast_equals_reference(make_attributor, mode):
     attributor = make_attributor("phi3", num_hvp_samples=2)
     fast = attributor.attribute(PROMPT, target_text=SPAN, target_mode=mode)
-    reference = attributor.attribute(PROMPT, target_text=SPAN, target_mode=mode, config=attributor.config.replace(strategy="reference"))
+    reference = attributor.attribute(
+        PROMPT, target_text=SPAN, target_mode=mode, config=attributor.config.replace(strategy="reference")
+    )
     for name in ("flow", "hessian", "kl", "scores"):
         assert_rel_close(getattr(fast, name), getattr(reference, name), 1e-4, f"{mode} {name}")
 
@@ -67,7 +69,9 @@ def test_generate_attributes_the_greedy_continuation(make_attributor):
     ids = [t.id for t in result.tokens]
     with torch.no_grad():
         for target in result.targets:
-            assert target.id == int(attributor.model(torch.tensor([ids], device=attributor.device)).logits[0, -1].argmax())
+            assert target.id == int(
+                attributor.model(torch.tensor([ids], device=attributor.device)).logits[0, -1].argmax()
+            )
             ids.append(target.id)
     eos = attributor.model.generation_config.eos_token_id
     assert len(result.targets) == 3 or result.targets[-1].id == eos

@@ -21,7 +21,6 @@ BAR_WIDTH = 12
 _BLOCKS = " ▏▎▍▌▋▊▉█"
 
 
-
 def bar(value: float, largest: float, width: int = BAR_WIDTH) -> str:
     """A left-aligned unicode bar of ``width`` cells, full at ``largest`` (eighth-cell resolution)."""
     if largest <= 0 or value <= 0:
@@ -38,6 +37,7 @@ def _columns(result) -> list[str]:
 
 def _table_rows(result, granularity: str, row: int | None):
     """(label, {column: value}) per token or aggregated unit; ``row`` picks a target in "each" mode."""
+
     def pick(value):
         return value[row] if row is not None else value
 
@@ -87,33 +87,67 @@ def render_table(result, granularity: str = "token") -> str:
 
 def register(commands) -> None:
     parser = commands.add_parser("attribute", help="attribute a model's next-token prediction to its context")
-    parser.add_argument("--model", default="heta-demo", help="Hugging Face id, local path (safetensors) or heta-demo (default)")
-    parser.add_argument("--method", help=f"{' | '.join(METHODS)} (short: {', '.join(METHOD_ALIASES)}; default {_DEFAULT['method']})")
-    parser.add_argument("--ig-steps", type=int, help=f"integrated_gradients quadrature points (default {_DEFAULT['ig_steps']})")
+    parser.add_argument(
+        "--model", default="heta-demo", help="Hugging Face id, local path (safetensors) or heta-demo (default)"
+    )
+    parser.add_argument(
+        "--method", help=f"{' | '.join(METHODS)} (short: {', '.join(METHOD_ALIASES)}; default {_DEFAULT['method']})"
+    )
+    parser.add_argument(
+        "--ig-steps", type=int, help=f"integrated_gradients quadrature points (default {_DEFAULT['ig_steps']})"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", help="the input; the last token is the target by default")
     source.add_argument("--messages", help="chat messages as JSON ([{role, content}, ...]) or @FILE")
-    source.add_argument("--input", metavar="FILE.jsonl", help="many prompts: one API request body per line (docs/python.md)")
-    parser.add_argument("--output", metavar="FILE.jsonl", help="with --input: one result (or error) per line; a rerun resumes it")
+    source.add_argument(
+        "--input", metavar="FILE.jsonl", help="many prompts: one API request body per line (docs/python.md)"
+    )
+    parser.add_argument(
+        "--output", metavar="FILE.jsonl", help="with --input: one result (or error) per line; a rerun resumes it"
+    )
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--target-position", type=int, default=None, help="index of the explained token")
     target.add_argument("--target-text", default=None, help="a continuation to attribute (appended to the input)")
-    target.add_argument("--generate", type=int, default=None, metavar="N", help="greedily generate N tokens and attribute them")
-    target.add_argument("--response-ids", type=_id_list, default=None, metavar="1,2,3",
-                        help="a response produced elsewhere, as token ids (appended as given; attributed like --target-text)")
+    target.add_argument(
+        "--generate", type=int, default=None, metavar="N", help="greedily generate N tokens and attribute them"
+    )
+    target.add_argument(
+        "--response-ids",
+        type=_id_list,
+        default=None,
+        metavar="1,2,3",
+        help="a response produced elsewhere, as token ids (appended as given; attributed like --target-text)",
+    )
     foil = parser.add_mutually_exclusive_group()
-    foil.add_argument("--foil-text", default=None, help="contrastive: explain log p(target) - log p(foil) for this one-token foil")
+    foil.add_argument(
+        "--foil-text", default=None, help="contrastive: explain log p(target) - log p(foil) for this one-token foil"
+    )
     foil.add_argument("--foil-id", type=int, default=None, help="contrastive: the foil as a token id")
-    parser.add_argument("--target-mode", choices=get_args(TargetMode), default=AttributionRequest.defaults()["target_mode"],
-                        help="a span as one target or one row per token")
+    parser.add_argument(
+        "--target-mode",
+        choices=get_args(TargetMode),
+        default=AttributionRequest.defaults()["target_mode"],
+        help="a span as one target or one row per token",
+    )
     parser.add_argument("--granularity", choices=("token", "word", "sentence"), default="token")
     parser.add_argument("--include-template", action="store_true", help="count chat-template tokens in aggregates")
     parser.add_argument("--spans", help="character spans to aggregate, as JSON ([[start, end], ...]) or @FILE")
-    parser.add_argument("--preset", choices=("exact", "balanced", "fast"), default=None,
-                        help="HETA's cost bundle (default exact; docs/benchmarks.md: what each costs and loses); the flags below override it")
-    parser.add_argument("--budget-s", type=float, default=None, metavar="S",
-                        help="a time budget: the most exact preset whose estimate fits runs, ending with what it has when time is up")
-    parser.add_argument("--samples", type=int, default=None, help="Rademacher probes per token (m; default: the preset's, 10)")
+    parser.add_argument(
+        "--preset",
+        choices=("exact", "balanced", "fast"),
+        default=None,
+        help="HETA's cost bundle (default exact; docs/benchmarks.md: what each costs and loses); the flags below override it",
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="a time budget: the most exact preset whose estimate fits runs, ending with what it has when time is up",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=None, help="Rademacher probes per token (m; default: the preset's, 10)"
+    )
     parser.add_argument("--seed", type=int, help=f"seeds the probes (default {_DEFAULT['seed']})")
     parser.add_argument("--beta", type=float, default=None, help="weight of S (default: the preset's, 0.5)")
     parser.add_argument("--gamma", type=float, help=f"weight of I (default {_DEFAULT['gamma']})")
@@ -127,11 +161,21 @@ def register(commands) -> None:
     parser.add_argument("--curvature-layers", type=int, default=None, metavar="K")
     parser.add_argument("--low-rank", type=int, default=None, metavar="K")
     parser.add_argument("--window", type=int, default=None, metavar="W")
-    parser.add_argument("--overlap", type=float, help=f"with --window: overlap fraction of windows (default {_DEFAULT['overlap']})")
-    parser.add_argument("--diagnostics", action="store_true", default=None,
-                        help="also measure faithfulness: p(target) with the top 1, 3, 5, 10%% tokens removed / only kept")
-    parser.add_argument("--format", choices=("json", "table", "html"), default="table",
-                        help="html: a self-contained report (the explorer page's heatmap), e.g. > report.html")
+    parser.add_argument(
+        "--overlap", type=float, help=f"with --window: overlap fraction of windows (default {_DEFAULT['overlap']})"
+    )
+    parser.add_argument(
+        "--diagnostics",
+        action="store_true",
+        default=None,
+        help="also measure faithfulness: p(target) with the top 1, 3, 5, 10%% tokens removed / only kept",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("json", "table", "html"),
+        default="table",
+        help="html: a self-contained report (the explorer page's heatmap), e.g. > report.html",
+    )
     parser.set_defaults(run=run)
 
 
@@ -162,11 +206,26 @@ def run(args) -> int:
     from ..attributor import Attributor
 
     given = dict(
-        method=args.method, ig_steps=args.ig_steps, num_hvp_samples=args.samples, seed=args.seed, beta=args.beta, gamma=args.gamma, mask=args.mask,
-        flow=args.flow, normalize=args.normalize, strategy=args.strategy, memory_budget_mb=args.memory_budget_mb,
-        curvature=args.curvature, curvature_layers=args.curvature_layers, low_rank=args.low_rank, window=args.window,
-        overlap=args.overlap, diagnostics=args.diagnostics, preset=args.preset, budget_s=args.budget_s,
-    )  # fmt: skip
+        method=args.method,
+        ig_steps=args.ig_steps,
+        num_hvp_samples=args.samples,
+        seed=args.seed,
+        beta=args.beta,
+        gamma=args.gamma,
+        mask=args.mask,
+        flow=args.flow,
+        normalize=args.normalize,
+        strategy=args.strategy,
+        memory_budget_mb=args.memory_budget_mb,
+        curvature=args.curvature,
+        curvature_layers=args.curvature_layers,
+        low_rank=args.low_rank,
+        window=args.window,
+        overlap=args.overlap,
+        diagnostics=args.diagnostics,
+        preset=args.preset,
+        budget_s=args.budget_s,
+    )
     # flags left out take HetaConfig's defaults (a preset's knobs: the preset's)
     config = HetaConfig.from_dict({name: value for name, value in given.items() if value is not None})
     if (args.input is None) != (args.output is None):
@@ -182,7 +241,9 @@ def run(args) -> int:
     attributor = Attributor.from_pretrained(args.model, config=config, **placement(args))
     # the request's fields by their flags (input_ids has none: a JSONL line of --input carries it)
     parsed = {"messages": messages, "spans": spans}
-    request = {name: parsed.get(name, getattr(args, name)) for name in AttributionRequest.fields() if hasattr(args, name)}
+    request = {
+        name: parsed.get(name, getattr(args, name)) for name in AttributionRequest.fields() if hasattr(args, name)
+    }
     result = attributor.attribute(**request, granularity=args.granularity)
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))

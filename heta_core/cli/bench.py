@@ -26,13 +26,21 @@ from . import bench_long
 from .measure import matmul_gflops, max_rel, peak_memory, sync
 from .overlap import stage_overlap
 
+
 def model_config(spec: dict):
     from ..models.toymodels import gpt2_shaped, llama_shaped
 
     positions = max(1024, spec["context"] + 1)
     if spec.get("family", "gpt2") == "llama":
-        return llama_shaped(spec["layers"], spec["width"], spec["heads"], spec["kv_heads"] or spec["heads"],
-                            spec["ffn"] or 4 * spec["width"], spec["vocab"], positions=positions)  # fmt: skip
+        return llama_shaped(
+            spec["layers"],
+            spec["width"],
+            spec["heads"],
+            spec["kv_heads"] or spec["heads"],
+            spec["ffn"] or 4 * spec["width"],
+            spec["vocab"],
+            positions=positions,
+        )
     return gpt2_shaped(spec["layers"], spec["width"], spec["heads"], spec["vocab"], positions=positions)
 
 
@@ -69,12 +77,16 @@ def _anytime(attributor, ids: list[int], device: torch.device, presets: bool) ->
             clock = time.perf_counter()
             attributor.attribute(input_ids=ids, config=config)
             sync(device)
-            out["presets"][name] = {"seconds": time.perf_counter() - clock,
-                                    "estimated_s": attributor.estimate(input_ids=ids, config=config).seconds}  # fmt: skip
+            out["presets"][name] = {
+                "seconds": time.perf_counter() - clock,
+                "estimated_s": attributor.estimate(input_ids=ids, config=config).seconds,
+            }
     return out
 
 
-def _measure(spec: dict, strategy: str, repeats: int, count_flops: bool, overlap: bool = False, presets: bool = False) -> dict:
+def _measure(
+    spec: dict, strategy: str, repeats: int, count_flops: bool, overlap: bool = False, presets: bool = False
+) -> dict:
     """Runs in a fresh process, so its peak memory is its own: build the model, run one path."""
     from ..attributor import Attributor
     from ..config import HetaConfig
@@ -93,8 +105,9 @@ def _measure(spec: dict, strategy: str, repeats: int, count_flops: bool, overlap
     model = _MODELS[key]
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (spec["context"] + 1,), generator=torch.Generator().manual_seed(spec["seed"]))
-    heta = HetaConfig(num_hvp_samples=spec["samples"], seed=spec["seed"], memory_budget_mb=spec["memory_budget_mb"],
-                      strategy=strategy)  # fmt: skip
+    heta = HetaConfig(
+        num_hvp_samples=spec["samples"], seed=spec["seed"], memory_budget_mb=spec["memory_budget_mb"], strategy=strategy
+    )
     attributor = Attributor(model, config=heta, name=spec.get("model") or f"{spec.get('family', 'gpt2')}-shaped-random")
     ids = ids.tolist()
     if strategy == "fast":
@@ -174,9 +187,22 @@ def run(
     bound: its attention grows faster)."""
     from ..models.loading import resolve_dtype
 
-    spec = dict(layers=layers, width=width, heads=heads, vocab=vocab, context=context, samples=samples, dtype=dtype,
-                device=device, memory_budget_mb=memory_budget_mb, seed=seed, family=family, kv_heads=kv_heads,
-                ffn=ffn, model=model)  # fmt: skip
+    spec = dict(
+        layers=layers,
+        width=width,
+        heads=heads,
+        vocab=vocab,
+        context=context,
+        samples=samples,
+        dtype=dtype,
+        device=device,
+        memory_budget_mb=memory_budget_mb,
+        seed=seed,
+        family=family,
+        kv_heads=kv_heads,
+        ffn=ffn,
+        model=model,
+    )
     overlap = device.startswith("cuda") if overlap is None else overlap
     shape = {"family": family, "layers": layers, "width": width, "heads": heads, "vocab": vocab, "context": context}
     if family == "llama":
@@ -189,7 +215,9 @@ def run(
         "dtype": dtype,
         "device": device,
         "threads": torch.get_num_threads(),
-        "matmul_gflops": matmul_gflops(torch.device(device), resolve_dtype(dtype), ceiling_size, 2 if ceiling_size else None),
+        "matmul_gflops": matmul_gflops(
+            torch.device(device), resolve_dtype(dtype), ceiling_size, 2 if ceiling_size else None
+        ),
     }
     fast = _in_fresh_process(spec, "fast", repeats, True, overlap, presets)
     report["fast_seconds"] = fast["seconds"]
@@ -230,8 +258,11 @@ def format_report(report: dict) -> str:
     shape = report["shape"]
     family = "Llama" if shape.get("family") == "llama" else "GPT-2"
     heads = f"{shape['heads']}/{shape['kv_heads']} heads" if "kv_heads" in shape else f"{shape.get('heads')} heads"
-    what = (f"{shape['model']}" if "model" in shape
-            else f"{family}-shaped random: {shape['layers']} layers, d={shape['width']}, {heads}, vocab {shape['vocab']}")  # fmt: skip
+    what = (
+        f"{shape['model']}"
+        if "model" in shape
+        else f"{family}-shaped random: {shape['layers']} layers, d={shape['width']}, {heads}, vocab {shape['vocab']}"
+    )
     lines = [
         f"model      {what}; context {shape['context']} tokens; m={report['samples']}; "
         f"{report['dtype']} on {report['device']} ({report['threads']} threads)",
@@ -254,7 +285,11 @@ def format_report(report: dict) -> str:
         lines.append(f"agreement  max relative difference: {diffs}")
     partials = report["partials_s"]
     lines.append(
-        "partials   " + ", ".join(f"{stages} at {seconds:.3f} s ({100 * seconds / partials['final']:.0f} %)" for stages, seconds in partials.items())
+        "partials   "
+        + ", ".join(
+            f"{stages} at {seconds:.3f} s ({100 * seconds / partials['final']:.0f} %)"
+            for stages, seconds in partials.items()
+        )
     )
     lines.append(
         f"estimate   {report['estimated_seconds']:9.3f} s predicted (the time model at this model's measured speed) vs "
@@ -262,10 +297,14 @@ def format_report(report: dict) -> str:
     )
     if "presets" in report:
         exact = report["presets"]["exact"]
-        lines.append("presets    " + "; ".join(
-            f"{name} {p['seconds']:.3f} s ({p['seconds'] / exact['seconds']:.2f} of exact; estimated {p['estimated_s']:.3f} s, "
-            f"{p['estimated_s'] / exact['estimated_s']:.2f})" for name, p in report["presets"].items()
-        ))  # fmt: skip
+        lines.append(
+            "presets    "
+            + "; ".join(
+                f"{name} {p['seconds']:.3f} s ({p['seconds'] / exact['seconds']:.2f} of exact; estimated {p['estimated_s']:.3f} s, "
+                f"{p['estimated_s'] / exact['estimated_s']:.2f})"
+                for name, p in report["presets"].items()
+            )
+        )
     lines.append(
         f"compute    fast path {report['fast_gflop']:.1f} GFLOP in {report['hvps']} HVPs -> "
         f"{report['fast_gflops_per_s']:.1f} GFLOP/s; large matmul {report['matmul_gflops']:.1f} GFLOP/s "
@@ -274,42 +313,83 @@ def format_report(report: dict) -> str:
     if "overlap" in report:
         overlap = report["overlap"]
         busy = "  ".join(f"{k.split('.')[-1]} {v:.1f} ms" for k, v in overlap["busy_ms"].items())
-        lines.append(f"streams    kernels busy: {busy}; KL and Hessian kernels concurrent for {overlap['overlap_ms']:.1f} ms")
+        lines.append(
+            f"streams    kernels busy: {busy}; KL and Hessian kernels concurrent for {overlap['overlap_ms']:.1f} ms"
+        )
     return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``heta bench``'s options; the defaults are the issue's yardstick (a GPT-2-small-like layout, 48
     context tokens, m = 10). ``%(default)s`` puts each default in ``--help``."""
-    parser.add_argument("--model", default=None,
-                        help="a model to load (heta-demo, heta-demo-hard, a local path) instead of a random one, whose shape flags are then "
-                        "ignored (default: a random model)")
-    parser.add_argument("--family", choices=("gpt2", "llama"), default="gpt2", help="layout of the random model (default: %(default)s)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a model to load (heta-demo, heta-demo-hard, a local path) instead of a random one, whose shape flags are then "
+        "ignored (default: a random model)",
+    )
+    parser.add_argument(
+        "--family", choices=("gpt2", "llama"), default="gpt2", help="layout of the random model (default: %(default)s)"
+    )
     parser.add_argument("--layers", type=int, default=6, help="transformer blocks (default: %(default)s)")
     parser.add_argument("--width", type=int, default=512, help="hidden size d (default: %(default)s)")
     parser.add_argument("--heads", type=int, default=8, help="attention heads (default: %(default)s)")
     parser.add_argument("--vocab", type=int, default=50257, help="vocabulary size (default: %(default)s, GPT-2's)")
     parser.add_argument("--kv-heads", type=int, default=None, help="llama: key/value heads (default: --heads)")
     parser.add_argument("--ffn", type=int, default=None, help="llama: MLP width (default: 4 x --width)")
-    parser.add_argument("--context", type=int, default=48, help="context tokens; the target is one more (default: %(default)s)")
-    parser.add_argument("--reference-context", type=int, default=None,
-                        help="run the reference path at this shorter context and extrapolate its time (default: --context)")
+    parser.add_argument(
+        "--context", type=int, default=48, help="context tokens; the target is one more (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--reference-context",
+        type=int,
+        default=None,
+        help="run the reference path at this shorter context and extrapolate its time (default: --context)",
+    )
     parser.add_argument("--samples", type=int, default=10, help="Rademacher probes per token, m (default: %(default)s)")
-    parser.add_argument("--dtype", default="float32", help="float32 | float64 | bfloat16 | float16 (default: %(default)s)")
+    parser.add_argument(
+        "--dtype", default="float32", help="float32 | float64 | bfloat16 | float16 (default: %(default)s)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="fast-path timing runs; the best is reported (default: %(default)s)")
-    parser.add_argument("--memory-budget-mb", type=int, default=None,
-                        help="activation budget of one batched chunk (default: auto, 512 MB on CPU, half the free GPU memory)")
-    parser.add_argument("--no-reference", dest="reference", action="store_false",
-                        help="skip the slow literal path (no speed-up then; default: run it)")
-    parser.add_argument("--overlap", action="store_true",
-                        help="profile one fast run for the KL/Hessian stream overlap (default: off on CPU, where it checks the stage ranges; always on CUDA)")
-    parser.add_argument("--ceiling-size", type=int, default=None, metavar="N",
-                        help="side of the square matmul the ceiling is measured on (default: 2048 on CPU, 8192 on a GPU; a "
-                        "small one for a rehearsal: a CPU without AVX-512 runs the bf16 one at ~0.3 GFLOP/s)")
-    parser.add_argument("--presets", action="store_true",
-                        help="also time each preset (exact, balanced, fast) at its own knobs (exact: m = 10) and its estimate (default: off)")
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="a table, or one JSON document (default: %(default)s)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="fast-path timing runs; the best is reported (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--memory-budget-mb",
+        type=int,
+        default=None,
+        help="activation budget of one batched chunk (default: auto, 512 MB on CPU, half the free GPU memory)",
+    )
+    parser.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        help="skip the slow literal path (no speed-up then; default: run it)",
+    )
+    parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="profile one fast run for the KL/Hessian stream overlap (default: off on CPU, where it checks the stage ranges; always on CUDA)",
+    )
+    parser.add_argument(
+        "--ceiling-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="side of the square matmul the ceiling is measured on (default: 2048 on CPU, 8192 on a GPU; a "
+        "small one for a rehearsal: a CPU without AVX-512 runs the bf16 one at ~0.3 GFLOP/s)",
+    )
+    parser.add_argument(
+        "--presets",
+        action="store_true",
+        help="also time each preset (exact, balanced, fast) at its own knobs (exact: m = 10) and its estimate (default: off)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="a table, or one JSON document (default: %(default)s)",
+    )
 
 
 def run_from_args(args) -> int:
@@ -328,12 +408,26 @@ def run_from_args(args) -> int:
     resolve_device(args.device)
     resolve_dtype(args.dtype)
     report = run(
-        layers=args.layers, width=args.width, heads=args.heads, vocab=args.vocab, context=args.context,
-        samples=args.samples, dtype=args.dtype, device=args.device, reference=args.reference,
-        repeats=args.repeats, memory_budget_mb=args.memory_budget_mb, family=args.family, kv_heads=args.kv_heads,
-        ffn=args.ffn, reference_context=args.reference_context, overlap=True if args.overlap else None, presets=args.presets,
-        model=args.model, ceiling_size=args.ceiling_size,
-    )  # fmt: skip
+        layers=args.layers,
+        width=args.width,
+        heads=args.heads,
+        vocab=args.vocab,
+        context=args.context,
+        samples=args.samples,
+        dtype=args.dtype,
+        device=args.device,
+        reference=args.reference,
+        repeats=args.repeats,
+        memory_budget_mb=args.memory_budget_mb,
+        family=args.family,
+        kv_heads=args.kv_heads,
+        ffn=args.ffn,
+        reference_context=args.reference_context,
+        overlap=True if args.overlap else None,
+        presets=args.presets,
+        model=args.model,
+        ceiling_size=args.ceiling_size,
+    )
     print(json.dumps(report, indent=2) if args.format == "json" else format_report(report))
     return 0
 

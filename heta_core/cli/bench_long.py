@@ -24,7 +24,9 @@ APPROXIMATIONS = {
 }
 
 
-def approximation_agreement(families=("gpt2", "llama"), layers: int = 4, words: int = 25, samples: int = 20) -> list[dict]:
+def approximation_agreement(
+    families=("gpt2", "llama"), layers: int = 4, words: int = 25, samples: int = 20
+) -> list[dict]:
     """Each approximation against the exact estimator on small float64 random models (deterministic).
 
     Returns rows with Spearman ρ and top-5 overlap of S and of the final scores, and HVP counts.
@@ -44,13 +46,18 @@ def approximation_agreement(families=("gpt2", "llama"), layers: int = 4, words: 
         exact = attributor.attribute(text, config=base)
         for name, changes in APPROXIMATIONS.items():
             result = attributor.attribute(text, config=base.replace(**changes))
-            rows.append({
-                "family": family, "approximation": name,
-                "s_spearman": spearman(result.hessian, exact.hessian), "s_top5": topk_overlap(result.hessian, exact.hessian),
-                "score_spearman": spearman(result.scores, exact.scores),
-                "score_top5": topk_overlap(result.scores, exact.scores),
-                "hvps": result.meta.hvps, "exact_hvps": exact.meta.hvps,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "family": family,
+                    "approximation": name,
+                    "s_spearman": spearman(result.hessian, exact.hessian),
+                    "s_top5": topk_overlap(result.hessian, exact.hessian),
+                    "score_spearman": spearman(result.scores, exact.scores),
+                    "score_top5": topk_overlap(result.scores, exact.scores),
+                    "hvps": result.meta.hvps,
+                    "exact_hvps": exact.meta.hvps,
+                }
+            )
     return rows
 
 
@@ -87,9 +94,20 @@ def counting_forward_tokens(attributor) -> Iterator[dict]:
 
 
 def long_context(
-    *, layers=6, width=512, heads=8, vocab=50257, context=512, samples=10, dtype="float32", device="cpu",
-    curvature_layers=2, low_rank=32, memory_budget_mb=None, seed=0,
-) -> dict:  # fmt: skip
+    *,
+    layers=6,
+    width=512,
+    heads=8,
+    vocab=50257,
+    context=512,
+    samples=10,
+    dtype="float32",
+    device="cpu",
+    curvature_layers=2,
+    low_rank=32,
+    memory_budget_mb=None,
+    seed=0,
+) -> dict:
     """One long-context attribution: measured time per stage, peak RSS / GPU memory, forward tokens
     and HVPs, each next to ``Attributor.estimate``'s prediction."""
     import resource
@@ -101,11 +119,18 @@ def long_context(
 
     torch_device = torch.device(device)
     model = random_model(
-        gpt2_shaped(layers, width, heads, vocab, positions=max(1024, context + 1)), dtype=resolve_dtype(dtype), seed=seed
+        gpt2_shaped(layers, width, heads, vocab, positions=max(1024, context + 1)),
+        dtype=resolve_dtype(dtype),
+        seed=seed,
     ).to(torch_device)
     ids = torch.randint(0, vocab, (context + 1,), generator=torch.Generator().manual_seed(seed)).tolist()
-    config = HetaConfig(num_hvp_samples=samples, seed=seed, curvature_layers=curvature_layers, low_rank=low_rank,
-                        memory_budget_mb=memory_budget_mb)  # fmt: skip
+    config = HetaConfig(
+        num_hvp_samples=samples,
+        seed=seed,
+        curvature_layers=curvature_layers,
+        low_rank=low_rank,
+        memory_budget_mb=memory_budget_mb,
+    )
     attributor = Attributor(model, config=config, name="gpt2-shaped-random")
     estimate = attributor.estimate(input_ids=ids)
     with counting_forward_tokens(attributor) as counter, peak_memory(torch_device) as memory:
@@ -115,7 +140,13 @@ def long_context(
         seconds = time.perf_counter() - started
     return {
         "shape": {"layers": layers, "width": width, "heads": heads, "vocab": vocab, "context": context},
-        "config": {"samples": samples, "curvature_layers": curvature_layers, "low_rank": low_rank, "dtype": dtype, "device": device},
+        "config": {
+            "samples": samples,
+            "curvature_layers": curvature_layers,
+            "low_rank": low_rank,
+            "dtype": dtype,
+            "device": device,
+        },
         "seconds": seconds,
         "stage_seconds": {k: round(v, 3) for k, v in result.timings.stages().items()},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -147,10 +178,18 @@ def run_long_from_args(args) -> int:
     resolve_device(args.device)
     resolve_dtype(args.dtype)
     report = long_context(
-        layers=args.layers, width=args.width, heads=args.heads, vocab=args.vocab, context=args.context,
-        samples=args.samples, dtype=args.dtype, device=args.device, curvature_layers=args.curvature_layers or None,
-        low_rank=args.low_rank or None, memory_budget_mb=args.memory_budget_mb,
-    )  # fmt: skip
+        layers=args.layers,
+        width=args.width,
+        heads=args.heads,
+        vocab=args.vocab,
+        context=args.context,
+        samples=args.samples,
+        dtype=args.dtype,
+        device=args.device,
+        curvature_layers=args.curvature_layers or None,
+        low_rank=args.low_rank or None,
+        memory_budget_mb=args.memory_budget_mb,
+    )
     print(json.dumps(report, indent=2) if args.format == "json" else format_long(report))
     return 0
 
@@ -164,20 +203,50 @@ def _add_approx(commands) -> None:
     parser = commands.add_parser(
         "bench-approx", help="agreement of each long-context approximation with the exact estimator (small models)"
     )
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="a table, or one JSON document (default: %(default)s)")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="a table, or one JSON document (default: %(default)s)",
+    )
     parser.set_defaults(run=run_agreement_from_args)
 
 
 def _add_long(commands) -> None:
     parser = commands.add_parser("bench-long", help="one long-context attribution: time, memory and the estimate")
-    sizes = (("layers", 6, "transformer blocks"), ("width", 512, "hidden size d"), ("heads", 8, "attention heads"),
-             ("vocab", 50257, "vocabulary size"), ("context", 512, "context tokens"), ("samples", 10, "Rademacher probes per token, m"))  # fmt: skip
+    sizes = (
+        ("layers", 6, "transformer blocks"),
+        ("width", 512, "hidden size d"),
+        ("heads", 8, "attention heads"),
+        ("vocab", 50257, "vocabulary size"),
+        ("context", 512, "context tokens"),
+        ("samples", 10, "Rademacher probes per token, m"),
+    )
     for name, default, meaning in sizes:
         parser.add_argument(f"--{name}", type=int, default=default, help=f"{meaning} (default: %(default)s)")
-    parser.add_argument("--curvature-layers", type=int, default=2, help="S w.r.t. the residual stream entering the last K blocks; 0: w.r.t. X (default: %(default)s)")
-    parser.add_argument("--low-rank", type=int, default=32, help="S from a rank-K approximation of the whole Hessian; 0: exact blocks (default: %(default)s)")
-    parser.add_argument("--dtype", default="float32", help="float32 | float64 | bfloat16 | float16 (default: %(default)s)")
+    parser.add_argument(
+        "--curvature-layers",
+        type=int,
+        default=2,
+        help="S w.r.t. the residual stream entering the last K blocks; 0: w.r.t. X (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--low-rank",
+        type=int,
+        default=32,
+        help="S from a rank-K approximation of the whole Hessian; 0: exact blocks (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dtype", default="float32", help="float32 | float64 | bfloat16 | float16 (default: %(default)s)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
-    parser.add_argument("--memory-budget-mb", type=int, default=None, help="activation budget of one batched chunk (default: auto)")
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="a table, or one JSON document (default: %(default)s)")
+    parser.add_argument(
+        "--memory-budget-mb", type=int, default=None, help="activation budget of one batched chunk (default: auto)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="a table, or one JSON document (default: %(default)s)",
+    )
     parser.set_defaults(run=run_long_from_args)

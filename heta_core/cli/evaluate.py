@@ -22,16 +22,25 @@ def register(commands) -> None:
 
 
 def _add_eval(commands) -> None:
-    parser = commands.add_parser("eval", help="methods x faithfulness/plausibility metrics on a dataset with known answers")
+    parser = commands.add_parser(
+        "eval", help="methods x faithfulness/plausibility metrics on a dataset with known answers"
+    )
     parser.add_argument(
-        "--model", default=None,
+        "--model",
+        default=None,
         help="Hugging Face id, local path, heta-demo or heta-demo-hard (default: heta-demo; --suite: both demo models)",
-    )  # fmt: skip
-    parser.add_argument("--dataset", default="synthetic", help="synthetic (the demo task) or PATH to a NarrativeQA+SciQ JSON")
+    )
+    parser.add_argument(
+        "--dataset", default="synthetic", help="synthetic (the demo task) or PATH to a NarrativeQA+SciQ JSON"
+    )
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: all)")
-    parser.add_argument("--n", type=int, default=None, help="number of examples (default 100; --suite: per condition, 100, --quick 12)")
+    parser.add_argument(
+        "--n", type=int, default=None, help="number of examples (default 100; --suite: per condition, 100, --quick 12)"
+    )
     parser.add_argument("--top-k", type=int, default=3, help="k of hit@k, comp@k, suff@k")
-    parser.add_argument("--samples", type=int, default=None, help="HETA Rademacher probes per token (m; default: HetaConfig's)")
+    parser.add_argument(
+        "--samples", type=int, default=None, help="HETA Rademacher probes per token (m; default: HetaConfig's)"
+    )
     parser.add_argument("--normalize", default=None, help="HETA: simplex | none (default: HetaConfig's, simplex)")
     parser.add_argument("--mask", default="zero", help="removal vector: zero | mean | token:<id>")
     parser.add_argument("--ig-steps", type=int, default=32)
@@ -39,21 +48,37 @@ def _add_eval(commands) -> None:
     add_placement_flags(parser)
     parser.add_argument("--format", choices=("json", "table"), default="table")
     parser.add_argument(
-        "--agreement", action="store_true",
+        "--agreement",
+        action="store_true",
         help="per prompt Spearman ρ and top-k overlap of the model as placed by --quantize/--dtype/--device-map against "
         "the same weights in float32 on one device (default: both demo models)",
-    )  # fmt: skip
-    suite = parser.add_argument_group("condition suite (docs/evaluation.md)")
-    suite.add_argument("--suite", action="store_true", help="per condition: accuracy, hit@1 with intervals, ranks, AOPC, ablations")
-    suite.add_argument(
-        "--quick", action="store_true", help="--suite with 12 prompts per condition and Hessian samples 2 and 10 only (CI: under 3 minutes)"
     )
-    suite.add_argument("--conditions", default=None, help="comma-separated subset of the demo conditions (default: all of the model's)")
-    suite.add_argument("--presets", action="store_true",
-                       help="also run HETA with each preset (fast, balanced): hit@1 against exact's interval, ρ and cost")
-    suite.add_argument("--ablate-samples", default=None, metavar="M,M",
-                       help="Hessian sample counts of the seed ablation (default 2,10,50; --quick 2,10); none: skip it")
-    suite.add_argument("--out", default="heta-suite", help="--suite: directory for suite.json and hit_at_1.png (default ./heta-suite)")
+    suite = parser.add_argument_group("condition suite (docs/evaluation.md)")
+    suite.add_argument(
+        "--suite", action="store_true", help="per condition: accuracy, hit@1 with intervals, ranks, AOPC, ablations"
+    )
+    suite.add_argument(
+        "--quick",
+        action="store_true",
+        help="--suite with 12 prompts per condition and Hessian samples 2 and 10 only (CI: under 3 minutes)",
+    )
+    suite.add_argument(
+        "--conditions", default=None, help="comma-separated subset of the demo conditions (default: all of the model's)"
+    )
+    suite.add_argument(
+        "--presets",
+        action="store_true",
+        help="also run HETA with each preset (fast, balanced): hit@1 against exact's interval, ρ and cost",
+    )
+    suite.add_argument(
+        "--ablate-samples",
+        default=None,
+        metavar="M,M",
+        help="Hessian sample counts of the seed ablation (default 2,10,50; --quick 2,10); none: skip it",
+    )
+    suite.add_argument(
+        "--out", default="heta-suite", help="--suite: directory for suite.json and hit_at_1.png (default ./heta-suite)"
+    )
     suite.add_argument("--no-plot", action="store_true", help="--suite: skip the PNG (no matplotlib needed)")
     parser.set_defaults(run=_run_eval)
 
@@ -69,7 +94,9 @@ def _config(args):
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     chosen = {"num_hvp_samples": args.samples, "normalize": args.normalize}
-    config = HetaConfig(mask=args.mask, ig_steps=args.ig_steps, seed=args.seed, **{k: v for k, v in chosen.items() if v is not None})
+    config = HetaConfig(
+        mask=args.mask, ig_steps=args.ig_steps, seed=args.seed, **{k: v for k, v in chosen.items() if v is not None}
+    )
     for method in methods:
         config.replace(method=method)  # an unknown name fails here, before the model loads
     return methods, config
@@ -96,10 +123,13 @@ def _run_eval(args) -> int:
     items = synthetic_items(n, args.seed) if args.dataset == "synthetic" else qa_items(args.dataset, n)
     attributor = Attributor.from_pretrained(args.model or "heta-demo", config=config, **placement(args))
     report = evaluate(
-        attributor, items, methods, settings=EvalSettings(top_k=args.top_k, seed=args.seed),
+        attributor,
+        items,
+        methods,
+        settings=EvalSettings(top_k=args.top_k, seed=args.seed),
         dataset="synthetic" if args.dataset == "synthetic" else os.path.basename(args.dataset),
         progress=_stderr_progress("examples "),
-    )  # fmt: skip
+    )
     print(json.dumps(report, indent=2) if args.format == "json" else render(report))
     return 0
 
@@ -114,7 +144,12 @@ def _run_suite(args) -> int:
 
     methods, config = _config(args)
     settings = suite.QUICK if args.quick else suite.SuiteSettings()
-    settings = replace(settings, seed=args.seed, **({"n": args.n} if args.n else {}), **({"variants": suite.PRESET_VARIANTS} if args.presets else {}))
+    settings = replace(
+        settings,
+        seed=args.seed,
+        **({"n": args.n} if args.n else {}),
+        **({"variants": suite.PRESET_VARIANTS} if args.presets else {}),
+    )
     if args.ablate_samples is not None:
         text = args.ablate_samples.strip()
         try:
@@ -122,22 +157,30 @@ def _run_suite(args) -> int:
         except ValueError:
             samples = (0,)
         if any(m < 1 for m in samples) or (text != "none" and not samples):
-            raise UsageError(f"--ablate-samples must be positive integers (e.g. 2,10) or none, got {args.ablate_samples!r}")
+            raise UsageError(
+                f"--ablate-samples must be positive integers (e.g. 2,10) or none, got {args.ablate_samples!r}"
+            )
         settings = replace(settings, samples=samples)
     synthetic = args.dataset == "synthetic"
     models = [args.model] if args.model else list(DEMO_MODELS)
     if synthetic and any(m not in MODEL_CONDITIONS for m in models):
-        raise UsageError("the suite's conditions are built for heta-demo and heta-demo-hard; another model needs --dataset PATH")
+        raise UsageError(
+            "the suite's conditions are built for heta-demo and heta-demo-hard; another model needs --dataset PATH"
+        )
     wanted = [c.strip() for c in args.conditions.split(",") if c.strip()] if args.conditions else None
     for model in models if synthetic and wanted else ():
         unknown = [c for c in wanted if c not in MODEL_CONDITIONS[model][1]]
         if unknown:
-            raise UsageError(f"--conditions: {', '.join(unknown)} not among {model}'s: {', '.join(MODEL_CONDITIONS[model][1])}")
+            raise UsageError(
+                f"--conditions: {', '.join(unknown)} not among {model}'s: {', '.join(MODEL_CONDITIONS[model][1])}"
+            )
     if not args.no_plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise UsageError("the suite's plot needs matplotlib (pip install 'heta[eval]'), or pass --no-plot") from None
+            raise UsageError(
+                "the suite's plot needs matplotlib (pip install 'heta[eval]'), or pass --no-plot"
+            ) from None
     os.makedirs(args.out, exist_ok=True)
     started = time.perf_counter()
     reports = []
@@ -152,15 +195,24 @@ def _run_suite(args) -> int:
             if done == total:
                 print(f"heta eval --suite: {model} {condition} {total} prompts attributed", file=sys.stderr, flush=True)
 
-        reports.append(suite.run_suite(attributor, conditions, methods, config=config, settings=settings, progress=progress))
+        reports.append(
+            suite.run_suite(attributor, conditions, methods, config=config, settings=settings, progress=progress)
+        )
     document = {"models": reports, "seconds": round(time.perf_counter() - started, 1)}
     with open(os.path.join(args.out, "suite.json"), "w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=2)
     if not args.no_plot:
         suite_report.plot(reports, os.path.join(args.out, "hit_at_1.png"))
-    print(json.dumps(document, indent=2) if args.format == "json" else "\n\n".join(suite_report.render(r) for r in reports))
-    print(f"heta eval --suite: {document['seconds']} s; wrote {args.out}/suite.json" + ("" if args.no_plot else f" and {args.out}/hit_at_1.png"),
-          file=sys.stderr)  # fmt: skip
+    print(
+        json.dumps(document, indent=2)
+        if args.format == "json"
+        else "\n\n".join(suite_report.render(r) for r in reports)
+    )
+    print(
+        f"heta eval --suite: {document['seconds']} s; wrote {args.out}/suite.json"
+        + ("" if args.no_plot else f" and {args.out}/hit_at_1.png"),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -178,7 +230,9 @@ def _run_agreement(args) -> int:
     synthetic = args.dataset == "synthetic"
     models = [args.model] if args.model else list(DEMO_MODELS)
     if synthetic and any(m not in DEMO_MODELS for m in models):
-        raise UsageError("--agreement's synthetic prompts are the demo models' tasks; another model needs --dataset PATH")
+        raise UsageError(
+            "--agreement's synthetic prompts are the demo models' tasks; another model needs --dataset PATH"
+        )
     reports = []
     for model in models:
         # the candidate first: its flags fail here, before the reference is loaded
@@ -189,8 +243,17 @@ def _run_agreement(args) -> int:
             items = [c[i] for i in range(n) for c in conditions][:n]
         else:
             items = qa_items(args.dataset, n)
-        reports.append(agreement.agreement(reference, candidate, items, methods, config, top_k=args.top_k,
-                                           progress=_stderr_progress(f"{model} prompts ")))  # fmt: skip
+        reports.append(
+            agreement.agreement(
+                reference,
+                candidate,
+                items,
+                methods,
+                config,
+                top_k=args.top_k,
+                progress=_stderr_progress(f"{model} prompts "),
+            )
+        )
     print(json.dumps({"models": reports}, indent=2) if args.format == "json" else agreement.render(reports))
     return 0
 
@@ -211,6 +274,8 @@ def _run_train_demo(args) -> int:
         raise UsageError(f"{args.out} exists and is not empty")
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
-    report = train.train(args.out, model=args.model, seed=args.seed, steps=args.steps, log=lambda line: print(line, file=sys.stderr))
+    report = train.train(
+        args.out, model=args.model, seed=args.seed, steps=args.steps, log=lambda line: print(line, file=sys.stderr)
+    )
     print(json.dumps(report, indent=2))
     return 0

@@ -44,7 +44,9 @@ def read_items(path: str) -> list[tuple[Any, int, dict | HetaError]]:
             if not isinstance(body, dict):
                 raise HetaError(f"line {number} is not a JSON object", code="invalid_input")
         except json.JSONDecodeError as error:
-            body = HetaError(f"line {number} is not valid JSON: {error.msg} at column {error.colno}", code="invalid_json")
+            body = HetaError(
+                f"line {number} is not valid JSON: {error.msg} at column {error.colno}", code="invalid_json"
+            )
         except HetaError as error:
             body = error
         ident = body.pop("id", number) if isinstance(body, dict) else number
@@ -62,7 +64,9 @@ def call_of(body: dict, base: HetaConfig) -> dict[str, Any]:
     """``attribute`` keyword arguments (with ``config``) for one line; raises HetaError."""
     unknown = sorted(set(body) - set(BODY_FIELDS) - {"config"})
     if unknown:
-        raise HetaError(f"unknown field(s) {', '.join(unknown)}; known: id, config, {', '.join(BODY_FIELDS)}", code="invalid_input")
+        raise HetaError(
+            f"unknown field(s) {', '.join(unknown)}; known: id, config, {', '.join(BODY_FIELDS)}", code="invalid_input"
+        )
     call = {name: body[name] for name in BODY_FIELDS if name in body}
     overrides = dict(body.get("config") or {})
     if not isinstance(body.get("config") or {}, dict):
@@ -70,7 +74,9 @@ def call_of(body: dict, base: HetaConfig) -> dict[str, Any]:
     if "granularity" in overrides:
         call["granularity"] = overrides.pop("granularity")
     overrides = from_api_names(overrides)
-    call["config"] = base.replace(**overrides) if overrides else base  # a line's preset re-applies to the knobs it does not set
+    call["config"] = (
+        base.replace(**overrides) if overrides else base
+    )  # a line's preset re-applies to the knobs it does not set
     return call
 
 
@@ -108,9 +114,17 @@ def run(attributor, items: list, output: Path, base: HetaConfig) -> int:
     runnable = [call for call in calls if isinstance(call, dict)]
     outcomes = iter(attributor.iter_batch(runnable, errors="return")) if runnable else iter(())
     failed = 0
-    with output.open("a", encoding="utf-8") as sink, tqdm(
-        total=len(items), initial=len(items) - len(todo), unit="prompt", desc="attributing", file=sys.stderr, dynamic_ncols=True,
-    ) as bar:  # fmt: skip
+    with (
+        output.open("a", encoding="utf-8") as sink,
+        tqdm(
+            total=len(items),
+            initial=len(items) - len(todo),
+            unit="prompt",
+            desc="attributing",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        ) as bar,
+    ):
         for (ident, number, _), call in zip(todo, calls):
             outcome = next(outcomes) if isinstance(call, dict) else call
             record: dict[str, Any] = {"id": ident, "line": number}

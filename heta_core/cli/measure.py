@@ -50,7 +50,9 @@ def peak_memory(device: torch.device) -> Iterator[dict]:
         box["peak_bytes"] = max(peak[0], _rss()) - base
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int | None = None) -> float:
+def matmul_gflops(
+    device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int | None = None
+) -> float:
     """Achieved GFLOP/s of a large square matmul: the machine's practical ceiling for this dtype.
     A GPU needs a larger product (and more of them) than a CPU to reach its dense peak."""
     size = size or (8192 if device.type == "cuda" else 2048)

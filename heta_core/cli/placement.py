@@ -12,16 +12,25 @@ def add_placement_flags(parser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", default=None, help="auto | float32 | float64 | bfloat16 | float16")
     parser.add_argument(
-        "--device-map", default=None, metavar="MAP",
+        "--device-map",
+        default=None,
+        metavar="MAP",
         help=f"split the model with accelerate: {' | '.join(DEVICE_MAP_STRATEGIES)}, a JSON object of module → cpu/disk/GPU, "
         "or @FILE (instead of --device)",
-    )  # fmt: skip
-    parser.add_argument("--offload-folder", default=None, metavar="DIR", help="where a device map's \"disk\" modules are kept")
+    )
+    parser.add_argument(
+        "--offload-folder", default=None, metavar="DIR", help='where a device map\'s "disk" modules are kept'
+    )
     parser.add_argument("--quantize", default=None, choices=QUANTIZATIONS, help="weight-only quantization (torchao)")
 
 
 def placement(args, **overrides) -> dict[str, Any]:
     """``Attributor.from_pretrained``'s placement arguments from the flags."""
-    chosen = dict(device=args.device, dtype=args.dtype, device_map=args.device_map, offload_folder=args.offload_folder,
-                  quantize=args.quantize)  # fmt: skip
+    chosen = dict(
+        device=args.device,
+        dtype=args.dtype,
+        device_map=args.device_map,
+        offload_folder=args.offload_folder,
+        quantize=args.quantize,
+    )
     return {**chosen, **overrides}

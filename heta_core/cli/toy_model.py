@@ -6,8 +6,11 @@ import os
 
 from .usage import UsageError
 
+
 def register(commands) -> None:
-    parser = commands.add_parser("toy-model", help="write a tiny random model + tokenizer to PATH (for trying things offline)")
+    parser = commands.add_parser(
+        "toy-model", help="write a tiny random model + tokenizer to PATH (for trying things offline)"
+    )
     parser.add_argument("path")
     parser.add_argument("--family", default="gpt2", help="gpt2, gptj, gpt_neox, llama, mistral, qwen2, phi3, gemma")
     parser.set_defaults(run=_run_toy_model)

@@ -7,10 +7,31 @@ HETA's ablations, its table and plot), ``agreement`` (``heta eval --agreement``:
 model against float32) and ``demo`` (the builtin models' tasks, conditions and training).
 """
 
-from .harness import EvalSettings, Item, bootstrap_ci, evaluate, example_items, metric_names, prepare, qa_items, render, synthetic_items
+from .harness import (
+    EvalSettings,
+    Item,
+    bootstrap_ci,
+    evaluate,
+    example_items,
+    metric_names,
+    prepare,
+    qa_items,
+    render,
+    synthetic_items,
+)
 from .suite import SuiteSettings, run_suite
 
 __all__ = [
-    "EvalSettings", "Item", "SuiteSettings", "bootstrap_ci", "evaluate", "example_items", "metric_names", "prepare", "qa_items",
-    "render", "run_suite", "synthetic_items",
-]  # fmt: skip
+    "EvalSettings",
+    "Item",
+    "SuiteSettings",
+    "bootstrap_ci",
+    "evaluate",
+    "example_items",
+    "metric_names",
+    "prepare",
+    "qa_items",
+    "render",
+    "run_suite",
+    "synthetic_items",
+]

@@ -17,9 +17,15 @@ from .stats import spearman, topk_overlap
 
 
 def agreement(
-    reference, candidate, items: Sequence[Item], methods: Sequence[str], config: HetaConfig, *, top_k: int = 3,
+    reference,
+    candidate,
+    items: Sequence[Item],
+    methods: Sequence[str],
+    config: HetaConfig,
+    *,
+    top_k: int = 3,
     progress: Callable[[int, int], None] | None = None,
-) -> dict:  # fmt: skip
+) -> dict:
     """{placement of each, prompts, per method: ρ and top-k overlap (mean, min)} over ``items``."""
     configs = {method: config.replace(method=method) for method in methods}
     rho: dict[str, list[float]] = {m: [] for m in methods}
@@ -35,14 +41,22 @@ def agreement(
         if progress is not None:
             progress(index + 1, len(items))
     summary = {
-        method: {"rho_mean": _mean(rho[method]), "rho_min": min(rho[method]), f"top{top_k}_mean": _mean(overlap[method]),
-                 f"top{top_k}_min": min(overlap[method])}
+        method: {
+            "rho_mean": _mean(rho[method]),
+            "rho_min": min(rho[method]),
+            f"top{top_k}_mean": _mean(overlap[method]),
+            f"top{top_k}_min": min(overlap[method]),
+        }
         for method in methods
-    }  # fmt: skip
+    }
     return {
-        "model": reference.name, "reference": reference.placement.to_dict(), "candidate": candidate.placement.to_dict(),
-        "prompts": len(items), "top_k": top_k, "methods": summary,
-    }  # fmt: skip
+        "model": reference.name,
+        "reference": reference.placement.to_dict(),
+        "candidate": candidate.placement.to_dict(),
+        "prompts": len(items),
+        "top_k": top_k,
+        "methods": summary,
+    }
 
 
 def _mean(values: list[float]) -> float:
@@ -60,8 +74,12 @@ def render(reports: Sequence[dict]) -> str:
     lines = []
     for report in reports:
         k = report["top_k"]
-        lines.append(f"{report['model']}: {_label(report['candidate'])} vs {_label(report['reference'])}, {report['prompts']} prompts")
+        lines.append(
+            f"{report['model']}: {_label(report['candidate'])} vs {_label(report['reference'])}, {report['prompts']} prompts"
+        )
         lines.append(f"  {'method':<22} {'rho mean':>8} {'rho min':>8} {f'top-{k} mean':>10} {f'top-{k} min':>9}")
         for method, row in report["methods"].items():
-            lines.append(f"  {method:<22} {row['rho_mean']:8.3f} {row['rho_min']:8.3f} {row[f'top{k}_mean']:10.2f} {row[f'top{k}_min']:9.2f}")
+            lines.append(
+                f"  {method:<22} {row['rho_mean']:8.3f} {row['rho_min']:8.3f} {row[f'top{k}_mean']:10.2f} {row[f'top{k}_min']:9.2f}"
+            )
     return "\n".join(lines)

@@ -67,15 +67,24 @@ def example_items(examples) -> list[Item]:
         spans = _word_spans(example.text)
         items.append(
             Item(
-                prompt=example.text, answer=" " + example.answer,
-                gold=[spans[i] for i in example.gold], support=[spans[i] for i in example.gold],
-                distractor=[spans[i] for i in example.distractors], candidates=spans[: example.candidates],
-            )  # fmt: skip
+                prompt=example.text,
+                answer=" " + example.answer,
+                gold=[spans[i] for i in example.gold],
+                support=[spans[i] for i in example.gold],
+                distractor=[spans[i] for i in example.distractors],
+                candidates=spans[: example.candidates],
+            )
         )
     return items
 
 
-QA_FIELDS = ("input_text", "narrative_segment", "sciq_support_segment", "target_first_answer_token", "important_word_indices_in_sciq_support")
+QA_FIELDS = (
+    "input_text",
+    "narrative_segment",
+    "sciq_support_segment",
+    "target_first_answer_token",
+    "important_word_indices_in_sciq_support",
+)
 
 
 def qa_items(path: str | Path, count: int | None = None) -> list[Item]:
@@ -85,7 +94,9 @@ def qa_items(path: str | Path, count: int | None = None) -> list[Item]:
     except OSError as error:
         raise InputError(f"cannot read dataset {str(path)!r}: {error.strerror}", code="invalid_dataset") from None
     except json.JSONDecodeError as error:
-        raise InputError(f"dataset {str(path)!r} is not valid JSON: {error.msg} at position {error.pos}", code="invalid_dataset") from None
+        raise InputError(
+            f"dataset {str(path)!r} is not valid JSON: {error.msg} at position {error.pos}", code="invalid_dataset"
+        ) from None
     examples = data.get("examples") if isinstance(data, dict) else data
     if not isinstance(examples, list) or not examples:
         raise InputError(f"dataset {str(path)!r} has no examples list", code="invalid_dataset")
@@ -97,17 +108,21 @@ def qa_items(path: str | Path, count: int | None = None) -> list[Item]:
         text, support, narrative = example["input_text"], example["sciq_support_segment"], example["narrative_segment"]
         start, narrative_start = text.find(support), text.find(narrative)
         if start < 0 or narrative_start < 0:
-            raise InputError(f"dataset example {number}: the segments are not part of input_text", code="invalid_dataset")
+            raise InputError(
+                f"dataset example {number}: the segments are not part of input_text", code="invalid_dataset"
+            )
         words = _word_spans(support, start)
         indices = example["important_word_indices_in_sciq_support"]
         if not all(isinstance(i, int) and 0 <= i < len(words) for i in indices) or not indices:
             raise InputError(f"dataset example {number}: important word indices out of range", code="invalid_dataset")
         items.append(
             Item(
-                prompt=text + " Answer:", answer=" " + str(example["target_first_answer_token"]),
-                gold=[words[i] for i in indices], support=[(start, start + len(support))],
+                prompt=text + " Answer:",
+                answer=" " + str(example["target_first_answer_token"]),
+                gold=[words[i] for i in indices],
+                support=[(start, start + len(support))],
                 distractor=[(narrative_start, narrative_start + len(narrative))],
-            )  # fmt: skip
+            )
         )
     return items
 
@@ -115,9 +130,10 @@ def qa_items(path: str | Path, count: int | None = None) -> list[Item]:
 def _positions(offsets: list, spans: Sequence[Span]) -> list[int]:
     """Token positions whose character range overlaps any span (tokens without offsets never do)."""
     return [
-        i for i, offset in enumerate(offsets)
+        i
+        for i, offset in enumerate(offsets)
         if offset is not None and offset[1] > offset[0] and any(offset[0] < b and offset[1] > a for a, b in spans)
-    ]  # fmt: skip
+    ]
 
 
 @dataclass
@@ -139,7 +155,9 @@ def prepare(tokenizer, item: Item) -> Prepared:
     if not gold:
         raise InputError(f"no token of {item.prompt[:40]!r}… overlaps its gold spans", code="invalid_dataset")
     candidates = _positions(offsets, item.candidates) if item.candidates is not None else None
-    return Prepared(ids, answer[0], gold, _positions(offsets, item.support), _positions(offsets, item.distractor), candidates)
+    return Prepared(
+        ids, answer[0], gold, _positions(offsets, item.support), _positions(offsets, item.distractor), candidates
+    )
 
 
 @dataclass(frozen=True)
@@ -153,7 +171,18 @@ class EvalSettings:
 
 def metric_names(settings: EvalSettings) -> list[str]:
     k = settings.top_k
-    return ["hit@1", f"hit@{k}", "f1", "dsa", "soft_nc", "soft_ns", f"comp@{k}", f"suff@{k}", "deletion_aopc", "insertion_aopc"]
+    return [
+        "hit@1",
+        f"hit@{k}",
+        "f1",
+        "dsa",
+        "soft_nc",
+        "soft_ns",
+        f"comp@{k}",
+        f"suff@{k}",
+        "deletion_aopc",
+        "insertion_aopc",
+    ]
 
 
 def score_item(attributor, prepared: Prepared, method_configs: dict[str, HetaConfig], settings: EvalSettings):
@@ -260,7 +289,9 @@ def render(report: dict) -> str:
     methods = list(report["results"])
     names = list(next(iter(report["results"].values()))) if methods else []
     short = {
-        name: name if len(name) <= 10 else min([alias for alias, full in METHOD_ALIASES.items() if full == name] + [name], key=len)
+        name: name
+        if len(name) <= 10
+        else min([alias for alias, full in METHOD_ALIASES.items() if full == name] + [name], key=len)
         for name in methods
     }
     cell = max([14] + [len(short[m]) + 2 for m in methods])
@@ -272,7 +303,10 @@ def render(report: dict) -> str:
     ]
     for name in names:
         values = [report["results"][m][name] for m in methods]
-        lines.append(f"{name:<{label}}" + "".join(f"{v['mean']:>{cell}.3f}" if v["mean"] is not None else f"{'n/a':>{cell}}" for v in values))
+        lines.append(
+            f"{name:<{label}}"
+            + "".join(f"{v['mean']:>{cell}.3f}" if v["mean"] is not None else f"{'n/a':>{cell}}" for v in values)
+        )
         intervals = [f"[{v['ci95'][0]:.2f},{v['ci95'][1]:.2f}]" if v["mean"] is not None else "" for v in values]
         lines.append(f"{'':<{label}}" + "".join(f"{text:>{cell}}" for text in intervals))
     return "\n".join(lines)

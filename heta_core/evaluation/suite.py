@@ -88,7 +88,10 @@ class _Prompt:
 
     def measure(self, scores: torch.Tensor) -> dict[str, float]:
         scores = scores.double()
-        row = {"hit@1": metrics.hit_at_k(scores, self.prepared.gold, 1, self.prepared.candidates), "rank": _rank(scores, self.prepared)}
+        row = {
+            "hit@1": metrics.hit_at_k(scores, self.prepared.gold, 1, self.prepared.candidates),
+            "rank": _rank(scores, self.prepared),
+        }
         row.update(faithfulness.deletion_insertion(self.probe, scores, self.curve_steps))
         return row
 
@@ -99,12 +102,16 @@ def _components(result, config: HetaConfig) -> dict[str, torch.Tensor]:
     ones = torch.ones_like(flow)
     terms = dict(beta=config.beta, gamma=config.gamma)
     return {
-        "M_T": flow, "S": s, "I": i, "M_T·S": flow * s, "M_T·I": flow * i,
+        "M_T": flow,
+        "S": s,
+        "I": i,
+        "M_T·S": flow * s,
+        "M_T·I": flow * i,
         "βS+γI": combine(ones, s, i, **terms, normalize=config.normalize),
         "normalize=none": combine(flow, s, i, **terms, normalize="none"),
         "normalize=simplex": combine(flow, s, i, **terms, normalize="simplex"),
         "partial flow+kl": estimate(flow, None, i, **terms, normalize=config.normalize),
-    }  # fmt: skip
+    }
 
 
 def _top1(scores: torch.Tensor, prepared: Prepared) -> int:
@@ -177,11 +184,17 @@ def _best_baseline(rows: dict[str, dict[str, list[float]]]) -> str | None:
 
 
 def evaluate_condition(
-    attributor, items: Sequence[Item], methods: Sequence[str], config: HetaConfig, settings: SuiteSettings,
+    attributor,
+    items: Sequence[Item],
+    methods: Sequence[str],
+    config: HetaConfig,
+    settings: SuiteSettings,
     progress: Callable[[int, int], None] | None = None,
-) -> dict:  # fmt: skip
+) -> dict:
     """One condition's block of the suite report (see the module docstring)."""
-    prompts = [_Prompt(attributor, prepare(attributor.tokenizer, item), config.mask, settings.curve_steps) for item in items]
+    prompts = [
+        _Prompt(attributor, prepare(attributor.tokenizer, item), config.mask, settings.curve_steps) for item in items
+    ]
     correct = [p for p in prompts if p.correct]
     rows: dict[str, dict[str, list[float]]] = {}
     for number, prompt in enumerate(correct):
@@ -204,7 +217,9 @@ def evaluate_condition(
             paired = [a - b for a, b in zip(measures["hit@1"], rows[best]["hit@1"])]
             cell["hit@1_minus_best_baseline"] = _interval(paired, settings)
         if variant not in methods and "heta" in rows:  # an ablation against the configured HETA, paired
-            cell["hit@1_minus_heta"] = _interval([a - b for a, b in zip(measures["hit@1"], rows["heta"]["hit@1"])], settings)
+            cell["hit@1_minus_heta"] = _interval(
+                [a - b for a, b in zip(measures["hit@1"], rows["heta"]["hit@1"])], settings
+            )
         if "flips" in measures:
             cell["flips"] = _proportion(measures["flips"])
         if "rho" in measures:
@@ -232,7 +247,15 @@ def separating(conditions: dict[str, dict], among: Sequence[str] = SEPARATION) -
         best = max(cells, key=lambda m: cells[m]["mean"])
         worst = min(cells, key=lambda m: cells[m]["mean"])
         if cells[best]["ci95"][0] > cells[worst]["ci95"][1]:
-            out.append({"condition": name, "best": best, "best_hit@1": cells[best], "worst": worst, "worst_hit@1": cells[worst]})
+            out.append(
+                {
+                    "condition": name,
+                    "best": best,
+                    "best_hit@1": cells[best],
+                    "worst": worst,
+                    "worst_hit@1": cells[worst],
+                }
+            )
     return out
 
 
@@ -266,15 +289,23 @@ def summary(conditions: dict[str, dict]) -> dict[str, dict]:
     for entry in out.values():
         values = {k: v for k, v in entry.pop("hit@1").items() if v is not None}
         worst = min(values, key=values.get) if values else None
-        entry.update(mean_hit1=sum(values.values()) / len(values) if values else None, worst_condition=worst, worst_hit1=values.get(worst))
+        entry.update(
+            mean_hit1=sum(values.values()) / len(values) if values else None,
+            worst_condition=worst,
+            worst_hit1=values.get(worst),
+        )
     return out
 
 
 def run_suite(
-    attributor, conditions: dict[str, Sequence[Item]], methods: Sequence[str] = METHODS, *,
-    config: HetaConfig | None = None, settings: SuiteSettings = SuiteSettings(),
+    attributor,
+    conditions: dict[str, Sequence[Item]],
+    methods: Sequence[str] = METHODS,
+    *,
+    config: HetaConfig | None = None,
+    settings: SuiteSettings = SuiteSettings(),
     progress: Callable[[str, int, int], None] | None = None,
-) -> dict:  # fmt: skip
+) -> dict:
     """The suite report of one model: ``{"model", "revision", "settings", "conditions": {name: block},
     "separating", "summary"}`` (module docstring)."""
     config = config or attributor.config
@@ -282,14 +313,21 @@ def run_suite(
     if settings.variants and attributor.speed is None:
         attributor.calibrate()  # the variants' planned cost is priced at this model's measured speed
     first = next((items[0] for items in conditions.values() if items), None)
-    if first is not None:  # warm-up (first kernels, lazy initialisation), so the first timed prompt is not charged for it
+    if (
+        first is not None
+    ):  # warm-up (first kernels, lazy initialisation), so the first timed prompt is not charged for it
         warm = prepare(attributor.tokenizer, first)
         for method in methods:
             attributor.attribute(input_ids=warm.ids + [warm.target], config=config.replace(method=method))
     blocks = {}
     for name, items in conditions.items():
         blocks[name] = evaluate_condition(
-            attributor, items, methods, config, settings, None if progress is None else lambda d, t, name=name: progress(name, d, t)
+            attributor,
+            items,
+            methods,
+            config,
+            settings,
+            None if progress is None else lambda d, t, name=name: progress(name, d, t),
         )
     return {
         "model": attributor.name,

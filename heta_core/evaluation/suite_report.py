@@ -7,6 +7,7 @@ from typing import Sequence
 
 from ..methods.registry import REGISTRY
 
+
 def _cell(cell: dict | None, digits: int = 2) -> str:
     if not cell or cell["mean"] is None:
         return "n/a"
@@ -26,19 +27,27 @@ def render(report: dict) -> str:
         f"{report['settings']['n']} prompts per condition; only correctly answered prompts are attributed",
         "",
         "hit@1 [Wilson 95%] of the top-ranked candidate being causal",
-        f"{'condition':<10} {'accuracy':>18}" + "".join(f"  {REGISTRY[m].short if m in REGISTRY else m:>18}" for m in methods),
+        f"{'condition':<10} {'accuracy':>18}"
+        + "".join(f"  {REGISTRY[m].short if m in REGISTRY else m:>18}" for m in methods),
     ]
     for name, block in conditions.items():
-        cells = "".join(f"  {_cell(block['methods'][m]['hit@1']) if m in block['methods'] else 'n/a':>18}" for m in methods)
+        cells = "".join(
+            f"  {_cell(block['methods'][m]['hit@1']) if m in block['methods'] else 'n/a':>18}" for m in methods
+        )
         lines.append(f"{name:<10} {_cell(block['model_accuracy']):>18}" + cells)
     lines.append("")
     if report["separating"]:
-        lines.append("methods separate (disjoint intervals among heta, gradient, rollout, occlusion) in: " + ", ".join(
-            f"{s['condition']} ({s['best']} {s['best_hit@1']['mean']:.2f} vs {s['worst']} {s['worst_hit@1']['mean']:.2f})"
-            for s in report["separating"]
-        ))  # fmt: skip
+        lines.append(
+            "methods separate (disjoint intervals among heta, gradient, rollout, occlusion) in: "
+            + ", ".join(
+                f"{s['condition']} ({s['best']} {s['best_hit@1']['mean']:.2f} vs {s['worst']} {s['worst_hit@1']['mean']:.2f})"
+                for s in report["separating"]
+            )
+        )
     else:
-        lines.append("methods do not separate: every condition's intervals of heta, gradient, rollout and occlusion overlap")
+        lines.append(
+            "methods do not separate: every condition's intervals of heta, gradient, rollout and occlusion overlap"
+        )
     lines += [
         "",
         "across conditions: mean hit@1, the worst condition, and the conditions where the paired interval of hit@1 minus "
@@ -56,7 +65,8 @@ def render(report: dict) -> str:
             versus = f"; above heta in: {above}, below in: {below}"
         lines.append(
             f"{variant:<20} {mean:>10} {worst:>16}  {len(entry['wins']):>4} {len(entry['ties']):>4} {len(entry['losses']):>6}  "
-            + ", ".join(entry["losses"]) + versus
+            + ", ".join(entry["losses"])
+            + versus
         )
     for name, block in conditions.items():
         best = block["best_baseline"]
@@ -90,13 +100,19 @@ def preset_rows(report: dict) -> list[dict]:
             if not cell or not exact or cell["hit@1"]["mean"] is None:
                 continue
             low, high = exact["hit@1"]["ci95"]
-            rows.append({
-                "variant": name, "condition": condition, "hit@1": cell["hit@1"], "exact_hit@1": exact["hit@1"],
-                "inside": low - 1e-12 <= cell["hit@1"]["mean"] <= high + 1e-12, "rho": cell["rho_vs_heta"]["mean"],
-                "cost": cell["seconds_per_prompt"] / exact["seconds_per_prompt"],
-                "planned_cost": cell["planned_seconds_per_prompt"] / exact["planned_seconds_per_prompt"],
-                "paired": cell["hit@1_minus_heta"],
-            })  # fmt: skip
+            rows.append(
+                {
+                    "variant": name,
+                    "condition": condition,
+                    "hit@1": cell["hit@1"],
+                    "exact_hit@1": exact["hit@1"],
+                    "inside": low - 1e-12 <= cell["hit@1"]["mean"] <= high + 1e-12,
+                    "rho": cell["rho_vs_heta"]["mean"],
+                    "cost": cell["seconds_per_prompt"] / exact["seconds_per_prompt"],
+                    "planned_cost": cell["planned_seconds_per_prompt"] / exact["planned_seconds_per_prompt"],
+                    "paired": cell["hit@1_minus_heta"],
+                }
+            )
     return rows
 
 
@@ -118,8 +134,10 @@ def render_presets(report: dict) -> str:
         mine = [row for row in rows if row["variant"] == name]
         cost = sum(row["cost"] for row in mine) / len(mine)
         planned = sum(row["planned_cost"] for row in mine) / len(mine)
-        lines.append(f"{name}: inside exact's interval in {sum(r['inside'] for r in mine)}/{len(mine)} conditions; "
-                     f"mean cost {cost:.2f} measured, {planned:.2f} planned")  # fmt: skip
+        lines.append(
+            f"{name}: inside exact's interval in {sum(r['inside'] for r in mine)}/{len(mine)} conditions; "
+            f"mean cost {cost:.2f} measured, {planned:.2f} planned"
+        )
     return "\n".join(lines)
 
 

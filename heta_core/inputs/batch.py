@@ -36,7 +36,9 @@ def items(inputs: Any, attention_mask: Any = None) -> list[dict[str, Any]]:
     if attention_mask is not None:
         masks = as_lists(attention_mask, "attention_mask", "invalid_attention_mask")
         if not isinstance(masks, (list, tuple)) or len(masks) != len(inputs):
-            raise InputError(f"attention_mask must have one row per prompt ({len(inputs)})", code="invalid_attention_mask")
+            raise InputError(
+                f"attention_mask must have one row per prompt ({len(inputs)})", code="invalid_attention_mask"
+            )
     return [_item(row, mask, index) for index, (row, mask) in enumerate(zip(inputs, masks))]
 
 
@@ -46,7 +48,9 @@ def _item(row: Any, mask: Any, index: int) -> dict[str, Any]:
     elif isinstance(row, Mapping):
         unknown = sorted(set(row) - set(ITEM_FIELDS))
         if unknown:
-            raise InputError(f"batch item {index}: unknown field(s) {', '.join(unknown)}; known: {', '.join(ITEM_FIELDS)}")
+            raise InputError(
+                f"batch item {index}: unknown field(s) {', '.join(unknown)}; known: {', '.join(ITEM_FIELDS)}"
+            )
         item = dict(row)
         if isinstance(item.get("config"), Mapping):
             item["config"] = HetaConfig.from_dict(item["config"])

@@ -84,7 +84,8 @@ def check_unicode(text: str, what: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
         raise InputError(
-            f"{what} is not valid Unicode: a lone surrogate {text[error.start]!r} at character {error.start}", code="invalid_text"
+            f"{what} is not valid Unicode: a lone surrogate {text[error.start]!r} at character {error.start}",
+            code="invalid_text",
         ) from None
 
 
@@ -132,7 +133,8 @@ def from_messages(tokenizer, messages) -> Document:
             raise InputError(f"message {k} must be an object with 'role' and 'content'", code="invalid_messages")
         if message["role"] not in ROLES:
             raise InputError(
-                f"message {k} has unknown role {message['role']!r}; allowed: {', '.join(ROLES)}", code="invalid_messages"
+                f"message {k} has unknown role {message['role']!r}; allowed: {', '.join(ROLES)}",
+                code="invalid_messages",
             )
         if not isinstance(message.get("content"), str) or not message["content"].strip():
             raise InputError(f"message {k} has empty content", code="empty_input")

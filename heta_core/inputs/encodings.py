@@ -35,7 +35,9 @@ def unpack(text, input_ids, attention_mask) -> tuple[object, object]:
         return text, ids
     mask = one_row(attention_mask, "attention_mask", "invalid_attention_mask")
     if len(mask) != len(ids):
-        raise InputError(f"attention_mask has {len(mask)} entries for {len(ids)} input_ids", code="invalid_attention_mask")
+        raise InputError(
+            f"attention_mask has {len(mask)} entries for {len(ids)} input_ids", code="invalid_attention_mask"
+        )
     if any(m not in (0, 1) for m in mask):
         raise InputError("attention_mask must hold only 0 and 1", code="invalid_attention_mask")
     kept = [i for i, m in enumerate(mask) if m == 1]

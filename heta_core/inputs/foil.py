@@ -49,7 +49,10 @@ def resolve_foil(tokenizer, vocab: int, cfg, request, foil_text, foil_id, genera
     if foil_text is not None and foil_id is not None:
         raise InputError("pass at most one of foil_text and foil_id", code="invalid_foil")
     if generate is not None:
-        raise InputError("a foil needs a target known before the run: use target_text or response_ids, not generate", code="invalid_foil")
+        raise InputError(
+            "a foil needs a target known before the run: use target_text or response_ids, not generate",
+            code="invalid_foil",
+        )
     if request.targets != 1:
         raise InputError(
             f"a foil contrasts one target token; the target has {request.targets} tokens (explain one token: a one-token "
@@ -57,7 +60,10 @@ def resolve_foil(tokenizer, vocab: int, cfg, request, foil_text, foil_id, genera
             code="invalid_foil",
         )
     if not method(cfg.method).objective:
-        raise InputError(f"{cfg.method} explains no objective, so it has no contrastive form; use another method", code="invalid_foil")
+        raise InputError(
+            f"{cfg.method} explains no objective, so it has no contrastive form; use another method",
+            code="invalid_foil",
+        )
     if cfg.method == "heta" and cfg.curvature == "ggn":
         raise InputError(
             "curvature='ggn' has no contrastive form: log p(target) − log p(foil) is linear in the logits, so its "

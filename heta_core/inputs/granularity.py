@@ -99,9 +99,10 @@ def segments(doc: Document, scored: int, kind: str, *, include_template: bool = 
         result = []
         for u, (a, b) in enumerate(spans):
             members = [
-                i for i in range(scored)
+                i
+                for i in range(scored)
                 if eligible(i) and doc.offsets[i] is not None and doc.offsets[i][0] < b and a < doc.offsets[i][1]
-            ]  # fmt: skip
+            ]
             result.append(Unit("span", u, doc.text[a:b], a, b, members))
         return result
     raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}; got {kind!r}", code="invalid_granularity")
@@ -119,7 +120,11 @@ def check_spans(spans, text: str | None) -> list[tuple[int, int]]:
         raise InputError("spans need text input", code="invalid_spans")
     checked = []
     for span in spans:
-        if not (isinstance(span, (list, tuple)) and len(span) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in span)):
+        if not (
+            isinstance(span, (list, tuple))
+            and len(span) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in span)
+        ):
             raise InputError(f"span {span!r} must be a pair of integers [start, end]", code="invalid_spans")
         start, end = span
         if not 0 <= start < end <= len(text):
@@ -141,7 +146,13 @@ def aggregate(units: list[Unit], values: dict[str, torch.Tensor]) -> list[dict[s
     sums = {name: (tensor.double() @ membership.T) for name, tensor in values.items()}  # [..., units]
     rows = []
     for u, unit in enumerate(units):
-        row: dict[str, Any] = {"index": unit.index, "text": unit.text, "start": unit.start, "end": unit.end, "tokens": unit.tokens}
+        row: dict[str, Any] = {
+            "index": unit.index,
+            "text": unit.text,
+            "start": unit.start,
+            "end": unit.end,
+            "tokens": unit.tokens,
+        }
         for name, tensor in sums.items():
             column = tensor[..., u]
             row[name] = column.tolist() if column.dim() else float(column)

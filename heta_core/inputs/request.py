@@ -38,22 +38,33 @@ class AttributionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     text: str | None = Field(None, description="the prompt; its last token is the target unless a target is given")
     input_ids: list[int] | None = Field(None, min_length=1, description="the prompt as token ids")
-    messages: list[Message] | None = Field(None, min_length=1, description="chat messages, rendered with the model's chat template")
+    messages: list[Message] | None = Field(
+        None, min_length=1, description="chat messages, rendered with the model's chat template"
+    )
     target_position: int | None = Field(None, description="index of the explained token (negative: from the end)")
     target_text: str | None = Field(None, description="a continuation appended to the prompt and explained")
-    target_mode: TargetMode = Field("sum", description="a target span as one attribution (sum) or one row per token (each)")
-    generate: int | None = Field(None, ge=1, le=100_000, description="greedy tokens to generate and explain (a service caps it)")
-    spans: list[tuple[int, int]] | None = Field(None, description="character spans [start, end) to aggregate scores over")
+    target_mode: TargetMode = Field(
+        "sum", description="a target span as one attribution (sum) or one row per token (each)"
+    )
+    generate: int | None = Field(
+        None, ge=1, le=100_000, description="greedy tokens to generate and explain (a service caps it)"
+    )
+    spans: list[tuple[int, int]] | None = Field(
+        None, description="character spans [start, end) to aggregate scores over"
+    )
     include_template: bool = Field(False, description="count chat-template tokens in aggregates")
     response_ids: list[int] | None = Field(
-        None, min_length=1, description="a response produced elsewhere (vLLM, TGI, ...) as token ids: appended to the prompt "
+        None,
+        min_length=1,
+        description="a response produced elsewhere (vLLM, TGI, ...) as token ids: appended to the prompt "
         "exactly as given and explained like target_text; ids outside the vocabulary are refused, very unlikely tokens get an "
-        "`unlikely_response` warning"
-    )  # fmt: skip
+        "`unlikely_response` warning",
+    )
     foil_text: str | None = Field(
-        None, description="contrastive target: one token (its text) the single target token is compared with; the scores "
-        "explain log p(target) − log p(foil)"
-    )  # fmt: skip
+        None,
+        description="contrastive target: one token (its text) the single target token is compared with; the scores "
+        "explain log p(target) − log p(foil)",
+    )
     foil_id: int | None = Field(None, ge=0, description="contrastive target, as a token id (instead of foil_text)")
 
     @classmethod
@@ -64,7 +75,10 @@ class AttributionRequest(BaseModel):
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         """Every engine request argument with its default (the Python-only ones: None)."""
-        return {**{name: info.default for name, info in AttributionRequest.model_fields.items()}, **dict.fromkeys(PYTHON_ONLY)}
+        return {
+            **{name: info.default for name, info in AttributionRequest.model_fields.items()},
+            **dict.fromkeys(PYTHON_ONLY),
+        }
 
     def engine_arguments(self) -> dict[str, Any]:
         """``Attributor.attribute`` / ``estimate`` keyword arguments for this request (messages as dicts)."""

@@ -58,7 +58,9 @@ class Prepared:
 
 def document(tokenizer, vocab: int, text, input_ids, messages, attention_mask=None) -> Document:
     text, input_ids = unpack(text, input_ids, attention_mask)
-    given = [name for name, value in (("text", text), ("input_ids", input_ids), ("messages", messages)) if value is not None]
+    given = [
+        name for name, value in (("text", text), ("input_ids", input_ids), ("messages", messages)) if value is not None
+    ]
     if len(given) != 1:
         raise InputError("pass exactly one of text, input_ids or messages", code="invalid_input")
     if text is not None:
@@ -97,15 +99,24 @@ def resolve_target(length: int, target_position: int | None) -> int:
     return position
 
 
-def resolve(tokenizer, doc: Document, target_position, target_text, target_mode, generate, response_ids=None, vocab: int = 0) -> Request:
+def resolve(
+    tokenizer, doc: Document, target_position, target_text, target_mode, generate, response_ids=None, vocab: int = 0
+) -> Request:
     """The request with its targets; a generation is represented by ``generate`` placeholder tokens
     (what the planner assumes: every token is generated) until :func:`with_generation` runs it."""
-    forms = (("target_position", target_position), ("target_text", target_text), ("generate", generate), ("response_ids", response_ids))
+    forms = (
+        ("target_position", target_position),
+        ("target_text", target_text),
+        ("generate", generate),
+        ("response_ids", response_ids),
+    )
     choices = [n for n, v in forms if v is not None]
     if len(choices) > 1:
         raise InputError(f"pass at most one of {', '.join(choices)}", code="invalid_target")
     if target_mode not in TARGET_MODES:
-        raise InputError(f"target_mode must be one of {', '.join(TARGET_MODES)}; got {target_mode!r}", code="invalid_target")
+        raise InputError(
+            f"target_mode must be one of {', '.join(TARGET_MODES)}; got {target_mode!r}", code="invalid_target"
+        )
     if target_text is None and generate is None and response_ids is None:
         if len(doc.ids) < 2:
             raise InputError(f"need at least 2 tokens (a context and a target), got {len(doc.ids)}", code="too_short")
@@ -140,7 +151,9 @@ def granularities(granularity) -> list[str]:
     kinds = [granularity] if isinstance(granularity, str) else list(granularity)
     for kind in kinds:
         if kind not in GRANULARITIES:
-            raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}; got {kind!r}", code="invalid_granularity")
+            raise InputError(
+                f"granularity must be one of {', '.join(GRANULARITIES)}; got {kind!r}", code="invalid_granularity"
+            )
     return [k for k in kinds if k != "token"]
 
 
@@ -152,21 +165,48 @@ def check_fits(handle, name: str, cfg, request: Request) -> None:
             field="dtype",
         )
     if cfg.mask_token_id is not None and cfg.mask_token_id >= handle.vocab_size:
-        raise ConfigError(f"mask token id {cfg.mask_token_id} is outside the vocabulary [0, {handle.vocab_size})", field="mask")
+        raise ConfigError(
+            f"mask token id {cfg.mask_token_id} is outside the vocabulary [0, {handle.vocab_size})", field="mask"
+        )
     if cfg.curvature_layers is not None and cfg.curvature_layers > handle.num_layers:
-        raise ConfigError(f"curvature_layers={cfg.curvature_layers} exceeds the model's {handle.num_layers} blocks", field="curvature_layers")
+        raise ConfigError(
+            f"curvature_layers={cfg.curvature_layers} exceeds the model's {handle.num_layers} blocks",
+            field="curvature_layers",
+        )
     fed = len(request.doc.ids) - 1
     if handle.max_positions is not None and fed > handle.max_positions:
-        raise InputError(f"the input has {fed} positions; {name} reads at most {handle.max_positions}", code="too_many_tokens")
+        raise InputError(
+            f"the input has {fed} positions; {name} reads at most {handle.max_positions}", code="too_many_tokens"
+        )
 
 
-def prepare(handle, tokenizer, name: str, cfg, *, text=None, input_ids=None, attention_mask=None, messages=None, target_position=None,
-            target_text=None, target_mode="sum", generate=None, granularity=None, spans=None,
-            include_template=False, response_ids=None, foil_text=None, foil_id=None) -> Prepared:  # fmt: skip
+def prepare(
+    handle,
+    tokenizer,
+    name: str,
+    cfg,
+    *,
+    text=None,
+    input_ids=None,
+    attention_mask=None,
+    messages=None,
+    target_position=None,
+    target_text=None,
+    target_mode="sum",
+    generate=None,
+    granularity=None,
+    spans=None,
+    include_template=False,
+    response_ids=None,
+    foil_text=None,
+    foil_id=None,
+) -> Prepared:
     """Every check that needs no computation: what ``estimate`` validates is what ``attribute`` runs."""
     doc = document(tokenizer, handle.vocab_size, text, input_ids, messages, attention_mask)
     kinds = granularities(granularity)
-    request = resolve(tokenizer, doc, target_position, target_text, target_mode, generate, response_ids, handle.vocab_size)
+    request = resolve(
+        tokenizer, doc, target_position, target_text, target_mode, generate, response_ids, handle.vocab_size
+    )
     request.foil = resolve_foil(tokenizer, handle.vocab_size, cfg, request, foil_text, foil_id, generate)
     check_fits(handle, name, cfg, request)
     for kind in kinds:
@@ -192,7 +232,10 @@ def generate_tokens(handle, prompt: list[int], count: int) -> list[int]:
         if token in eos:
             break
         out = model(
-            input_ids=torch.tensor([[token]], device=device), **with_cache(model, cache_of(out)), use_cache=True, logits_to_keep=1
+            input_ids=torch.tensor([[token]], device=device),
+            **with_cache(model, cache_of(out)),
+            use_cache=True,
+            logits_to_keep=1,
         )
     return generated
 

@@ -16,9 +16,21 @@ from .heta import pipeline as heta
 # HetaConfig fields that change HETA's numbers (memory_budget_mb, cuda_streams and dtype only
 # change how it runs; the result's meta reports the dtype it ran in)
 HETA_FIELDS = (
-    "preset", "beta", "gamma", "num_hvp_samples", "mask", "flow", "normalize", "seed", "strategy",
-    "curvature", "curvature_layers", "low_rank", "window", "overlap",
-)  # fmt: skip
+    "preset",
+    "beta",
+    "gamma",
+    "num_hvp_samples",
+    "mask",
+    "flow",
+    "normalize",
+    "seed",
+    "strategy",
+    "curvature",
+    "curvature_layers",
+    "low_rank",
+    "window",
+    "overlap",
+)
 
 
 @dataclass(frozen=True)
@@ -48,22 +60,44 @@ def _row(method: baselines.RowMethod) -> dict:
 
 _TABLE = (
     Method(
-        "heta", (), "Hessian-Enhanced Token Attribution: M_T · (β·S + γ·I)", heta.run, heta.plan, HETA_FIELDS, False, heta.STAGES,
+        "heta",
+        (),
+        "Hessian-Enhanced Token Attribution: M_T · (β·S + γ·I)",
+        heta.run,
+        heta.plan,
+        HETA_FIELDS,
+        False,
+        heta.STAGES,
         heta.run_many,
-    ),  # fmt: skip
+    ),
     Method("gradient", (), "‖∂g/∂x_i‖₂ (saliency)", **_row(baselines.GRADIENT), fields=(), signed=False),
     Method("input_x_gradient", ("ixg",), "x_i · ∂g/∂x_i", **_row(baselines.INPUT_X_GRADIENT), fields=(), signed=True),
     Method(
-        "integrated_gradients", ("ig",), "path integral of gradients from the masked input",
-        **_row(baselines.INTEGRATED_GRADIENTS), fields=("ig_steps", "mask"), signed=True,
-    ),  # fmt: skip
+        "integrated_gradients",
+        ("ig",),
+        "path integral of gradients from the masked input",
+        **_row(baselines.INTEGRATED_GRADIENTS),
+        fields=("ig_steps", "mask"),
+        signed=True,
+    ),
     Method(
-        "attention_rollout", ("rollout",), "Abnar & Zuidema's attention rollout", **_row(baselines.ATTENTION_ROLLOUT),
-        fields=(), signed=False, objective=False,
-    ),  # fmt: skip
+        "attention_rollout",
+        ("rollout",),
+        "Abnar & Zuidema's attention rollout",
+        **_row(baselines.ATTENTION_ROLLOUT),
+        fields=(),
+        signed=False,
+        objective=False,
+    ),
     Method(
-        "occlusion", ("loo",), "leave-one-out drop of log P(target)", baselines.run_occlusion, baselines.plan_occlusion, ("mask",), True,
-    ),  # fmt: skip
+        "occlusion",
+        ("loo",),
+        "leave-one-out drop of log P(target)",
+        baselines.run_occlusion,
+        baselines.plan_occlusion,
+        ("mask",),
+        True,
+    ),
 )
 
 REGISTRY: dict[str, Method] = {method.name: method for method in _TABLE}

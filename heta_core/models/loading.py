@@ -53,7 +53,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise InputError(f"unknown device {device!r}: {_first_line(error)}", code="invalid_device") from error
-    if resolved.type == "cuda" and (not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()):
+    if resolved.type == "cuda" and (
+        not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()
+    ):
         raise InputError(f"device {device!r} requested but no such CUDA device is available", code="invalid_device")
     if resolved.type not in ("cpu", "cuda", "mps", "xpu"):
         raise InputError(f"unsupported device type {resolved.type!r}", code="invalid_device")
@@ -137,7 +139,9 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
     url = urlparse(constants.ENDPOINT)
     try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+        socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout
+        ).close()
     except OSError:
         return False
     return True
@@ -152,7 +156,9 @@ def _locate(name_or_path: str, revision: str | None) -> None:
         raise ModelLoadError(f"cannot load model {name_or_path!r}: no such directory (and not a Hugging Face id)")
     from huggingface_hub import constants, try_to_load_from_cache
 
-    if constants.HF_HUB_OFFLINE or isinstance(try_to_load_from_cache(name_or_path, "config.json", revision=revision), str):
+    if constants.HF_HUB_OFFLINE or isinstance(
+        try_to_load_from_cache(name_or_path, "config.json", revision=revision), str
+    ):
         return  # offline mode says it in one line itself; a cached snapshot loads without the network
     if not _hub_reachable():
         raise ModelLoadError(
@@ -180,9 +186,15 @@ def _tokenizer(name_or_path: str, revision: str | None):
 
 
 def load_model(
-    name_or_path: str, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None, revision: str | None = None,
-    device_map: str | dict | None = None, offload_folder: str | None = None, quantize: str | None = None,
-):  # fmt: skip
+    name_or_path: str,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+    device_map: str | dict | None = None,
+    offload_folder: str | None = None,
+    quantize: str | None = None,
+):
     """(model, tokenizer or None) for a supported causal LM; raises ModelLoadError / UnsupportedArchitectureError.
 
     ``device_map`` splits the model with accelerate (:mod:`.placement`; ``offload_folder`` holds
@@ -197,9 +209,14 @@ def load_model(
     placed = {} if device_map is None else {"device_map": device_map, "offload_folder": offload_folder}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, config=model_config, revision=revision, dtype=torch_dtype, use_safetensors=True,
-            trust_remote_code=False, **placed,
-        )  # fmt: skip
+            name_or_path,
+            config=model_config,
+            revision=revision,
+            dtype=torch_dtype,
+            use_safetensors=True,
+            trust_remote_code=False,
+            **placed,
+        )
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(
             f"cannot load weights of {name_or_path!r} (safetensors only): {_first_line(error)}"

@@ -75,7 +75,9 @@ def parse_device_map(value: str | dict | None, *, check_devices: bool = True) ->
             with open(text[1:], encoding="utf-8") as handle:
                 text = handle.read()
         except OSError as error:
-            raise InputError(f"cannot read device map file {text[1:]!r}: {error.strerror}", code="invalid_device_map") from None
+            raise InputError(
+                f"cannot read device map file {text[1:]!r}: {error.strerror}", code="invalid_device_map"
+            ) from None
     try:
         mapping = json.loads(text)
     except json.JSONDecodeError:
@@ -99,9 +101,17 @@ def _check_map(mapping: dict, check_devices: bool = True) -> dict:
         try:
             resolved = torch.device(device)
         except (RuntimeError, TypeError):
-            raise InputError(f"device map: {name!r} → {device!r} is not a device (cpu, disk, cuda:N or N)", code="invalid_device_map") from None
-        if check_devices and resolved.type == "cuda" and (not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()):
-            raise InputError(f"device map: {name!r} → {device!r}, but no such CUDA device is available", code="invalid_device_map")
+            raise InputError(
+                f"device map: {name!r} → {device!r} is not a device (cpu, disk, cuda:N or N)", code="invalid_device_map"
+            ) from None
+        if (
+            check_devices
+            and resolved.type == "cuda"
+            and (not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count())
+        ):
+            raise InputError(
+                f"device map: {name!r} → {device!r}, but no such CUDA device is available", code="invalid_device_map"
+            )
     return mapping
 
 
@@ -113,14 +123,19 @@ def check_placement(device_map, offload_folder: str | None, device) -> None:
         return
     _require("accelerate", "a device map")
     if device is not None:
-        raise InputError("give a device or a device map, not both (a device map places every module itself)", code="invalid_device_map")
+        raise InputError(
+            "give a device or a device map, not both (a device map places every module itself)",
+            code="invalid_device_map",
+        )
     if isinstance(device_map, dict) and "disk" in device_map.values() and not offload_folder:
-        raise InputError("a device map with \"disk\" entries needs an offload folder", code="invalid_device_map")
+        raise InputError('a device map with "disk" entries needs an offload folder', code="invalid_device_map")
 
 
 def check_quantize(quantize: str | None) -> None:
     if quantize is not None and quantize not in QUANTIZATIONS:
-        raise InputError(f"quantize must be one of {', '.join(QUANTIZATIONS)}; got {quantize!r}", code="invalid_quantize")
+        raise InputError(
+            f"quantize must be one of {', '.join(QUANTIZATIONS)}; got {quantize!r}", code="invalid_quantize"
+        )
     if quantize is not None:
         _require("torchao", "quantize")
 
@@ -166,8 +181,10 @@ def quantize_model(model: nn.Module, quantize: str) -> None:
             code="invalid_quantize",
         )
     if any(p.device.type == "meta" for p in model.parameters()):
-        raise InputError("quantize does not combine with offloaded weights (a device map with cpu/disk entries on a GPU machine, or disk)",
-                         code="invalid_quantize")  # fmt: skip
+        raise InputError(
+            "quantize does not combine with offloaded weights (a device map with cpu/disk entries on a GPU machine, or disk)",
+            code="invalid_quantize",
+        )
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
     from transformers.pytorch_utils import Conv1D
 
@@ -195,7 +212,9 @@ def stored_bytes(tensor: torch.Tensor) -> int:
     """Bytes a parameter takes as stored: a torchao int8 weight's int8 data and scales, not its float size."""
     if type(tensor) in (torch.Tensor, nn.Parameter):
         return tensor.numel() * tensor.element_size()
-    return sum(getattr(tensor, part).numel() * getattr(tensor, part).element_size() for part in tensor.__tensor_flatten__()[0])
+    return sum(
+        getattr(tensor, part).numel() * getattr(tensor, part).element_size() for part in tensor.__tensor_flatten__()[0]
+    )
 
 
 def weight(module: nn.Module, name: str = "weight") -> torch.Tensor | None:

@@ -18,7 +18,17 @@ from ..errors import NonFiniteResultError
 from ..inputs.document import Document, unknown_words
 from ..inputs.granularity import aggregate, segments
 from ..methods.registry import method
-from .schema import AttributionResult, FoilInfo, ResultMeta, ResultWarning, Segment, TargetInfo, Timings, TokenInfo, Versions
+from .schema import (
+    AttributionResult,
+    FoilInfo,
+    ResultMeta,
+    ResultWarning,
+    Segment,
+    TargetInfo,
+    Timings,
+    TokenInfo,
+    Versions,
+)
 
 # a response token below this probability under the served model was most likely chosen by another
 # model or tokenizer (greedy or sampled text of the same model rarely goes below it)
@@ -45,7 +55,12 @@ def _version(package: str) -> str | None:
 
 @lru_cache(maxsize=1)
 def versions() -> Versions:
-    return Versions(heta=_version("heta"), torch=torch.__version__, transformers=_version("transformers"), python=platform.python_version())
+    return Versions(
+        heta=_version("heta"),
+        torch=torch.__version__,
+        transformers=_version("transformers"),
+        python=platform.python_version(),
+    )
 
 
 def _token_text(doc: Document, i: int, tokenizer) -> str | None:
@@ -58,9 +73,16 @@ def _token_text(doc: Document, i: int, tokenizer) -> str | None:
 def _token(doc: Document, i: int, tokenizer, columns: dict[str, list]) -> dict:
     start, end = doc.offsets[i] if doc.offsets[i] is not None else (None, None)
     row = {
-        "position": i, "id": doc.ids[i], "text": _token_text(doc, i, tokenizer), "start": start, "end": end,
-        "role": doc.roles[i], "message": doc.messages[i], "template": doc.template[i], "special": doc.special[i],
-    }  # fmt: skip
+        "position": i,
+        "id": doc.ids[i],
+        "text": _token_text(doc, i, tokenizer),
+        "start": start,
+        "end": end,
+        "role": doc.roles[i],
+        "message": doc.messages[i],
+        "template": doc.template[i],
+        "special": doc.special[i],
+    }
     row.update({name: _finite(column[i]) for name, column in columns.items()})
     return row
 
@@ -88,11 +110,13 @@ def _warnings(doc: Document, tokenizer) -> list[ResultWarning]:
         return []
     return [
         ResultWarning(
-            code="unknown_tokens", count=count, words=words,
+            code="unknown_tokens",
+            count=count,
+            words=words,
             message=f"{count} token(s) are the tokenizer's unknown token: the model never saw these words "
             f"({', '.join(words[:10])}{', ...' if len(words) > 10 else ''}); their scores describe the unknown token",
         )
-    ]  # fmt: skip
+    ]
 
 
 def _unlikely(doc: Document, n: int, logprobs: list[float], tokenizer) -> list[ResultWarning]:
@@ -104,12 +128,15 @@ def _unlikely(doc: Document, n: int, logprobs: list[float], tokenizer) -> list[R
     texts = [_token_text(doc, p, tokenizer) or str(doc.ids[p]) for p in positions]
     return [
         ResultWarning(
-            code="unlikely_response", count=len(low), words=texts, positions=positions,
+            code="unlikely_response",
+            count=len(low),
+            words=texts,
+            positions=positions,
             message=f"{len(low)} of {len(logprobs)} response token(s) have probability below 1e-4 under this model "
             f"(positions {', '.join(map(str, positions[:10]))}{', ...' if len(low) > 10 else ''}): the response was probably "
             "produced by a different model or tokenizer, so the attribution explains tokens this model would not choose",
         )
-    ]  # fmt: skip
+    ]
 
 
 def _foil(tokenizer, foil: int | None, logprob: float | None) -> FoilInfo | None:
@@ -119,7 +146,16 @@ def _foil(tokenizer, foil: int | None, logprob: float | None) -> FoilInfo | None
 
 
 def assemble(
-    handle, tokenizer, name: str, revision: str | None, prepared, request, cfg, parts, compute_s: float, diagnostics=None,
+    handle,
+    tokenizer,
+    name: str,
+    revision: str | None,
+    prepared,
+    request,
+    cfg,
+    parts,
+    compute_s: float,
+    diagnostics=None,
     partial: bool = False,
 ) -> AttributionResult:
     """``diagnostics``: (the :class:`~heta_core.results.schema.Diagnostics` document, its seconds) or None.
@@ -135,24 +171,46 @@ def assemble(
     columns = _columns(values)
     tokens = [TokenInfo(**_token(doc, i, tokenizer, columns)) for i in range(n)]
     targets = [
-        TargetInfo(position=n + j, id=doc.ids[n + j], text=_token_text(doc, n + j, tokenizer), logprob=_finite(logprob),
-                   start=(doc.offsets[n + j] or (None, None))[0], end=(doc.offsets[n + j] or (None, None))[1],
-                   foil=_foil(tokenizer, request.foil, parts.foil_logprob) if j == 0 else None)
+        TargetInfo(
+            position=n + j,
+            id=doc.ids[n + j],
+            text=_token_text(doc, n + j, tokenizer),
+            logprob=_finite(logprob),
+            start=(doc.offsets[n + j] or (None, None))[0],
+            end=(doc.offsets[n + j] or (None, None))[1],
+            foil=_foil(tokenizer, request.foil, parts.foil_logprob) if j == 0 else None,
+        )
         for j, logprob in enumerate(parts.logprobs)
-    ]  # fmt: skip
+    ]
     warnings = _warnings(doc, tokenizer) + (_unlikely(doc, n, parts.logprobs, tokenizer) if prepared.response else [])
     entry = method(cfg.method)
-    timings = Timings(compute_s=compute_s, **{f"{stage}_s": seconds for stage, seconds in parts.timings.items()},
-                      diagnostics_s=diagnostics[1] if diagnostics else None)  # fmt: skip
+    timings = Timings(
+        compute_s=compute_s,
+        **{f"{stage}_s": seconds for stage, seconds in parts.timings.items()},
+        diagnostics_s=diagnostics[1] if diagnostics else None,
+    )
     meta = ResultMeta(
-        model=name, revision=revision, model_type=handle.config.model_type,
-        dtype=str(handle.dtype).removeprefix("torch."), device=str(handle.device),
-        config={field: getattr(cfg, field) for field in entry.fields}, hvps=parts.hvps, versions=versions(), timings=timings,
-    )  # fmt: skip
+        model=name,
+        revision=revision,
+        model_type=handle.config.model_type,
+        dtype=str(handle.dtype).removeprefix("torch."),
+        device=str(handle.device),
+        config={field: getattr(cfg, field) for field in entry.fields},
+        hvps=parts.hvps,
+        versions=versions(),
+        timings=timings,
+    )
     stages = list(parts.stages) + (["diagnostics"] if diagnostics else [])
     return AttributionResult(
-        method=cfg.method, target_mode=request.mode, partial=partial or parts.stopped is not None, stages_done=stages,
-        text=doc.text, tokens=tokens, targets=targets,
+        method=cfg.method,
+        target_mode=request.mode,
+        partial=partial or parts.stopped is not None,
+        stages_done=stages,
+        text=doc.text,
+        tokens=tokens,
+        targets=targets,
         aggregates=_aggregates(doc, n, values, prepared.kinds, prepared.spans, prepared.include_template),
-        warnings=warnings, diagnostics=diagnostics[0] if diagnostics else None, meta=meta,
-    )  # fmt: skip
+        warnings=warnings,
+        diagnostics=diagnostics[0] if diagnostics else None,
+        meta=meta,
+    )

@@ -63,7 +63,13 @@ def plan(handle, request, cfg, budget: int) -> Plan:
     count = _variants(request.scored, _rows(request))
     chunks = plan_chunks([0] * count, fed, row_bytes, budget)
     peak = max((hi - lo) * row_bytes(fed) for lo, hi in chunks)
-    return Plan(hvps=0, forward_tokens=count * fed, chunks=len(chunks), peak_bytes=peak, work={"diagnostics": (count * fed, len(chunks))})
+    return Plan(
+        hvps=0,
+        forward_tokens=count * fed,
+        chunks=len(chunks),
+        peak_bytes=peak,
+        work={"diagnostics": (count * fed, len(chunks))},
+    )
 
 
 def _keep_masks(rows: torch.Tensor, n: int) -> tuple[torch.Tensor, list[list[int]]]:
@@ -98,7 +104,9 @@ def diagnose(handle, request, cfg, scores: torch.Tensor, budget: int, progress) 
     each = request.mode == "each"
     rows = scores if each else scores[None]
     keep, orders = _keep_masks(rows, n)
-    chunks = plan_chunks([0] * keep.shape[0], embeds.shape[0], row_bytes_fn(handle.config, handle.layout, embeds.dtype), budget)
+    chunks = plan_chunks(
+        [0] * keep.shape[0], embeds.shape[0], row_bytes_fn(handle.config, handle.layout, embeds.dtype), budget
+    )
     streams = StreamPool(handle.device, cfg.cuda_streams, progress.tick)
     logprobs = kept_logprobs(handle.model, embeds, n, keep, fill, targets, chunks, streams)
     sizes = _sizes(n)
@@ -113,11 +121,20 @@ def diagnose(handle, request, cfg, scores: torch.Tensor, budget: int, progress) 
         for k, fraction in point_sizes(n):
             removed_at = 1 + 2 * (r * len(sizes) + sizes.index(k))
             removed, kept = p(removed_at), p(removed_at + 1)
-            points.append(FaithfulnessPoint(
-                k=k, fraction=fraction, tokens=order[:k], removed=removed, kept=kept,
-                comprehensiveness=_difference(full, removed), sufficiency=_difference(full, kept),
-            ))  # fmt: skip
-        found.append(DiagnosticRow(targets=[r] if each else list(range(request.targets)), probability=full, points=points))
+            points.append(
+                FaithfulnessPoint(
+                    k=k,
+                    fraction=fraction,
+                    tokens=order[:k],
+                    removed=removed,
+                    kept=kept,
+                    comprehensiveness=_difference(full, removed),
+                    sufficiency=_difference(full, kept),
+                )
+            )
+        found.append(
+            DiagnosticRow(targets=[r] if each else list(range(request.targets)), probability=full, points=points)
+        )
     return Diagnostics(mask=cfg.mask, rows=found), time.perf_counter() - clock
 
 

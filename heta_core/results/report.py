@@ -52,7 +52,6 @@ def method_details() -> dict[str, dict[str, Any]]:
     return {name: {"signed": entry.signed, "summary": entry.summary} for name, entry in REGISTRY.items()}
 
 
-
 def _script_json(value: Any) -> str:
     # "</script" or "<!--" in a string would end or confuse the <script> element; written as \u003c
     # the JSON decodes to the same document
@@ -66,7 +65,8 @@ def render_report(result: AttributionResult | dict) -> str:
     meta, timings = document["meta"], document["meta"]["timings"]
     details = [
         f"model {meta['model']} ({meta['revision'] or 'unpinned'}, {meta['model_type']}, {meta['dtype']} on {meta['device']})",
-        f"config {json.dumps(meta['config'])}", f"computed in {timings['compute_s']:.3g} s",
+        f"config {json.dumps(meta['config'])}",
+        f"computed in {timings['compute_s']:.3g} s",
         f"heta {meta['versions']['heta']}, torch {meta['versions']['torch']}",
     ]
     if document.get("job_id"):

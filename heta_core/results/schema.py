@@ -18,7 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..methods.registry import METHODS
 
 SCHEMA_VERSION = "1.1"
-SCHEMA_VERSIONS = ("1.1", "1.0")  # 1.1 added `partial`, `stages_done` and `meta.plan`: a 1.0 document reads as a final one
+SCHEMA_VERSIONS = (
+    "1.1",
+    "1.0",
+)  # 1.1 added `partial`, `stages_done` and `meta.plan`: a 1.0 document reads as a final one
 
 TargetMode = Literal["sum", "each"]
 MethodName = Literal[METHODS]  # type: ignore[valid-type]
@@ -55,12 +58,21 @@ class TokenInfo(_Model):
     position: int = Field(ge=0, description="0-based position in the token sequence; prompt tokens are 0..n-1")
     id: int = Field(ge=0, description="token id in the model's vocabulary")
     text: str | None = Field(description="the token's text (its slice of `text` when offsets are known, else decoded)")
-    start: int | None = Field(None, ge=0, description="character offset of the token's first character in the result's `text`")
+    start: int | None = Field(
+        None, ge=0, description="character offset of the token's first character in the result's `text`"
+    )
     end: int | None = Field(None, ge=0, description="character offset one past the token's last character (exclusive)")
     role: str | None = Field(None, description="chat input: the role of the message the token belongs to; else null")
-    message: int | None = Field(None, ge=0, description="chat input: index of the message the token belongs to; else null")
-    template: bool = Field(False, description="chat-template scaffolding (outside every message's content); left out of aggregates by default")
-    special: bool = Field(False, description="a special token of the tokenizer (BOS, EOS, ...); left out of aggregates by default")
+    message: int | None = Field(
+        None, ge=0, description="chat input: index of the message the token belongs to; else null"
+    )
+    template: bool = Field(
+        False,
+        description="chat-template scaffolding (outside every message's content); left out of aggregates by default",
+    )
+    special: bool = Field(
+        False, description="a special token of the tokenizer (BOS, EOS, ...); left out of aggregates by default"
+    )
     score: Value = Field(None, description=_SCORE)
     flow: Value = Field(None, description=_FLOW)
     hessian: Value = Field(None, description=_HESSIAN)
@@ -72,7 +84,9 @@ class FoilInfo(_Model):
 
     id: int = Field(ge=0, description="token id of the foil")
     text: str | None = Field(description="the foil token's text (decoded)")
-    logprob: float | None = Field(description="natural-log probability of the foil at the target's position, given the prompt (≤ 0)")
+    logprob: float | None = Field(
+        description="natural-log probability of the foil at the target's position, given the prompt (≤ 0)"
+    )
 
 
 class TargetInfo(_Model):
@@ -81,24 +95,31 @@ class TargetInfo(_Model):
     position: int = Field(ge=1, description="position of the target token in the token sequence (after the prompt)")
     id: int = Field(ge=0, description="token id")
     text: str | None = Field(description="the token's text")
-    logprob: float | None = Field(description="natural-log probability of this token under the model, given everything before it (≤ 0)")
+    logprob: float | None = Field(
+        description="natural-log probability of this token under the model, given everything before it (≤ 0)"
+    )
     start: int | None = Field(None, ge=0, description="character offset in the result's `text` (null for ids input)")
     end: int | None = Field(None, ge=0, description="exclusive end offset in the result's `text`")
     foil: FoilInfo | None = Field(
-        None, description="contrastive requests (foil_text / foil_id): the token this target is contrasted with; the scores "
-        "explain log p(target) − log p(foil). Null otherwise"
+        None,
+        description="contrastive requests (foil_text / foil_id): the token this target is contrasted with; the scores "
+        "explain log p(target) − log p(foil). Null otherwise",
     )
 
 
 class Segment(_Model):
     """A word, sentence, caller span or chat message: the sums of its member tokens' values."""
 
-    index: int = Field(ge=0, description="index of the unit (the span's index in the request's `spans`, the message's in `messages`)")
+    index: int = Field(
+        ge=0, description="index of the unit (the span's index in the request's `spans`, the message's in `messages`)"
+    )
     text: str | None = Field(None, description="the unit's text (null for messages)")
     start: int | None = Field(None, ge=0, description="character offset of the unit in the result's `text`")
     end: int | None = Field(None, ge=0, description="exclusive end offset")
     role: str | None = Field(None, description="messages only: the message's role")
-    tokens: list[int] = Field(description="positions of the member tokens (template and special tokens excluded unless include_template)")
+    tokens: list[int] = Field(
+        description="positions of the member tokens (template and special tokens excluded unless include_template)"
+    )
     score: Value = Field(None, description="sum of the member tokens' scores (a list per target in `each` mode)")
     flow: Value = Field(None, description="sum of the member tokens' M_T (HETA only)")
     hessian: Value = Field(None, description="sum of the member tokens' S (HETA only)")
@@ -114,9 +135,12 @@ class ResultWarning(_Model):
     )
     message: str = Field(description="human-readable explanation")
     count: int = Field(ge=1, description="how many tokens are affected")
-    words: list[str] = Field(description="the affected words (unknown_tokens, each once) or token texts (unlikely_response), in order")
+    words: list[str] = Field(
+        description="the affected words (unknown_tokens, each once) or token texts (unlikely_response), in order"
+    )
     positions: list[int] = Field(
-        default_factory=list, description="unlikely_response: the affected target tokens' positions; empty for unknown_tokens"
+        default_factory=list,
+        description="unlikely_response: the affected target tokens' positions; empty for unknown_tokens",
     )
 
 
@@ -131,7 +155,9 @@ class Timings(_Model):
         None, ge=0, description="the faithfulness diagnostics' masked forwards (null unless config.diagnostics)"
     )
     compute_s: float = Field(ge=0, description="the engine's whole call (generation and assembly included)")
-    queue_s: float | None = Field(None, ge=0, description="service only: submission to the start of the run that produced the result")
+    queue_s: float | None = Field(
+        None, ge=0, description="service only: submission to the start of the run that produced the result"
+    )
     total_s: float | None = Field(None, ge=0, description="service only: submission to the stored result")
 
     def stages(self) -> dict[str, float]:
@@ -143,17 +169,23 @@ class Timings(_Model):
 class FaithfulnessPoint(_Model):
     """The target's probability with the top-k tokens removed and with only them kept."""
 
-    k: int = Field(ge=1, description="how many top-ranked prompt tokens were removed or kept (at most the prompt's length)")
+    k: int = Field(
+        ge=1, description="how many top-ranked prompt tokens were removed or kept (at most the prompt's length)"
+    )
     fraction: float | None = Field(
-        description="0.1 for the \"top 10 %\" point (k = ⌈0.1·n⌉); null for the fixed counts 1, 3 and 5"
+        description='0.1 for the "top 10 %" point (k = ⌈0.1·n⌉); null for the fixed counts 1, 3 and 5'
     )
     tokens: list[int] = Field(description="positions of the top-k tokens, best first (by score; ties: earlier first)")
     removed: float | None = Field(description="p of the target with these tokens removed (replaced by the mask vector)")
-    kept: float | None = Field(description="p of the target with only these tokens kept (every other prompt token removed)")
+    kept: float | None = Field(
+        description="p of the target with only these tokens kept (every other prompt token removed)"
+    )
     comprehensiveness: float | None = Field(
         description="p − removed: how much of the prediction the top-k tokens carry (higher = more faithful)"
     )
-    sufficiency: float | None = Field(description="p − kept: what the top-k tokens alone fail to recover (lower = more faithful)")
+    sufficiency: float | None = Field(
+        description="p − kept: what the top-k tokens alone fail to recover (lower = more faithful)"
+    )
 
 
 class DiagnosticRow(_Model):
@@ -164,13 +196,17 @@ class DiagnosticRow(_Model):
         description="p with the whole prompt: P(y | prompt); for a `sum` span the product of its tokens' "
         "probabilities (the span's total log-probability, exponentiated)"
     )
-    points: list[FaithfulnessPoint] = Field(description="k = 1, 3, 5 tokens and the top 10 % of the prompt, in that order")
+    points: list[FaithfulnessPoint] = Field(
+        description="k = 1, 3, 5 tokens and the top 10 % of the prompt, in that order"
+    )
 
 
 class Diagnostics(_Model):
     """How faithful this very attribution is (ERASER's comprehensiveness and sufficiency at top-k)."""
 
-    mask: str = Field(description="how a token was removed: its input embedding replaced by this mask vector (config.mask)")
+    mask: str = Field(
+        description="how a token was removed: its input embedding replaced by this mask vector (config.mask)"
+    )
     rows: list[DiagnosticRow] = Field(description="one per attribution row: one for `sum`, one per target for `each`")
 
 
@@ -185,7 +221,9 @@ class BudgetPlan(_Model):
     """How a time budget (``config.budget_s``) chose the run: the presets considered with their estimates."""
 
     budget_s: float = Field(gt=0, description="the request's time budget in seconds")
-    preset: str = Field(description="the preset run: the most exact one whose estimate fits, never more exact than `config.preset`")
+    preset: str = Field(
+        description="the preset run: the most exact one whose estimate fits, never more exact than `config.preset`"
+    )
     estimated_s: float = Field(ge=0, description="the chosen plan's estimated seconds")
     estimates: dict[str, float] = Field(
         description="estimated seconds of each preset considered, most exact first, and of `flow` (the first stage alone)"
@@ -194,8 +232,9 @@ class BudgetPlan(_Model):
         description="the time model's rates: measured on this model and device, or assumed from the model's size"
     )
     stopped: Literal["budget"] | None = Field(
-        None, description="`budget`: the run was still going when the budget ran out and ended with the stages it had "
-        "(the result is partial); null when it finished"
+        None,
+        description="`budget`: the run was still going when the budget ran out and ended with the stages it had "
+        "(the result is partial); null when it finished",
     )
 
 
@@ -214,8 +253,13 @@ class ResultMeta(_Model):
     hvps: int | None = Field(description="Hessian-vector products computed (HETA); null for baselines")
     versions: Versions
     timings: Timings
-    cached: bool = Field(False, description="true when the service answered from its result cache (no compute; `timings` are the original run's)")
-    plan: BudgetPlan | None = Field(None, description="with `config.budget_s`: how the budget chose the run; null without a budget")
+    cached: bool = Field(
+        False,
+        description="true when the service answered from its result cache (no compute; `timings` are the original run's)",
+    )
+    plan: BudgetPlan | None = Field(
+        None, description="with `config.budget_s`: how the budget chose the run; null without a budget"
+    )
 
 
 class AttributionResult(_Model):
@@ -229,23 +273,28 @@ class AttributionResult(_Model):
     model_config = ConfigDict(extra="forbid", ignored_types=(cached_property,))
 
     schema_version: Literal[SCHEMA_VERSIONS] = Field(  # type: ignore[valid-type]
-        SCHEMA_VERSION, description="version of this document's shape (1.1 added `partial`, `stages_done` and `meta.plan`)"
+        SCHEMA_VERSION,
+        description="version of this document's shape (1.1 added `partial`, `stages_done` and `meta.plan`)",
     )
     method: MethodName = Field(description="the attribution method")
     partial: bool = Field(
-        False, description="true for a partial result: published while the method's later stages still run (HETA: after the flow, "
+        False,
+        description="true for a partial result: published while the method's later stages still run (HETA: after the flow, "
         "then after the KL impact), or the final result of a run whose time budget ran out first (`meta.plan.stopped`). Its "
-        "`score` is estimated from the stages done (docs/engine.md \"Partial results\"); the missing terms are null"
+        '`score` is estimated from the stages done (docs/engine.md "Partial results"); the missing terms are null',
     )
     stages_done: list[str] = Field(
-        default_factory=list, description="the method's stages whose terms this document holds, in order: HETA `flow`, `kl`, "
-        "`hessian`; baselines `baseline`; then `diagnostics` when they were measured"
+        default_factory=list,
+        description="the method's stages whose terms this document holds, in order: HETA `flow`, `kl`, "
+        "`hessian`; baselines `baseline`; then `diagnostics` when they were measured",
     )
     target_mode: TargetMode = Field(
         description="`sum`: one attribution of the targets' total log-probability (values are numbers); "
         "`each`: one attribution per target token (values are lists, one entry per target)"
     )
-    text: str | None = Field(description="the prompt followed by the target text; token offsets index into it (null for ids input)")
+    text: str | None = Field(
+        description="the prompt followed by the target text; token offsets index into it (null for ids input)"
+    )
     tokens: list[TokenInfo] = Field(description="the n prompt tokens, in order, with their scores")
     targets: list[TargetInfo] = Field(min_length=1, description="the explained tokens, in order")
     aggregates: dict[AggregateKind, list[Segment]] = Field(
@@ -254,8 +303,9 @@ class AttributionResult(_Model):
     )
     warnings: list[ResultWarning] = Field(default_factory=list, description="conditions worth knowing; empty when none")
     diagnostics: Diagnostics | None = Field(
-        None, description="config.diagnostics: how the target's probability drops when the top-k tokens are removed "
-        "or kept (docs/result.md); null when not asked for"
+        None,
+        description="config.diagnostics: how the target's probability drops when the top-k tokens are removed "
+        "or kept (docs/result.md); null when not asked for",
     )
     meta: ResultMeta
 
@@ -265,8 +315,10 @@ class AttributionResult(_Model):
         values = [getattr(token, name) for token in self.tokens]
         if name != "score" and self.tokens and all(v is None for v in values):
             return None  # a baseline has no HETA components
-        rows = [[float("nan") if x is None else x for x in v] if isinstance(v, list) else (float("nan") if v is None else v)
-                for v in values]  # fmt: skip
+        rows = [
+            [float("nan") if x is None else x for x in v] if isinstance(v, list) else (float("nan") if v is None else v)
+            for v in values
+        ]
         tensor = torch.tensor(rows, dtype=torch.float32)
         return tensor.T.contiguous() if self.target_mode == "each" else tensor
 
@@ -303,7 +355,9 @@ class AttributionResult(_Model):
         """
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
-        scores = self.scores if self.scores.dim() == 1 else (self.scores[row] if row is not None else self.scores.sum(0))
+        scores = (
+            self.scores if self.scores.dim() == 1 else (self.scores[row] if row is not None else self.scores.sum(0))
+        )
         order = sorted(range(len(self.tokens)), key=lambda i: (-float(scores[i]), i))[:k]
         return [self.tokens[i].model_dump() for i in order]
 
@@ -321,10 +375,14 @@ class Estimate(_Model):
     forward_tokens: int = Field(ge=0, description="token positions pushed through the model, all passes")
     peak_bytes: int = Field(ge=0, description="weights + trace + the largest batched chunk")
     seconds: float | None = Field(
-        None, ge=0, description="predicted seconds of the call (the time model, heta_core.runtime.cost: this model's measured "
-        "speed when known, else one assumed from its size)"
+        None,
+        ge=0,
+        description="predicted seconds of the call (the time model, heta_core.runtime.cost: this model's measured "
+        "speed when known, else one assumed from its size)",
     )
-    plan: BudgetPlan | None = Field(None, description="with `config.budget_s`: the preset the budget chooses and the estimates")
+    plan: BudgetPlan | None = Field(
+        None, description="with `config.budget_s`: the preset the budget chooses and the estimates"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()

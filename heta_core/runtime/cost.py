@@ -36,11 +36,7 @@ def row_bytes_fn(model_config, layout: HeadLayout, dtype: torch.dtype, *, probes
     (``probes=0``) or a token's Hessian-vector products with ``probes`` probes, running ``positions``
     positions at the end of a ``context``-token sequence."""
     d = model_config.hidden_size
-    ffn = (
-        getattr(model_config, "intermediate_size", None)
-        or getattr(model_config, "n_inner", None)
-        or 4 * d
-    )
+    ffn = getattr(model_config, "intermediate_size", None) or getattr(model_config, "n_inner", None) or 4 * d
     layers = model_config.num_hidden_layers
     vocab = model_config.vocab_size
     elem = torch.finfo(dtype).bits // 8
@@ -77,12 +73,18 @@ def budget_bytes(memory_budget_mb: int | None, device: torch.device) -> int:
     return CPU_BUDGET_MB * 2**20
 
 
-def trace_bytes(model_config, layout: HeadLayout, dtype: torch.dtype, positions: int, predicting: int, official: bool) -> int:
+def trace_bytes(
+    model_config, layout: HeadLayout, dtype: torch.dtype, positions: int, predicting: int, official: bool
+) -> int:
     """The trace: per block the head-mean attention [T, T], k attention rows [H, k, T], values
     [T, KV·hd] and KV cache [2, T, KV·hd]; plus every head's [T, T] and the block inputs for
     ``flow="official"``."""
     elem = torch.finfo(dtype).bits // 8
-    per_block = positions * positions + layout.heads * predicting * positions + 3 * positions * layout.kv_heads * layout.head_dim
+    per_block = (
+        positions * positions
+        + layout.heads * predicting * positions
+        + 3 * positions * layout.kv_heads * layout.head_dim
+    )
     if official:
         per_block += layout.heads * positions * positions + positions * model_config.hidden_size
     return model_config.num_hidden_layers * per_block * elem
@@ -152,7 +154,11 @@ def fit_speed(samples: Sequence[tuple[Mapping[str, tuple[float, int]], Mapping[s
     (work per stage, measured seconds per stage, the whole call's seconds); never negative."""
     units, chunks = {}, {}
     for stage in {stage for work, _, _ in samples for stage in work}:
-        rows = [(work[stage][0], work[stage][1], seconds[stage]) for work, seconds, _ in samples if stage in work and stage in seconds]
+        rows = [
+            (work[stage][0], work[stage][1], seconds[stage])
+            for work, seconds, _ in samples
+            if stage in work and stage in seconds
+        ]
         if not rows:
             continue
         design = torch.tensor([[u, c] for u, c, _ in rows], dtype=torch.float64)

@@ -40,7 +40,18 @@ class MaskedChunk:
     """Work (:mod:`.schedule`): the masked variants of positions ``[lo, hi)`` of one context, each
     run from ``lo`` after the unmasked prefix, read out at the predicting positions → ``[hi − lo, k]``."""
 
-    def __init__(self, runner: SuffixRunner, embeds, base_logprobs, fill, lo: int, hi: int, readout: Readout, row_bytes, slot=None):
+    def __init__(
+        self,
+        runner: SuffixRunner,
+        embeds,
+        base_logprobs,
+        fill,
+        lo: int,
+        hi: int,
+        readout: Readout,
+        row_bytes,
+        slot=None,
+    ):
         self.runner, self.embeds, self.base_logprobs, self.fill = runner, embeds, base_logprobs, fill
         self.lo, self.hi, self.readout, self.row_bytes, self.slot = lo, hi, readout, row_bytes, slot
         self.count, self.start, self.length = hi - lo, lo, embeds.shape[0] - lo
@@ -72,7 +83,9 @@ class MaskedChunk:
         return [item._read(rows) for item, rows in zip(items, logits.split(sizes))]
 
 
-def masked_chunks(runner, embeds, base_logprobs, fill, scored: int, readout: Readout, *, row_bytes, budget_bytes: int, slot=None):
+def masked_chunks(
+    runner, embeds, base_logprobs, fill, scored: int, readout: Readout, *, row_bytes, budget_bytes: int, slot=None
+):
     """The :class:`MaskedChunk` items masking each of the first ``scored`` positions, chunked within the budget."""
     return [
         MaskedChunk(runner, embeds, base_logprobs, fill, lo, hi, readout, row_bytes, slot)
@@ -99,7 +112,9 @@ def masked_forwards(
     ``streams.join()`` before reading.
     """
     parts = []
-    for chunk in masked_chunks(runner, embeds, base_logprobs, fill, scored, readout, row_bytes=row_bytes, budget_bytes=budget_bytes):
+    for chunk in masked_chunks(
+        runner, embeds, base_logprobs, fill, scored, readout, row_bytes=row_bytes, budget_bytes=budget_bytes
+    ):
         with streams.next():
             parts.append(chunk.run())
     return streams.gather(parts)
@@ -118,9 +133,15 @@ def masked_work(scored: int, fed: int, row_bytes, budget: int) -> tuple[int, int
 
 @torch.no_grad()
 def kept_logprobs(
-    model: nn.Module, embeds: torch.Tensor, n: int, keep: torch.Tensor, fill: torch.Tensor, targets: torch.Tensor,
-    chunks: list[tuple[int, int]], streams: StreamPool | None = None,
-) -> torch.Tensor:  # fmt: skip
+    model: nn.Module,
+    embeds: torch.Tensor,
+    n: int,
+    keep: torch.Tensor,
+    fill: torch.Tensor,
+    targets: torch.Tensor,
+    chunks: list[tuple[int, int]],
+    streams: StreamPool | None = None,
+) -> torch.Tensor:
     """log P(y_j | ...) ``[B, k]`` (float64, CPU) of the targets ``[k]`` that follow ``embeds`` ``[L, d]``
     for each keep-mask row of the first ``n`` prompt positions: ``keep`` ``[B, n]`` keeps or removes
     whole tokens, ``[B, n, d]`` single elements; what is removed takes ``fill``'s value. Rows run in

@@ -57,7 +57,9 @@ class Pack:
         if self.uniform:
             return rows[0] if len(rows) == 1 else torch.cat(list(rows))
         reference = rows[0]
-        placed = torch.zeros(sum(self.sizes), self.span, reference.shape[2], dtype=reference.dtype, device=reference.device)
+        placed = torch.zeros(
+            sum(self.sizes), self.span, reference.shape[2], dtype=reference.dtype, device=reference.device
+        )
         row = 0
         for part, pad in zip(rows, self.pads):
             placed[row : row + part.shape[0], pad:] = part
@@ -79,10 +81,17 @@ class Pack:
         if start == 0:
             return None
         return [
-            tuple(torch.cat([runner.kv[layer][which][:, :, :start].expand(count, -1, -1, -1) for runner, _, count, _ in self.geometries])
-                  for which in (0, 1))
+            tuple(
+                torch.cat(
+                    [
+                        runner.kv[layer][which][:, :, :start].expand(count, -1, -1, -1)
+                        for runner, _, count, _ in self.geometries
+                    ]
+                )
+                for which in (0, 1)
+            )
             for layer in range(len(self.runner.kv))
-        ]  # fmt: skip
+        ]
 
     def _padding(self, rows: torch.Tensor):
         """The additive 4-D mask, the position ids and the padded KV prefix of the layout."""
@@ -92,8 +101,10 @@ class Pack:
         visible = torch.zeros(batch, span, context + span, dtype=torch.bool, device=device)
         diagonal = torch.eye(span, dtype=torch.bool, device=device)
         causal = torch.ones(span, span, dtype=torch.bool, device=device).tril()
-        prefix = [[torch.zeros(batch, kv.shape[1], context, kv.shape[3], dtype=kv.dtype, device=kv.device) for kv in pair]
-                  for pair in self.runner.kv]  # fmt: skip
+        prefix = [
+            [torch.zeros(batch, kv.shape[1], context, kv.shape[3], dtype=kv.dtype, device=kv.device) for kv in pair]
+            for pair in self.runner.kv
+        ]
         row = 0
         for (runner, start, count, length), pad in zip(self.geometries, self.pads):
             rows_of = slice(row, row + count)
@@ -109,7 +120,9 @@ class Pack:
                     prefix[layer][0][rows_of, :, context - start :] = keys[:, :, :start]
                     prefix[layer][1][rows_of, :, context - start :] = values[:, :, :start]
             row += count
-        mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)[:, None]
+        mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)[
+            :, None
+        ]
         return mask, positions, ([tuple(pair) for pair in prefix] if context > 0 else None)
 
 

@@ -78,7 +78,9 @@ class SuffixRunner:
         batch = suffix.shape[0]
         # a cache even at start 0 (an empty one): without any, transformers inspects the position ids
         # for packed sequences with a host-side `.all()`, a GPU synchronisation in every chunk
-        prefix = [(k[:, :, :start].expand(batch, -1, -1, -1), v[:, :, :start].expand(batch, -1, -1, -1)) for k, v in self.kv]
+        prefix = [
+            (k[:, :, :start].expand(batch, -1, -1, -1), v[:, :, :start].expand(batch, -1, -1, -1)) for k, v in self.kv
+        ]
         cache = DynamicCache(ddp_cache_data=prefix if start > 0 else None, config=self.model.config)
         with self._equivalents:
             out = self.model(inputs_embeds=suffix, **with_cache(self.model, cache), use_cache=True, logits_to_keep=keep)
@@ -125,7 +127,9 @@ class StreamPool:
         with torch.cuda.stream(stream):
             yield
 
-    def gather(self, parts: list[torch.Tensor], reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> torch.Tensor:
+    def gather(
+        self, parts: list[torch.Tensor], reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
+    ) -> torch.Tensor:
         """``reduce(cat(parts))`` computed on a side stream once every chunk is done, then :meth:`finish`."""
         if not self.streams:
             result = reduce(torch.cat(parts))

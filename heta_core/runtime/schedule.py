@@ -116,8 +116,11 @@ def _batches(ready: list[tuple[Lane, object]], packing: str) -> list[list[tuple[
 
 
 def run_lanes(
-    lanes: list[Lane], packing: str = "pad", between: Callable[[], None] | None = None, done: Callable[[Lane], None] | None = None
-) -> None:  # fmt: skip
+    lanes: list[Lane],
+    packing: str = "pad",
+    between: Callable[[], None] | None = None,
+    done: Callable[[Lane], None] | None = None,
+) -> None:
     """Run every lane's items (see the module docstring). ``between()`` runs on the host before each
     batch; ``done(lane)`` as soon as a lane has no item left (or failed) — it may append lanes to
     ``lanes`` (an attribution's next stage), which join the next round."""

@@ -20,7 +20,9 @@ router = APIRouter(tags=["attribution"])
 
 IdempotencyKey = Annotated[
     str | None,
-    Header(min_length=1, max_length=255, description="one job per (API key, key): a retried submit returns the same job"),
+    Header(
+        min_length=1, max_length=255, description="one job per (API key, key): a retried submit returns the same job"
+    ),
 ]
 # a finished job's error code → the status POST /attribute answers with
 FAILURE_STATUS = {"deadline_exceeded": 504, "out_of_memory": 503, "dead_lettered": 500, "internal_error": 500}
@@ -54,15 +56,21 @@ def finished_response(job: dict) -> Response:
 
 
 async def submit_and_wait(
-    svc: Services, body: AttributeRequest | BatchRequest, caller: Caller, idempotency_key: str | None, partial: bool = False
-):  # fmt: skip
+    svc: Services,
+    body: AttributeRequest | BatchRequest,
+    caller: Caller,
+    idempotency_key: str | None,
+    partial: bool = False,
+):
     job_id, created = await submit(svc.redis, svc.settings, svc.planners, body, caller, idempotency_key)
     job = await svc.jobs.wait(job_id, min(body.wait, svc.settings.max_wait_s), fresh=created)
     if job and job["status"] in store.FINAL:
         return finished_response(job)
     latest = store.partials(job)[-1:] if partial and job else []
     if latest:  # still running: what it knows so far
-        return Response(latest[0][1], status_code=202, media_type="application/json", headers={"Location": f"/jobs/{job_id}"})
+        return Response(
+            latest[0][1], status_code=202, media_type="application/json", headers={"Location": f"/jobs/{job_id}"}
+        )
     return accepted(job_id, job.get("status", "queued") if job else "queued")
 
 
@@ -73,11 +81,18 @@ async def submit_and_wait(
     responses={202: ACCEPTED_OR_PARTIAL, **problem_responses(*ADMISSION_PROBLEMS, 409, 500, 504)},
 )
 async def attribute(
-    body: AttributeRequest, caller: SubmitterDep, svc: ServicesDep,
+    body: AttributeRequest,
+    caller: SubmitterDep,
+    svc: ServicesDep,
     idempotency_key: IdempotencyKey = None,
-    partial: Annotated[bool, Query(description="when `wait` runs out on a running HETA job, answer 202 with its latest partial "
-                                               "result (`partial: true`) instead of the bare job id")] = False,
-):  # fmt: skip
+    partial: Annotated[
+        bool,
+        Query(
+            description="when `wait` runs out on a running HETA job, answer 202 with its latest partial "
+            "result (`partial: true`) instead of the bare job id"
+        ),
+    ] = False,
+):
     return await submit_and_wait(svc, body, caller, idempotency_key, partial)
 
 
@@ -88,9 +103,11 @@ async def attribute(
     responses={202: ACCEPTED, **problem_responses(*ADMISSION_PROBLEMS, 409, 500, 504)},
 )
 async def attribute_batch(
-    body: BatchRequest, caller: SubmitterDep, svc: ServicesDep,
+    body: BatchRequest,
+    caller: SubmitterDep,
+    svc: ServicesDep,
     idempotency_key: IdempotencyKey = None,
-):  # fmt: skip
+):
     """Items are checked before anything is queued (one bad item: 422 `invalid_batch` listing every
     bad item); then they run one after another in one job, whose progress covers the whole batch.
     An item that fails while running gets an `error` entry; the others still run."""
@@ -105,8 +122,10 @@ async def attribute_batch(
     responses={202: ACCEPTED, **problem_responses(*ADMISSION_PROBLEMS)},
 )
 async def create_job(
-    body: AttributeRequest, caller: SubmitterDep, svc: ServicesDep,
+    body: AttributeRequest,
+    caller: SubmitterDep,
+    svc: ServicesDep,
     idempotency_key: IdempotencyKey = None,
-):  # fmt: skip
+):
     job_id, _ = await submit(svc.redis, svc.settings, svc.planners, body, caller, idempotency_key)
     return accepted(job_id, "queued")

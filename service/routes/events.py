@@ -49,12 +49,13 @@ EVENT_SCHEMA = {
     "properties": {
         "event": {"type": "string", "enum": ["status", "progress", "partial", "result", "problem"]},
         "data": {
-            "type": "string", "contentMediaType": "application/json",
-            "description": "one line of JSON: `status` a JobView without result, error and partial, `progress` {\"progress\": 0-1}, "
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": 'one line of JSON: `status` a JobView without result, error and partial, `progress` {"progress": 0-1}, '
             "`partial` and `result` a JobResult document (`partial` true / false), `problem` a ProblemDetails",
         },
     },
-}  # fmt: skip
+}
 
 
 def sse(event: str, data: str) -> str:
@@ -70,13 +71,17 @@ def _final_event(job: dict) -> str:
     return sse("result", response.body.decode())
 
 
-async def _stream(request: Request, jobs: store.JobStore, job_id: str, job: dict, keepalive: float) -> AsyncIterator[str]:
+async def _stream(
+    request: Request, jobs: store.JobStore, job_id: str, job: dict, keepalive: float
+) -> AsyncIterator[str]:
     status = progress = None
     shown: set[str] = set()  # the partial results already sent, by their stages
     quiet_since = time.monotonic()
     while True:
         if not job:  # expired (result TTL) or deleted while we watched
-            yield sse("problem", problem_response(Problem(404, "job_not_found", f"job {job_id!r} is gone")).body.decode())
+            yield sse(
+                "problem", problem_response(Problem(404, "job_not_found", f"job {job_id!r} is gone")).body.decode()
+            )
             return
         view = store.public_view({k: v for k, v in job.items() if k in store.VIEW_FIELDS})
         sent = False
@@ -97,7 +102,10 @@ async def _stream(request: Request, jobs: store.JobStore, job_id: str, job: dict
             yield _final_event(job)
             return
         if request.app.state.draining:  # an open stream would hold the graceful shutdown until the job ends
-            yield sse("problem", problem_response(Problem(503, "draining", "the server is shutting down; reconnect")).body.decode())
+            yield sse(
+                "problem",
+                problem_response(Problem(503, "draining", "the server is shutting down; reconnect")).body.decode(),
+            )
             return
         now = time.monotonic()
         if sent:
@@ -114,13 +122,23 @@ async def _stream(request: Request, jobs: store.JobStore, job_id: str, job: dict
     summary="Server-sent events: status and progress changes, then the result or the problem",
     description=EVENTS_DESCRIPTION,
     response_class=StreamingResponse,
-    responses={200: {"description": "the event stream (the schema is one event's)", "content": {"text/event-stream": {"schema": EVENT_SCHEMA}}},
-               **problem_responses(*PROBLEMS, 422)},
-)  # fmt: skip
+    responses={
+        200: {
+            "description": "the event stream (the schema is one event's)",
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
+        },
+        **problem_responses(*PROBLEMS, 422),
+    },
+)
 async def job_events(
-    job_id: str, request: Request, owner: CallerDep, svc: ServicesDep,
-    keepalive: Annotated[float, Query(ge=0.5, le=300, description="seconds of silence before a keep-alive comment")] = 15.0,
-):  # fmt: skip
+    job_id: str,
+    request: Request,
+    owner: CallerDep,
+    svc: ServicesDep,
+    keepalive: Annotated[
+        float, Query(ge=0.5, le=300, description="seconds of silence before a keep-alive comment")
+    ] = 15.0,
+):
     job = await load_job(svc.jobs, svc.keys, job_id, owner)
     return StreamingResponse(
         _stream(request, svc.jobs, job_id, job, keepalive),
@@ -134,22 +152,33 @@ async def job_events(
     summary="The finished result as a self-contained HTML report (no external assets)",
     response_class=HTMLResponse,
     responses={
-        200: {"description": "the report (`heta attribute --format html` writes the same)", "content": {"text/html": {"schema": {"type": "string"}}}},
+        200: {
+            "description": "the report (`heta attribute --format html` writes the same)",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
         **problem_responses(*PROBLEMS, *FINAL_PROBLEMS),
     },
-)  # fmt: skip
+)
 async def job_report(
-    job_id: str, owner: CallerDep, svc: ServicesDep,
-    item: Annotated[int | None, Query(ge=0, description="a batch job (POST /attribute/batch): the item to report")] = None,
-):  # fmt: skip
+    job_id: str,
+    owner: CallerDep,
+    svc: ServicesDep,
+    item: Annotated[
+        int | None, Query(ge=0, description="a batch job (POST /attribute/batch): the item to report")
+    ] = None,
+):
     job = await load_job(svc.jobs, svc.keys, job_id, owner)
     if job["status"] not in store.FINAL:
         raise Problem(409, "job_not_done", f"the job is {job['status']}; a report needs its result", job_id=job_id)
     document = json.loads(finished_response(job).body)  # raises the job's problem unless it is done
     if "items" in document:  # a batch: one report per item
         if item is None or item >= len(document["items"]):
-            raise Problem(422, "invalid_item", f"the job is a batch of {len(document['items'])}: name an item, ?item=0..{len(document['items']) - 1}",
-                          job_id=job_id)  # fmt: skip
+            raise Problem(
+                422,
+                "invalid_item",
+                f"the job is a batch of {len(document['items'])}: name an item, ?item=0..{len(document['items']) - 1}",
+                job_id=job_id,
+            )
         entry = document["items"][item]
         if entry.get("error"):
             raise Problem(422, entry["error"]["code"], f"item {item} failed: {entry['error']['detail']}", job_id=job_id)

@@ -27,10 +27,11 @@ class Site(StaticFiles):
     async def get_response(self, path: str, scope):
         if not (Path(self.directory) / "index.html").is_file():
             raise Problem(
-                404, "guide_not_built",
+                404,
+                "guide_not_built",
                 f"the documentation site is not built in {self.directory}: run `mkdocs build --site-dir "
                 f"{self.directory}` (scripts/setup does), or set HETA_GUIDE_DIR",
-            )  # fmt: skip
+            )
         return await super().get_response(path, scope)
 
 

@@ -29,7 +29,9 @@ async def healthz():
     "/readyz",
     summary="Ready when Redis takes writes and every served model has a live worker",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "not ready: Redis down or full, a model without workers, or draining"}},
+    responses={
+        503: {"model": Readiness, "description": "not ready: Redis down or full, a model without workers, or draining"}
+    },
 )
 async def readyz(request: Request, svc: ServicesDep):
     settings, client = svc.settings, svc.redis
@@ -48,10 +50,11 @@ async def readyz(request: Request, svc: ServicesDep):
 
 
 async def _metrics_guard(
-    request: Request, svc: ServicesDep,
+    request: Request,
+    svc: ServicesDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
-):  # fmt: skip
+):
     """/metrics is public unless HETA_METRICS_PUBLIC=false; then it needs a key like every route."""
     if not svc.settings.metrics_public:
         who = await authenticated(request, authorization, x_api_key)
@@ -63,9 +66,11 @@ async def _metrics_guard(
     summary="Prometheus metrics (text exposition format)",
     dependencies=[Depends(_metrics_guard)],
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
-               **problem_responses(401, 403, 429, 503)},
-)  # fmt: skip
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+        **problem_responses(401, 403, 429, 503),
+    },
+)
 async def metrics(request: Request):
     payload = await asyncio.to_thread(generate_latest, request.app.state.metrics_registry)
     return Response(payload, media_type=CONTENT_TYPE_LATEST)

@@ -23,8 +23,12 @@ async def load_job(jobs: store.JobStore, keys, job_id: str, owner: str) -> dict:
     return job
 
 
-@router.get("/{job_id}", summary="Status, progress 0-1, result when done, error when failed", response_model=JobView,
-            responses=problem_responses(*PROBLEMS))  # fmt: skip
+@router.get(
+    "/{job_id}",
+    summary="Status, progress 0-1, result when done, error when failed",
+    response_model=JobView,
+    responses=problem_responses(*PROBLEMS),
+)
 async def get_job(job_id: str, owner: CallerDep, svc: ServicesDep):
     return JSONResponse(store.public_view(await load_job(svc.jobs, svc.keys, job_id, owner)))
 
@@ -34,18 +38,26 @@ async def get_job(job_id: str, owner: CallerDep, svc: ServicesDep):
     status_code=202,
     summary="Cancel (a queued job never runs; a running one stops at its next chunk), or purge a finished job",
     response_model=JobView,
-    responses={204: {"description": "purged: the finished job's request and result are deleted"},
-               **problem_responses(*PROBLEMS, 409, 422)},
-)  # fmt: skip
+    responses={
+        204: {"description": "purged: the finished job's request and result are deleted"},
+        **problem_responses(*PROBLEMS, 409, 422),
+    },
+)
 async def cancel_job(
-    job_id: str, owner: CallerDep, svc: ServicesDep,
-    purge: Annotated[bool, Query(description="delete a finished job's stored request and result now, not at its TTL")] = False,
-):  # fmt: skip
+    job_id: str,
+    owner: CallerDep,
+    svc: ServicesDep,
+    purge: Annotated[
+        bool, Query(description="delete a finished job's stored request and result now, not at its TTL")
+    ] = False,
+):
     jobs = svc.jobs
     job = await load_job(jobs, svc.keys, job_id, owner)
     if purge:
         if job["status"] not in store.FINAL:
-            raise Problem(409, "job_running", f"the job is {job['status']}: cancel it first, then purge it", job_id=job_id)
+            raise Problem(
+                409, "job_running", f"the job is {job['status']}: cancel it first, then purge it", job_id=job_id
+            )
         await jobs.purge(job_id)
         return Response(status_code=204)
     if job["status"] in store.FINAL:

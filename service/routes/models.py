@@ -19,13 +19,25 @@ router = APIRouter(tags=["models"])
 def placement(settings, planner, loaded: list[dict]) -> ModelPlacement:
     """A live worker's report of how it placed the model; before one has loaded it, what the settings ask."""
     reported = next((m["placement"] for m in loaded if m.get("placement")), None)
-    known = reported or {"dtype": str(planner.model.dtype).removeprefix("torch."), "quantization": settings.quantize, "device_map": {}}
-    return ModelPlacement(**known, requested_device_map=settings.device_map, gpus_per_worker=settings.gpus_per_worker,
-                          loaded=reported is not None)  # fmt: skip
+    known = reported or {
+        "dtype": str(planner.model.dtype).removeprefix("torch."),
+        "quantization": settings.quantize,
+        "device_map": {},
+    }
+    return ModelPlacement(
+        **known,
+        requested_device_map=settings.device_map,
+        gpus_per_worker=settings.gpus_per_worker,
+        loaded=reported is not None,
+    )
 
 
-@router.get("/models", summary="Served models with dtype, device and limits; the attribution methods",
-            response_model=ModelsResponse, responses=problem_responses(401, 403, 429, 503))  # fmt: skip
+@router.get(
+    "/models",
+    summary="Served models with dtype, device and limits; the attribution methods",
+    response_model=ModelsResponse,
+    responses=problem_responses(401, 403, 429, 503),
+)
 async def models(owner: CallerDep, svc: ServicesDep) -> ModelsResponse:
     settings, planners = svc.settings, svc.planners
     workers = await live_workers_async(svc.redis)
@@ -33,15 +45,17 @@ async def models(owner: CallerDep, svc: ServicesDep) -> ModelsResponse:
     for name in settings.models:
         planner = planners[name]
         loaded = [w["models"][name] for w in serving(workers, name, draining=True)]
-        served.append(ServedModel(
-            name=name,
-            model_type=planner.model.config.model_type,
-            dtype=loaded[0]["dtype"] if loaded else str(planner.model.dtype).removeprefix("torch."),
-            devices=sorted({m["device"] for m in loaded}),
-            workers=len(loaded),
-            max_tokens=max_tokens(settings, planner),
-            placement=placement(settings, planner, loaded),
-        ))  # fmt: skip
+        served.append(
+            ServedModel(
+                name=name,
+                model_type=planner.model.config.model_type,
+                dtype=loaded[0]["dtype"] if loaded else str(planner.model.dtype).removeprefix("torch."),
+                devices=sorted({m["device"] for m in loaded}),
+                workers=len(loaded),
+                max_tokens=max_tokens(settings, planner),
+                placement=placement(settings, planner, loaded),
+            )
+        )
     return ModelsResponse(
         models=served,
         default=settings.models[0] if settings.models else None,

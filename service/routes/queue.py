@@ -37,19 +37,27 @@ class RecentJob(BaseModel):
     created: float = Field(description="Unix seconds")
     finished: float | None = Field(description="Unix seconds; null until the job ends")
     method: str | None = Field(description="the request's config.method")
-    summary: str = Field(description="the start of the request's text (or its first message; a batch: its size), for people")
+    summary: str = Field(
+        description="the start of the request's text (or its first message; a batch: its size), for people"
+    )
 
 
 class QueueView(BaseModel):
     models: list[ModelQueue]
-    jobs: list[RecentJob] = Field(description=f"the caller's {RECENT} most recent jobs still kept (HETA_RESULT_TTL_S), newest first")
+    jobs: list[RecentJob] = Field(
+        description=f"the caller's {RECENT} most recent jobs still kept (HETA_RESULT_TTL_S), newest first"
+    )
 
 
 async def _model_queue(client, model: str, workers: list[dict], now: float) -> ModelQueue:
-    depth, age = store.queue_state(await store.read_queue(client.pipeline(transaction=False), model).execute(raise_on_error=False), now)
+    depth, age = store.queue_state(
+        await store.read_queue(client.pipeline(transaction=False), model).execute(raise_on_error=False), now
+    )
     live = serving(workers, model)
     busy = sum(1 for w in live if w.get("busy"))
-    return ModelQueue(model=model, queue_depth=depth, oldest_job_age_s=age, workers_busy=busy, workers_idle=len(live) - busy)
+    return ModelQueue(
+        model=model, queue_depth=depth, oldest_job_age_s=age, workers_busy=busy, workers_idle=len(live) - busy
+    )
 
 
 def _summary(request_json: str | None) -> tuple[str | None, str]:
@@ -87,16 +95,27 @@ async def _recent_jobs(client, owner: str) -> list[RecentJob]:
             continue
         method, summary = _summary(job["request"])
         status = "cancelling" if job["status"] == "running" and job["cancel"] else job["status"]
-        mine.append(RecentJob(
-            job_id=job["id"], status=status, model=job["model"], progress=float(job["progress"] or 0),
-            created=float(job["created"]), finished=float(job["finished"]) if job["finished"] else None,
-            method=method, summary=summary,
-        ))  # fmt: skip
+        mine.append(
+            RecentJob(
+                job_id=job["id"],
+                status=status,
+                model=job["model"],
+                progress=float(job["progress"] or 0),
+                created=float(job["created"]),
+                finished=float(job["finished"]) if job["finished"] else None,
+                method=method,
+                summary=summary,
+            )
+        )
     return sorted(mine, key=lambda j: -j.created)[:RECENT]
 
 
-@router.get("/queue", summary="Queue depth, oldest job age and workers per model; the caller's recent jobs",
-            response_model=QueueView, responses=problem_responses(401, 403, 429, 503))  # fmt: skip
+@router.get(
+    "/queue",
+    summary="Queue depth, oldest job age and workers per model; the caller's recent jobs",
+    response_model=QueueView,
+    responses=problem_responses(401, 403, 429, 503),
+)
 async def queue(owner: CallerDep, svc: ServicesDep) -> QueueView:
     client = svc.redis
     workers = await live_workers_async(client)

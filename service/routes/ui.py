@@ -22,10 +22,15 @@ router = APIRouter(tags=["explorer"])
 STATIC = Path(__file__).resolve().parent.parent / "static"
 # the page's own files, and <heta-attribution> (heta_core's copy, which the HTML report inlines too)
 FILES = {
-    path.name: path for folder in (STATIC, ASSETS) for path in folder.iterdir() if path.suffix in (".js", ".css", ".png", ".svg")
+    path.name: path
+    for folder in (STATIC, ASSETS)
+    for path in folder.iterdir()
+    if path.suffix in (".js", ".css", ".png", ".svg")
 }
 # the Swagger UI and ReDoc bundles, as the fastapi-offline package ships them
-DOCS_FILES = {path.name: path for path in (Path(fastapi_offline.__file__).parent / "static").iterdir() if path.is_file()}
+DOCS_FILES = {
+    path.name: path for path in (Path(fastapi_offline.__file__).parent / "static").iterdir() if path.is_file()
+}
 REVALIDATE = {"Cache-Control": "no-cache"}  # revalidate: an upgraded server never runs a stale script
 # ReDoc's sidebar shows its logo from its CDN: offline that is a failed request, so it points here instead
 REDOC_LOGO = ("https://cdn.redoc.ly/redoc/logo-mini.svg", "/static/docs/favicon.png")
@@ -40,8 +45,11 @@ def page_html() -> str:
     "/",
     summary="The attribution explorer (HTML page)",
     response_class=HTMLResponse,
-    responses={200: {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}, **problem_responses(503)},
-)  # fmt: skip
+    responses={
+        200: {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}},
+        **problem_responses(503),
+    },
+)
 async def explorer():
     return HTMLResponse(page_html(), headers=REVALIDATE)
 
@@ -73,11 +81,14 @@ async def docs_file(name: str):
 async def swagger_ui(request: Request):
     app = request.app
     return get_swagger_ui_html(
-        openapi_url=app.openapi_url, title=f"{app.title} - Swagger UI", oauth2_redirect_url="/docs/oauth2-redirect",
-        swagger_js_url="/static/docs/swagger-ui-bundle.js", swagger_css_url="/static/docs/swagger-ui.css",
+        openapi_url=app.openapi_url,
+        title=f"{app.title} - Swagger UI",
+        oauth2_redirect_url="/docs/oauth2-redirect",
+        swagger_js_url="/static/docs/swagger-ui-bundle.js",
+        swagger_css_url="/static/docs/swagger-ui.css",
         swagger_favicon_url="/static/docs/favicon.png",
         swagger_ui_parameters={"validatorUrl": None},  # the default validator is an external service
-    )  # fmt: skip
+    )
 
 
 @router.get("/docs/oauth2-redirect", include_in_schema=False)
@@ -89,6 +100,9 @@ async def swagger_ui_redirect():
 async def redoc(request: Request):
     app = request.app
     return get_redoc_html(
-        openapi_url=app.openapi_url, title=f"{app.title} - ReDoc", redoc_js_url="/static/docs/redoc.standalone.js",
-        redoc_favicon_url="/static/docs/favicon.png", with_google_fonts=False,
-    )  # fmt: skip
+        openapi_url=app.openapi_url,
+        title=f"{app.title} - ReDoc",
+        redoc_js_url="/static/docs/redoc.standalone.js",
+        redoc_favicon_url="/static/docs/favicon.png",
+        with_google_fonts=False,
+    )

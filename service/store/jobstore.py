@@ -8,6 +8,7 @@ from typing import Any
 from .keys import FINAL, done_key, job_key, stream_key
 from .scripts import enqueue_call, finalize_call, if_mine_call, renew_call, start_call
 
+
 class JobStore:
     """A job's life on one Redis client: the API's asyncio client (await each answer) or a worker's
     synchronous one. Each operation is one round trip; its keys and scripts are this module's.
@@ -22,7 +23,9 @@ class JobStore:
         """ENQUEUE: the job queued (or refused: rate, queue depth, in-flight; an idempotent twin's id)."""
         return self.client.eval(*enqueue_call(model, job_id, request_json, owner, deadline, **options))
 
-    def create_done(self, job_id: str, fields: dict[str, str], ttl: int, idempotency: str = "", idempotency_value: str = ""):
+    def create_done(
+        self, job_id: str, fields: dict[str, str], ttl: int, idempotency: str = "", idempotency_value: str = ""
+    ):
         """A job that is done as it is created (a result cache hit: never queued, never computed); a
         waiter wakes at once, as FINALIZE would wake it. One transaction."""
         pipe = self.client.pipeline(transaction=True)

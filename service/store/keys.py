@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from enum import StrEnum
 
+
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"

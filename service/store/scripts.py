@@ -104,7 +104,9 @@ START = _START_FUNCTION + "return start(KEYS[1], ARGV[1], ARGV[2])"
 # cancelled while queued, is left out: the worker acks it). One Redis node only: the job key is found
 # from the entry, not declared (on a cluster it shares the stream's slot, but the worker starts jobs
 # apart there).
-TAKE = _START_FUNCTION + """
+TAKE = (
+    _START_FUNCTION
+    + """
 local taken = {}
 local now = redis.call('TIME')
 local clock = now[1] .. '.' .. string.format('%06d', now[2])
@@ -120,6 +122,7 @@ for index, stream in ipairs(KEYS) do
 end
 return taken
 """
+)
 
 # KEYS: job; ARGV: worker id, then field/value pairs. Writes only while this worker's run is the job's
 # current one (fencing: a reclaimed job's stale worker changes nothing); returns the cancel flag.
@@ -150,11 +153,27 @@ return count
 
 def renew_call(stream: str, held: list[tuple[str, str]], worker: str) -> list:
     """RENEW for ``held``: (entry, job id) pairs of one stream."""
-    return [RENEW, 1 + len(held), stream, *(job_key(job_id) for _, job_id in held), GROUP, worker, *(entry for entry, _ in held)]
+    return [
+        RENEW,
+        1 + len(held),
+        stream,
+        *(job_key(job_id) for _, job_id in held),
+        GROUP,
+        worker,
+        *(entry for entry, _ in held),
+    ]
 
 
-def job_fields(job_id: str, model: str, request_json: str, owner: str, deadline: float, *, request_id: str = "",
-               traceparent: str = "") -> dict[str, str]:  # fmt: skip
+def job_fields(
+    job_id: str,
+    model: str,
+    request_json: str,
+    owner: str,
+    deadline: float,
+    *,
+    request_id: str = "",
+    traceparent: str = "",
+) -> dict[str, str]:
     """A new job's hash; ``request_id`` and ``traceparent`` (the submitting request's) only when given."""
     origin = {name: value for name, value in (("request_id", request_id), ("traceparent", traceparent)) if value}
     return {
@@ -179,9 +198,23 @@ def flatten(fields: dict[str, str]) -> list[str]:
 # worker's synchronous one: ``client.eval(*enqueue_call(...))``.
 
 
-def enqueue_call(model: str, job_id: str, request_json: str, owner: str, deadline: float, *, idempotency: str,
-                 idempotency_value: str, max_depth: int, max_inflight: int, ttl: int, cache: str = "",
-                 rate: tuple[str, int] | None = None, request_id: str = "", traceparent: str = "") -> list:  # fmt: skip
+def enqueue_call(
+    model: str,
+    job_id: str,
+    request_json: str,
+    owner: str,
+    deadline: float,
+    *,
+    idempotency: str,
+    idempotency_value: str,
+    max_depth: int,
+    max_inflight: int,
+    ttl: int,
+    cache: str = "",
+    rate: tuple[str, int] | None = None,
+    request_id: str = "",
+    traceparent: str = "",
+) -> list:
     """ENQUEUE for a new job; ``idempotency`` is the key of the caller's Idempotency-Key ("" for none),
     ``cache`` the result cache entry the worker fills when the job is done ("" for none), ``rate``
     (counter key, limit) when the script counts the request against the caller's per-minute limit
@@ -191,8 +224,18 @@ def enqueue_call(model: str, job_id: str, request_json: str, owner: str, deadlin
     fields = job_fields(job_id, model, request_json, owner, deadline, request_id=request_id, traceparent=traceparent)
     if cache:
         fields["cache"] = cache
-    return [ENQUEUE, len(keys), *keys, max_depth, max_inflight, job_id, idempotency_value if idempotency else "", ttl,
-            rate[1] if rate else 0, *flatten(fields)]  # fmt: skip
+    return [
+        ENQUEUE,
+        len(keys),
+        *keys,
+        max_depth,
+        max_inflight,
+        job_id,
+        idempotency_value if idempotency else "",
+        ttl,
+        rate[1] if rate else 0,
+        *flatten(fields),
+    ]
 
 
 def start_call(job_id: str, worker: str, started: float) -> list:

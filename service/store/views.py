@@ -6,8 +6,20 @@ import json
 from typing import Any
 
 # the fields of the job's status (what GET /jobs/{id} shows besides the result, error and partial result)
-VIEW_FIELDS = ("id", "status", "model", "progress", "attempts", "created", "started", "finished", "deadline", "worker", "cancel",
-               "request_id")
+VIEW_FIELDS = (
+    "id",
+    "status",
+    "model",
+    "progress",
+    "attempts",
+    "created",
+    "started",
+    "finished",
+    "deadline",
+    "worker",
+    "cancel",
+    "request_id",
+)
 
 
 def public_view(job: dict[str, str]) -> dict[str, Any]:

@@ -13,7 +13,14 @@ from urllib.parse import urlsplit
 from playwright.sync_api import sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 def artefacts() -> Path:
@@ -50,7 +57,9 @@ class OfflinePage:
     def _route(self, route):
         url = route.request.url
         parts = urlsplit(url)
-        if parts.scheme in ("file", "data", "blob") or (self.allowed and f"{parts.scheme}://{parts.netloc}" == self.allowed):
+        if parts.scheme in ("file", "data", "blob") or (
+            self.allowed and f"{parts.scheme}://{parts.netloc}" == self.allowed
+        ):
             route.continue_()
         else:
             self.blocked.append(url)

@@ -58,7 +58,9 @@ class Server:
 
     def worker_pids(self) -> list[int]:
         """The workers this server's processes started (or are)."""
-        return sorted({pid for proc in self.procs for pid in [proc.pid, *worker_pids(proc.pid)] if is_worker(pid) and alive(pid)})
+        return sorted(
+            {pid for proc in self.procs for pid in [proc.pid, *worker_pids(proc.pid)] if is_worker(pid) and alive(pid)}
+        )
 
     def stop(self) -> None:
         self.http.close()
@@ -78,9 +80,14 @@ def base_env(model_dir: str | None, tmp: Path, **settings) -> dict:
     if "HETA_TEST_DEVICE" in os.environ:  # the suite's device (scripts/gpu-check: cuda) for the workers too
         env["HETA_DEVICE"] = os.environ["HETA_TEST_DEVICE"]
     env.update(
-        HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", PYTHONPATH=str(ROOT),
-        HETA_REDIS_DIR=str(tmp / "redis"), HETA_LEASE_S="2", HETA_HEARTBEAT_S="0.5", HETA_DRAIN_S="5",
-    )  # fmt: skip
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_VERBOSITY="error",
+        PYTHONPATH=str(ROOT),
+        HETA_REDIS_DIR=str(tmp / "redis"),
+        HETA_LEASE_S="2",
+        HETA_HEARTBEAT_S="0.5",
+        HETA_DRAIN_S="5",
+    )
     if model_dir is not None:
         env["HETA_MODELS"] = model_dir
     env.update({f"HETA_{k.upper()}": str(v) for k, v in settings.items()})
@@ -92,7 +99,9 @@ def serve(model_dir: str | None, tmp: Path, cwd: Path | None = None, **settings)
     port = free_port()
     env = base_env(model_dir, tmp, PORT=port, **settings)
     log = open(tmp / "serve.log", "w")
-    proc = subprocess.Popen(heta_command("serve"), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
+    proc = subprocess.Popen(
+        heta_command("serve"), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
+    )
     server = Server(f"http://127.0.0.1:{port}", [proc], env)
     try:
         server.wait_ready()
@@ -123,7 +132,9 @@ def reference(model_dir):
     attributor = Attributor.from_pretrained(model_dir)
 
     def run(body: dict) -> list[float]:
-        config = HetaConfig(**{"num_hvp_samples" if k == "samples" else k: v for k, v in body.get("config", {}).items()})
+        config = HetaConfig(
+            **{"num_hvp_samples" if k == "samples" else k: v for k, v in body.get("config", {}).items()}
+        )
         return attributor.attribute(body["text"], config=config).scores.tolist()
 
     return {i: run(body) for i, body in enumerate(BODIES)}

@@ -31,8 +31,12 @@ def handed_over(server, workers: int, timeout: float = 120):
         with contextlib.suppress(redis.exceptions.ConnectionError):
             live = [w for w in registry.live_workers(client) if alive(w["pid"])]
             stream = job_store.stream_key(server.env["HETA_MODELS"])
-            if (len(live) == workers and not any(w["busy"] or w["draining"] for w in live)
-                    and client.xlen(stream) == 0 and server.http.get("/readyz").status_code == 200):  # fmt: skip
+            if (
+                len(live) == workers
+                and not any(w["busy"] or w["draining"] for w in live)
+                and client.xlen(stream) == 0
+                and server.http.get("/readyz").status_code == 200
+            ):
                 return server
         assert time.monotonic() < deadline, f"the shared server did not come back to {workers} idle worker(s)"
         time.sleep(0.2)

@@ -31,8 +31,11 @@ def netem_unavailable() -> str | None:
     """Why namespaces with ``tc netem`` cannot be used here, or None if they can."""
     if not (shutil.which("unshare") and shutil.which("tc")):
         return "no unshare or tc (iproute2) on this machine"
-    probe = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up && tc qdisc add dev lo root netem delay 1ms"],
-                           capture_output=True, text=True)  # fmt: skip
+    probe = subprocess.run(
+        ["unshare", "-rn", "sh", "-c", "ip link set lo up && tc qdisc add dev lo root netem delay 1ms"],
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode != 0:
         return f"this sandbox cannot use netem in a network namespace ({probe.stderr.strip() or probe.returncode})"
     return None
@@ -52,7 +55,9 @@ class FaultyLink:
         listening = socket.create_server(("127.0.0.1", 0))
         self.port = listening.getsockname()[1]
         started = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(listening, started), name=f"faulty-link-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(listening, started), name=f"faulty-link-{self.port}", daemon=True
+        )
         self._thread.start()
         started.wait()
 

@@ -48,7 +48,12 @@ BAD = [
     ({"text": PROMPT, "target_text": " 3", "foil_text": " 3"}, {}, 422, "invalid_foil"),
     ({"text": PROMPT, "target_text": " 3", "foil_text": " 6 7"}, {}, 422, "invalid_foil"),
     ({"text": PROMPT, "target_text": " 3", "foil_id": 10**6}, {}, 422, "invalid_foil"),
-    ({"text": PROMPT, "target_text": " 3", "foil_text": " 6", "config": {"method": "rollout"}}, {}, 422, "invalid_foil"),
+    (
+        {"text": PROMPT, "target_text": " 3", "foil_text": " 6", "config": {"method": "rollout"}},
+        {},
+        422,
+        "invalid_foil",
+    ),
     ({"text": PROMPT, "config": {"preset": "quick"}}, {}, 422, "validation_error"),
     ({"text": PROMPT, "config": {"budget_s": -1}}, {}, 422, "validation_error"),
     ({"text": PROMPT, "config": {"budget_s": 0}}, {}, 422, "validation_error"),
@@ -94,9 +99,13 @@ def test_no_bad_body_creates_a_job(guarded, path):
             answer = server.http.post(path, json=body, headers=headers)
         assert answer.status_code == status and answer.json()["code"] == code, (body, answer.text)
         assert answer.headers["content-type"] == "application/problem+json"
-        if code in ("invalid_config", "validation_error") and b"budget_s" in (body if isinstance(body, bytes) else str(body).encode()):
+        if code in ("invalid_config", "validation_error") and b"budget_s" in (
+            body if isinstance(body, bytes) else str(body).encode()
+        ):
             problem = answer.json()  # the field is named: by the engine's check, or in the schema's errors
-            assert problem.get("field") == "budget_s" or any(e["loc"][-1] == "budget_s" for e in problem.get("errors", [])), problem
+            assert problem.get("field") == "budget_s" or any(
+                e["loc"][-1] == "budget_s" for e in problem.get("errors", [])
+            ), problem
         if code == "cost_over_ceiling" and "budget_s" in str(body):
             estimate = answer.json()["estimate"]  # the cheapest plan's
             assert estimate["seconds"] > 1e-6 and estimate["hvps"] == 0 and answer.json()["field"] == "budget_s"
@@ -112,7 +121,9 @@ def test_no_bad_body_creates_a_job(guarded, path):
 def test_contrastive_and_response_ids_requests_run(guarded):
     """A foil and a response produced elsewhere pass admission and come back in the result."""
     server, _ = guarded
-    answer = server.http.post("/attribute", json={"text": PROMPT, "response_ids": [23], "foil_text": " 6", "config": {"samples": 2}})
+    answer = server.http.post(
+        "/attribute", json={"text": PROMPT, "response_ids": [23], "foil_text": " 6", "config": {"samples": 2}}
+    )
     assert answer.status_code == 200, answer.text
     result = answer.json()
     (target,) = result["targets"]
@@ -130,7 +141,13 @@ def test_foil_and_response_ids_are_part_of_the_cache_key():
     def key(**extra):
         return cache.key("heta-demo", None, *AttributeRequest.model_validate({"text": PROMPT, **extra}).engine_call())
 
-    keys = {key(), key(response_ids=[23]), key(response_ids=[24]), key(target_text=" 3", foil_text=" 6"), key(target_text=" 3", foil_id=26)}
+    keys = {
+        key(),
+        key(response_ids=[23]),
+        key(response_ids=[24]),
+        key(target_text=" 3", foil_text=" 6"),
+        key(target_text=" 3", foil_id=26),
+    }
     assert len(keys) == 5
 
 
@@ -162,12 +179,18 @@ def test_a_submission_past_the_rate_limit_is_refused_and_writes_nothing(guarded)
 
     server, client = guarded
     now = window()
-    full = [f"heta:rate:anonymous:{hash_key('127.0.0.1')[:16]}:{w}" for w in (now, now + 1)]  # a minute may turn meanwhile
+    full = [
+        f"heta:rate:anonymous:{hash_key('127.0.0.1')[:16]}:{w}" for w in (now, now + 1)
+    ]  # a minute may turn meanwhile
     for key in full:
         client.set(key, 600, ex=120)  # HETA_RATE_LIMIT_PER_MINUTE's default: this minute is used up
     try:
         before = written(client)
-        for path, body in [("/jobs", {"text": PROMPT}), ("/attribute", {"text": PROMPT}), ("/jobs", {"text": PROMPT, "spans": [[5, 2]]})]:
+        for path, body in [
+            ("/jobs", {"text": PROMPT}),
+            ("/attribute", {"text": PROMPT}),
+            ("/jobs", {"text": PROMPT, "spans": [[5, 2]]}),
+        ]:
             answer = server.http.post(path, json=body)
             assert answer.status_code == 429 and answer.json()["code"] == "rate_limited", answer.text
             assert 0 < int(answer.headers["retry-after"]) <= 61

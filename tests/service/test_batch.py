@@ -78,7 +78,9 @@ def test_the_batch_cost_is_summed_against_the_ceiling(live):
 
 
 def test_progress_covers_the_batch_and_a_cancel_stops_it(live):
-    answer = live.http.post("/attribute/batch", json={"items": [ITEMS[0], {**LONG, "config": {"samples": 900}}], "wait": 0})
+    answer = live.http.post(
+        "/attribute/batch", json={"items": [ITEMS[0], {**LONG, "config": {"samples": 900}}], "wait": 0}
+    )
     assert answer.status_code == 202
     job_id = answer.json()["job_id"]
     seen = []
@@ -98,7 +100,9 @@ def test_progress_covers_the_batch_and_a_cancel_stops_it(live):
 
 def test_the_client_sends_batches_and_raises_typed_problems(live):
     with HetaClient(live.url, backoff=0.05) as heta:
-        batch = heta.batch(["c=6 e=6 b=3 h=3 m=6 ? h", {"text": "a=2 d=5 ? d", "target_text": " 5", "id": 7}], config=CONFIG, wait=0)
+        batch = heta.batch(
+            ["c=6 e=6 b=3 h=3 m=6 ? h", {"text": "a=2 d=5 ? d", "target_text": " 5", "id": 7}], config=CONFIG, wait=0
+        )
         assert isinstance(batch, BatchResult) and batch.succeeded == 2  # waited for by polling the job
         assert batch.items[0].result.targets[0].text.strip() == "h" and batch.items[1].id == 7
         assert batch.items[1].result.topk(1)[0]["text"] == "d=5"
@@ -114,7 +118,11 @@ def test_a_batch_reports_per_item_and_shows_in_the_queue(live):
     assert report.status_code == 200 and "text/html" in report.headers["content-type"] and "k=9" in report.text
     for params in ({}, {"item": 2}):
         refused = live.http.get(f"/jobs/{job_id}/report", params=params)
-        assert refused.status_code == 422 and refused.json()["code"] == "invalid_item" and "0..1" in refused.json()["detail"]
+        assert (
+            refused.status_code == 422
+            and refused.json()["code"] == "invalid_item"
+            and "0..1" in refused.json()["detail"]
+        )
     single_body = {k: v for k, v in ITEMS[1].items() if k != "id"}
     single = live.http.post("/attribute", json={**single_body, "config": CONFIG, "wait": 120}).json()
     assert live.http.get(f"/jobs/{single['job_id']}/report", params={"item": 0}).json()["code"] == "invalid_item"

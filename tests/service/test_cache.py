@@ -40,7 +40,10 @@ def test_a_repeated_request_is_answered_without_compute(cached):
     assert first["meta"]["cached"] is False and again["meta"]["cached"] is True
     assert again["job_id"] != first["job_id"] and scores(again) == scores(first)
     # the engine's own timings are the original run's; the service's say what this request took
-    assert again["meta"]["timings"]["compute_s"] == first["meta"]["timings"]["compute_s"] and again["meta"]["timings"]["queue_s"] == 0
+    assert (
+        again["meta"]["timings"]["compute_s"] == first["meta"]["timings"]["compute_s"]
+        and again["meta"]["timings"]["queue_s"] == 0
+    )
     job = cached.http.get(f"/jobs/{again['job_id']}", headers=K1).json()
     assert job["status"] == "done" and job["attempts"] == 0 and job["worker"] is None  # no worker touched it
     assert cached.metric('heta_jobs_total{outcome="done"}', K1) == done_before + 1  # one computation
@@ -83,7 +86,9 @@ def test_cache_metrics_count_hits_misses_and_bytes(cached):
 def test_the_size_bound_drops_the_oldest_results(tmp_path):
     request = AttributeRequest.model_validate(BODY)
     kwargs, config = request.engine_call()
-    size = len(job_result_json(Attributor.from_pretrained("heta-demo").attribute(**kwargs, config=config), "x" * 41, 0.0, 0.0))
+    size = len(
+        job_result_json(Attributor.from_pretrained("heta-demo").attribute(**kwargs, config=config), "x" * 41, 0.0, 0.0)
+    )
     bound = int(2.5 * size)  # room for two results of this size (give or take a few bytes of timings), not three
     with serve(None, tmp_path, CACHE_TTL_S=600, CACHE_MAX_BYTES=bound) as server:
         bodies = [{**BODY, "config": {**BODY["config"], "seed": seed}} for seed in (1, 2, 3)]

@@ -26,6 +26,7 @@ from ..helpers import FINAL, alive, children, cmdline, settle
 from .conftest import serve
 from .faults import BODIES, SLOW, TEXT, assert_clean, handed_over, running_worker, submit, wait_for_log, wait_idle
 
+
 @contextlib.contextmanager
 def serve_on_store(model_dir: str, tmp: Path, **settings):
     """`heta serve` on a Redis the test owns (and can kill, fill and inspect; not restarted by itself):
@@ -49,7 +50,9 @@ def two_workers_server(model_dir, tmp_path_factory):
 def one_worker_server(model_dir, tmp_path_factory):
     # a drain long enough to finish any job (the SIGTERM test); dead-lettered at the 3rd delivery (the
     # poison job's test; no other test here delivers a job more than once)
-    with serve_on_store(model_dir, tmp_path_factory.mktemp("one-worker"), WORKERS=1, DRAIN_S=120, MAX_DELIVERIES=2) as server:
+    with serve_on_store(
+        model_dir, tmp_path_factory.mktemp("one-worker"), WORKERS=1, DRAIN_S=120, MAX_DELIVERIES=2
+    ) as server:
         yield server
 
 
@@ -116,7 +119,11 @@ def test_redis_killed_mid_stream_and_restarted_on_its_data(model_dir, one_worker
     failures = server.log.read_text(errors="replace").count("heartbeat failed")
     store.kill()
     quick = httpx.Client(base_url=server.url, timeout=10)
-    for method, path, body in (("POST", "/jobs", {"text": TEXT}), ("GET", f"/jobs/{ids[1]}", None), ("GET", "/models", None)):
+    for method, path, body in (
+        ("POST", "/jobs", {"text": TEXT}),
+        ("GET", f"/jobs/{ids[1]}", None),
+        ("GET", "/models", None),
+    ):
         answer = quick.request(method, path, json=body)
         assert answer.status_code == 503 and answer.json()["code"] == "redis_unavailable", answer.text
         assert answer.headers["content-type"] == "application/problem+json" and answer.headers["retry-after"]
@@ -150,7 +157,9 @@ def test_sigkill_of_serve_leaves_no_process_behind_and_loses_no_job(model_dir, t
     with serve(model_dir, tmp_path, WORKERS=2, DRAIN_S=1) as server:
         ids = submit(server)
         server.wait_status(ids[0], {"running"}, timeout=120)
-        descendants = [pid for pid in children(server.procs[0].pid) if b"redis-server" in cmdline(pid)] + server.worker_pids()
+        descendants = [
+            pid for pid in children(server.procs[0].pid) if b"redis-server" in cmdline(pid)
+        ] + server.worker_pids()
         assert len(descendants) == 3
         server.procs[0].kill()
         server.procs[0].wait()

@@ -83,7 +83,9 @@ class FaultProxy:
                     proxy.seen.append((self.command, self.path, fault[2]))
                     self.wfile.write(payload)
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")
+                }
                 answer = forward.request(self.command, self.path, content=body, headers=headers)
                 if fault is not None:  # "drop": the server did the work; the caller never hears of it
                     proxy.answers.append(answer.json())
@@ -193,7 +195,9 @@ def test_the_async_client_runs_the_same_protocol(live, proxy):
 
     async def main():
         async with AsyncHetaClient(proxy.url, api_key=KEY, backoff=0.05) as heta:
-            ids = await asyncio.gather(*(heta.submit(PROMPT, target_text=" 3", config={"seed": 20 + i}) for i in range(3)))
+            ids = await asyncio.gather(
+                *(heta.submit(PROMPT, target_text=" 3", config={"seed": 20 + i}) for i in range(3))
+            )
             results = await asyncio.gather(*(heta.wait(job_id, timeout=120) for job_id in ids))
             return ids, results, await heta.models()
 

@@ -20,14 +20,46 @@ SPANS = [[0, 3], [12, 15]]
 # (service body, the same request for Attributor.attribute, the same on the command line)
 REQUESTS = [
     (
-        {"text": PROMPT, "target_text": " 3", "spans": SPANS, "config": {"samples": 3, "seed": 1, "granularity": "word"}},
-        ({"text": PROMPT, "target_text": " 3", "spans": SPANS, "granularity": "word"}, {"num_hvp_samples": 3, "seed": 1}),
-        ["--text", PROMPT, "--target-text", " 3", "--spans", json.dumps(SPANS), "--granularity", "word", "--samples", "3", "--seed", "1"],
+        {
+            "text": PROMPT,
+            "target_text": " 3",
+            "spans": SPANS,
+            "config": {"samples": 3, "seed": 1, "granularity": "word"},
+        },
+        (
+            {"text": PROMPT, "target_text": " 3", "spans": SPANS, "granularity": "word"},
+            {"num_hvp_samples": 3, "seed": 1},
+        ),
+        [
+            "--text",
+            PROMPT,
+            "--target-text",
+            " 3",
+            "--spans",
+            json.dumps(SPANS),
+            "--granularity",
+            "word",
+            "--samples",
+            "3",
+            "--seed",
+            "1",
+        ],
     ),
     (
         {"text": PROMPT + " 3", "target_position": 7, "target_mode": "each", "config": {"method": "ig", "ig_steps": 8}},
         ({"text": PROMPT + " 3", "target_position": 7, "target_mode": "each"}, {"method": "ig", "ig_steps": 8}),
-        ["--text", PROMPT + " 3", "--target-position", "7", "--target-mode", "each", "--method", "ig", "--ig-steps", "8"],
+        [
+            "--text",
+            PROMPT + " 3",
+            "--target-position",
+            "7",
+            "--target-mode",
+            "each",
+            "--method",
+            "ig",
+            "--ig-steps",
+            "8",
+        ],
     ),
 ]
 
@@ -81,7 +113,9 @@ def test_python_api_cli_and_service_emit_the_same_result(demo, openapi, body, en
     service_json = served.json()
     kwargs, config = engine
     python_json = Attributor.from_pretrained("heta-demo").attribute(**kwargs, config=HetaConfig(**config)).to_dict()
-    done = subprocess.run(heta_command("attribute", *cli, "--format", "json"), capture_output=True, text=True, env=demo.env, timeout=300)
+    done = subprocess.run(
+        heta_command("attribute", *cli, "--format", "json"), capture_output=True, text=True, env=demo.env, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     cli_json = json.loads(done.stdout)
 
@@ -105,10 +139,17 @@ def test_python_api_cli_and_service_emit_the_same_result(demo, openapi, body, en
 
 
 def test_baseline_results_carry_no_heta_only_fields(demo):
-    body = demo.http.post("/attribute", json={"text": PROMPT, "target_text": " 3", "config": {"method": "occlusion"}}).json()
+    body = demo.http.post(
+        "/attribute", json={"text": PROMPT, "target_text": " 3", "config": {"method": "occlusion"}}
+    ).json()
     assert body["method"] == "occlusion" and body["meta"]["hvps"] is None and body["meta"]["config"] == {"mask": "zero"}
     timings = body["meta"]["timings"]
-    assert timings["baseline_s"] > 0 and timings["flow_s"] is None and timings["kl_s"] is None and timings["hessian_s"] is None
+    assert (
+        timings["baseline_s"] > 0
+        and timings["flow_s"] is None
+        and timings["kl_s"] is None
+        and timings["hessian_s"] is None
+    )
     assert all(t["flow"] is None and t["hessian"] is None and t["kl"] is None for t in body["tokens"])
 
 
@@ -116,7 +157,13 @@ def test_unknown_words_are_reported_not_scored_silently(demo):
     prompt = "c=6 zz=9 b=3 qq=1 zz=9 ? b"  # zz=9 and qq=1 are not in heta-demo's vocabulary
     body = demo.http.post("/attribute", json={"text": prompt, "target_text": " 3"}).json()
     assert body["warnings"] == [
-        {"code": "unknown_tokens", "count": 3, "words": ["zz=9", "qq=1"], "positions": [], "message": body["warnings"][0]["message"]}
+        {
+            "code": "unknown_tokens",
+            "count": 3,
+            "words": ["zz=9", "qq=1"],
+            "positions": [],
+            "message": body["warnings"][0]["message"],
+        }
     ]
     assert "zz=9" in body["warnings"][0]["message"]
     clean = demo.http.post("/attribute", json={"text": PROMPT, "target_text": " 3"}).json()
@@ -135,10 +182,16 @@ def test_every_route_declares_its_responses_and_problems_share_one_schema(openap
             assert success, f"{method} {path} declares no success response"
             for status in (s for s in success if s != "204"):  # 204: no content by definition
                 content = responses[status].get("content", {})
-                assert content and all(c.get("schema") for c in content.values()), f"{method} {path} {status} is untyped"
+                assert content and all(c.get("schema") for c in content.values()), (
+                    f"{method} {path} {status} is untyped"
+                )
             for status, response in responses.items():
                 if int(status) >= 400 and path != "/readyz":
-                    assert response["content"] == {"application/problem+json": {"schema": problem_ref}}, (method, path, status)
+                    assert response["content"] == {"application/problem+json": {"schema": problem_ref}}, (
+                        method,
+                        path,
+                        status,
+                    )
     attribute = openapi["paths"]["/attribute"]["post"]["responses"]
     assert {"200", "202", "400", "401", "403", "409", "413", "422", "429", "500", "503", "504"} == set(attribute)
     assert set(openapi["paths"]["/jobs/{job_id}"]["delete"]["responses"]) >= {"202", "404", "409"}
@@ -170,7 +223,11 @@ def _examples(node, where="$"):
 def test_every_example_in_the_schema_validates_against_it(openapi):
     found = list(_examples(openapi))
     where = {w for w, _, _ in found}
-    assert {"$.components.schemas.AttributeRequest", "$.components.schemas.ProblemDetails", "$.components.schemas.JobAccepted"} <= where
+    assert {
+        "$.components.schemas.AttributeRequest",
+        "$.components.schemas.ProblemDetails",
+        "$.components.schemas.JobAccepted",
+    } <= where
     for place, schema, example in found:
         validator = jsonschema.Draft202012Validator({**schema, "components": openapi["components"]})
         errors = list(validator.iter_errors(example))

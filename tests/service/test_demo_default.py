@@ -17,14 +17,25 @@ def test_serve_defaults_to_heta_demo_and_takes_a_method(tmp_path):
         assert (tmp_path / ".heta" / "redis" / "redis.log").is_file()
         models = server.http.get("/models").json()
         assert models["default"] == "heta-demo" and models["default_method"] == "integrated_gradients"
-        assert models["methods"] == ["heta", "gradient", "input_x_gradient", "integrated_gradients", "attention_rollout", "occlusion"]
+        assert models["methods"] == [
+            "heta",
+            "gradient",
+            "input_x_gradient",
+            "integrated_gradients",
+            "attention_rollout",
+            "occlusion",
+        ]
         default = server.http.post("/attribute", json={"text": PROMPT, "target_text": " 3"}).json()
         assert default["meta"]["model"] == "heta-demo" and default["method"] == "integrated_gradients"
-        heta = server.http.post("/attribute", json={"text": PROMPT, "target_text": " 3", "config": {"method": "heta"}}).json()
+        heta = server.http.post(
+            "/attribute", json={"text": PROMPT, "target_text": " 3", "config": {"method": "heta"}}
+        ).json()
         scores = [t["score"] for t in heta["tokens"]]
         assert max(range(5), key=lambda i: scores[i]) == 3 and heta["tokens"][0]["flow"] is not None
         local = Attributor.from_pretrained("heta-demo", config=HetaConfig(method="occlusion"))
-        loo = server.http.post("/attribute", json={"text": PROMPT, "target_text": " 3", "config": {"method": "loo"}}).json()
+        loo = server.http.post(
+            "/attribute", json={"text": PROMPT, "target_text": " 3", "config": {"method": "loo"}}
+        ).json()
         expected = local.attribute(PROMPT, target_text=" 3").scores.tolist()
         assert [t["score"] for t in loo["tokens"]] == expected and loo["tokens"][0]["hessian"] is None
         assert server.metric('heta_compute_seconds_total{method="occlusion",stage="baseline"}') > 0

@@ -27,7 +27,9 @@ def keyed(tmp_path_factory):
 def read_events(server, job_id: str, headers: dict, keepalive: float = 15, limit: float = 120) -> list[tuple[str, str]]:
     """Every (event, data) of the stream, keep-alive comments as ("comment", text), until it closes."""
     events, lines = [], []
-    with server.http.stream("GET", f"/jobs/{job_id}/events", params={"keepalive": keepalive}, headers=headers, timeout=limit) as response:
+    with server.http.stream(
+        "GET", f"/jobs/{job_id}/events", params={"keepalive": keepalive}, headers=headers, timeout=limit
+    ) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
             if line:
@@ -92,7 +94,11 @@ def test_a_heta_job_streams_its_partial_results_before_the_result(keyed):
     assert names == ["partial", "partial", "result"], names
     partials = [json.loads(data) for name, data in events if name == "partial"]
     final = json.loads(events[-1][1])
-    assert [p["stages_done"] for p in partials] == [["flow"], ["flow", "kl"]] and final["stages_done"] == ["flow", "kl", "hessian"]
+    assert [p["stages_done"] for p in partials] == [["flow"], ["flow", "kl"]] and final["stages_done"] == [
+        "flow",
+        "kl",
+        "hessian",
+    ]
     for partial in partials:
         schema_validator(spec, "JobResult").validate(partial)
         assert partial["partial"] is True and partial["job_id"] == job_id
@@ -107,9 +113,15 @@ def test_a_heta_job_streams_its_partial_results_before_the_result(keyed):
     assert answer.status_code == 202 and set(answer.json()) == {"job_id", "status"}  # nothing known yet: the bare 202
     running = answer.json()["job_id"]
     deadline = time.monotonic() + 60
-    while "partial" not in (view := keyed.http.get(f"/jobs/{running}", headers=K1).json()) and time.monotonic() < deadline:
+    while (
+        "partial" not in (view := keyed.http.get(f"/jobs/{running}", headers=K1).json()) and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
-    assert view["status"] == "running" and view["partial"]["partial"] is True and view["partial"]["stages_done"][0] == "flow"
+    assert (
+        view["status"] == "running"
+        and view["partial"]["partial"] is True
+        and view["partial"]["stages_done"][0] == "flow"
+    )
     schema_validator(spec, "JobView").validate(view)
     twin = keyed.http.post("/attribute", params={"partial": "true"}, json={**slow, "wait": 0.5}, headers=twice)
     body = twin.json()
@@ -125,10 +137,14 @@ def test_a_heta_job_streams_its_partial_results_before_the_result(keyed):
 
 
 def test_a_waiting_job_gets_keep_alives_and_its_cancellation_ends_the_stream(keyed):
-    blocker = submit(keyed, {**LONG, "config": {"samples": 1000}}, K1)  # the one worker is busy with this while the next job waits
+    blocker = submit(
+        keyed, {**LONG, "config": {"samples": 1000}}, K1
+    )  # the one worker is busy with this while the next job waits
     waiting = submit(keyed, {"text": PROMPT, "target_text": " 3"}, K1)
     events = []
-    with keyed.http.stream("GET", f"/jobs/{waiting}/events", params={"keepalive": 0.5}, headers=K1, timeout=60) as response:
+    with keyed.http.stream(
+        "GET", f"/jobs/{waiting}/events", params={"keepalive": 0.5}, headers=K1, timeout=60
+    ) as response:
         lines = response.iter_lines()
         for line in lines:
             events.append(line)
@@ -167,7 +183,11 @@ def test_report_and_queue_routes(keyed):
     assert not_done.status_code == 409 and not_done.json()["code"] == "job_not_done"
     queue = keyed.http.get("/queue", headers=K2).json()
     assert [j["job_id"] for j in queue["jobs"]][:2] == [running, done]  # newest first, only k2's
-    assert queue["jobs"][1]["status"] == "done" and queue["jobs"][1]["summary"] == PROMPT and queue["jobs"][1]["method"] == "heta"
+    assert (
+        queue["jobs"][1]["status"] == "done"
+        and queue["jobs"][1]["summary"] == PROMPT
+        and queue["jobs"][1]["method"] == "heta"
+    )
     (model,) = queue["models"]
     assert model["model"] == "heta-demo" and model["workers_busy"] + model["workers_idle"] == 1
     assert not {j["job_id"] for j in keyed.http.get("/queue", headers=K1).json()["jobs"]} & {done, running}
@@ -225,4 +245,3 @@ def test_the_page_asks_for_a_key_and_says_when_it_is_wrong(keyed):
         assert keyed.http.get(f"/jobs/{job_id}", headers=K1).status_code == 404
         assert view.blocked == [] and view.errors == []
         view.close()
-

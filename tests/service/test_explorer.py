@@ -54,10 +54,12 @@ def explained(page, count: int = 1, timeout: float = 120_000) -> list[str]:
     """Wait for ``count`` rendered final results (a HETA card is drawn at its first partial result
     and refined in place: `data-partial` is empty once it shows the final); their job ids."""
     # each card's <heta-attribution> draws in its own (open) shadow root
-    page.wait_for_function(f"[...document.querySelectorAll('#results .result heta-attribution')].some(h => h.shadowRoot.querySelector('.hm-unit')) && "
-                           f"document.querySelectorAll('#results .result').length == {count} && "
-                           f"document.querySelectorAll('#results .result[data-partial=\"\"]').length == {count}",
-                           timeout=timeout)  # fmt: skip
+    page.wait_for_function(
+        f"[...document.querySelectorAll('#results .result heta-attribution')].some(h => h.shadowRoot.querySelector('.hm-unit')) && "
+        f"document.querySelectorAll('#results .result').length == {count} && "
+        f"document.querySelectorAll('#results .result[data-partial=\"\"]').length == {count}",
+        timeout=timeout,
+    )
     return page.eval_on_selector_all("#results .result", "cards => cards.map(c => c.dataset.jobId)")
 
 
@@ -96,9 +98,13 @@ def test_default_example_heatmap_equals_the_api_result(server, offline):
 
     shown = spans(page)
     assert [s["text"] for s in shown] == [t["text"] for t in result["tokens"]]
-    assert [float(s["value"]) for s in shown] == [t["score"] for t in result["tokens"]]  # the very numbers of the result
+    assert [float(s["value"]) for s in shown] == [
+        t["score"] for t in result["tokens"]
+    ]  # the very numbers of the result
     total = sum(abs(t["score"]) for t in result["tokens"])
-    assert [float(s["share"]) for s in shown] == pytest.approx([t["score"] / total for t in result["tokens"]], rel=1e-12)
+    assert [float(s["share"]) for s in shown] == pytest.approx(
+        [t["score"] / total for t in result["tokens"]], rel=1e-12
+    )
     # colour order follows the scores: a higher score is never lighter, and the top token is the darkest
     order = sorted(range(len(shown)), key=lambda i: -result["tokens"][i]["score"])
     lightness = [luminance(shown[i]["colour"]) for i in order]
@@ -115,18 +121,29 @@ def test_default_example_heatmap_equals_the_api_result(server, offline):
         f"keeping only them gives {probability(three['kept'])}."
     )
     assert three["removed"] < 0.01 < 0.9 < row["probability"]
-    table = page.eval_on_selector_all("#results .hm-diag-table tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+    table = page.eval_on_selector_all(
+        "#results .hm-diag-table tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
     assert table == [
-        [f"10 % ({p['k']})" if p["fraction"] else str(p["k"]), probability(p["removed"]), probability(p["kept"]),
-         probability(p["comprehensiveness"]), probability(p["sufficiency"])]
+        [
+            f"10 % ({p['k']})" if p["fraction"] else str(p["k"]),
+            probability(p["removed"]),
+            probability(p["kept"]),
+            probability(p["comprehensiveness"]),
+            probability(p["sufficiency"]),
+        ]
         for p in row["points"]
-    ]  # fmt: skip
+    ]
     # the top-k list shows raw values with their share of the total
     first = page.text_content("#results .hm-top li")
-    assert first == f"h=3 {people(result['tokens'][top]['score'])} ({100 * result['tokens'][top]['score'] / total:.1f} %)"
+    assert (
+        first == f"h=3 {people(result['tokens'][top]['score'])} ({100 * result['tokens'][top]['score'] / total:.1f} %)"
+    )
     # queue panel: the job is among the caller's recent jobs, heta-demo has its worker
     page.wait_for_selector(f"#recent-jobs button[data-job-id='{job_id}'] .job-status[data-status='done']")
-    cells = page.eval_on_selector_all("#queue-models tbody tr[data-model='heta-demo'] td", "cells => cells.map(c => c.textContent)")
+    cells = page.eval_on_selector_all(
+        "#queue-models tbody tr[data-model='heta-demo'] td", "cells => cells.map(c => c.textContent)"
+    )
     busy, idle = (int(v) for v in cells[3].split(" / "))
     assert cells[0] == "heta-demo" and busy + idle == 1
     assert no_horizontal_scroll(page)
@@ -157,8 +174,10 @@ def test_components_and_granularities_show_the_result_numbers(server, offline):
     page.hover("#results .hm-text .hm-unit >> nth=1")
     page.wait_for_selector("#results .hm-tooltip:not([hidden])")
     view.shot("03-word-view-tooltip", full_page=False)
-    rows = page.eval_on_selector_all("#results .hm-tooltip tbody tr",
-                                     "rows => rows.map(r => [r.dataset.component, r.cells[1].textContent, r.cells[2].textContent])")  # fmt: skip
+    rows = page.eval_on_selector_all(
+        "#results .hm-tooltip tbody tr",
+        "rows => rows.map(r => [r.dataset.component, r.cells[1].textContent, r.cells[2].textContent])",
+    )
     assert [r[0] for r in rows] == ["score", "flow", "hessian", "kl"]
     for component, number, share in rows:
         value = words[1][component]
@@ -181,7 +200,9 @@ def test_components_and_granularities_show_the_result_numbers(server, offline):
     page.click("#results .hm-view select")
     page.select_option("#results .hm-view select", "token")
     page.click("#results .hm-text .hm-unit >> nth=2")
-    assert page.is_checked("input[name='target-kind'][value='position']") and page.input_value("#target-position") == "2"
+    assert (
+        page.is_checked("input[name='target-kind'][value='position']") and page.input_value("#target-position") == "2"
+    )
     assert "position 2" in page.text_content("#alert")
 
 
@@ -200,10 +221,13 @@ def test_each_target_of_a_generation_gets_a_row_of_the_matrix(server, offline):
     targets = result["targets"]
     assert len(targets) == 2
     rows = page.eval_on_selector_all(
-        "#results .hm-matrix-table tbody tr", "rows => rows.map(r => [...r.querySelectorAll('td')].map(c => c.dataset.value))"
+        "#results .hm-matrix-table tbody tr",
+        "rows => rows.map(r => [...r.querySelectorAll('td')].map(c => c.dataset.value))",
     )
     # one row per generated token, one cell per prompt token, each the result's score of that pair
-    assert [[float(v) for v in row] for row in rows] == [[t["score"][j] for t in result["tokens"]] for j in range(len(targets))]
+    assert [[float(v) for v in row] for row in rows] == [
+        [t["score"][j] for t in result["tokens"]] for j in range(len(targets))
+    ]
     labels = page.eval_on_selector_all("#results .hm-matrix-table tbody th", "cells => cells.map(c => c.textContent)")
     assert labels == [f'"{t["text"]}"' for t in targets]
     # a row of the matrix picks the target row of the heatmap
@@ -242,7 +266,9 @@ def test_long_job_progress_rises_and_cancel_stops_it(server, offline):
     rose = time.monotonic() - started
     page.click("#runs button.cancel")
     page.wait_for_selector("#runs .job-status[data-status='cancelled']", timeout=60_000)
-    print(f"long job: progress rose to {rising[-1]:.2f} after {rose:.1f} s; cancelled {time.monotonic() - started - rose:.1f} s later")
+    print(
+        f"long job: progress rose to {rising[-1]:.2f} after {rose:.1f} s; cancelled {time.monotonic() - started - rose:.1f} s later"
+    )
     assert page.text_content("#runs .job-status") == "cancelled"
     assert "cancelled" in page.text_content("#alert")
     view.shot("05-long-job-cancelled", full_page=False)
@@ -295,7 +321,7 @@ def test_exports_json_report_and_png(server, offline, tmp_path):
 
     with page.expect_download() as download:
         page.click("#results .toolbar button:has-text('JSON')")
-    exported = (tmp_path / "result.json")
+    exported = tmp_path / "result.json"
     download.value.save_as(exported)
     # byte-equal to the document the API stored and serves (POST /attribute answered these bytes;
     # the event stream of the finished job sends them too)
@@ -313,7 +339,7 @@ def test_exports_json_report_and_png(server, offline, tmp_path):
 
     with page.expect_download() as download:
         page.click("#results .toolbar button:has-text('PNG')")
-    png = (tmp_path / "heatmap.png")
+    png = tmp_path / "heatmap.png"
     download.value.save_as(png)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"

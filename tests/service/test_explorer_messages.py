@@ -42,9 +42,20 @@ def servers(model_dir, tmp_path_factory):
 
         threads = [
             threading.Thread(target=start, args=("plain", serve(f"heta-demo,{model_dir}", plain_dir))),
-            threading.Thread(target=start, args=("limited", serve(None, limited_dir, API_KEYS=",".join(KEYS.values()),
-                                                                   RATE_LIMIT_PER_MINUTE=RATE_LIMIT, JOB_DEADLINE_S=DEADLINE_S))),
-        ]  # fmt: skip
+            threading.Thread(
+                target=start,
+                args=(
+                    "limited",
+                    serve(
+                        None,
+                        limited_dir,
+                        API_KEYS=",".join(KEYS.values()),
+                        RATE_LIMIT_PER_MINUTE=RATE_LIMIT,
+                        JOB_DEADLINE_S=DEADLINE_S,
+                    ),
+                ),
+            ),
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -124,7 +135,9 @@ def test_chat_messages_heatmap_and_message_view_equal_the_api_result(servers, op
     # the request was the two messages: the result's tokens carry their roles and message indices
     content = [t for t in result["tokens"] if not t["template"]]
     assert [t["text"] for t in content] == " ".join(text for _, text in CHAT).split()
-    assert [(t["role"], t["message"]) for t in content] == [(role, i) for i, (role, text) in enumerate(CHAT) for _ in text.split()]
+    assert [(t["role"], t["message"]) for t in content] == [
+        (role, i) for i, (role, text) in enumerate(CHAT) for _ in text.split()
+    ]
     assert result["meta"]["model"] == model and result["targets"][0]["text"] == "bone"
     assert page.text_content("#results .hm-target-token") == "bone"
 
@@ -155,7 +168,9 @@ def test_chat_messages_heatmap_and_message_view_equal_the_api_result(servers, op
     page.hover("#results .hm-text .hm-unit >> nth=1")
     page.wait_for_selector("#results .hm-tooltip:not([hidden])")
     assert page.text_content("#results .hm-tip-where") == f"message 1 · {len(messages[1]['tokens'])} tokens · assistant"
-    numbers = page.eval_on_selector_all("#results .hm-tooltip tbody tr", "rows => rows.map(r => [r.dataset.component, r.cells[1].textContent])")
+    numbers = page.eval_on_selector_all(
+        "#results .hm-tooltip tbody tr", "rows => rows.map(r => [r.dataset.component, r.cells[1].textContent])"
+    )
     assert numbers == [[c, people(messages[1][c])] for c in COMPONENTS]
     view.shot("msg-03-chat-message-view")
 
@@ -179,7 +194,11 @@ def assert_bars(page, units: list[dict], index: int, over: str) -> None:
     over the view's units (heatmap.js drawShares: value / Σ|value|)."""
     label, shown = bars(page)
     assert label == f'"{units[index]["text"]}" holds this share of each term over the {over}:'
-    assert [(b["component"], b["label"]) for b in shown] == [("flow", "M_T (flow)"), ("hessian", "S (curvature)"), ("kl", "I (KL impact)")]
+    assert [(b["component"], b["label"]) for b in shown] == [
+        ("flow", "M_T (flow)"),
+        ("hessian", "S (curvature)"),
+        ("kl", "I (KL impact)"),
+    ]
     for bar, component in zip(shown, SHARES):
         total = sum(abs(u[component]) for u in units)
         share = units[index][component] / total
@@ -220,7 +239,8 @@ def test_component_share_bars_equal_the_result_fields(servers, open_page):
 
 def span_contrasts(page, card: str) -> list[tuple[str, float]]:
     colours = page.eval_on_selector_all(
-        f"{card} .hm-text .hm-unit", "units => units.map(u => [u.textContent, getComputedStyle(u).color, getComputedStyle(u).backgroundColor])"
+        f"{card} .hm-text .hm-unit",
+        "units => units.map(u => [u.textContent, getComputedStyle(u).color, getComputedStyle(u).backgroundColor])",
     )
     assert colours
     return [(text, contrast(ink, paper)) for text, ink, paper in colours]
@@ -235,15 +255,23 @@ def test_heatmap_text_contrast_is_at_least_4_5(servers, open_page):
     checked, lowest = 0, float("inf")
     for method in ("heta", "integrated_gradients"):
         card = f"#results .result[data-method='{method}']"
-        components = page.eval_on_selector_all(f"{card} .hm-components input", "inputs => inputs.map(i => i.value)") or ["score"]
-        granularities = page.eval_on_selector_all(f"{card} .hm-view select option", "options => options.map(o => o.value)")
+        components = page.eval_on_selector_all(
+            f"{card} .hm-components input", "inputs => inputs.map(i => i.value)"
+        ) or ["score"]
+        granularities = page.eval_on_selector_all(
+            f"{card} .hm-view select option", "options => options.map(o => o.value)"
+        )
         for component in components:
             if component != "score" or len(components) > 1:
                 page.check(f"{card} input[value='{component}']")
             for granularity in granularities:
                 page.select_option(f"{card} .hm-view select", granularity)
                 ratios = span_contrasts(page, card)
-                assert [(text, round(ratio, 2)) for text, ratio in ratios if ratio < 4.5] == [], (method, component, granularity)
+                assert [(text, round(ratio, 2)) for text, ratio in ratios if ratio < 4.5] == [], (
+                    method,
+                    component,
+                    granularity,
+                )
                 lowest = min(lowest, *(ratio for _, ratio in ratios))
                 checked += 1
     assert checked == 4 * 3 + 1 * 3  # HETA: 4 components × 3 views; IG: its score × 3 views
@@ -276,7 +304,9 @@ def test_every_colour_of_the_scale_has_text_contrast_of_at_least_4_5(servers, op
     assert len(sweep) == 1001 + 2001
     ratios = [(value, signed, ink, paper, contrast(ink, paper)) for value, signed, ink, paper in sweep]
     low = [(*r[:4], round(r[4], 2)) for r in ratios if r[4] < 4.5]
-    assert low == [], f"{len(low)} of {len(sweep)} scale colours have a text contrast below 4.5, e.g. {low[:: max(1, len(low) // 6)]}"
+    assert low == [], (
+        f"{len(low)} of {len(sweep)} scale colours have a text contrast below 4.5, e.g. {low[:: max(1, len(low) // 6)]}"
+    )
     print(f"scale: lowest text contrast {min(r[4] for r in ratios):.3f}")
 
 
@@ -355,7 +385,9 @@ def test_shutdown_503_is_shown_in_words(servers, open_page):
     view = open_page(server, KEYS["drain"])
     page = view.page
     explain_long_job(page)
-    page.wait_for_selector("#runs .job[data-job-id] .job-status:is([data-status='queued'], [data-status='running'])", timeout=30_000)
+    page.wait_for_selector(
+        "#runs .job[data-job-id] .job-status:is([data-status='queued'], [data-status='running'])", timeout=30_000
+    )
     job_id = page.get_attribute("#runs .job", "data-job-id")
     (proc,) = server.procs
     proc.send_signal(signal.SIGTERM)  # the server drains: its event streams end with a 503 problem

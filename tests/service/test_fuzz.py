@@ -20,17 +20,35 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 KEY = "fuzz-key"
 
 
-def schemathesis(url: str, *extra: str, examples: int = 12, exclude: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def schemathesis(
+    url: str, *extra: str, examples: int = 12, exclude: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     # use_after_free is off for the reason in schemathesis.toml (its stateful phase ignores the file's switch).
     # `examples` bounds the fuzzing and stateful phases per operation; the coverage phase (most of the
     # ~1,500 requests: the boundary and negative cases of every operation's schema) runs all its cases
     # whatever it is. (At 5, a second run on the same .hypothesis/ example database finds POST /attribute
     # answering 504 for a deadline_s of 6e-8 s, which this check counts as a server error: see the report.)
     command = [
-        sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run", f"{url}/openapi.json",
-        "--checks", "all", "--exclude-checks", ",".join(("use_after_free", *exclude)), "--max-examples", str(examples),
-        "--request-timeout", "30", "--seed", "1", "--no-color", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "all",
+        "--exclude-checks",
+        ",".join(("use_after_free", *exclude)),
+        "--max-examples",
+        str(examples),
+        "--request-timeout",
+        "30",
+        "--seed",
+        "1",
+        "--no-color",
+        *extra,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
@@ -60,12 +78,32 @@ def test_schemathesis_finds_no_failure(request, tmp_path, keys):
 
 # JSON values of every shape: the request body fields get them in place of well-formed values
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.text(max_size=40), st.integers(min_value=-(10**40), max_value=10**40),
+    st.none(),
+    st.booleans(),
+    st.text(max_size=40),
+    st.integers(min_value=-(10**40), max_value=10**40),
     st.floats(allow_nan=True, allow_infinity=True),
-)  # fmt: skip
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
-FIELDS = ["text", "input_ids", "messages", "target_position", "target_text", "target_mode", "generate", "spans",
-          "model", "wait", "deadline_s", "include_template", "config"]  # fmt: skip
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+FIELDS = [
+    "text",
+    "input_ids",
+    "messages",
+    "target_position",
+    "target_text",
+    "target_mode",
+    "generate",
+    "spans",
+    "model",
+    "wait",
+    "deadline_s",
+    "include_template",
+    "config",
+]
 CONFIG_FIELDS = ["method", "samples", "beta", "gamma", "seed", "mask", "window", "overlap", "low_rank", "granularity"]
 
 
@@ -73,7 +111,12 @@ CONFIG_FIELDS = ["method", "samples", "beta", "gamma", "seed", "mask", "window",
 def target(tmp_path_factory):
     """One open `heta serve` for the module (its start-up and stop cost ~10 s): Schemathesis's open run,
     then the Hypothesis and hostile bodies (which never wait); a short wait cap, generous limits."""
-    limits = {"MAX_WAIT_S": 2, "RATE_LIMIT_PER_MINUTE": 100_000, "MAX_QUEUE_DEPTH": 10_000, "MAX_INFLIGHT_PER_KEY": 10_000}
+    limits = {
+        "MAX_WAIT_S": 2,
+        "RATE_LIMIT_PER_MINUTE": 100_000,
+        "MAX_QUEUE_DEPTH": 10_000,
+        "MAX_INFLIGHT_PER_KEY": 10_000,
+    }
     with serve(None, tmp_path_factory.mktemp("hypothesis"), **limits) as server:
         yield server
 
@@ -125,5 +168,7 @@ def test_hostile_bodies_get_problems(target, payload):
 
 
 def test_an_oversized_body_is_refused_before_it_is_read(target):
-    response = target.http.post("/jobs", content=b'{"text": "' + b"a " * 600_000 + b'"}', headers={"content-type": "application/json"})
+    response = target.http.post(
+        "/jobs", content=b'{"text": "' + b"a " * 600_000 + b'"}', headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413 and response.json()["code"] == "body_too_large"

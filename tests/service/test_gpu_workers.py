@@ -17,10 +17,13 @@ def settings(**values) -> Settings:
 
 
 def test_one_worker_per_visible_gpu_each_confined_to_its_card():
-    assert device_env(settings(), 4, None) == [{"CUDA_VISIBLE_DEVICES": str(i), "HETA_DEVICE": "cuda"} for i in range(4)]
+    assert device_env(settings(), 4, None) == [
+        {"CUDA_VISIBLE_DEVICES": str(i), "HETA_DEVICE": "cuda"} for i in range(4)
+    ]
     assert device_env(settings(device="cuda"), 2, None) == [
-        {"CUDA_VISIBLE_DEVICES": "0", "HETA_DEVICE": "cuda"}, {"CUDA_VISIBLE_DEVICES": "1", "HETA_DEVICE": "cuda"},
-    ]  # fmt: skip
+        {"CUDA_VISIBLE_DEVICES": "0", "HETA_DEVICE": "cuda"},
+        {"CUDA_VISIBLE_DEVICES": "1", "HETA_DEVICE": "cuda"},
+    ]
 
 
 def test_workers_per_gpu_and_an_explicit_worker_count_fill_the_cards_evenly():
@@ -28,7 +31,9 @@ def test_workers_per_gpu_and_an_explicit_worker_count_fill_the_cards_evenly():
     assert [w["CUDA_VISIBLE_DEVICES"] for w in two_each] == ["0", "1", "2", "0", "1", "2"]
     five = device_env(settings(workers=5), 2, None)
     assert [w["CUDA_VISIBLE_DEVICES"] for w in five] == ["0", "1", "0", "1", "0"]
-    assert device_env(settings(workers=1, workers_per_gpu=4), 8, None) == [{"CUDA_VISIBLE_DEVICES": "0", "HETA_DEVICE": "cuda"}]
+    assert device_env(settings(workers=1, workers_per_gpu=4), 8, None) == [
+        {"CUDA_VISIBLE_DEVICES": "0", "HETA_DEVICE": "cuda"}
+    ]
 
 
 def test_the_supervisors_own_visible_devices_are_handed_out_not_renumbered():

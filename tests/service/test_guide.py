@@ -35,8 +35,11 @@ def test_the_guide_is_a_problem_until_built_then_renders_offline(server, browser
 
     view = OfflinePage(browser, server.url)
     try:
-        for path, heading in (("/guide/", "HETA attribution service"), ("/guide/api.html", "The HTTP API"),
-                              ("/guide/reference.html", "Python reference")):  # fmt: skip
+        for path, heading in (
+            ("/guide/", "HETA attribution service"),
+            ("/guide/api.html", "The HTTP API"),
+            ("/guide/reference.html", "Python reference"),
+        ):
             view.page.goto(server.url + path)
             view.page.locator("h1", has_text=heading).first.wait_for(timeout=30_000)
         view.page.goto(server.url + "/guide/")

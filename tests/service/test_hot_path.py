@@ -18,9 +18,18 @@ def _calls(dependant):
 
 def test_no_dependency_of_a_route_runs_in_the_thread_pool():
     # FastAPI runs a plain `def` dependency in its thread pool: a thread hop per dependency per request
-    modules = [importlib.import_module(f"heta_service.routes.{m.name}") for m in pkgutil.iter_modules(heta_service.routes.__path__)]
+    modules = [
+        importlib.import_module(f"heta_service.routes.{m.name}")
+        for m in pkgutil.iter_modules(heta_service.routes.__path__)
+    ]
     # (routes.guide mounts static files: no dependencies, no router)
-    routes = [route for module in modules if hasattr(module, "router") for route in module.router.routes if isinstance(route, APIRoute)]
+    routes = [
+        route
+        for module in modules
+        if hasattr(module, "router")
+        for route in module.router.routes
+        if isinstance(route, APIRoute)
+    ]
     assert {"/attribute", "/attribute/batch", "/metrics", "/queue"} <= {route.path for route in routes}
     for route in routes:
         for call in _calls(route.dependant):
@@ -34,7 +43,11 @@ def test_a_submission_solves_three_dependencies():
 
     routes = {(route.path, *route.methods): route for route in attribute.router.routes if isinstance(route, APIRoute)}
     for key in [("/attribute", "POST"), ("/attribute/batch", "POST"), ("/jobs", "POST")]:
-        assert sorted(call.__name__ for call in _calls(routes[key].dependant)) == ["_services", "authenticated", "submitter"]
+        assert sorted(call.__name__ for call in _calls(routes[key].dependant)) == [
+            "_services",
+            "authenticated",
+            "submitter",
+        ]
 
 
 def test_the_access_log_is_a_setting_and_off_by_default():

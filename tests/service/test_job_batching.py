@@ -60,7 +60,9 @@ def test_jobs_read_together_run_together_and_equal_solo_runs(server):
     for prompt, job in zip(PROMPTS, jobs):
         alone = engine.attribute(**{k: v for k, v in prompt.items()})
         assert [t["score"] for t in job["result"]["tokens"]] == pytest.approx(alone.scores.tolist(), rel=1e-4, abs=1e-7)
-        assert [t["hessian"] for t in job["result"]["tokens"]] == pytest.approx(alone.hessian.tolist(), rel=1e-4, abs=1e-7)
+        assert [t["hessian"] for t in job["result"]["tokens"]] == pytest.approx(
+            alone.hessian.tolist(), rel=1e-4, abs=1e-7
+        )
         assert job["result"]["meta"]["hvps"] == alone.meta.hvps
     assert server.wait_status(blocker, {"cancelled"})["status"] == "cancelled"
 
@@ -73,6 +75,8 @@ def test_a_batch_of_one_model_mixes_methods_and_batch_requests(server):
     batch = server.http.post("/attribute/batch", json={"items": PROMPTS[:2], "config": {"samples": 2}, "wait": 0})
     assert batch.status_code == 202
     release(server, blocker)
-    results = [server.wait_status(job_id, {"done"}, timeout=120) for job_id in (heta, occlusion, batch.json()["job_id"])]
+    results = [
+        server.wait_status(job_id, {"done"}, timeout=120) for job_id in (heta, occlusion, batch.json()["job_id"])
+    ]
     assert results[0]["result"]["method"] == "heta" and results[1]["result"]["method"] == "occlusion"
     assert results[2]["result"]["succeeded"] == 2

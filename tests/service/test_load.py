@@ -8,8 +8,12 @@ from ..helpers import heta_command
 
 
 def test_load_steps_past_capacity_without_losses_or_server_errors(tmp_path):
-    done = subprocess.run(heta_command("bench-load", "--rates", "3,150", "--step-seconds", "4", "--soak", "3", "--format", "json"),
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        heta_command("bench-load", "--rates", "3,150", "--step-seconds", "4", "--soak", "3", "--format", "json"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     below, above = report["steps"]
@@ -23,15 +27,29 @@ def test_load_steps_past_capacity_without_losses_or_server_errors(tmp_path):
 
 
 def test_bad_options_are_one_line_and_start_nothing():
-    for options in (["--rates", "5,x"], ["--rates", "0"], ["--torch-threads", "0"], ["--workers", "0"], ["--url", "http://example.com"]):
+    for options in (
+        ["--rates", "5,x"],
+        ["--rates", "0"],
+        ["--torch-threads", "0"],
+        ["--workers", "0"],
+        ["--url", "http://example.com"],
+    ):
         done = subprocess.run(heta_command("bench-load", *options), capture_output=True, text=True, timeout=60)
         assert done.returncode != 0 and done.stdout == "", options
-        assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("heta bench-load: error:"), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("heta bench-load: error:"), (
+            done.stderr
+        )
 
 
 def test_batching_side_by_side_loses_nothing_and_reports_both_services():
-    done = subprocess.run(heta_command("bench-load", "--batch-jobs", "1,4", "--rates", "2,30", "--step-seconds", "3", "--mix",
-                                       "--format", "json"), capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        heta_command(
+            "bench-load", "--batch-jobs", "1,4", "--rates", "2,30", "--step-seconds", "3", "--mix", "--format", "json"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert list(report["services"]) == ["HETA_BATCH_JOBS=1", "HETA_BATCH_JOBS=4"]
@@ -43,8 +61,16 @@ def test_batching_side_by_side_loses_nothing_and_reports_both_services():
 
 
 def test_comparison_options_are_checked():
-    for options in (["--batch-jobs", "8"], ["--batch-jobs", "1,x"], ["--compare", "batch_jobs=1"], ["--compare", "a;b"],
-                    ["--batch-jobs", "1,8", "--soak", "5"], ["--compare", "torch_threads=x;torch_threads=2"]):  # fmt: skip
+    for options in (
+        ["--batch-jobs", "8"],
+        ["--batch-jobs", "1,x"],
+        ["--compare", "batch_jobs=1"],
+        ["--compare", "a;b"],
+        ["--batch-jobs", "1,8", "--soak", "5"],
+        ["--compare", "torch_threads=x;torch_threads=2"],
+    ):
         done = subprocess.run(heta_command("bench-load", *options), capture_output=True, text=True, timeout=60)
         assert done.returncode != 0 and done.stdout == "", options
-        assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("heta bench-load: error:"), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("heta bench-load: error:"), (
+            done.stderr
+        )

@@ -42,10 +42,19 @@ def linked_service(model_dir: str, tmp: Path, workers: int = 2):
     try:
         api_port = free_port()
         for i, link in enumerate(links):
-            env = base_env(model_dir, tmp, REDIS_URL=link.url(), REDIS_TIMEOUT_S=TIMEOUT_S, PORT=api_port, TORCH_THREADS=1)
+            env = base_env(
+                model_dir, tmp, REDIS_URL=link.url(), REDIS_TIMEOUT_S=TIMEOUT_S, PORT=api_port, TORCH_THREADS=1
+            )
             logs.append(open(tmp / f"{'api' if i == 0 else f'worker-{i}'}.log", "w"))
-            procs.append(subprocess.Popen(heta_command("api" if i == 0 else "worker"), env=env, stdout=logs[-1],
-                                          stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
+            procs.append(
+                subprocess.Popen(
+                    heta_command("api" if i == 0 else "worker"),
+                    env=env,
+                    stdout=logs[-1],
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         server = Server(f"http://127.0.0.1:{api_port}", procs, env)
         server.store, server.api_link, server.worker_links = store, links[0], links[1:]
         server.link_of = {proc.pid: link for proc, link in zip(procs[1:], links[1:])}
@@ -127,8 +136,10 @@ def test_a_worker_partitioned_past_its_lease_changes_nothing_when_healed(linked,
     assert_clean(client, ids, finished, reference, model_dir)
     handed_over(server, 2, timeout=60)  # the partitioned worker serves again
     back_s = time.monotonic() - healed
-    print(f"\nworker partitioned {PARTITION_S:g} s (lease {LEASE_S:g} s): {len(ids)} jobs, taken over after {taken_over_s:.1f} s, "
-          f"all settled {settled_s:.1f} s after the heal, both workers idle and registered {back_s:.1f} s after it")
+    print(
+        f"\nworker partitioned {PARTITION_S:g} s (lease {LEASE_S:g} s): {len(ids)} jobs, taken over after {taken_over_s:.1f} s, "
+        f"all settled {settled_s:.1f} s after the heal, both workers idle and registered {back_s:.1f} s after it"
+    )
 
 
 def test_the_api_cut_off_from_redis_answers_503_and_recovers(linked, reference, model_dir):
@@ -174,11 +185,15 @@ def test_the_api_cut_off_from_redis_answers_503_and_recovers(linked, reference, 
     handed_over(server, 2)  # the stream drains: bytes of the refused submissions may reach Redis after the heal
     ghosts = job_keys(server) - before
     assert_clean(connect(server.store.url), ids, finished, reference, model_dir)
-    print(f"\nAPI partitioned {PARTITION_S:g} s: {len(answers)} requests, all 503 redis_unavailable, the slowest in {slowest:.1f} s; "
-          f"ready {ready_s:.1f} s after the heal; {len(ids)} jobs in flight done; {len(ghosts)} refused submissions reached Redis late")
+    print(
+        f"\nAPI partitioned {PARTITION_S:g} s: {len(answers)} requests, all 503 redis_unavailable, the slowest in {slowest:.1f} s; "
+        f"ready {ready_s:.1f} s after the heal; {len(ids)} jobs in flight done; {len(ghosts)} refused submissions reached Redis late"
+    )
 
 
-@pytest.mark.skipif(bool(reason := netem_unavailable()), reason=f"{reason}; the proxy variant (FaultyLink) runs instead")
+@pytest.mark.skipif(
+    bool(reason := netem_unavailable()), reason=f"{reason}; the proxy variant (FaultyLink) runs instead"
+)
 def test_netem_can_shape_a_namespace_link():
     """Where the kernel has netem: a network namespace's link takes the faults above."""
     script = "ip link set lo up && tc qdisc add dev lo root netem delay 200ms loss 5% && tc qdisc show dev lo"
@@ -192,8 +207,19 @@ def test_an_enqueue_retried_after_its_answer_was_lost_queues_the_job_once(tmp_pa
     store = EmbeddedRedis(tmp_path / "store", keep_alive=False)
     try:
         client = connect(store.url)
-        call = job_store.enqueue_call("m", "j1", "{}", "owner", time.time() + 60, idempotency="", idempotency_value="",
-                                 max_depth=10, max_inflight=10, ttl=60, rate=("heta:rate:owner:0", 100))  # fmt: skip
+        call = job_store.enqueue_call(
+            "m",
+            "j1",
+            "{}",
+            "owner",
+            time.time() + 60,
+            idempotency="",
+            idempotency_value="",
+            max_depth=10,
+            max_inflight=10,
+            ttl=60,
+            rate=("heta:rate:owner:0", 100),
+        )
         assert client.eval(*call) == ["ok", "j1"] and client.eval(*call) == ["ok", "j1"]
         assert client.xlen(job_store.stream_key("m")) == 1
         assert client.get(job_store.inflight_key("owner", "m")) == "1" and client.get("heta:rate:owner:0") == "1"
@@ -219,6 +245,8 @@ def test_a_lease_is_renewed_only_by_the_worker_whose_job_it_is(tmp_path):
         assert pending["consumer"] == "taker" and pending["time_since_delivered"] >= 200
         assert client.eval(*job_store.renew_call(stream, [(entry, "j1")], "taker")) == 1
         pending = client.xpending_range(stream, job_store.GROUP, min=entry, max=entry, count=1)[0]
-        assert pending["consumer"] == "taker" and pending["time_since_delivered"] < 200 and pending["times_delivered"] == 1
+        assert (
+            pending["consumer"] == "taker" and pending["time_since_delivered"] < 200 and pending["times_delivered"] == 1
+        )
     finally:
         store.close()

@@ -11,7 +11,10 @@ import time
 import uuid
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from .conftest import SLOW_TEXT, serve
 
@@ -52,13 +55,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body = gzip.decompress(body)
         request = ExportTraceServiceRequest.FromString(body)
         decoded = [
-            {"name": span.name, "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
-             "parent": span.parent_span_id.hex() or None, "start": span.start_time_unix_nano, "end": span.end_time_unix_nano,
-             "attributes": {a.key: _value(a.value) for a in span.attributes},
-             "role": {a.key: _value(a.value) for a in resource.resource.attributes}.get("heta.role"),
-             "service": {a.key: _value(a.value) for a in resource.resource.attributes}.get("service.name")}
-            for resource in request.resource_spans for scope in resource.scope_spans for span in scope.spans
-        ]  # fmt: skip
+            {
+                "name": span.name,
+                "trace_id": span.trace_id.hex(),
+                "span_id": span.span_id.hex(),
+                "parent": span.parent_span_id.hex() or None,
+                "start": span.start_time_unix_nano,
+                "end": span.end_time_unix_nano,
+                "attributes": {a.key: _value(a.value) for a in span.attributes},
+                "role": {a.key: _value(a.value) for a in resource.resource.attributes}.get("heta.role"),
+                "service": {a.key: _value(a.value) for a in resource.resource.attributes}.get("service.name"),
+            }
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        ]
         with self.server.lock:
             self.server.spans.extend(decoded)
         reply = ExportTraceServiceResponse().SerializeToString()
@@ -80,7 +91,11 @@ def _value(value):
 def traced(model_dir, tmp_path_factory):
     receiver = Receiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SERVICE_NAME": "heta-test", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    otel = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_SERVICE_NAME": "heta-test",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in otel.items():
             patch.setenv(name, value)
@@ -130,15 +145,24 @@ def test_one_trace_runs_from_the_callers_span_through_the_worker_to_each_engine_
     server, receiver = traced
     # a job of a few seconds: the stages' sum is measured against a compute time well above its overheads
     body = {"text": f"{SLOW_TEXT} {CANARY}", "config": {"samples": 4}, "wait": 120}
-    answer = server.http.post("/attribute", json=body, headers={**AUTH, "traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"})
+    answer = server.http.post(
+        "/attribute", json=body, headers={**AUTH, "traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"}
+    )
     assert answer.status_code == 200, answer.text
     result = answer.json()
     named = _job_trace(receiver, CALLER_TRACE, ("flow", "kl", "hessian"))
     request = _only(named, "POST /attribute")
     assert request["parent"] == CALLER_SPAN and request["role"] == "api" and request["service"] == "heta-test"
-    assert request["attributes"]["http.response.status_code"] == 200 and request["attributes"]["heta.request_id"] == answer.headers["X-Request-ID"]
+    assert (
+        request["attributes"]["http.response.status_code"] == 200
+        and request["attributes"]["heta.request_id"] == answer.headers["X-Request-ID"]
+    )
     admission, enqueue = _only(named, "admission"), _only(named, "enqueue")
-    assert _under(named, admission, request) and _under(named, enqueue, request) and admission["parent"] == enqueue["parent"]
+    assert (
+        _under(named, admission, request)
+        and _under(named, enqueue, request)
+        and admission["parent"] == enqueue["parent"]
+    )
     assert _only(named, "estimate")["parent"] == admission["span_id"]
     assert enqueue["attributes"]["heta.job_id"] == result["job_id"]
     # across the process boundary: the worker's spans are children of the API's enqueue span
@@ -150,12 +174,17 @@ def test_one_trace_runs_from_the_callers_span_through_the_worker_to_each_engine_
     assert job["attributes"]["heta.model"] == result["meta"]["model"]
     # the engine's stages, end to end, adding up to the result's compute_s
     stages = [_only(named, name) for name in ("flow", "kl", "hessian")]
-    assert all(stage["parent"] == job["span_id"] for stage in stages) and _only(named, "finalize")["parent"] == job["span_id"]
+    assert (
+        all(stage["parent"] == job["span_id"] for stage in stages)
+        and _only(named, "finalize")["parent"] == job["span_id"]
+    )
     assert [s["end"] for s in stages[:-1]] == [s["start"] for s in stages[1:]]
     compute_s = result["meta"]["timings"]["compute_s"]
     assert job["attributes"]["heta.compute_s"] == pytest.approx(compute_s, rel=1e-9)
     total = sum(_seconds(stage) for stage in stages)
-    print(f"stages {total:.4f} s vs compute_s {compute_s:.4f} s: {100 * abs(total - compute_s) / compute_s:.2f} % apart")
+    print(
+        f"stages {total:.4f} s vs compute_s {compute_s:.4f} s: {100 * abs(total - compute_s) / compute_s:.2f} % apart"
+    )
     assert compute_s > 1.0 and total == pytest.approx(compute_s, rel=0.05)
     assert wait["end"] <= job["start"] + 1_000_000 and stages[0]["start"] >= job["start"]
     # no prompt text and no key in any span
@@ -166,7 +195,9 @@ def test_a_baseline_with_diagnostics_has_those_stages(traced):
     server, receiver = traced
     trace_id = uuid.uuid4().hex
     body = {"text": SLOW_TEXT, "config": {"method": "gradient", "diagnostics": True}, "wait": 120}
-    answer = server.http.post("/attribute", json=body, headers={**AUTH, "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"})
+    answer = server.http.post(
+        "/attribute", json=body, headers={**AUTH, "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"}
+    )
     assert answer.status_code == 200, answer.text
     named = _job_trace(receiver, trace_id, ("baseline", "diagnostics"))
     job = _only(named, "job")
@@ -178,7 +209,9 @@ def test_a_baseline_with_diagnostics_has_those_stages(traced):
     assert _seconds(diagnostics) == pytest.approx(timings["diagnostics_s"], abs=1e-6)
 
 
-@pytest.mark.parametrize("traceparent", ["00-zzzz-1234-01", f"00-{'0' * 32}-{'0' * 16}-01", "not a traceparent", "00-" + "a" * 200])
+@pytest.mark.parametrize(
+    "traceparent", ["00-zzzz-1234-01", f"00-{'0' * 32}-{'0' * 16}-01", "not a traceparent", "00-" + "a" * 200]
+)
 def test_an_invalid_traceparent_starts_a_new_trace_never_an_error(traced, traceparent):
     server, receiver = traced
     request_id = f"bad-tp-{uuid.uuid4().hex[:8]}"
@@ -191,4 +224,3 @@ def test_an_invalid_traceparent_starts_a_new_trace_never_an_error(traced, tracep
     (span,) = receiver.wait_for(mine)
     assert span["name"] == "GET /models" and span["parent"] is None and span["trace_id"] != "0" * 32
     assert len(span["trace_id"]) == 32 and span["trace_id"] not in traceparent
-

@@ -13,8 +13,15 @@ from heta_service.supervisor import PlacementError, device_env
 from .conftest import base_env, heta_command, serve
 
 TEXT = "the cat sat on the mat"
-SPLIT = {"transformer.wte": "cpu", "transformer.wpe": "cpu", "transformer.drop": "cpu", "transformer.h.0": "cpu",
-         "transformer.h.1": "disk", "transformer.ln_f": "disk", "lm_head": "disk"}  # fmt: skip
+SPLIT = {
+    "transformer.wte": "cpu",
+    "transformer.wpe": "cpu",
+    "transformer.drop": "cpu",
+    "transformer.h.0": "cpu",
+    "transformer.h.1": "disk",
+    "transformer.ln_f": "disk",
+    "lm_head": "disk",
+}
 
 
 def settings(**values) -> Settings:
@@ -30,32 +37,53 @@ def test_models_shows_a_split_model_and_it_attributes(model_dir, tmp_path):
     mapping = json.dumps(SPLIT)
     with serve(model_dir, tmp_path, WORKERS=1, DEVICE_MAP=mapping, OFFLOAD_FOLDER=tmp_path / "offload") as server:
         placement = _placement(server)
-        assert placement == {"dtype": "float64", "quantization": None, "device_map": {"cpu": 4, "disk": 3},
-                             "requested_device_map": mapping, "gpus_per_worker": 1, "loaded": True}  # fmt: skip
+        assert placement == {
+            "dtype": "float64",
+            "quantization": None,
+            "device_map": {"cpu": 4, "disk": 3},
+            "requested_device_map": mapping,
+            "gpus_per_worker": 1,
+            "loaded": True,
+        }
         done = server.http.post("/attribute", json={"text": TEXT, "config": {"samples": 2}, "wait": 60})
         assert done.status_code == 200, done.text
-        assert len(done.json()["tokens"]) == len(TEXT.split()) - 1 and all(t["score"] > 0 for t in done.json()["tokens"])
+        assert len(done.json()["tokens"]) == len(TEXT.split()) - 1 and all(
+            t["score"] > 0 for t in done.json()["tokens"]
+        )
 
 
 def test_models_shows_a_quantized_model(model_dir, tmp_path):
     with serve(model_dir, tmp_path, WORKERS=1, QUANTIZE="int8", DTYPE="float32") as server:
         placement = _placement(server)
-        assert placement == {"dtype": "float32", "quantization": "int8", "device_map": {}, "requested_device_map": None,
-                             "gpus_per_worker": 1, "loaded": True}  # fmt: skip
+        assert placement == {
+            "dtype": "float32",
+            "quantization": "int8",
+            "device_map": {},
+            "requested_device_map": None,
+            "gpus_per_worker": 1,
+            "loaded": True,
+        }
         done = server.http.post("/attribute", json={"text": TEXT, "config": {"method": "occlusion"}, "wait": 60})
         assert done.status_code == 200, done.text
 
 
 def test_each_worker_holds_a_group_of_gpus_for_a_split_model():
     grouped = device_env(settings(device_map="auto", gpus_per_worker=2), 4, None)
-    assert grouped == [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}]  # no HETA_DEVICE: the map places
+    assert grouped == [
+        {"CUDA_VISIBLE_DEVICES": "0,1"},
+        {"CUDA_VISIBLE_DEVICES": "2,3"},
+    ]  # no HETA_DEVICE: the map places
     assert device_env(settings(device_map="auto", gpus_per_worker=4), 8, "1,3,5,7,9,11,13,15") == [
-        {"CUDA_VISIBLE_DEVICES": "1,3,5,7"}, {"CUDA_VISIBLE_DEVICES": "9,11,13,15"},
-    ]  # fmt: skip
+        {"CUDA_VISIBLE_DEVICES": "1,3,5,7"},
+        {"CUDA_VISIBLE_DEVICES": "9,11,13,15"},
+    ]
     three = device_env(settings(device_map="auto", gpus_per_worker=2, workers=3), 4, None)
     assert [w["CUDA_VISIBLE_DEVICES"] for w in three] == ["0,1", "2,3", "0,1"]
     # a device map with one GPU per worker (GPU + CPU offload): each worker its own card, still no HETA_DEVICE
-    assert device_env(settings(device_map="auto"), 2, None) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    assert device_env(settings(device_map="auto"), 2, None) == [
+        {"CUDA_VISIBLE_DEVICES": "0"},
+        {"CUDA_VISIBLE_DEVICES": "1"},
+    ]
 
 
 def test_groups_that_do_not_divide_the_gpus_are_refused():
@@ -67,7 +95,10 @@ def test_groups_that_do_not_divide_the_gpus_are_refused():
     "env, words",
     [
         ({"DEVICE_MAP": "everywhere"}, "HETA_DEVICE_MAP: device map must be one of auto"),
-        ({"DEVICE_MAP": '{"transformer.h.1": "disk"}'}, "HETA_DEVICE_MAP: a device map with \"disk\" entries needs an offload folder"),
+        (
+            {"DEVICE_MAP": '{"transformer.h.1": "disk"}'},
+            'HETA_DEVICE_MAP: a device map with "disk" entries needs an offload folder',
+        ),
         ({"DEVICE_MAP": "auto", "DEVICE": "cpu"}, "HETA_DEVICE_MAP: give a device or a device map, not both"),
         ({"OFFLOAD_FOLDER": "/tmp/x"}, "HETA_DEVICE_MAP: an offload folder is only used with a device map"),
         ({"GPUS_PER_WORKER": "2"}, "HETA_GPUS_PER_WORKER > 1 needs HETA_DEVICE_MAP"),
@@ -94,4 +125,7 @@ def test_a_bad_setting_in_a_real_process_is_one_line(model_dir, tmp_path):
     env = base_env(model_dir, tmp_path, DEVICE_MAP="everywhere")
     done = subprocess.run(heta_command("serve"), env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.startswith("heta serve: error: HETA_DEVICE_MAP: device map must be one of") and done.stderr.count("\n") == 1
+    assert (
+        done.stderr.startswith("heta serve: error: HETA_DEVICE_MAP: device map must be one of")
+        and done.stderr.count("\n") == 1
+    )

@@ -37,8 +37,14 @@ def sentinels(tmp: Path, master_port: int, count: int = 3):
                 "sentinel down-after-milliseconds heta 1000\nsentinel failover-timeout heta 4000\n"
                 "sentinel parallel-syncs heta 1\n"
             )
-            procs.append(subprocess.Popen([redis_server_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, preexec_fn=die_with_parent))  # fmt: skip
+            procs.append(
+                subprocess.Popen(
+                    [redis_server_binary(), str(conf), "--sentinel"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    preexec_fn=die_with_parent,
+                )
+            )
             ports.append(port)
         yield ports
     finally:
@@ -115,13 +121,31 @@ def cluster_port() -> int:
 def cluster(tmp: Path, masters: int = 3):
     ports = [cluster_port() for _ in range(masters)]
     nodes = [
-        tcp_redis(tmp / f"node-{port}", port, cluster_enabled="yes", cluster_config_file="nodes.conf", cluster_node_timeout="2000")
+        tcp_redis(
+            tmp / f"node-{port}",
+            port,
+            cluster_enabled="yes",
+            cluster_config_file="nodes.conf",
+            cluster_node_timeout="2000",
+        )
         for port in ports
     ]
     try:
         cli = Path(redis_server_binary()).with_name("redis-cli")
-        created = subprocess.run([str(cli), "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
-                                  "--cluster-yes"], capture_output=True, text=True, timeout=60)  # fmt: skip
+        created = subprocess.run(
+            [
+                str(cli),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert created.returncode == 0, created.stdout + created.stderr
         probe = redis.Redis(port=ports[0], decode_responses=True)
         wait_for(lambda: probe.cluster("info")["cluster_state"] == "ok", 30, "the cluster did not form")
@@ -134,9 +158,18 @@ def cluster(tmp: Path, masters: int = 3):
 def test_a_redis_cluster_serves_two_models(model_dir, tmp_path):
     with cluster(tmp_path) as ports:
         models = f"{model_dir},heta-demo"
-        with serve(model_dir, tmp_path, REDIS_URL=f"redis://127.0.0.1:{ports[0]}/0", REDIS_CLUSTER="true", MODELS=models,
-                   WORKERS=1) as server:  # fmt: skip
-            bodies = [{"model": model_dir, "text": TEXT}, {"model": "heta-demo", "text": "c=6 e=6 b=3 h=3 m=6 ? h", "target_text": " 3"}]
+        with serve(
+            model_dir,
+            tmp_path,
+            REDIS_URL=f"redis://127.0.0.1:{ports[0]}/0",
+            REDIS_CLUSTER="true",
+            MODELS=models,
+            WORKERS=1,
+        ) as server:
+            bodies = [
+                {"model": model_dir, "text": TEXT},
+                {"model": "heta-demo", "text": "c=6 e=6 b=3 h=3 m=6 ? h", "target_text": " 3"},
+            ]
             ids = [server.http.post("/jobs", json=body).json()["job_id"] for body in bodies * 3]
             done = server.http.post("/attribute", json={**bodies[1], "wait": 60})
             assert done.status_code == 200 and done.json()["meta"]["model"] == "heta-demo"

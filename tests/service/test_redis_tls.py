@@ -48,13 +48,59 @@ def make_certificates(directory: Path) -> SimpleNamespace:
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=heta-test-ca", "-keyout", "ca.key", "-out", "ca.crt")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=heta-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
     (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     for name in ("server", "client"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=heta-{name}", "-keyout", f"{name}.key", "-out", f"{name}.csr")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-            "-extfile", "san.ext", "-out", f"{name}.crt")  # fmt: skip
-    return SimpleNamespace(**{f"{name}_{kind}": directory / f"{name}.{kind}" for name in ("ca", "server", "client") for kind in ("crt", "key")})
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN=heta-{name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            f"{name}.crt",
+        )
+    return SimpleNamespace(
+        **{
+            f"{name}_{kind}": directory / f"{name}.{kind}"
+            for name in ("ca", "server", "client")
+            for kind in ("crt", "key")
+        }
+    )
 
 
 def acl_file(directory: Path, *extra: str) -> Path:
@@ -69,14 +115,21 @@ def acl_file(directory: Path, *extra: str) -> Path:
 
 def tls_config(certs, **config) -> dict:
     return {
-        "port": "0", "bind": "127.0.0.1", "tls_cert_file": str(certs.server_crt), "tls_key_file": str(certs.server_key),
-        "tls_ca_cert_file": str(certs.ca_crt), "tls_auth_clients": "yes", **config,
-    }  # fmt: skip
+        "port": "0",
+        "bind": "127.0.0.1",
+        "tls_cert_file": str(certs.server_crt),
+        "tls_key_file": str(certs.server_key),
+        "tls_ca_cert_file": str(certs.ca_crt),
+        "tls_auth_clients": "yes",
+        **config,
+    }
 
 
 def tls_redis(directory: Path, certs, port: int, **config) -> EmbeddedRedis:
     """Debian's redis-server on a TLS port only (its unix socket stays for EmbeddedRedis's own ping)."""
-    return EmbeddedRedis(directory, keep_alive=False, binary=debian_redis_server(), **tls_config(certs, tls_port=str(port), **config))
+    return EmbeddedRedis(
+        directory, keep_alive=False, binary=debian_redis_server(), **tls_config(certs, tls_port=str(port), **config)
+    )
 
 
 def tls_env(certs) -> dict:
@@ -109,7 +162,9 @@ def tls_store(certs, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tls_server(model_dir, certs, tls_store, tmp_path_factory):
     url = f"rediss://heta:{PASSWORD}@127.0.0.1:{tls_store.port}/0"
-    with serve(model_dir, tmp_path_factory.mktemp("tls-serve"), REDIS_URL=url, WORKERS=2, CACHE_TTL_S=600, **tls_env(certs)) as server:
+    with serve(
+        model_dir, tmp_path_factory.mktemp("tls-serve"), REDIS_URL=url, WORKERS=2, CACHE_TTL_S=600, **tls_env(certs)
+    ) as server:
         server.store = SimpleNamespace(url=tls_store.tls_url)  # what test_chaos's helpers inspect, over TLS too
         yield server
 
@@ -124,7 +179,9 @@ def test_core_flows_over_tls_with_the_least_privilege_user(model_dir, tls_server
     finished = settle(server, [*ids, cancelled])
     assert [name for name, _ in events if name != "comment"][-1] == "result"
     assert finished[ids[1]]["result"] == json.loads(events[-1][1])
-    assert_clean(connect(server.store.url), [*ids, cancelled], finished, reference, model_dir, expect={len(BODIES): "cancelled"})
+    assert_clean(
+        connect(server.store.url), [*ids, cancelled], finished, reference, model_dir, expect={len(BODIES): "cancelled"}
+    )
     body = {"text": TEXT, "config": {"samples": 3, "seed": 7}, "wait": 60}  # wait, then the cache
     first = server.http.post("/attribute", json=body)
     again = server.http.post("/attribute", json=body)
@@ -149,12 +206,28 @@ def test_a_killed_worker_is_reclaimed_over_tls(model_dir, tls_server, reference)
 def test_the_service_user_can_neither_administer_nor_leave_its_keys(tls_store, certs):
     client = connect(tls_store.tls_url)
     assert client.set("heta:acl-probe", "1") and client.get("heta:acl-probe") == "1"
-    for command in (("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "*"), ("KEYS", "*"), ("SCRIPT", "FLUSH"), ("BGSAVE",),
-                    ("SHUTDOWN",), ("ACL", "LIST"), ("MONITOR",), ("SET", "other:key", "1"), ("GET", "other:key")):  # fmt: skip
+    for command in (
+        ("FLUSHALL",),
+        ("FLUSHDB",),
+        ("CONFIG", "GET", "*"),
+        ("KEYS", "*"),
+        ("SCRIPT", "FLUSH"),
+        ("BGSAVE",),
+        ("SHUTDOWN",),
+        ("ACL", "LIST"),
+        ("MONITOR",),
+        ("SET", "other:key", "1"),
+        ("GET", "other:key"),
+    ):
         with pytest.raises(redis.exceptions.NoPermissionError):
             client.execute_command(*command)
-    default_user = redis.Redis(port=tls_store.port, ssl=True, ssl_ca_certs=str(certs.ca_crt), ssl_certfile=str(certs.client_crt),
-                               ssl_keyfile=str(certs.client_key))  # fmt: skip
+    default_user = redis.Redis(
+        port=tls_store.port,
+        ssl=True,
+        ssl_ca_certs=str(certs.ca_crt),
+        ssl_certfile=str(certs.client_crt),
+        ssl_keyfile=str(certs.client_key),
+    )
     with pytest.raises(redis.AuthenticationError):  # the default user is off
         default_user.ping()
 
@@ -174,17 +247,40 @@ def bad_settings(certs, tls_store, plain_port: int) -> dict[str, tuple[dict, str
     tls_url = f"rediss://heta:{PASSWORD}@127.0.0.1:{tls_store.port}/0"
     good = {k: str(v) for k, v in tls_env(certs).items()}
     return {
-        "missing file": ({"REDIS_URL": tls_url, **good, "REDIS_TLS_CA": str(certs.ca_crt) + ".missing"}, "HETA_REDIS_TLS_CA: "),
-        "key without cert": ({"REDIS_URL": tls_url, "REDIS_TLS_KEY": good["REDIS_TLS_KEY"]}, "HETA_REDIS_TLS_KEY is set without HETA_REDIS_TLS_CERT"),
+        "missing file": (
+            {"REDIS_URL": tls_url, **good, "REDIS_TLS_CA": str(certs.ca_crt) + ".missing"},
+            "HETA_REDIS_TLS_CA: ",
+        ),
+        "key without cert": (
+            {"REDIS_URL": tls_url, "REDIS_TLS_KEY": good["REDIS_TLS_KEY"]},
+            "HETA_REDIS_TLS_KEY is set without HETA_REDIS_TLS_CERT",
+        ),
         "TLS files without a URL": (good, "HETA_REDIS_TLS_* is set without REDIS_URL=rediss://"),
-        "TLS files with redis://": ({**good, "REDIS_URL": tls_url.replace("rediss", "redis")}, "REDIS_URL is redis:// (plaintext)"),
-        "missing file in the URL": ({"REDIS_URL": tls_url + "?ssl_ca_certs=/nonexistent/ca.crt"}, "REDIS_URL: ssl_ca_certs=/nonexistent/ca.crt: no such file"),
-        "unknown CA": ({**good, "REDIS_URL": tls_url, "REDIS_TLS_CA": good["REDIS_TLS_CERT"]}, "HETA_REDIS_TLS_CA: Redis's certificate is not signed"),
-        "no client certificate": ({"REDIS_URL": tls_url, "REDIS_TLS_CA": good["REDIS_TLS_CA"]}, "HETA_REDIS_TLS_CERT: "),
-        "wrong password": ({**good, "REDIS_URL": tls_url.replace(PASSWORD, "wrong")}, "REDIS_URL: Redis refused the credentials"),
-        "rediss:// to a plaintext port": ({**good, "REDIS_URL": f"rediss://127.0.0.1:{plain_port}/0", "REDIS_TIMEOUT_S": "1"},
-                                         "REDIS_URL: 127.0.0.1:%d accepts connections but completed no TLS handshake" % plain_port),
-    }  # fmt: skip
+        "TLS files with redis://": (
+            {**good, "REDIS_URL": tls_url.replace("rediss", "redis")},
+            "REDIS_URL is redis:// (plaintext)",
+        ),
+        "missing file in the URL": (
+            {"REDIS_URL": tls_url + "?ssl_ca_certs=/nonexistent/ca.crt"},
+            "REDIS_URL: ssl_ca_certs=/nonexistent/ca.crt: no such file",
+        ),
+        "unknown CA": (
+            {**good, "REDIS_URL": tls_url, "REDIS_TLS_CA": good["REDIS_TLS_CERT"]},
+            "HETA_REDIS_TLS_CA: Redis's certificate is not signed",
+        ),
+        "no client certificate": (
+            {"REDIS_URL": tls_url, "REDIS_TLS_CA": good["REDIS_TLS_CA"]},
+            "HETA_REDIS_TLS_CERT: ",
+        ),
+        "wrong password": (
+            {**good, "REDIS_URL": tls_url.replace(PASSWORD, "wrong")},
+            "REDIS_URL: Redis refused the credentials",
+        ),
+        "rediss:// to a plaintext port": (
+            {**good, "REDIS_URL": f"rediss://127.0.0.1:{plain_port}/0", "REDIS_TIMEOUT_S": "1"},
+            "REDIS_URL: 127.0.0.1:%d accepts connections but completed no TLS handshake" % plain_port,
+        ),
+    }
 
 
 def test_bad_tls_settings_fail_at_start_naming_the_setting(certs, tls_store, tmp_path, monkeypatch):
@@ -213,21 +309,47 @@ def test_sentinel_and_cluster_clients_use_tls_and_the_acl_user(certs, tmp_path):
     acl = acl_file(tmp_path, ADMIN)
     master = tls_redis(tmp_path / "master", certs, master_port, aclfile=str(acl))
     conf = tmp_path / "sentinel.conf"
-    conf.write_text("".join(f"{k.replace('_', '-')} {v}\n" for k, v in tls_config(certs, tls_port=sentinel_port, tls_replication="yes").items())
-                    + f"dir {tmp_path}\nsentinel monitor heta 127.0.0.1 {master_port} 1\nsentinel auth-user heta admin\n"
-                    "sentinel auth-pass heta admin-password\n")  # fmt: skip
-    sentinel = subprocess.Popen([debian_redis_server(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    node = tls_redis(tmp_path / "node", certs, node_port, aclfile=str(acl), tls_cluster="yes", cluster_enabled="yes",
-                     cluster_config_file="nodes.conf")  # fmt: skip
+    conf.write_text(
+        "".join(
+            f"{k.replace('_', '-')} {v}\n"
+            for k, v in tls_config(certs, tls_port=sentinel_port, tls_replication="yes").items()
+        )
+        + f"dir {tmp_path}\nsentinel monitor heta 127.0.0.1 {master_port} 1\nsentinel auth-user heta admin\n"
+        "sentinel auth-pass heta admin-password\n"
+    )
+    sentinel = subprocess.Popen(
+        [debian_redis_server(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    node = tls_redis(
+        tmp_path / "node",
+        certs,
+        node_port,
+        aclfile=str(acl),
+        tls_cluster="yes",
+        cluster_enabled="yes",
+        cluster_config_file="nodes.conf",
+    )
     try:
-        admin = redis.Redis(port=node_port, username="admin", password="admin-password", ssl=True, ssl_ca_certs=str(certs.ca_crt),
-                            ssl_certfile=str(certs.client_crt), ssl_keyfile=str(certs.client_key), decode_responses=True)  # fmt: skip
+        admin = redis.Redis(
+            port=node_port,
+            username="admin",
+            password="admin-password",
+            ssl=True,
+            ssl_ca_certs=str(certs.ca_crt),
+            ssl_certfile=str(certs.client_crt),
+            ssl_keyfile=str(certs.client_key),
+            decode_responses=True,
+        )
         admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
         wait_for(lambda: admin.cluster("info")["cluster_state"] == "ok", 30, "the one-node cluster did not form")
         modes = {
-            "sentinel": Settings(redis_sentinels=[f"127.0.0.1:{sentinel_port}"], redis_username="heta", redis_password=PASSWORD, **common),
-            "cluster": Settings(redis_url=f"rediss://heta:{PASSWORD}@127.0.0.1:{node_port}/0", redis_cluster=True, **common),
-        }  # fmt: skip
+            "sentinel": Settings(
+                redis_sentinels=[f"127.0.0.1:{sentinel_port}"], redis_username="heta", redis_password=PASSWORD, **common
+            ),
+            "cluster": Settings(
+                redis_url=f"rediss://heta:{PASSWORD}@127.0.0.1:{node_port}/0", redis_cluster=True, **common
+            ),
+        }
         for mode, settings in modes.items():
             client = wait_for(lambda: _ready(connect_store(settings)), 30, f"{mode}: no connection")
             assert client.eval("return redis.call('INCR', KEYS[1])", 1, f"heta:{{{mode}}}:n") == 1, mode

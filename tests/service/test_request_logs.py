@@ -29,8 +29,11 @@ def logged(model_dir, tmp_path_factory):
 
 def test_a_request_id_is_echoed_stored_with_the_job_and_shown_in_its_view_and_events(logged):
     server, _ = logged
-    answer = server.http.post("/attribute", json={"text": TEXT, "config": {"samples": 2}, "wait": 60},
-                              headers={**AUTH, "X-Request-ID": "caller-req/0001"})  # fmt: skip
+    answer = server.http.post(
+        "/attribute",
+        json={"text": TEXT, "config": {"samples": 2}, "wait": 60},
+        headers={**AUTH, "X-Request-ID": "caller-req/0001"},
+    )
     assert answer.status_code == 200, answer.text
     assert answer.headers["X-Request-ID"] == "caller-req/0001" and "X-Request-ID-Replaced" not in answer.headers
     job_id = answer.json()["job_id"]
@@ -65,7 +68,7 @@ def test_the_longest_valid_request_id_is_kept(logged):
         ("POST", "/attribute", AUTH, 422, "validation_error"),
         ("GET", "/no/such/route", AUTH, 404, "not_found"),
     ],
-)  # fmt: skip
+)
 def test_problem_bodies_name_the_request(logged, method, path, headers, status, code):
     server, _ = logged
     answer = server.http.request(method, path, headers={**headers, "X-Request-ID": "prob:1#a"}, json={"text": 5})
@@ -91,16 +94,21 @@ def test_a_server_error_carries_the_request_id_and_logs_it(logged):
 
 def test_every_log_line_is_json_with_the_ids_and_no_prompt_or_key(logged):
     server, log = logged
-    answer = server.http.post("/attribute", json={"text": TEXT, "config": {"samples": 2}, "wait": 60},
-                              headers={**AUTH, "X-Request-ID": "log-check-1"})  # fmt: skip
+    answer = server.http.post(
+        "/attribute",
+        json={"text": TEXT, "config": {"samples": 2}, "wait": 60},
+        headers={**AUTH, "X-Request-ID": "log-check-1"},
+    )
     job_id = answer.json()["job_id"]
     server.wait_status(job_id, {"done"}, headers=AUTH)
     server.http.get("/models", headers={"X-API-Key": f"wrong-{CANARY}"})  # a refused key is not logged either
     server.stop()  # the workers' and the supervisor's last lines too
     lines = [line for line in log.read_text().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]  # every line parses
-    assert all(set(record) >= {"time", "level", "logger", "message", "request_id", "job_id", "model", "trace_id", "duration"}
-               for record in records)  # fmt: skip
+    assert all(
+        set(record) >= {"time", "level", "logger", "message", "request_id", "job_id", "model", "trace_id", "duration"}
+        for record in records
+    )
     assert not [line for line in lines if CANARY in line]
     loggers = {record["logger"] for record in records}
     assert {"heta.serve", "heta.worker", "uvicorn.access"} <= loggers, loggers

@@ -24,8 +24,15 @@ def secured(model_dir, tmp_path_factory):
     import hashlib
 
     stored = ",".join([KEYS["alice"], KEYS["bob"], "sha256:" + hashlib.sha256(KEYS["carol"].encode()).hexdigest()])
-    with serve(model_dir, tmp_path_factory.mktemp("secured"), WORKERS=1, API_KEYS=stored, METRICS_PUBLIC="false",
-               RATE_LIMIT_PER_MINUTE=40, MAX_INFLIGHT_PER_KEY=2) as running:  # fmt: skip
+    with serve(
+        model_dir,
+        tmp_path_factory.mktemp("secured"),
+        WORKERS=1,
+        API_KEYS=stored,
+        METRICS_PUBLIC="false",
+        RATE_LIMIT_PER_MINUTE=40,
+        MAX_INFLIGHT_PER_KEY=2,
+    ) as running:
         yield running
 
 
@@ -33,8 +40,14 @@ def auth(who: str) -> dict:
     return {"Authorization": f"Bearer {KEYS[who]}"}
 
 
-ROUTES = [("POST", "/attribute"), ("POST", "/jobs"), ("GET", "/jobs/x"), ("DELETE", "/jobs/x"), ("GET", "/models"),
-          ("GET", "/metrics")]  # fmt: skip
+ROUTES = [
+    ("POST", "/attribute"),
+    ("POST", "/jobs"),
+    ("GET", "/jobs/x"),
+    ("DELETE", "/jobs/x"),
+    ("GET", "/models"),
+    ("GET", "/metrics"),
+]
 
 
 @pytest.mark.parametrize("method, path", ROUTES)
@@ -60,8 +73,12 @@ def test_keys_see_only_their_own_jobs_and_hashed_keys_work(secured):
     other = secured.http.get(f"/jobs/{created}", headers=auth("carol"))  # carol's key is configured as a sha256 digest
     assert other.status_code == 404 and other.json()["code"] == "job_not_found"
     secured.wait_status(created, {"done"}, headers=auth("alice"))
-    same_key = secured.http.post("/attribute", json={"text": TEXT, "wait": 30}, headers={**auth("alice"), "Idempotency-Key": "k"})
-    other_key = secured.http.post("/attribute", json={"text": TEXT, "wait": 30}, headers={**auth("carol"), "Idempotency-Key": "k"})
+    same_key = secured.http.post(
+        "/attribute", json={"text": TEXT, "wait": 30}, headers={**auth("alice"), "Idempotency-Key": "k"}
+    )
+    other_key = secured.http.post(
+        "/attribute", json={"text": TEXT, "wait": 30}, headers={**auth("carol"), "Idempotency-Key": "k"}
+    )
     assert same_key.json()["job_id"] != other_key.json()["job_id"]  # idempotency is per (API key, key)
 
 

@@ -15,8 +15,15 @@ TEXT = "the cat sat on the mat"
 
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
-    with serve(model_dir, tmp_path_factory.mktemp("serve"), WORKERS=1, MAX_QUEUE_DEPTH=3, MAX_BODY_BYTES=20000,
-               MAX_HVPS=100000, MAX_SAMPLES=1000) as running:  # fmt: skip
+    with serve(
+        model_dir,
+        tmp_path_factory.mktemp("serve"),
+        WORKERS=1,
+        MAX_QUEUE_DEPTH=3,
+        MAX_BODY_BYTES=20000,
+        MAX_HVPS=100000,
+        MAX_SAMPLES=1000,
+    ) as running:
         yield running
 
 
@@ -24,7 +31,9 @@ def test_attribute_end_to_end_equals_the_engine(server, model_dir):
     response = server.http.post("/attribute", json={"text": TEXT, "config": {"samples": 3, "seed": 5}, "wait": 30})
     assert response.status_code == 200, response.text
     body = response.json()
-    direct = Attributor.from_pretrained(model_dir, config=HetaConfig(num_hvp_samples=3, seed=5), device="cpu").attribute(TEXT)
+    direct = Attributor.from_pretrained(
+        model_dir, config=HetaConfig(num_hvp_samples=3, seed=5), device="cpu"
+    ).attribute(TEXT)
     assert [t["text"] for t in body["tokens"]] == TEXT.split()[:-1]
     assert [t["score"] for t in body["tokens"]] == pytest.approx(direct.scores.tolist(), rel=1e-6)
     assert [t["position"] for t in body["tokens"]] == list(range(5))
@@ -36,8 +45,13 @@ def test_attribute_end_to_end_equals_the_engine(server, model_dir):
 
 
 def test_chat_spans_and_aggregates_through_the_service(server):
-    body = {"messages": [{"role": "user", "content": "the cat sat on the mat ."}], "target_text": " the answer",
-            "target_mode": "each", "config": {"samples": 1, "granularity": "word"}, "wait": 30}  # fmt: skip
+    body = {
+        "messages": [{"role": "user", "content": "the cat sat on the mat ."}],
+        "target_text": " the answer",
+        "target_mode": "each",
+        "config": {"samples": 1, "granularity": "word"},
+        "wait": 30,
+    }
     response = server.http.post("/attribute", json=body)
     assert response.status_code == 200, response.text
     result = response.json()
@@ -96,7 +110,9 @@ def test_idempotency(server):
     second = server.http.post("/attribute", json=body, headers={"Idempotency-Key": "abc"})
     assert first.status_code == second.status_code == 200
     assert first.json()["job_id"] == second.json()["job_id"]
-    other = server.http.post("/attribute", json={**body, "text": "the dog ate the bone"}, headers={"Idempotency-Key": "abc"})
+    other = server.http.post(
+        "/attribute", json={**body, "text": "the dog ate the bone"}, headers={"Idempotency-Key": "abc"}
+    )
     assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
     fresh = server.http.post("/attribute", json=body, headers={"Idempotency-Key": "def"})
     assert fresh.json()["job_id"] != first.json()["job_id"]
@@ -151,7 +167,10 @@ def test_malformed_bodies_unknown_routes_and_unknown_jobs_are_problems(server):
         broken = server.http.post("/attribute", content=body, headers={"content-type": "application/json"})
         assert broken.status_code == 400 and broken.json()["code"] == "malformed_body", broken.text
         assert broken.headers["content-type"] == "application/problem+json"
-    for method, path, status, code in (("GET", "/nowhere", 404, "not_found"), ("PUT", "/attribute", 405, "method_not_allowed")):
+    for method, path, status, code in (
+        ("GET", "/nowhere", 404, "not_found"),
+        ("PUT", "/attribute", 405, "method_not_allowed"),
+    ):
         answer = server.http.request(method, path)
         assert (answer.status_code, answer.json()["code"]) == (status, code)
         assert answer.headers["content-type"] == "application/problem+json"
@@ -170,10 +189,21 @@ def test_models_health_and_metrics(server, model_dir):
     models = server.http.get("/models").json()
     assert models["default"] == model_dir
     assert models["models"][0] | {"devices": None} == {
-        "name": model_dir, "model_type": "gpt2", "dtype": "float64", "devices": None, "workers": 1, "max_tokens": 128,
-        "placement": {"dtype": "float64", "quantization": None, "device_map": {}, "requested_device_map": None,
-                      "gpus_per_worker": 1, "loaded": True},
-    }  # fmt: skip
+        "name": model_dir,
+        "model_type": "gpt2",
+        "dtype": "float64",
+        "devices": None,
+        "workers": 1,
+        "max_tokens": 128,
+        "placement": {
+            "dtype": "float64",
+            "quantization": None,
+            "device_map": {},
+            "requested_device_map": None,
+            "gpus_per_worker": 1,
+            "loaded": True,
+        },
+    }
     assert server.http.get("/healthz").json() == {"status": "ok"}
     assert server.http.get("/readyz").json()["ready"] is True
     assert server.metric('heta_jobs_total{outcome="done"}') >= 3
@@ -183,7 +213,11 @@ def test_models_health_and_metrics(server, model_dir):
     assert server.metric('heta_requests_total{method="POST",route="/attribute",status="200"}') >= 1
     assert server.metric("heta_job_seconds_count") >= 3
     text = server.http.get("/metrics").text
-    assert 'heta_queue_depth{model="' in text and "heta_oldest_job_age_seconds" in text and 'heta_workers{state="idle"}' in text
+    assert (
+        'heta_queue_depth{model="' in text
+        and "heta_oldest_job_age_seconds" in text
+        and 'heta_workers{state="idle"}' in text
+    )
     assert 'heta_job_seconds_bucket{le="600.0"}' in text
 
 
@@ -215,8 +249,10 @@ def test_a_worker_of_two_models_runs_every_job_it_is_handed(model_dir, tmp_path)
     with serve(model_dir, tmp_path, MODELS=f"{model_dir},heta-demo", WORKERS=1, LEASE_S=120) as running:
         busy = running.http.post("/jobs", json={**SLOW, "model": model_dir}).json()["job_id"]
         running.wait_status(busy, {"running"})
-        queued = [running.http.post("/jobs", json=body).json()["job_id"] for body in
-                  ({"model": model_dir, "text": TEXT}, {"model": "heta-demo", "text": "c=6 e=6 b=3 h=3 m=6 ? h"})]  # fmt: skip
+        queued = [
+            running.http.post("/jobs", json=body).json()["job_id"]
+            for body in ({"model": model_dir, "text": TEXT}, {"model": "heta-demo", "text": "c=6 e=6 b=3 h=3 m=6 ? h"})
+        ]
         finished = [running.wait_status(job_id, {"done", "failed"}, timeout=60) for job_id in [busy, *queued]]
         assert [job["status"] for job in finished] == ["done"] * 3
         assert [job["attempts"] for job in finished] == [1, 1, 1]

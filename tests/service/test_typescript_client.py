@@ -29,8 +29,14 @@ def node(script: str, *, timeout: float = 180, **env: str) -> dict:
         "const print = (value) => console.log(JSON.stringify(value));\n"
         "const env = process.env;\n"
     )
-    done = subprocess.run([NODE, "--input-type=module", "-e", prelude + script], cwd=PACKAGE, capture_output=True,
-                          text=True, timeout=timeout, env={"PATH": "/usr/bin:/bin", **env})  # fmt: skip
+    done = subprocess.run(
+        [NODE, "--input-type=module", "-e", prelude + script],
+        cwd=PACKAGE,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -56,7 +62,9 @@ def test_attribute_returns_the_servers_document(live):
         """const heta = new HetaClient({ baseUrl: env.URL, apiKey: env.KEY });
         const result = await heta.attribute({ text: env.PROMPT, target_text: " 3", config: { samples: 3, seed: 5 } });
         print(result);""",
-        URL=live.url, KEY=KEY, PROMPT=PROMPT,
+        URL=live.url,
+        KEY=KEY,
+        PROMPT=PROMPT,
     )
     stored = live.http.get(f"/jobs/{answer['job_id']}", headers={"Authorization": f"Bearer {KEY}"}).json()["result"]
     assert answer == stored  # every number as the server stored it
@@ -72,7 +80,9 @@ def test_a_submit_whose_answer_is_lost_is_retried_into_the_same_job(live, proxy)
         const accepted = await heta.submit({ text: env.PROMPT, target_text: " 3", config: { samples: 3, seed: 31 } });
         const result = await heta.wait(accepted.job_id);
         print({ accepted, result });""",
-        URL=proxy.url, KEY=KEY, PROMPT=PROMPT,
+        URL=proxy.url,
+        KEY=KEY,
+        PROMPT=PROMPT,
     )
     job_id = answer["accepted"]["job_id"]
     assert proxy.answers and proxy.answers[0]["job_id"] == job_id  # the lost answer named this very job
@@ -91,7 +101,9 @@ def test_attribute_honours_retry_after_and_keeps_its_idempotency_key(live, proxy
         const same = await heta.submit({ text: env.PROMPT, target_text: " 3" }, { idempotencyKey: "ts-key-1" });
         const again = await heta.submit({ text: env.PROMPT, target_text: " 3" }, { idempotencyKey: "ts-key-1" });
         print({ waited: (performance.now() - started) / 1000, jobId: result.job_id, same: same.job_id, again: again.job_id });""",
-        URL=proxy.url, KEY=KEY, PROMPT=PROMPT,
+        URL=proxy.url,
+        KEY=KEY,
+        PROMPT=PROMPT,
     )
     posts = [s for s in proxy.seen if s[:2] == ("POST", "/attribute")]
     assert posts[0][2] == 503 and posts[1][2] is None and posts[2][2] == 200
@@ -111,7 +123,9 @@ def test_events_stream_partials_then_the_result(live):
         const partials = [];
         const waited = await heta.wait(job_id, { onPartial: (p) => partials.push(p.stages_done) });
         print({ job_id, events, waited, view: await heta.job(job_id) });""",
-        URL=live.url, KEY=KEY, PROMPT=PROMPT,
+        URL=live.url,
+        KEY=KEY,
+        PROMPT=PROMPT,
     )
     names = [e["event"] for e in answer["events"]]
     assert names[0] == "status" and names[-1] == "result" and "problem" not in names
@@ -134,7 +148,9 @@ def test_cancel_rejects_the_wait_with_the_jobs_code(live):
         } catch (error) {
           print({ view, error: { name: error.name, code: error.code, status: error.status, typed: error instanceof JobFailedError && error instanceof ProblemError } });
         }""",
-        URL=live.url, KEY=KEY, LONG=json.dumps(LONG),
+        URL=live.url,
+        KEY=KEY,
+        LONG=json.dumps(LONG),
     )
     assert answer["view"]["status"] in ("cancelling", "cancelled")
     assert answer["error"] == {"name": "JobFailedError", "code": "cancelled", "status": 409, "typed": True}
@@ -147,11 +163,16 @@ def test_models_and_batch(live):
         const batch = await heta.batch({ items: [{ text: env.PROMPT, target_text: " 3" }, { text: "f=3 b=7 k=3 a=1 ? b", target_text: " 7" }],
                                          config: { method: "gradient" } });
         print({ models, batch });""",
-        URL=live.url, KEY=KEY, PROMPT=PROMPT,
+        URL=live.url,
+        KEY=KEY,
+        PROMPT=PROMPT,
     )
     models = answer["models"]
     assert models["default"] == "heta-demo" and [m["name"] for m in models["models"]] == ["heta-demo"]
-    assert models["method_details"]["integrated_gradients"]["signed"] is True and models["method_details"]["heta"]["signed"] is False
+    assert (
+        models["method_details"]["integrated_gradients"]["signed"] is True
+        and models["method_details"]["heta"]["signed"] is False
+    )
     items = answer["batch"]["items"]
     assert [item["result"]["targets"][0]["text"] for item in items] == ["3", "7"]
     assert all(item["result"]["method"] == "gradient" for item in items)
@@ -182,15 +203,33 @@ def test_problems_and_non_problem_bodies_are_typed_errors(live, proxy):
           page: await describe(() => proxied.models()),
           unreachable: await describe(() => nowhere.models()),
         });""",
-        URL=live.url, KEY=KEY, PROMPT=PROMPT, PROXY=proxy.url,
+        URL=live.url,
+        KEY=KEY,
+        PROMPT=PROMPT,
+        PROXY=proxy.url,
     )
-    assert answer["range"]["status"] == 422 and answer["range"]["code"] == "target_out_of_range" and answer["range"]["problem"]
+    assert (
+        answer["range"]["status"] == 422
+        and answer["range"]["code"] == "target_out_of_range"
+        and answer["range"]["problem"]
+    )
     assert (answer["missing"]["status"], answer["missing"]["code"]) == (404, "job_not_found")
     assert (answer["key"]["status"], answer["key"]["code"]) == (403, "invalid_api_key")
-    assert answer["invalid"]["status"] == 422 and answer["invalid"]["name"] == "ProblemError" and answer["invalid"]["field"]
+    assert (
+        answer["invalid"]["status"] == 422
+        and answer["invalid"]["name"] == "ProblemError"
+        and answer["invalid"]["field"]
+    )
     # not a problem document: an HttpError keeping the status and the body as sent
-    assert answer["page"] == {"name": "HttpError", "status": 502, "code": None, "body": page.decode(), "field": None,
-                              "problem": False, "http": True}  # fmt: skip
+    assert answer["page"] == {
+        "name": "HttpError",
+        "status": 502,
+        "code": None,
+        "body": page.decode(),
+        "field": None,
+        "problem": False,
+        "http": True,
+    }
     assert answer["unreachable"]["name"] == "NetworkError"
 
 
@@ -198,37 +237,76 @@ def test_the_committed_types_are_the_live_servers_contract(live, tmp_path):
     """`npm run gen` against the live server's /openapi.json: a schema change the committed
     src/schema.d.ts does not have fails here (regenerate with `npm run gen -- <server url>`)."""
     fresh = tmp_path / "schema.d.ts"
-    done = subprocess.run([NODE, "scripts/gen.mjs", live.url, "--out", str(fresh)], cwd=PACKAGE, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [NODE, "scripts/gen.mjs", live.url, "--out", str(fresh)],
+        cwd=PACKAGE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     committed = (PACKAGE / "src" / "schema.d.ts").read_text()
-    assert fresh.read_text() == committed, "the API changed: run `npm run gen -- <server url>` in clients/typescript and commit src/schema.d.ts"
+    assert fresh.read_text() == committed, (
+        "the API changed: run `npm run gen -- <server url>` in clients/typescript and commit src/schema.d.ts"
+    )
     assert "method_details" in committed and '"idempotency-key"?: string | null' in committed
-    check = subprocess.run(["npx", "--no-install", "tsc", "-p", "tsconfig.json", "--noEmit"], cwd=PACKAGE, capture_output=True, text=True, timeout=300)
+    check = subprocess.run(
+        ["npx", "--no-install", "tsc", "-p", "tsconfig.json", "--noEmit"],
+        cwd=PACKAGE,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert check.returncode == 0, check.stdout + check.stderr  # the client still compiles against it
 
 
 def test_npm_pack_installs_into_an_empty_folder_and_its_example_runs(live, tmp_path):
-    packed = subprocess.run(["npm", "pack", "--json", "--ignore-scripts", "--pack-destination", str(tmp_path)], cwd=PACKAGE, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    packed = subprocess.run(
+        ["npm", "pack", "--json", "--ignore-scripts", "--pack-destination", str(tmp_path)],
+        cwd=PACKAGE,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert packed.returncode == 0, packed.stderr
     tarball = tmp_path / json.loads(packed.stdout)[0]["filename"]
     files = {f["path"] for f in json.loads(packed.stdout)[0]["files"]}
-    assert {"dist/index.js", "dist/index.d.ts", "dist/schema.d.ts", "dist/component.js", "dist/heta-attribution.js", "example/show.mjs"} <= files
+    assert {
+        "dist/index.js",
+        "dist/index.d.ts",
+        "dist/schema.d.ts",
+        "dist/component.js",
+        "dist/heta-attribution.js",
+        "example/show.mjs",
+    } <= files
     assert not any(f.startswith(("src/", "node_modules/", "scripts/")) for f in files)
     app = tmp_path / "app"
     app.mkdir()
     (app / "package.json").write_text('{"name": "dashboard", "private": true, "type": "module"}')
     # offline: the tarball has no runtime dependencies, so nothing is fetched
-    installed = subprocess.run(["npm", "install", "--offline", "--no-audit", "--no-fund", str(tarball)], cwd=app,
-                               capture_output=True, text=True, timeout=300)  # fmt: skip
+    installed = subprocess.run(
+        ["npm", "install", "--offline", "--no-audit", "--no-fund", str(tarball)],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert installed.returncode == 0, installed.stderr
     started = time.monotonic()
-    run = subprocess.run([NODE, "node_modules/heta-client/example/show.mjs", live.url], cwd=app, capture_output=True, text=True,
-                         timeout=180, env={"PATH": "/usr/bin:/bin", "HETA_API_KEY": KEY})  # fmt: skip
+    run = subprocess.run(
+        [NODE, "node_modules/heta-client/example/show.mjs", live.url],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={"PATH": "/usr/bin:/bin", "HETA_API_KEY": KEY},
+    )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0].startswith('heta explains "3" (job ') and lines[1].startswith('"h=3"\t')
     job_id = lines[0].rsplit("job ", 1)[1].rstrip(")")
     stored = live.http.get(f"/jobs/{job_id}", headers={"Authorization": f"Bearer {KEY}"}).json()["result"]
     assert float(lines[1].split("\t")[1]) == max(t["score"] for t in stored["tokens"])
-    print(f"npm pack: {tarball.stat().st_size} bytes, {len(files)} files; example ran in {time.monotonic() - started:.1f} s")
+    print(
+        f"npm pack: {tarball.stat().st_size} bytes, {len(files)} files; example ran in {time.monotonic() - started:.1f} s"
+    )

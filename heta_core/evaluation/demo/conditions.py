@@ -68,15 +68,20 @@ class _Builder:
         return at
 
 
-def _finish(words: list[str], question: list[str], gold: list[int], decoys: list[int] = (), shown: Sequence[str] = ()) -> Example:
+def _finish(
+    words: list[str], question: list[str], gold: list[int], decoys: list[int] = (), shown: Sequence[str] = ()
+) -> Example:
     """The example; distractors: ``decoys`` and every other word that shows the answer (or the ``shown`` values)."""
     answer = answer_of(words, question)
     looks = set(shown or [answer])
     shows_answer = {i for i, w in enumerate(words) if w.split("=")[-1] in looks}
     return Example(
-        words=words + question, answer=answer, gold=sorted(gold),
-        distractors=sorted((shows_answer | set(decoys)) - set(gold)), candidates=len(words),
-    )  # fmt: skip
+        words=words + question,
+        answer=answer,
+        gold=sorted(gold),
+        distractors=sorted((shows_answer | set(decoys)) - set(gold)),
+        candidates=len(words),
+    )
 
 
 def _lookup(pairs: Callable[[random.Random], int], at: Callable[[int], int | None] = lambda n: None):

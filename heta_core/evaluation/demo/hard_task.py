@@ -69,7 +69,11 @@ def parts(word: str) -> list[str]:
     for mark in ("=", ">", "~"):
         if mark in word and len(word) > 1:
             head, tail = word.split(mark)
-            return [("alias:" if head in ALIASES else "key:") + head, ("key:" if mark == ">" else "value:") + tail, mark]
+            return [
+                ("alias:" if head in ALIASES else "key:") + head,
+                ("key:" if mark == ">" else "value:") + tail,
+                mark,
+            ]
     if word in JOINED:
         return ["value:" + word[0], "second:" + word[1]]
     if word in KEYS or word in ALIASES or word in VALUES:

@@ -50,16 +50,29 @@ class Recipe:
 
 RECIPES = {
     DEMO_NAME: Recipe(
-        vocab=task.VOCAB, sequence=task.training_sequence, held_out=lambda count: task.examples(count, HELD_OUT_SEED),
-        architecture=dict(n_positions=64, n_embd=64, n_layer=2, n_head=4, n_inner=256, max_prompt_tokens=2 * task.MAX_PAIRS + 2),
+        vocab=task.VOCAB,
+        sequence=task.training_sequence,
+        held_out=lambda count: task.examples(count, HELD_OUT_SEED),
+        architecture=dict(
+            n_positions=64, n_embd=64, n_layer=2, n_head=4, n_inner=256, max_prompt_tokens=2 * task.MAX_PAIRS + 2
+        ),
     ),
     HARD_NAME: Recipe(
-        vocab=hard_task.VOCAB, sequence=hard_task.training_sequence, held_out=lambda count: conditions.mixed(count, HELD_OUT_SEED),
-        architecture=dict(n_positions=64, n_embd=128, n_layer=4, n_head=4, n_inner=512, max_prompt_tokens=hard_task.MAX_PROMPT_TOKENS),
-        steps=1500, lr=3e-3, queries=6, label_smoothing=0.1,
-        conditions=tuple(conditions.CONDITIONS), parts=hard_task.parts, threads=1,
+        vocab=hard_task.VOCAB,
+        sequence=hard_task.training_sequence,
+        held_out=lambda count: conditions.mixed(count, HELD_OUT_SEED),
+        architecture=dict(
+            n_positions=64, n_embd=128, n_layer=4, n_head=4, n_inner=512, max_prompt_tokens=hard_task.MAX_PROMPT_TOKENS
+        ),
+        steps=1500,
+        lr=3e-3,
+        queries=6,
+        label_smoothing=0.1,
+        conditions=tuple(conditions.CONDITIONS),
+        parts=hard_task.parts,
+        threads=1,
     ),
-}  # fmt: skip
+}
 
 
 def tokenizer(vocab: list[str] = task.VOCAB) -> PreTrainedTokenizerFast:
@@ -78,10 +91,16 @@ def model_config(name: str = DEMO_NAME) -> GPT2Config:
     shape = dict(recipe.architecture)
     longest = shape.pop("max_prompt_tokens")
     return GPT2Config(
-        vocab_size=len(recipe.vocab), **shape,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=2, eos_token_id=3, pad_token_id=0,
+        vocab_size=len(recipe.vocab),
+        **shape,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=0,
         task_specific_params={"heta_demo": {"max_prompt_tokens": longest}},
-    )  # fmt: skip
+    )
 
 
 def batch(
@@ -150,9 +169,17 @@ def correct(model, examples: list[task.Example], ids: dict[str, int], batch: int
 
 
 def train(
-    out: str | Path, *, model: str = DEMO_NAME, seed: int = 0, steps: int | None = None, batch_size: int | None = None,
-    queries: int | None = None, lr: float | None = None, held_out: int = 500, log=print,
-) -> dict:  # fmt: skip
+    out: str | Path,
+    *,
+    model: str = DEMO_NAME,
+    seed: int = 0,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    queries: int | None = None,
+    lr: float | None = None,
+    held_out: int = 500,
+    log=print,
+) -> dict:
     """Train, save model + tokenizer (safetensors) to ``out``, return the training report.
 
     Unset options take the shipped run's values (:data:`RECIPES`). The report holds the accuracy on
@@ -162,14 +189,33 @@ def train(
     if recipe.threads is not None:
         torch.set_num_threads(recipe.threads)
     try:
-        return _train(Path(out), recipe, model, seed, steps or recipe.steps, batch_size or recipe.batch_size,
-                      queries or recipe.queries, lr or recipe.lr, held_out, log)  # fmt: skip
+        return _train(
+            Path(out),
+            recipe,
+            model,
+            seed,
+            steps or recipe.steps,
+            batch_size or recipe.batch_size,
+            queries or recipe.queries,
+            lr or recipe.lr,
+            held_out,
+            log,
+        )
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(
-    out: Path, recipe: Recipe, model: str, seed: int, steps: int, batch_size: int, queries: int, lr: float, held_out: int, log
+    out: Path,
+    recipe: Recipe,
+    model: str,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    queries: int,
+    lr: float,
+    held_out: int,
+    log,
 ) -> dict:
     torch.manual_seed(seed)
     rng = random.Random(1000 + seed)
@@ -199,7 +245,8 @@ def _train(
         schedule.step()
         if (step + 1) % 250 == 0:
             per = "".join(
-                f"  {c} {accuracy(network, conditions.examples(40, HELD_OUT_SEED, c, model), ids):.2f}" for c in recipe.conditions
+                f"  {c} {accuracy(network, conditions.examples(40, HELD_OUT_SEED, c, model), ids):.2f}"
+                for c in recipe.conditions
             )
             log(
                 f"step {step + 1}/{steps}  loss {loss.item():.4f}  held-out accuracy {accuracy(network, checks[:200], ids):.3f}"
@@ -207,14 +254,23 @@ def _train(
             )
     seconds = round(time.perf_counter() - started, 1)
     report = {
-        "model": model, "seed": seed, "steps": steps, "batch_size": batch_size, "queries": queries, "lr": lr,
+        "model": model,
+        "seed": seed,
+        "steps": steps,
+        "batch_size": batch_size,
+        "queries": queries,
+        "lr": lr,
         "label_smoothing": recipe.label_smoothing,
-        "held_out_accuracy": accuracy(network, checks, ids), "held_out_examples": len(checks),
-        "train_seconds": seconds, "threads": torch.get_num_threads(), "torch": torch.__version__,
-    }  # fmt: skip
+        "held_out_accuracy": accuracy(network, checks, ids),
+        "held_out_examples": len(checks),
+        "train_seconds": seconds,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
     if recipe.conditions:
         report["condition_accuracy"] = {
-            name: accuracy(network, conditions.examples(held_out // 2, HELD_OUT_SEED, name, model), ids) for name in recipe.conditions
+            name: accuracy(network, conditions.examples(held_out // 2, HELD_OUT_SEED, name, model), ids)
+            for name in recipe.conditions
         }
         report["condition_examples"] = held_out // 2
     out.mkdir(parents=True, exist_ok=True)

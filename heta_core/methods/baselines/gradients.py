@@ -25,7 +25,9 @@ from ...runtime.precision import accumulation_dtype
 from ..objective import objective
 
 
-def target_logprob(model: nn.Module, embeds: torch.Tensor, targets: torch.Tensor, foil: int | None = None) -> torch.Tensor:
+def target_logprob(
+    model: nn.Module, embeds: torch.Tensor, targets: torch.Tensor, foil: int | None = None
+) -> torch.Tensor:
     """g for a batch ``embeds`` ``[B, L, d]``: Σ_j log P(targets_j) at the last len(targets) positions
     (minus log P(foil) with a foil) → ``[B]``."""
     count = targets.shape[0]
@@ -64,7 +66,9 @@ def quadrature(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(weights / 2)
 
 
-def integrated_gradients(model, embeds, n, targets, *, fill, steps, row_bytes, budget, tick, foil=None, **_) -> torch.Tensor:
+def integrated_gradients(
+    model, embeds, n, targets, *, fill, steps, row_bytes, budget, tick, foil=None, **_
+) -> torch.Tensor:
     baseline = embeds.clone()
     baseline[:n] = fill
     delta = embeds - baseline

@@ -13,10 +13,20 @@ from ...runtime.masking import masked_forwards
 from ..objective import drop
 
 
-def occlusion(runner, embeds, n, targets, *, fill, base_logprobs, row_bytes, budget, streams, foil=None) -> torch.Tensor:
+def occlusion(
+    runner, embeds, n, targets, *, fill, base_logprobs, row_bytes, budget, streams, foil=None
+) -> torch.Tensor:
     """Leave-one-out drops ``[n, k]`` of g for every predicting position j at once."""
     drops = masked_forwards(
-        runner, embeds, base_logprobs, fill, n, drop(targets, foil), row_bytes=row_bytes, budget_bytes=budget, streams=streams
+        runner,
+        embeds,
+        base_logprobs,
+        fill,
+        n,
+        drop(targets, foil),
+        row_bytes=row_bytes,
+        budget_bytes=budget,
+        streams=streams,
     )
     streams.join()
     return drops

@@ -40,7 +40,9 @@ def _traced(handle, request, cfg, keep_cache: bool):
     targets = torch.tensor(ids[n:], device=handle.device)
     fill = mask_vector(embeds[:n], cfg.mask, model.get_input_embeddings())
     with eager_attention(model):
-        trace = run_trace(model, handle.adapter, handle.layout, embeds, predicting=request.targets, keep_cache=keep_cache)
+        trace = run_trace(
+            model, handle.adapter, handle.layout, embeds, predicting=request.targets, keep_cache=keep_cache
+        )
     return embeds, targets, fill, trace
 
 
@@ -49,8 +51,14 @@ def _parts(request, trace, scores: torch.Tensor, seconds: float) -> Parts:
     ids, n = request.doc.ids, request.scored
     logprobs = [float(trace.logprobs[j, ids[n + j]]) for j in range(request.targets)]
     score = scores.double() if request.mode == "each" else scores.double()[0]
-    return Parts({"score": score}, logprobs, None, {"baseline": seconds}, foil_logprob(trace.logprobs, request.foil),
-                 stages=("baseline",))  # fmt: skip
+    return Parts(
+        {"score": score},
+        logprobs,
+        None,
+        {"baseline": seconds},
+        foil_logprob(trace.logprobs, request.foil),
+        stages=("baseline",),
+    )
 
 
 @dataclass(frozen=True)
@@ -78,11 +86,18 @@ class RowMethod:
         clock = time.perf_counter()
         embeds, targets, fill, trace = _traced(handle, request, cfg, keep_cache=False)
         scores = self.scores(
-            model, embeds, n, _rows(request, targets),
-            fill=fill, steps=cfg.ig_steps, mean_attentions=trace.mean_attentions, foil=request.foil,
+            model,
+            embeds,
+            n,
+            _rows(request, targets),
+            fill=fill,
+            steps=cfg.ig_steps,
+            mean_attentions=trace.mean_attentions,
+            foil=request.foil,
             row_bytes=row_bytes_fn(model.config, handle.layout, embeds.dtype, probes=1),
-            budget=budget_bytes(cfg.memory_budget_mb, handle.device), tick=progress.tick,
-        )  # fmt: skip
+            budget=budget_bytes(cfg.memory_budget_mb, handle.device),
+            tick=progress.tick,
+        )
         return _parts(request, trace, scores, time.perf_counter() - clock)
 
     def plan(self, handle, request, cfg, budget: int) -> Plan:
@@ -109,10 +124,17 @@ def run_occlusion(handle, request, cfg, progress, publish=None) -> Parts:
     clock = time.perf_counter()
     embeds, targets, fill, trace = _traced(handle, request, cfg, keep_cache=True)
     drops = occlusion(
-        SuffixRunner(model, trace.kv), embeds, n, targets, fill=fill, base_logprobs=trace.logprobs,
-        row_bytes=row_bytes_fn(model.config, handle.layout, embeds.dtype), budget=budget_bytes(cfg.memory_budget_mb, handle.device),
-        streams=StreamPool(handle.device, cfg.cuda_streams, progress.tick), foil=request.foil,
-    ).cpu()  # fmt: skip
+        SuffixRunner(model, trace.kv),
+        embeds,
+        n,
+        targets,
+        fill=fill,
+        base_logprobs=trace.logprobs,
+        row_bytes=row_bytes_fn(model.config, handle.layout, embeds.dtype),
+        budget=budget_bytes(cfg.memory_budget_mb, handle.device),
+        streams=StreamPool(handle.device, cfg.cuda_streams, progress.tick),
+        foil=request.foil,
+    ).cpu()
     # "each": row j is y_j's drop; otherwise g = Σ_j log P(y_j), so the drops add up
     scores = drops.T if request.mode == "each" else drops.sum(1)[None]
     return _parts(request, trace, scores, time.perf_counter() - clock)

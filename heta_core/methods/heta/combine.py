@@ -30,17 +30,28 @@ import torch
 def to_simplex(values: torch.Tensor) -> torch.Tensor:
     """Rescale the last dimension to sum 1 (rows that are all zero stay zero)."""
     total = values.sum(-1, keepdim=True)
-    return torch.where(total > 0, values / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(values))
+    return torch.where(
+        total > 0, values / torch.where(total > 0, total, torch.ones_like(total)), torch.zeros_like(values)
+    )
 
 
-def combine(flow: torch.Tensor, hessian: torch.Tensor, kl: torch.Tensor, *, beta: float, gamma: float, normalize: str) -> torch.Tensor:
+def combine(
+    flow: torch.Tensor, hessian: torch.Tensor, kl: torch.Tensor, *, beta: float, gamma: float, normalize: str
+) -> torch.Tensor:
     if normalize == "simplex":
         hessian, kl = to_simplex(hessian), to_simplex(kl)
     return flow * (beta * hessian + gamma * kl)
 
 
-def estimate(flow: torch.Tensor, hessian: torch.Tensor | None, kl: torch.Tensor | None, *, beta: float, gamma: float,
-             normalize: str) -> torch.Tensor:  # fmt: skip
+def estimate(
+    flow: torch.Tensor,
+    hessian: torch.Tensor | None,
+    kl: torch.Tensor | None,
+    *,
+    beta: float,
+    gamma: float,
+    normalize: str,
+) -> torch.Tensor:
     """Eq. 5 when both S and I are known; otherwise the partial estimate of the module docstring."""
     if hessian is not None and kl is not None:
         return combine(flow, hessian, kl, beta=beta, gamma=gamma, normalize=normalize)

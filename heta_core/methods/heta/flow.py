@@ -37,9 +37,7 @@ def head_value_norms(values: torch.Tensor, out_weight: torch.Tensor, layout: Hea
 
     One head at a time keeps the intermediate at ``[T, d]`` rather than ``[H, T, d]``.
     """
-    return torch.stack(
-        [(values[:, h // layout.group] @ out_weight[h]).abs().sum(-1) for h in range(layout.heads)]
-    )
+    return torch.stack([(values[:, h // layout.group] @ out_weight[h]).abs().sum(-1) for h in range(layout.heads)])
 
 
 def official_value_norms(
@@ -75,7 +73,9 @@ def heta_flow(mean_attentions: list[torch.Tensor], rows: list[torch.Tensor], nor
     return _normalise(flow)
 
 
-def heta_flow_reference(mean_attentions: list[torch.Tensor], rows: list[torch.Tensor], norms: list[torch.Tensor]) -> torch.Tensor:
+def heta_flow_reference(
+    mean_attentions: list[torch.Tensor], rows: list[torch.Tensor], norms: list[torch.Tensor]
+) -> torch.Tensor:
     """Literal M_T: Φ^{(l,h)}(i) summed over l, h, i one term at a time, for each predicting position."""
     heads, count, size = rows[0].shape
     flow = torch.zeros(count, size, dtype=rows[0].dtype, device=rows[0].device)
@@ -133,13 +133,17 @@ def semantic_flow(trace: Trace, value_norms: list[torch.Tensor], *, mode: str, r
 def layer_value_norms(attention_modules, adapter, layout: HeadLayout, trace: Trace, *, mode: str) -> list[torch.Tensor]:
     """Per block the ``[H, T]`` value norms that ``mode`` uses, in at least float32."""
     norms = []
-    home = trace.mean_attentions[0].device  # where the flow is combined (a split model: each block's W_O is on its device)
+    home = trace.mean_attentions[
+        0
+    ].device  # where the flow is combined (a split model: each block's W_O is on its device)
     for layer, attn in enumerate(attention_modules):
         out_weight = adapter.out_weight(attn, layout)
         if mode == "heta":
             norm = head_value_norms(trace.values[layer].to(out_weight.device), out_weight, layout)
         else:
             value_weight = adapter.value_weight(attn, layout)
-            norm = official_value_norms(trace.block_inputs[layer].to(out_weight.device), value_weight, out_weight, layout)
+            norm = official_value_norms(
+                trace.block_inputs[layer].to(out_weight.device), value_weight, out_weight, layout
+            )
         norms.append(norm.to(home, torch.promote_types(norm.dtype, torch.float32)))
     return norms

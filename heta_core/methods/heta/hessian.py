@@ -93,7 +93,17 @@ class CurvatureOperator:
     puts the leaf into the rows' embeddings (``block=None``) or into ``block``'s hidden input.
     """
 
-    def __init__(self, forward, rows, leaf, inject, targets: torch.Tensor, kind: str, block: nn.Module | None, foil: int | None = None):
+    def __init__(
+        self,
+        forward,
+        rows,
+        leaf,
+        inject,
+        targets: torch.Tensor,
+        kind: str,
+        block: nn.Module | None,
+        foil: int | None = None,
+    ):
         if foil is not None and kind != "exact":
             raise ValueError("a contrastive objective is linear in the logits: its Gauss-Newton matrix is zero")
         self.leaf, self.kind = leaf, kind
@@ -155,7 +165,9 @@ def block_products(
     input); ``directions`` ``[m, B, d]``; returns ``[m, B, d]``.
     """
     rows, leaf, inject = _token_rows(source, embeds, start, positions)
-    return CurvatureOperator(forward, rows, leaf, inject, targets, curvature.kind, block, curvature.foil).apply(directions)
+    return CurvatureOperator(forward, rows, leaf, inject, targets, curvature.kind, block, curvature.foil).apply(
+        directions
+    )
 
 
 def sensitivity_reference(
@@ -190,7 +202,20 @@ class HvpChunk:
     the sum of every row's objective — each row's leaf reaches only its own row, so the products are
     each row's own."""
 
-    def __init__(self, runner, embeds, source, targets, start: int, positions, directions, curvature: Curvature, block, row_bytes, slot=None):
+    def __init__(
+        self,
+        runner,
+        embeds,
+        source,
+        targets,
+        start: int,
+        positions,
+        directions,
+        curvature: Curvature,
+        block,
+        row_bytes,
+        slot=None,
+    ):
         self.runner, self.embeds, self.source, self.targets = runner, embeds, source, targets
         self.start, self.positions, self.directions = start, positions, directions
         self.curvature, self.block, self.row_bytes, self.slot = curvature, block, row_bytes, slot
@@ -214,8 +239,15 @@ class HvpChunk:
     def _run(self) -> torch.Tensor:
         products = block_products(
             lambda rows: self.runner.logits(self.start, rows, self.targets.shape[0]),
-            self.embeds, self.source, self.targets, self.start, self.positions, self.directions, self.curvature, self.block,
-        )  # fmt: skip
+            self.embeds,
+            self.source,
+            self.targets,
+            self.start,
+            self.positions,
+            self.directions,
+            self.curvature,
+            self.block,
+        )
         return _reduce(products, self.embeds.dtype)
 
     @staticmethod
@@ -239,8 +271,15 @@ class HvpChunk:
         targets = torch.cat([item.targets[None].expand(item.positions.shape[0], -1) for item in items])
         directions = torch.cat([item.directions for item in items], 1)
         operator = CurvatureOperator(
-            lambda placed: pack.logits(placed, count), rows, leaf, inject, targets, first.curvature.kind, first.block, first.curvature.foil
-        )  # fmt: skip
+            lambda placed: pack.logits(placed, count),
+            rows,
+            leaf,
+            inject,
+            targets,
+            first.curvature.kind,
+            first.block,
+            first.curvature.foil,
+        )
         products = _reduce(operator.apply(directions), first.embeds.dtype)
         return list(products.split(pack.sizes))
 
@@ -252,9 +291,20 @@ def _reduce(products: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def hvp_chunks(
-    runner, embeds, source, targets, scored: int, samples: int, seed: int, curvature: Curvature, block, *,
-    row_bytes, budget_bytes: int, slot=None,
-) -> list[HvpChunk]:  # fmt: skip
+    runner,
+    embeds,
+    source,
+    targets,
+    scored: int,
+    samples: int,
+    seed: int,
+    curvature: Curvature,
+    block,
+    *,
+    row_bytes,
+    budget_bytes: int,
+    slot=None,
+) -> list[HvpChunk]:
     """The :class:`HvpChunk` items of S_i for the first ``scored`` positions. All probes are drawn
     and copied to the device once, up front."""
     size, dim = source.shape
@@ -265,32 +315,67 @@ def hvp_chunks(
         host = host.pin_memory()
     all_probes = host.to(embeds.device, non_blocking=True).to(embeds.dtype)
     return [
-        HvpChunk(runner, embeds, source, targets, lo, index[lo:hi], all_probes[:, lo:hi], curvature, block, row_bytes, slot)
+        HvpChunk(
+            runner, embeds, source, targets, lo, index[lo:hi], all_probes[:, lo:hi], curvature, block, row_bytes, slot
+        )
         for lo, hi in plan_chunks(positions, size, row_bytes, budget_bytes)
     ]
 
 
 def sensitivity(
-    runner, embeds, source, targets, scored: int, samples: int, seed: int, curvature: Curvature, block,
-    *, row_bytes, budget_bytes: int, streams: StreamPool,
-) -> tuple[torch.Tensor, int]:  # fmt: skip
+    runner,
+    embeds,
+    source,
+    targets,
+    scored: int,
+    samples: int,
+    seed: int,
+    curvature: Curvature,
+    block,
+    *,
+    row_bytes,
+    budget_bytes: int,
+    streams: StreamPool,
+) -> tuple[torch.Tensor, int]:
     """S_i for the first ``scored`` positions, batched and chunked; returns (S on the device, HVP count).
 
     Per-chunk results stay on the device until the end: no host synchronisation per probe. The
     caller must ``streams.join()`` before reading S.
     """
     parts = []
-    for chunk in hvp_chunks(runner, embeds, source, targets, scored, samples, seed, curvature, block,
-                            row_bytes=row_bytes, budget_bytes=budget_bytes):  # fmt: skip
+    for chunk in hvp_chunks(
+        runner,
+        embeds,
+        source,
+        targets,
+        scored,
+        samples,
+        seed,
+        curvature,
+        block,
+        row_bytes=row_bytes,
+        budget_bytes=budget_bytes,
+    ):
         with streams.next():
             parts.append(chunk.run())
     return streams.gather(parts), scored * samples
 
 
 def low_rank_sensitivity(
-    runner, embeds, source, targets, scored: int, samples: int, seed: int, curvature: Curvature, block,
-    *, row_bytes, budget_bytes: int, streams: StreamPool | None = None,
-) -> tuple[torch.Tensor, int]:  # fmt: skip
+    runner,
+    embeds,
+    source,
+    targets,
+    scored: int,
+    samples: int,
+    seed: int,
+    curvature: Curvature,
+    block,
+    *,
+    row_bytes,
+    budget_bytes: int,
+    streams: StreamPool | None = None,
+) -> tuple[torch.Tensor, int]:
     """S_i from a randomized rank-k eigen-approximation of the whole curvature matrix.
 
     One graph, so one stream: the work runs on the pool's next stream when a pool is given.
@@ -298,9 +383,18 @@ def low_rank_sensitivity(
     if streams is not None:
         with streams.next():
             scores, count = low_rank_sensitivity(
-                runner, embeds, source, targets, scored, samples, seed, curvature, block,
-                row_bytes=row_bytes, budget_bytes=budget_bytes,
-            )  # fmt: skip
+                runner,
+                embeds,
+                source,
+                targets,
+                scored,
+                samples,
+                seed,
+                curvature,
+                block,
+                row_bytes=row_bytes,
+                budget_bytes=budget_bytes,
+            )
         return streams.gather([scores]), count
     size, dim = source.shape
     rank = curvature.low_rank
@@ -308,9 +402,15 @@ def low_rank_sensitivity(
     count = targets.shape[0]
     leaf = source.detach().clone()[None].requires_grad_(True)
     operator = CurvatureOperator(
-        lambda rows: runner.logits(0, rows, count), embeds[None], leaf, lambda h: leaf.to(h.dtype), targets,
-        curvature.kind, block, curvature.foil,
-    )  # fmt: skip
+        lambda rows: runner.logits(0, rows, count),
+        embeds[None],
+        leaf,
+        lambda h: leaf.to(h.dtype),
+        targets,
+        curvature.kind,
+        block,
+        curvature.foil,
+    )
     # the vmapped second pass holds one full-sequence activation set per direction: group them
     group = max(1, min(columns, budget_bytes // max(1, row_bytes(size))))
 

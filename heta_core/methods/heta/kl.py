@@ -42,9 +42,13 @@ def impact(targets: torch.Tensor, foil: int | None) -> Readout:
 
 @torch.no_grad()
 def information_reference(
-    model: nn.Module, embeds: torch.Tensor, base_logprobs: torch.Tensor, fill: torch.Tensor, scored: int,
+    model: nn.Module,
+    embeds: torch.Tensor,
+    base_logprobs: torch.Tensor,
+    fill: torch.Tensor,
+    scored: int,
     readout: Readout = kl_divergence,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """I_j(i) ``[scored, k]`` by the literal loop: one full forward (all positions projected) per masked token."""
     count = base_logprobs.shape[0]
     impacts = torch.zeros(scored, count, dtype=base_logprobs.dtype)
@@ -57,12 +61,27 @@ def information_reference(
 
 
 def information(
-    runner: SuffixRunner, embeds, base_logprobs, fill, scored: int, *, row_bytes, budget_bytes: int, streams: StreamPool,
+    runner: SuffixRunner,
+    embeds,
+    base_logprobs,
+    fill,
+    scored: int,
+    *,
+    row_bytes,
+    budget_bytes: int,
+    streams: StreamPool,
     readout: Readout = kl_divergence,
-):  # fmt: skip
+):
     """I_j(i) ``[scored, k]`` for the first ``scored`` positions: the batched masked forwards of
     :func:`heta_core.runtime.masking.masked_forwards` read out as KLs (or ``readout``). ``streams.join()`` before reading."""
     return masked_forwards(
-        runner, embeds, base_logprobs, fill, scored, readout,
-        row_bytes=row_bytes, budget_bytes=budget_bytes, streams=streams,
-    )  # fmt: skip
+        runner,
+        embeds,
+        base_logprobs,
+        fill,
+        scored,
+        readout,
+        row_bytes=row_bytes,
+        budget_bytes=budget_bytes,
+        streams=streams,
+    )

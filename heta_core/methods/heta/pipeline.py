@@ -72,7 +72,15 @@ class _Window:
     (the whole request, or one of the authors' windows starting at prompt position ``offset``)."""
 
     def __init__(self, handle, ids: list[int], n: int, mode: str, cfg, foil: int | None, offset: int = 0):
-        self.handle, self.ids, self.n, self.mode, self.cfg, self.foil, self.offset = handle, ids, n, mode, cfg, foil, offset
+        self.handle, self.ids, self.n, self.mode, self.cfg, self.foil, self.offset = (
+            handle,
+            ids,
+            n,
+            mode,
+            cfg,
+            foil,
+            offset,
+        )
         self.count = len(ids) - n
         self.targets = torch.tensor(ids[n:], device=handle.device)
         self.embeds = handle.embed(ids[:-1])
@@ -80,7 +88,11 @@ class _Window:
         self.curvature = Curvature(kind=cfg.curvature, layer=layer, low_rank=cfg.low_rank, foil=foil)
         self.block = handle.blocks()[layer] if layer is not None else None
         # "each": row j is an independent attribution of y_j from the prompt and y_<j
-        self.rows = [(len(ids) - 1, self.targets)] if mode != "each" else [(n + j, self.targets[j : j + 1]) for j in range(self.count)]
+        self.rows = (
+            [(len(ids) - 1, self.targets)]
+            if mode != "each"
+            else [(n + j, self.targets[j : j + 1]) for j in range(self.count)]
+        )
 
     def flow(self) -> torch.Tensor:
         """Runs the trace and returns M_T ``[k, n]`` (float64 CPU)."""
@@ -88,10 +100,16 @@ class _Window:
         reference = cfg.strategy == "reference"
         with eager_attention(model):
             self.trace = run_trace(
-                model, handle.adapter, handle.layout, self.embeds, predicting=self.count, keep_cache=True, full_logits=reference,
+                model,
+                handle.adapter,
+                handle.layout,
+                self.embeds,
+                predicting=self.count,
+                keep_cache=True,
+                full_logits=reference,
                 full_attention=cfg.flow == "official",
                 block_input_layers=(self.curvature.layer,) if self.curvature.layer is not None else (),
-            )  # fmt: skip
+            )
             blocks = [handle.adapter.attention(b) for b in handle.blocks()]
             norms = layer_value_norms(blocks, handle.adapter, handle.layout, self.trace, mode=cfg.flow)
             flow = semantic_flow(self.trace, norms, mode=cfg.flow, reference=reference)[:, : self.n].cpu()
@@ -105,10 +123,23 @@ class _Window:
         readout = impact(self.targets, self.foil)
         if self.cfg.strategy == "reference":
             model, trace = self.handle.model, self.trace
-            return [Opaque(slot, lambda: information_reference(model, self.embeds, trace.logprobs, self.fill, self.n, readout))]
+            return [
+                Opaque(
+                    slot, lambda: information_reference(model, self.embeds, trace.logprobs, self.fill, self.n, readout)
+                )
+            ]
         row = row_bytes_fn(self.handle.config, self.handle.layout, self.embeds.dtype)
-        return masked_chunks(self.runner, self.embeds, self.trace.logprobs, self.fill, self.n, readout,
-                             row_bytes=row, budget_bytes=budget, slot=slot)  # fmt: skip
+        return masked_chunks(
+            self.runner,
+            self.embeds,
+            self.trace.logprobs,
+            self.fill,
+            self.n,
+            readout,
+            row_bytes=row,
+            budget_bytes=budget,
+            slot=slot,
+        )
 
     def hessian_work(self, budget: int, slot) -> list:
         """Per attribution row, its chunks; slots ``(slot, row)``."""
@@ -119,16 +150,55 @@ class _Window:
             embeds, rows_source, place = self.embeds[:length], source[:length], (slot, index)
             if self.curvature.low_rank is not None:
                 full_row = row_bytes_fn(handle.config, handle.layout, self.embeds.dtype, probes=1)
-                work.append(Opaque(place, _eagerly(handle.model, lambda e=embeds, s=rows_source, t=targets, row=full_row: low_rank_sensitivity(
-                    self.runner, e, s, t, self.n, cfg.num_hvp_samples, cfg.seed, self.curvature, self.block,
-                    row_bytes=row, budget_bytes=budget)[0])))  # fmt: skip
+                work.append(
+                    Opaque(
+                        place,
+                        _eagerly(
+                            handle.model,
+                            lambda e=embeds, s=rows_source, t=targets, row=full_row: low_rank_sensitivity(
+                                self.runner,
+                                e,
+                                s,
+                                t,
+                                self.n,
+                                cfg.num_hvp_samples,
+                                cfg.seed,
+                                self.curvature,
+                                self.block,
+                                row_bytes=row,
+                                budget_bytes=budget,
+                            )[0],
+                        ),
+                    )
+                )
             elif cfg.strategy == "reference":
-                work.append(Opaque(place, _eagerly(handle.model, lambda e=embeds, s=rows_source, t=targets: sensitivity_reference(
-                    handle.model, e, s, t, self.n, cfg.num_hvp_samples, cfg.seed, self.curvature, self.block))))  # fmt: skip
+                work.append(
+                    Opaque(
+                        place,
+                        _eagerly(
+                            handle.model,
+                            lambda e=embeds, s=rows_source, t=targets: sensitivity_reference(
+                                handle.model, e, s, t, self.n, cfg.num_hvp_samples, cfg.seed, self.curvature, self.block
+                            ),
+                        ),
+                    )
+                )
             else:
                 row = row_bytes_fn(handle.config, handle.layout, self.embeds.dtype, probes=cfg.num_hvp_samples)
-                work += hvp_chunks(self.runner, embeds, rows_source, targets, self.n, cfg.num_hvp_samples, cfg.seed,
-                                   self.curvature, self.block, row_bytes=row, budget_bytes=budget, slot=place)  # fmt: skip
+                work += hvp_chunks(
+                    self.runner,
+                    embeds,
+                    rows_source,
+                    targets,
+                    self.n,
+                    cfg.num_hvp_samples,
+                    cfg.seed,
+                    self.curvature,
+                    self.block,
+                    row_bytes=row,
+                    budget_bytes=budget,
+                    slot=place,
+                )
         return work
 
     def hvps(self, item) -> int:
@@ -152,8 +222,10 @@ class _Job:
             self.windows = [_Window(handle, ids, n, request.mode, cfg, request.foil)]
         else:
             targets = ids[n:]
-            self.windows = [_Window(handle, ids[a : a + cfg.window] + targets, cfg.window, request.mode, cfg, request.foil, a)
-                            for a in _windows(n, cfg)]  # fmt: skip
+            self.windows = [
+                _Window(handle, ids[a : a + cfg.window] + targets, cfg.window, request.mode, cfg, request.foil, a)
+                for a in _windows(n, cfg)
+            ]
         self.skipped = skipped_stages(cfg)
         self.terms: dict[str, list[torch.Tensor]] = {}  # stage → per window, float64 CPU
         self.pending: dict[str, list[torch.Tensor]] = {}  # stage → per window, on the device until copied
@@ -266,15 +338,23 @@ class _Job:
         complete = all(stage in self.terms for stage in STAGES if stage not in self.skipped)
         if complete:  # a term of weight 0 was not computed: zeros give Eq. 5 exactly
             zeros = torch.zeros_like(flow)
-            scores = combine(flow, zeros if hessian is None else hessian, zeros if kl is None else kl,
-                             beta=cfg.beta, gamma=cfg.gamma, normalize=cfg.normalize)  # fmt: skip
+            scores = combine(
+                flow,
+                zeros if hessian is None else hessian,
+                zeros if kl is None else kl,
+                beta=cfg.beta,
+                gamma=cfg.gamma,
+                normalize=cfg.normalize,
+            )
         else:
             scores = estimate(flow, hessian, kl, beta=cfg.beta, gamma=cfg.gamma, normalize=cfg.normalize)
         values = {"score": scores, "flow": flow}
         values.update({name: term for name, term in (("hessian", hessian), ("kl", kl)) if term is not None})
         first = self.windows[0]
         timings = {stage: self.timings[stage] for stage in STAGES if stage not in self.skipped}
-        return Parts(values, first.logprobs, self.hvps, timings, first.foil_logprob, stages=self.done, complete=complete)
+        return Parts(
+            values, first.logprobs, self.hvps, timings, first.foil_logprob, stages=self.done, complete=complete
+        )
 
 
 def skipped_stages(cfg) -> set[str]:
@@ -289,7 +369,9 @@ def run(handle, request, cfg, progress, publish: Publish | None = None) -> Parts
     return outcome
 
 
-def run_many(handle, calls: Sequence[tuple], packing: str = "pad", finished: Callable[[int, object], None] | None = None) -> list:
+def run_many(
+    handle, calls: Sequence[tuple], packing: str = "pad", finished: Callable[[int, object], None] | None = None
+) -> list:
     """``calls``: (request, config, progress, publish or None) each. One outcome per call, in order:
     its Parts, or the exception that ended it (its progress callback's, or its own failure).
     ``finished(index, outcome)`` is called as each call ends — a call whose work is done does not
@@ -343,7 +425,10 @@ def run_many(handle, calls: Sequence[tuple], packing: str = "pad", finished: Cal
     def lane_done(lane: Lane) -> None:
         job, stage = lane.owner, lane.stage
         rows = sum(item.count for item in lane.items)
-        job.shares[stage] = (lane.pool, rows / max(1, sum(item.count for other in lanes if other.stage == stage for item in other.items)))
+        job.shares[stage] = (
+            lane.pool,
+            rows / max(1, sum(item.count for other in lanes if other.stage == stage for item in other.items)),
+        )
         job.finish(stage, lane.pool)
         if not lane.pool.streams and job.live:
             job.collect(stage, block=True)  # on the CPU the terms are there: publish them now
@@ -389,7 +474,9 @@ def plan(handle, request, cfg, budget: int) -> Plan:
         fed = scored + k - 1
         tokens += fed
         add("flow", fed, 1)
-        traces += trace_bytes(model_config, layout, dtype, fed, k, cfg.flow == "official")  # every window's is kept to the end
+        traces += trace_bytes(
+            model_config, layout, dtype, fed, k, cfg.flow == "official"
+        )  # every window's is kept to the end
         rows = [fed] if request.mode != "each" else [scored + j for j in range(k)]
         if "kl" in skipped:
             pass
