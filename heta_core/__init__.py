@@ -16,8 +16,6 @@ from importlib import metadata as _metadata
 
 from .attributor import Attributor
 from .config import METHODS, PRESETS, HetaConfig
-from .methods.registry import METHOD_STAGES
-from .inputs.request import AttributionRequest
 from .errors import (
     BudgetError,
     ConfigError,
@@ -27,8 +25,9 @@ from .errors import (
     NonFiniteResultError,
     UnsupportedArchitectureError,
 )
+from .inputs.request import AttributionRequest
+from .methods.registry import METHOD_STAGES
 from .models.adapters import SUPPORTED_MODEL_TYPES
-from .runtime.cost import Speed
 from .results.schema import (
     SCHEMA_VERSION,
     AttributionResult,
@@ -40,6 +39,7 @@ from .results.schema import (
     Timings,
     TokenInfo,
 )
+from .runtime.cost import Speed
 
 try:
     __version__ = _metadata.version("heta")

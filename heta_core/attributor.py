@@ -12,8 +12,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
-from typing import Any, Callable, Iterator, Mapping, Sequence, cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -333,7 +334,8 @@ class Attributor(Planning, Running):
         ``target_text``, ``granularity``) apply to every item that does not set them. Prompts run
         one after another — each one's batched chunks already fill the device — and every prompt
         is checked (as ``estimate`` checks) before the first one runs. ``progress(fraction)``
-        covers the whole batch. ``errors="return"`` yields a prompt's :class:`HetaError` in its place instead of raising.
+        covers the whole batch. ``errors="return"`` yields a prompt's :class:`HetaError` in its place
+        instead of raising.
         """
         if errors not in ("raise", "return"):
             raise ConfigError(f"errors must be 'raise' or 'return', got {errors!r}", field="errors")

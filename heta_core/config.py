@@ -203,7 +203,8 @@ class HetaConfig:
         return cls(**values)
 
 
-# the HTTP API's (and JSONL files') config names that differ from HetaConfig's (docs/python.md: one option, three spellings)
+# the HTTP API's (and JSONL files') config names that differ from HetaConfig's (docs/python.md: one option, three
+# spellings)
 API_NAMES = {"samples": "num_hvp_samples"}
 
 

@@ -80,7 +80,8 @@ class Planning:
         return self.speed
 
     def _speed(self, measure: bool) -> Speed:
-        """The measured speed; measured now when ``measure`` and there are weights, else assumed from the model's size."""
+        """The measured speed; measured now when ``measure`` and there are weights, else assumed from the
+        model's size."""
         if self.speed is None and measure and self.device.type != "meta":
             self.calibrate()
         return self.speed or assumed_speed(self.handle.config, self.device)
@@ -118,7 +119,8 @@ class Planning:
                 estimate = self._estimate(cheapest, request, generate, speed)
                 raise BudgetError(
                     f"not even HETA's first stage fits budget_s={budget_s:g}: the flow alone is estimated at "
-                    f"{estimates['flow']:.3g} s and the cheapest preset ({LADDER[-1]}) at {estimates[LADDER[-1]]:.3g} s",
+                    f"{estimates['flow']:.3g} s and the cheapest preset ({LADDER[-1]}) at "
+                    f"{estimates[LADDER[-1]]:.3g} s",
                     field="budget_s",
                     details={"estimate": estimate.to_dict()},
                 )

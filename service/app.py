@@ -16,23 +16,23 @@ import uuid
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
 
 from heta_core import Attributor, __version__
 
+from . import logs, tracing
 from .auth import Keys
 from .connections import connect_store, is_out_of_memory, is_transient
 from .deps import Services
-from . import logs, tracing
-from .store import JobStore, ensure_groups, use_cluster
 from .monitoring import RedisCollector, api_metrics
 from .problems import Problem, openapi_with_problems, problem_response
 from .registry import live_workers_async, model_speeds
 from .routes import attribute, events, guide, health, jobs, models, queue, ui
 from .settings import Settings
+from .store import JobStore, ensure_groups, use_cluster
 
 log = logging.getLogger("heta.api")
 # codes for errors Starlette raises itself (unknown route, wrong method, unparseable body)
@@ -73,8 +73,8 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description="Hessian-Enhanced Token Attribution for decoder-only LLMs. Errors are RFC 9457 problem+json "
         "(`application/problem+json`) with a stable `code`. Every response carries `X-Request-ID`: the request's own "
-        "(printable ASCII without spaces, at most 128 characters) or a generated one, with `X-Request-ID-Replaced: true` "
-        "when the one sent was invalid; a W3C `traceparent` is continued when tracing is on.",
+        "(printable ASCII without spaces, at most 128 characters) or a generated one, with `X-Request-ID-Replaced: "
+        "true` when the one sent was invalid; a W3C `traceparent` is continued when tracing is on.",
         lifespan=lifespan,
         # FastAPI's own OpenTelemetry span per request (once service.tracing has set a tracer provider;
         # inert otherwise): traces only; metrics are Prometheus' and its logs would carry the

@@ -26,9 +26,10 @@ def format_report(report: dict) -> str:
     for row in rows:
         latency, overhead = row["latency_ms"], row["queue_overhead_ms"]
         lines.append(
-            f"{row['offered_per_s']:>9.0f} {row['throughput_per_s']:>7.1f} {ms(latency, 'p50'):>8} {ms(latency, 'p95'):>8} "
-            f"{ms(latency, 'p99'):>8}  {ms(overhead, 'p50'):>9} / {ms(overhead, 'p99'):<7}  {100 * row['error_rate']:>5.1f}% "
-            f"{row['status_5xx']:>4} {row['status_429']:>5}  {ms(row['latency_429_ms'], 'p50'):>9}"
+            f"{row['offered_per_s']:>9.0f} {row['throughput_per_s']:>7.1f} {ms(latency, 'p50'):>8} "
+            f"{ms(latency, 'p95'):>8} {ms(latency, 'p99'):>8}  {ms(overhead, 'p50'):>9} / {ms(overhead, 'p99'):<7}  "
+            f"{100 * row['error_rate']:>5.1f}% {row['status_5xx']:>4} {row['status_429']:>5}  "
+            f"{ms(row['latency_429_ms'], 'p50'):>9}"
         )
     if report["soak"]:
         soak = report["soak"]
@@ -43,8 +44,8 @@ def format_comparison(report: dict) -> str:
         lines += [f"== {name}", format_report({**service, "soak": None})]
         c = service["capacity"]
         lines.append(
-            f"capacity: {c['max_throughput_per_s']:.1f} done/s at most; kept up with p50 overhead <= {OVERHEAD_MS:.0f} ms "
-            f"up to {c['rate_per_s_at_overhead_5ms']} offered/s (p50 latency there {c['p50_ms_there']} ms)"
+            f"capacity: {c['max_throughput_per_s']:.1f} done/s at most; kept up with p50 overhead <= {OVERHEAD_MS:.0f} "
+            f"ms up to {c['rate_per_s_at_overhead_5ms']} offered/s (p50 latency there {c['p50_ms_there']} ms)"
         )
     first, last = list(report["services"])[0], list(report["services"])[-1]
     show = lambda value: "—" if value is None else f"{value:.2f}x"  # noqa: E731
@@ -178,7 +179,8 @@ def run_from_args(args) -> int:
         or args.torch_threads < 1
     ):
         raise SystemExit(
-            "heta bench-load: error: rates and --step-seconds must be > 0, --soak >= 0, --workers and --torch-threads >= 1"
+            "heta bench-load: error: rates and --step-seconds must "
+            "be > 0, --soak >= 0, --workers and --torch-threads >= 1"
         )
     if args.url and not args.url.startswith(LOOPBACK):
         raise SystemExit("heta bench-load: error: --url must be a loopback address")

@@ -23,7 +23,8 @@ import asyncio
 import random
 import time
 import uuid
-from typing import Any, Generator
+from collections.abc import Generator
+from typing import Any
 
 import httpx
 

@@ -121,7 +121,10 @@ def misconfiguration(settings, error: Exception) -> str | None:
     text = f"{error} {error.__cause__ or ''}".lower()
     where = _store_setting(settings)
     if isinstance(error, redis.AuthenticationError) or "wrongpass" in text or "noauth" in text:
-        return f"{where}: Redis refused the credentials (user and password: the URL's, or HETA_REDIS_USERNAME/PASSWORD): {error}"
+        return (
+            f"{where}: Redis refused the credentials (user and password: the URL's, or "
+            f"HETA_REDIS_USERNAME/PASSWORD): {error}"
+        )
     if isinstance(error, redis.exceptions.NoPermissionError):
         return f"{where}: the Redis user lacks a permission the service needs (see deploy/redis/users.acl): {error}"
     if "certificate verify failed" in text:
@@ -133,7 +136,10 @@ def misconfiguration(settings, error: Exception) -> str | None:
         and not settings.redis_tls_cert
         and any(s in text for s in ("eof occurred", "connection reset"))
     ):
-        return f"HETA_REDIS_TLS_CERT: Redis ended the TLS handshake: it requires a client certificate (tls-auth-clients)? ({error})"
+        return (
+            "HETA_REDIS_TLS_CERT: Redis ended the TLS handshake: it requires a client certificate "
+            f"(tls-auth-clients)? ({error})"
+        )
     if settings.redis_tls and any(
         s in text for s in ("wrong version number", "record layer failure", "packet length", "ssl", "eof occurred")
     ):
@@ -325,7 +331,7 @@ class EmbeddedRedis:
                 self.restarts += 1
                 self._revive.clear()
                 delay = 0.5
-            except Exception:  # noqa: BLE001 - keep trying, slower
+            except Exception:  # keep trying, slower
                 log.exception("restarting redis-server failed; retrying in %.1f s", delay)
                 self._closing.wait(delay)
                 delay = min(delay * 2, 10)

@@ -84,7 +84,7 @@ class Consumer(ABC):
                 for stream in dict.fromkeys(stream for stream, _, _ in current):
                     held = [(entry, job_id) for s, entry, job_id in current if s == stream]
                     self.jobs.renew(stream, held, self.id)
-            except Exception:  # noqa: BLE001 - Redis hiccup: try again next beat
+            except Exception:  # Redis hiccup: try again next beat
                 log.exception("heartbeat failed")
 
     def watch_supervisor(self) -> None:
@@ -233,7 +233,7 @@ class Consumer(ABC):
         """Metrics are best effort: a full or absent Redis loses a count, never a job."""
         try:
             monitoring.record_job(self.client, *args, **kwargs)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             if not is_transient(error):
                 raise
             log.warning("metrics not recorded: %s", error)

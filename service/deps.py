@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from redis.asyncio import Redis as AsyncRedis
 from fastapi import Depends, Header, Request
+from redis.asyncio import Redis as AsyncRedis
 
 from heta_core import Attributor
 

@@ -120,10 +120,10 @@ class Connections:
                 + payload
             )
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            headers = dict(
-                (name.strip().lower(), value.strip())
+            headers = {
+                name.strip().lower(): value.strip()
                 for name, _, value in (line.partition(":") for line in head[1:] if line)
-            )
+            }
             if "content-length" not in headers:
                 raise ValueError("a response without Content-Length")
             body = await reader.readexactly(int(headers["content-length"]))

@@ -20,7 +20,7 @@ from opentelemetry import trace
 FIELDS = ("request_id", "job_id", "model", "trace_id")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-_bound: ContextVar[dict[str, str]] = ContextVar("heta_log_context", default={})
+_bound: ContextVar[dict[str, str]] = ContextVar("heta_log_context", default={})  # noqa: B039 - never mutated: set anew
 
 
 @contextlib.contextmanager

@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from heta_core import METHOD_STAGES, METHODS
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .store import CACHE_BYTES, METRICS_KEY, queue_state, read_queue
 

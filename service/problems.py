@@ -45,8 +45,8 @@ DESCRIPTIONS = {
     404: "no such job, or not yours (`job_not_found`); unknown route (`not_found`)",
     409: "the job is already finished (`job_finished`) or was cancelled (`cancelled`)",
     413: "the body exceeds HETA_MAX_BODY_BYTES (`body_too_large`)",
-    422: "the request cannot be run: `validation_error`, `unknown_model`, `invalid_spans`, `cost_over_ceiling`, `invalid_batch`, ... "
-    "(refused before anything is queued)",
+    422: "the request cannot be run: `validation_error`, `unknown_model`, `invalid_spans`, `cost_over_ceiling`, "
+    "`invalid_batch`, ... (refused before anything is queued)",
     429: "`queue_full`, `too_many_inflight` or `rate_limited`; retry after `Retry-After` seconds",
     500: "the job failed inside the service (`internal_error`, `dead_lettered`)",
     503: "`redis_unavailable`, `draining` or `out_of_memory`; retry after `Retry-After` seconds",

@@ -51,17 +51,17 @@ class AttributionConfig(BaseModel):
     )
     preset: Literal["exact", "balanced", "fast"] | None = Field(
         None,
-        description="HETA's cost bundle (default exact; docs/benchmarks.md's presets table gives what each costs and loses): "
-        "`fast` = flow and KL impact only (β = 0), `balanced` = m = 2 Hessian samples; fields set explicitly here override the "
-        "preset's",
+        description="HETA's cost bundle (default exact; docs/benchmarks.md's presets table gives what each costs and "
+        "loses): `fast` = flow and KL impact only (β = 0), `balanced` = m = 2 Hessian samples; fields set explicitly "
+        "here override the preset's",
     )
     budget_s: float | None = Field(
         None,
         gt=0,
         le=86_400,
-        description="HETA: a time budget in seconds. The most exact preset whose estimated time fits is "
-        "run (recorded in `meta.plan`); a run still going when it runs out ends with the stages it has (`partial: true`); "
-        "422 `cost_over_ceiling` with the cheapest plan's estimate when not even the flow fits",
+        description="HETA: a time budget in seconds. The most exact preset whose estimated time fits is run (recorded "
+        "in `meta.plan`); a run still going when it runs out ends with the stages it has (`partial: true`); 422 "
+        "`cost_over_ceiling` with the cheapest plan's estimate when not even the flow fits",
     )
 
     def heta_config(self) -> HetaConfig:
@@ -269,8 +269,8 @@ class JobView(BaseModel):
     error: JobError | None = Field(None, description="when failed, cancelled by a deadline or dead-lettered")
     partial: JobResult | None = Field(
         None,
-        description="a HETA job's latest partial result (`partial: true`, `stages_done`) while it runs — the flow first, "
-        "then flow and KL impact; kept when it fails or is cancelled, dropped once the result is there",
+        description="a HETA job's latest partial result (`partial: true`, `stages_done`) while it runs — the flow "
+        "first, then flow and KL impact; kept when it fails or is cancelled, dropped once the result is there",
     )
 
 

@@ -11,7 +11,6 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
 LEASE_HEARTBEATS = 3
 
 
@@ -21,7 +20,8 @@ class Settings(BaseSettings):
     # what is served
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["heta-demo"],
-        description="HF ids (id@revision pins a branch, tag or commit), local paths or heta-demo (the builtin), comma-separated",
+        description="HF ids (id@revision pins a branch, tag or commit), "
+        "local paths or heta-demo (the builtin), comma-separated",
     )
     default_method: str = Field(
         "heta",
@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     workers: int | None = Field(
         None,
         ge=1,
-        description="worker processes for `heta serve` (default: visible GPUs ÷ HETA_GPUS_PER_WORKER × HETA_WORKERS_PER_GPU, or 1 on CPU)",
+        description="worker processes for `heta serve` (default: visible GPUs ÷ HETA_GPUS_PER_WORKER × "
+        "HETA_WORKERS_PER_GPU, or 1 on CPU)",
     )
     workers_per_gpu: int = Field(
         1,
@@ -67,7 +68,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="API port")
     access_log: bool = Field(
         False,
-        description="uvicorn's line per request (off: /metrics counts every request and its latency; a line costs ~0.5 ms of queue overhead)",
+        description="uvicorn's line per request (off: /metrics counts every request and its latency; a line costs "
+        "~0.5 ms of queue overhead)",
     )
     guide_dir: Path | None = Field(
         None,
@@ -123,9 +125,9 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = Field(
         None,
         validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
-        description="OpenTelemetry traces to this OTLP/HTTP endpoint "
-        "(e.g. http://jaeger:4318; unset: no tracing). The SDK's other `OTEL_*` variables apply too (OTEL_EXPORTER_OTLP_HEADERS, "
-        "OTEL_TRACES_SAMPLER, OTEL_BSP_SCHEDULE_DELAY, ...)",
+        description="OpenTelemetry traces to this OTLP/HTTP endpoint (e.g. http://jaeger:4318; unset: no tracing). The "
+        "SDK's other `OTEL_*` variables apply too (OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER, "
+        "OTEL_BSP_SCHEDULE_DELAY, ...)",
     )
     otel_service_name: str = Field("heta", validation_alias="OTEL_SERVICE_NAME", description="the traces' service.name")
 
@@ -181,7 +183,8 @@ class Settings(BaseSettings):
     )
     batch_packing: Literal["pad", "length"] = Field(
         "pad",
-        description="how jobs of different prompt lengths share a batch: padded and masked, or only with their own length",
+        description="how jobs of different prompt lengths share a batch: "
+        "padded and masked, or only with their own length",
     )
 
     @property
@@ -228,7 +231,8 @@ class Settings(BaseSettings):
         tls_files = self.redis_tls_ca or self.redis_tls_cert
         if tls_files and not self.has_store:
             raise ValueError(
-                "HETA_REDIS_TLS_* is set without REDIS_URL=rediss://… or HETA_REDIS_SENTINELS (the embedded Redis is a local unix socket)"
+                "HETA_REDIS_TLS_* is set without REDIS_URL=rediss://… or "
+                "HETA_REDIS_SENTINELS (the embedded Redis is a local unix socket)"
             )
         if tls_files and self.redis_url and not self.redis_tls:
             raise ValueError(
@@ -246,7 +250,8 @@ class Settings(BaseSettings):
         # on healthy workers and their jobs run twice
         if self.lease_s < LEASE_HEARTBEATS * self.heartbeat_s:
             raise ValueError(
-                f"HETA_LEASE_S ({self.lease_s:g}) must be at least {LEASE_HEARTBEATS} × HETA_HEARTBEAT_S ({self.heartbeat_s:g})"
+                f"HETA_LEASE_S ({self.lease_s:g}) must be at least "
+                f"{LEASE_HEARTBEATS} × HETA_HEARTBEAT_S ({self.heartbeat_s:g})"
             )
         return self
 
@@ -284,7 +289,8 @@ class Settings(BaseSettings):
             )
         if self.gpus_per_worker > 1 and parsed is None:
             raise ValueError(
-                "HETA_GPUS_PER_WORKER > 1 needs HETA_DEVICE_MAP (e.g. auto): a worker's model spreads over its GPUs by it"
+                "HETA_GPUS_PER_WORKER > 1 needs HETA_DEVICE_MAP (e.g. "
+                "auto): a worker's model spreads over its GPUs by it"
             )
         if self.gpus_per_worker > 1 and self.workers_per_gpu > 1:
             raise ValueError("HETA_GPUS_PER_WORKER and HETA_WORKERS_PER_GPU cannot both exceed 1")

@@ -101,7 +101,7 @@ class Worker(Consumer):
             # their precision (the model's size then gives an assumed speed)
             try:
                 log.info("%s: %s", name, attributor.calibrate())
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("%s: speed not measured; budgets use a speed assumed from the model's size", name)
             self.attributors[name] = attributor
         self.retrying(store.ensure_groups, self.client, self.models)
@@ -287,7 +287,7 @@ class Worker(Consumer):
             try:  # one round trip: the progress (throttled) and the cancel flag
                 fields = {"progress": f"{fraction:.4f}"} if report else {}
                 cancelled = self.jobs.report(job_id, self.id, **fields)
-            except Exception as error:  # noqa: BLE001 - Redis down or full: compute on, report later
+            except Exception as error:  # Redis down or full: compute on, report later
                 if not is_transient(error):
                     raise
                 return
@@ -310,7 +310,7 @@ class Worker(Consumer):
             )
             try:
                 cancelled = self.jobs.report(job_id, self.id, **fields)
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 if not is_transient(error):
                     raise
                 return
@@ -364,7 +364,7 @@ class Worker(Consumer):
                 entry["error"] = {"code": code, "detail": detail}
             except (JobCancelled, DeadlineExceeded, Released):
                 raise
-            except Exception as error:  # noqa: BLE001 - a bug fails this item, not the batch
+            except Exception as error:  # a bug fails this item, not the batch
                 log.exception("job %s item %d failed", job_id, index)
                 entry["error"] = {"code": "internal_error", "detail": f"{type(error).__name__}: {error}"}
             entries.append(entry)
@@ -374,7 +374,7 @@ class Worker(Consumer):
         """The result cache is best effort too: a full Redis loses an entry, never a job."""
         try:
             self.client.eval(*cache.put_call(entry, body, self.settings.cache_ttl_s, self.settings.cache_max_bytes))
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             if not is_transient(error):
                 raise
             log.warning("result not cached: %s", error)

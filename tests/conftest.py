@@ -24,7 +24,8 @@ def pytest_configure(config):
     )
     config.addinivalue_line(
         "markers",
-        "shared_data(name): reads ../shared/data/<name> (CI has it); deselected, with the reason printed, where it is absent",
+        "shared_data(name): reads ../shared/data/<name> (CI has it); "
+        "deselected, with the reason printed, where it is absent",
     )
 
 

@@ -7,6 +7,7 @@ import re
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+
 from .helpers import ROOT
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"

@@ -5,8 +5,8 @@ import torch
 from transformers import BloomConfig
 
 from heta_core import Attributor, UnsupportedArchitectureError
-from heta_core.models.adapters import SUPPORTED_MODEL_TYPES, HeadLayout, adapter_for, eager_attention
 from heta_core.methods.heta.flow import head_value_norms, official_value_norms
+from heta_core.models.adapters import SUPPORTED_MODEL_TYPES, HeadLayout, adapter_for, eager_attention
 from heta_core.models.toymodels import random_model
 from heta_core.runtime.trace import run_trace
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from heta_core import ConfigError, HetaConfig
-from heta_core.models.adapters import HeadLayout, adapter_for, eager_attention
-from heta_core.runtime.prefix import SuffixRunner
 from heta_core.cli.bench_long import approximation_agreement
 from heta_core.methods.heta.hessian import Curvature, block_products, probes
+from heta_core.models.adapters import HeadLayout, adapter_for, eager_attention
+from heta_core.runtime.prefix import SuffixRunner
 from heta_core.runtime.trace import run_trace
 
 from .conftest import TEXT, assert_rel_close

@@ -25,7 +25,7 @@ def test_a_padded_batch_encoding_equals_each_prompt_alone(make_attributor, token
     assert bool((encoding["attention_mask"] == 0).any())  # the batch really is padded
     batch = attributor.attribute_batch(encoding)
     assert len(batch) == len(PROMPTS)
-    for prompt, result in zip(PROMPTS, batch):
+    for prompt, result in zip(PROMPTS, batch, strict=True):
         alone = attributor.attribute(prompt)
         assert [t.text for t in result.tokens] == [t.text for t in alone.tokens]
         torch.testing.assert_close(scores(result), scores(alone), rtol=0, atol=0)
@@ -51,7 +51,7 @@ def test_mixed_items_shared_arguments_and_per_item_configs(make_attributor):
         attributor.attribute(PROMPTS[0], target_text=" tree", config=other),
     ]
     assert [r.method for r in batch] == ["heta", "heta", "occlusion", "gradient"]
-    for got, want in zip(batch, expected):
+    for got, want in zip(batch, expected, strict=True):
         assert got.target.text == want.target.text
         torch.testing.assert_close(scores(got), scores(want), rtol=0, atol=0)
 

@@ -1,10 +1,12 @@
+from itertools import pairwise
+
 import pytest
 from transformers import GPT2Config
 
 from heta_core.models.adapters import HeadLayout
 from heta_core.models.toymodels import llama_shaped
-from heta_core.runtime.prefix import FILL_FRACTION, SPAN_FRACTION, plan_chunks
 from heta_core.runtime.cost import row_bytes_fn
+from heta_core.runtime.prefix import FILL_FRACTION, SPAN_FRACTION, plan_chunks
 
 
 @pytest.mark.parametrize("budget", [1, 5_000, 50_000, 10**12])
@@ -13,7 +15,7 @@ def test_plan_covers_items_in_order_within_budget_and_span(budget):
     row = lambda n, context=None: 100 * n  # noqa: E731
     chunks = plan_chunks(positions, 40, row, budget)
     assert chunks[0][0] == 0 and chunks[-1][1] == len(positions)
-    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+    assert all(a[1] == b[0] for a, b in pairwise(chunks))
     for lo, hi in chunks:
         start = positions[lo]
         assert hi - lo == 1 or (hi - lo) * row(40 - start) <= budget

@@ -3,8 +3,8 @@
 import pytest
 
 from heta_core import InputError
-from heta_core.inputs.granularity import segments
 from heta_core.inputs.document import from_text
+from heta_core.inputs.granularity import segments
 
 MESSAGES = [
     {"role": "system", "content": "the answer is four ."},

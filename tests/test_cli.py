@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from heta_core.cli.attribute import bar
+
 from .helpers import ROOT, heta
 
 TEXT = "paris is the capital of france"

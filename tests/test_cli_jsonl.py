@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from heta_core import Attributor, HetaConfig
+
 from .helpers import ROOT
 
 LINES = [
@@ -139,5 +140,5 @@ def test_bad_invocations_are_one_line(tmp_path, capsys):
     for args, _ in cases[1:]:
         capsys.readouterr()
         answers.append((in_process("attribute", *args), capsys.readouterr().err))
-    for (status, stderr), (_, message) in zip(answers, cases):
+    for (status, stderr), (_, message) in zip(answers, cases, strict=True):
         assert status == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr

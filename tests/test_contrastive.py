@@ -64,7 +64,8 @@ def test_occlusion_is_leave_one_out_of_the_difference(make_attributor):
 
 
 def test_integrated_gradients_completeness_for_the_difference(make_attributor):
-    """Σ IG = g(X) − g(masked X) with g the difference (GPT-2: Llama's zero baseline is not resolvable, see test_baselines)."""
+    """Σ IG = g(X) − g(masked X) with g the difference (GPT-2: Llama's zero baseline is not resolvable, see
+    test_baselines)."""
     attributor = make_attributor("gpt2", method="integrated_gradients", ig_steps=64)
     ids, foil, embeds = _setup(attributor)
     with torch.no_grad():
@@ -175,8 +176,8 @@ def test_planted_task_contrast_moves_mass_to_the_foils_pairs(demo):
         assert contrast.target.foil.text.strip() == foil and contrast.target.foil.logprob < plain.target.logprob
 
         def share(scores):
-            scores = scores.double()[: example.candidates]
-            return float(scores[foil_pairs].sum() / scores.sum())
+            scores = scores.double()[: example.candidates]  # noqa: B023 - called in this iteration
+            return float(scores[foil_pairs].sum() / scores.sum())  # noqa: B023
 
         top += int(contrast.scores[: example.candidates].argmax()) in example.gold
         increased += share(contrast.scores) >= 2 * share(plain.scores)

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from heta_core import Attributor, InputError
-from heta_core.evaluation.demo import DEMO_DIR, task, train
 from heta_core.evaluation import EvalSettings, evaluate, metric_names, prepare, qa_items, synthetic_items
+from heta_core.evaluation.demo import DEMO_DIR, task, train
 
 from .conftest import SHARED_DATA
 from .helpers import ROOT
@@ -71,7 +71,8 @@ def write_curated_qa(path: Path) -> Path:
                 "input_text": f"{narrative} <s> {support} <s> Question: {question}",
                 "important_words": words,
                 "important_word_indices_in_sciq_support": indices,
-                "label_note": "Important words are restricted to the answer-bearing support segment; the narrative is a distractor.",
+                "label_note": "Important words are restricted to the answer-bearing "
+                "support segment; the narrative is a distractor.",
             }
         )
     path.write_text(
@@ -81,7 +82,8 @@ def write_curated_qa(path: Path) -> Path:
                 "description": "three examples in the curated format",
                 "num_examples": len(examples),
                 "num_unique_base_pairs": len(examples),
-                "construction": "[NarrativeQA-style sentence] <s> [SciQ-style support sentence] <s> Question: [SciQ question]",
+                "construction": "[NarrativeQA-style sentence] <s> [SciQ-style "
+                "support sentence] <s> Question: [SciQ question]",
                 "examples": examples,
             },
             indent=1,
@@ -163,7 +165,7 @@ def test_demo_scores_point_at_the_stored_pair(demo):
 
 
 def test_synthetic_items_map_spans_to_tokens(demo):
-    for item, e in zip(synthetic_items(10, 0), task.examples(10, 0)):
+    for item, e in zip(synthetic_items(10, 0), task.examples(10, 0), strict=True):
         prepared = prepare(demo.tokenizer, item)
         assert prepared.gold == e.gold and prepared.distractor == e.distractors
         assert (
@@ -221,7 +223,7 @@ def test_the_built_file_has_the_curated_files_format(tmp_path):
         "important_words",
         "important_word_indices_in_sciq_support",
     )
-    for mine, theirs in zip(built["examples"], real["examples"]):
+    for mine, theirs in zip(built["examples"], real["examples"], strict=False):  # the real file holds more
         assert {k: mine[k] for k in fields} == {k: theirs[k] for k in fields}
     assert len(qa_items(QA)) == real["num_examples"] == 100  # and the whole file loads
 

@@ -22,6 +22,7 @@ import yaml
 
 from heta_service import store
 from heta_service.settings import Settings
+
 from .helpers import ROOT
 
 K8S = ROOT / "deploy" / "k8s"

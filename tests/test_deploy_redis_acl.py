@@ -14,7 +14,8 @@ from heta_service import store
 
 ROOT = Path(__file__).resolve().parents[1]
 ACL = ROOT / "deploy" / "redis" / "users.acl"
-CALL = re.compile(r"\b(?:client|pipe|self\.client)\.([a-z_]+)\(")
+# whitespace allowed around the dot and before the parenthesis: the formatter may break a long chain before ".xadd("
+CALL = re.compile(r"\b(?:client|pipe|self\.client)\s*\.\s*([a-z_]+)\s*\(")
 LUA_CALL = re.compile(r"redis\.p?call\(\s*'([A-Za-z]+)'")
 METHOD_COMMAND = {"delete": "del", "scan_iter": "scan", "xgroup_create": "xgroup|create", "xpending_range": "xpending"}
 # sent by redis-py itself: health checks; a transaction's MULTI/EXEC (DISCARD when one fails); a

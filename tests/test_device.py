@@ -10,9 +10,9 @@ from heta_core.methods.heta.kl import information
 from heta_core.models.adapters import HeadLayout, adapter_for, eager_attention
 from heta_core.models.toymodels import tiny_model
 from heta_core.runtime import faults
-from heta_core.runtime.prefix import StreamPool, SuffixRunner, plan_chunks, to_host
 from heta_core.runtime.cost import row_bytes_fn
 from heta_core.runtime.masking import mask_vector
+from heta_core.runtime.prefix import StreamPool, SuffixRunner, plan_chunks, to_host
 from heta_core.runtime.trace import run_trace
 
 from .conftest import TEXT
@@ -120,7 +120,7 @@ def test_results_reach_the_host_in_one_copy(device):
         torch.ones(4, dtype=torch.float64, device=device),
     ]
     copied = to_host(tensors)
-    for original, host in zip(tensors, copied):
+    for original, host in zip(tensors, copied, strict=True):
         assert host.device.type == "cpu" and host.dtype == original.dtype
         torch.testing.assert_close(host, original.cpu(), rtol=0, atol=0)
         assert host.is_pinned() == (device.type == "cuda")

@@ -127,7 +127,7 @@ def test_attribute_many_equals_the_unsplit_model(pair):
         {"text": "a bird can fly over the tree", "config": HetaConfig(method="occlusion")},
     ]
     expected, actual = whole.attribute_many(calls), split.attribute_many(calls)
-    for want, got in zip(expected, actual):
+    for want, got in zip(expected, actual, strict=True):
         assert not isinstance(got, Exception), got
         torch.testing.assert_close(got.scores.double(), want.scores.double(), **TOL)
 

@@ -54,7 +54,7 @@ def test_diagnostics_match_a_literal_reference(make_attributor, kwargs, changes)
         assert row.targets == picked
 
         def p(logprobs):
-            return math.exp(sum(logprobs[j] for j in picked))
+            return math.exp(sum(logprobs[j] for j in picked))  # noqa: B023 - called in this iteration
 
         assert row.probability == pytest.approx(p(full), rel=1e-10, abs=1e-15)
         assert [point.k for point in row.points] == expected_k
@@ -92,5 +92,6 @@ def test_describe_puts_the_k3_point_in_words(make_attributor):
     (line,) = describe(result)
     point, p = result.diagnostics.rows[0].points[1], result.diagnostics.rows[0].probability
     assert line == (
-        f'removing the 3 top tokens changes p(". the") from {p:.3g} to {point.removed:.3g}; keeping only them gives {point.kept:.3g}'
+        f'removing the 3 top tokens changes p(". the") from {p:.3g} to {point.removed:.3g}; keeping only them gives '
+        f"{point.kept:.3g}"
     )

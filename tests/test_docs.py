@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import yaml
+
 from .helpers import ROOT
 
 PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]

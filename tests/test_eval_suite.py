@@ -20,8 +20,8 @@ from heta_core.evaluation.harness import prepare
 from heta_core.evaluation.stats import wilson
 from heta_core.methods.heta.combine import combine
 
-from .test_demo_and_eval import QA, QA_NAME, write_curated_qa
 from .helpers import ROOT
+from .test_demo_and_eval import QA, QA_NAME, write_curated_qa
 
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 

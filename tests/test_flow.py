@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from heta_core.models.adapters import HeadLayout, adapter_for, eager_attention
 from heta_core.methods.heta.flow import (
     heta_flow,
     heta_flow_reference,
@@ -11,6 +10,7 @@ from heta_core.methods.heta.flow import (
     official_flow,
     official_flow_reference,
 )
+from heta_core.models.adapters import HeadLayout, adapter_for, eager_attention
 from heta_core.runtime.trace import run_trace
 
 IDS = [5, 9, 14, 20, 7, 30, 11, 3]

@@ -7,9 +7,9 @@ import torch
 from heta_core import Attributor, HetaConfig
 from heta_core.methods.heta.hessian import Curvature, sensitivity
 from heta_core.methods.heta.kl import information
-from heta_core.runtime.prefix import StreamPool
 from heta_core.runtime.cost import row_bytes_fn
 from heta_core.runtime.masking import mask_vector
+from heta_core.runtime.prefix import StreamPool
 
 from .conftest import TEXT
 from .test_device import _stages

@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from heta_core.evaluation import faithfulness, metrics
-from heta_core.evaluation import bootstrap_ci
+from heta_core.evaluation import bootstrap_ci, faithfulness, metrics
 
 from .conftest import TEXT
 
@@ -69,7 +68,7 @@ def test_perturbed_probabilities_are_literal_forwards(probe):
 def test_hard_and_curves_against_a_literal_loop(probe):
     n = probe.embeds.shape[0]
     scores = torch.arange(n, dtype=torch.float64).flip(0)  # the ranking is 0, 1, 2, …
-    prefix = lambda c: torch.arange(n) < c  # the top-c tokens
+    prefix = lambda c: torch.arange(n) < c  # noqa: E731 - the top-c tokens
     hard = faithfulness.hard(probe, scores, 3)
     kept = _p(probe, torch.where(prefix(3)[:, None], probe.embeds, 0.0))
     removed = _p(probe, torch.where(~prefix(3)[:, None], probe.embeds, 0.0))

@@ -44,8 +44,8 @@ def _count_passes(model):
 def _terms(attributor, prompts, packing=None):
     """The pipeline's float64 Parts of each prompt: packed together, or each alone (``packing=None``)."""
     from heta_core.attributor import _DEFAULTS
-    from heta_core.running import _inputs_only
     from heta_core.methods.heta import pipeline
+    from heta_core.running import _inputs_only
     from heta_core.runtime.progress import Progress
 
     calls = []
@@ -66,7 +66,9 @@ def _terms(attributor, prompts, packing=None):
 def test_packed_terms_equal_solo_terms_in_float64(make_attributor, family, tolerance, packing):
     attributor = make_attributor(family, dtype=torch.float64, num_hvp_samples=3, seed=2)
     prompts = PROMPTS + [{"text": TEXT}, {"text": " ".join(WORDS[:9]), "target_text": " the"}]  # two geometries twice
-    for i, (packed, solo) in enumerate(zip(_terms(attributor, prompts, packing), _terms(attributor, prompts))):
+    for i, (packed, solo) in enumerate(
+        zip(_terms(attributor, prompts, packing), _terms(attributor, prompts), strict=True)
+    ):
         assert packed.values.keys() == solo.values.keys() == {"score", "flow", "hessian", "kl"}
         for name, value in solo.values.items():
             assert value.dtype == torch.float64
@@ -91,7 +93,7 @@ def test_packed_results_equal_solo_runs(make_attributor, packing):
         alone = counter["passes"]
     finally:
         handle.remove()
-    for i, (a, b) in enumerate(zip(packed, solo)):
+    for i, (a, b) in enumerate(zip(packed, solo, strict=True)):
         _same(a, b, what=f"{packing} prompt {i}")
     # packing shares passes: padding packs every prompt's chunk of a stage into one batch; by length only
     # prompts of one geometry share (here: none of these five)
@@ -103,7 +105,7 @@ def test_packing_equals_solo_on_every_family(make_attributor, family):
     attributor = make_attributor(family, num_hvp_samples=2, seed=1)
     prompts = PROMPTS[:3]
     solo = [attributor.attribute(**p) for p in prompts]
-    for a, b in zip(attributor.attribute_many(prompts), solo):
+    for a, b in zip(attributor.attribute_many(prompts), solo, strict=True):
         _same(a, b, what=family)
 
 
@@ -127,7 +129,7 @@ def test_packing_mixes_options_safely(make_attributor):
         {"text": TEXT, "config": HetaConfig(num_hvp_samples=4)},
     ]
     packed = attributor.attribute_many(calls)
-    for call, result in zip(calls, packed):
+    for call, result in zip(calls, packed, strict=True):
         solo = attributor.attribute(**call)
         _same(result, solo, what=str(call["config"]))
 

@@ -52,7 +52,7 @@ def test_iter_stages_yields_the_partials_then_the_final(make_attributor):
     documents = list(attributor.iter_stages(TEXT))
     assert [d.stages_done for d in documents] == [["flow"], ["flow", "kl"], ["flow", "kl", "hessian"]]
     assert [d.partial for d in documents] == [True, True, False]
-    for got, expected in zip(documents, [*partials, final]):
+    for got, expected in zip(documents, [*partials, final], strict=True):
         torch.testing.assert_close(got.scores, expected.scores)
 
 

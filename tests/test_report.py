@@ -59,6 +59,7 @@ def test_cli_writes_the_report_and_prints_the_diagnostics_in_words():
     assert [t["score"] for t in document["tokens"]] == [t.score for t in expected.tokens]
     table = render_table(expected)
     assert table.splitlines()[-1] == (
-        f'faithfulness: removing the 3 top tokens changes p("3") from {expected.diagnostics.rows[0].probability:.3g} to '
-        f"{expected.diagnostics.rows[0].points[1].removed:.3g}; keeping only them gives {expected.diagnostics.rows[0].points[1].kept:.3g}"
+        f'faithfulness: removing the 3 top tokens changes p("3") from {expected.diagnostics.rows[0].probability:.3g} '
+        f"to {expected.diagnostics.rows[0].points[1].removed:.3g}; keeping only them gives "
+        f"{expected.diagnostics.rows[0].points[1].kept:.3g}"
     )

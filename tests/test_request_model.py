@@ -39,7 +39,7 @@ def test_every_body_field_goes_through_a_jsonl_line(demo, tmp_path, capsys):
     capsys.readouterr()
     got = records(results)
     assert [r["line"] for r in got] == list(range(1, len(LINES) + 1))
-    for line, record in zip(LINES, got):
+    for line, record in zip(LINES, got, strict=True):
         try:
             expected = demo.attribute(**line)
         except HetaError as error:  # the line gets the engine's own refusal, not "unknown field"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from heta_core import Attributor
 from heta_core.models.toymodels import tiny_model, tiny_tokenizer
+
 from .helpers import ROOT
 
 

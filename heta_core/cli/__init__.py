@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from importlib import metadata
-from typing import Sequence
 
 from ..errors import HetaError
 from .usage import EXIT_INTERNAL, EXIT_USAGE, Parser, UsageError
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-    except Exception as error:  # noqa: BLE001 - last resort: one line, not a traceback
+    except Exception as error:  # last resort: one line, not a traceback
         if os.environ.get("HETA_DEBUG"):
             raise
         print(f"heta: internal error: {type(error).__name__}: {error}".splitlines()[0], file=sys.stderr)

@@ -14,7 +14,8 @@ from ..methods.registry import METHOD_ALIASES, METHODS
 from .placement import add_placement_flags, placement
 from .usage import UsageError
 
-# HetaConfig's own defaults, for the help text: a flag left out is not passed, so the config's default (or preset's) holds
+# HetaConfig's own defaults, for the help text: a flag left out is not passed, so the config's default (or preset's)
+# holds
 _DEFAULT = {field.name: field.default for field in dataclasses.fields(HetaConfig)}
 
 BAR_WIDTH = 12
@@ -136,7 +137,8 @@ def register(commands) -> None:
         "--preset",
         choices=("exact", "balanced", "fast"),
         default=None,
-        help="HETA's cost bundle (default exact; docs/benchmarks.md: what each costs and loses); the flags below override it",
+        help="HETA's cost bundle (default exact; docs/benchmarks.md: "
+        "what each costs and loses); the flags below override it",
     )
     parser.add_argument(
         "--budget-s",

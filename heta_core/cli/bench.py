@@ -276,8 +276,8 @@ def format_report(report: dict) -> str:
         )
         if "reference_context" in report:
             lines.append(
-                f"speed-up   {report['speedup']:9.2f} x   (reference / fast, both at {report['reference_context']} tokens; "
-                f"extrapolated to {shape['context']}: {report['speedup_extrapolated']:.1f} x)"
+                f"speed-up   {report['speedup']:9.2f} x   (reference / fast, both at {report['reference_context']} "
+                f"tokens; extrapolated to {shape['context']}: {report['speedup_extrapolated']:.1f} x)"
             )
         else:
             lines.append(f"speed-up   {report['speedup']:9.2f} x   (reference / fast)")
@@ -300,8 +300,8 @@ def format_report(report: dict) -> str:
         lines.append(
             "presets    "
             + "; ".join(
-                f"{name} {p['seconds']:.3f} s ({p['seconds'] / exact['seconds']:.2f} of exact; estimated {p['estimated_s']:.3f} s, "
-                f"{p['estimated_s'] / exact['estimated_s']:.2f})"
+                f"{name} {p['seconds']:.3f} s ({p['seconds'] / exact['seconds']:.2f} of exact; estimated "
+                f"{p['estimated_s']:.3f} s, {p['estimated_s'] / exact['estimated_s']:.2f})"
                 for name, p in report["presets"].items()
             )
         )
@@ -325,8 +325,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="a model to load (heta-demo, heta-demo-hard, a local path) instead of a random one, whose shape flags are then "
-        "ignored (default: a random model)",
+        help="a model to load (heta-demo, heta-demo-hard, a local path) instead of a random one, whose shape flags are "
+        "then ignored (default: a random model)",
     )
     parser.add_argument(
         "--family", choices=("gpt2", "llama"), default="gpt2", help="layout of the random model (default: %(default)s)"
@@ -369,7 +369,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overlap",
         action="store_true",
-        help="profile one fast run for the KL/Hessian stream overlap (default: off on CPU, where it checks the stage ranges; always on CUDA)",
+        help="profile one fast run for the KL/Hessian stream overlap (default: off on CPU, where it checks the stage "
+        "ranges; always on CUDA)",
     )
     parser.add_argument(
         "--ceiling-size",
@@ -382,7 +383,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--presets",
         action="store_true",
-        help="also time each preset (exact, balanced, fast) at its own knobs (exact: m = 10) and its estimate (default: off)",
+        help="also time each preset (exact, balanced, fast) at its own "
+        "knobs (exact: m = 10) and its estimate (default: off)",
     )
     parser.add_argument(
         "--format",

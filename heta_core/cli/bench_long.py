@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 
@@ -164,8 +164,8 @@ def format_long(report: dict) -> str:
             f"context {shape['context']} tokens; m={config['samples']}; curvature_layers={config['curvature_layers']}, "
             f"low_rank={config['low_rank']}; {config['dtype']} on {config['device']}",
             f"time       {report['seconds']:.1f} s   stages {report['stage_seconds']}",
-            f"memory     peak RSS {report['peak_rss_mb']:.0f} MB (process), +{report['peak_above_start_mb']:.0f} MB during the "
-            f"call; estimate {estimate['peak_bytes'] / 2**20:.0f} MB (weights + trace + largest chunk)",
+            f"memory     peak RSS {report['peak_rss_mb']:.0f} MB (process), +{report['peak_above_start_mb']:.0f} MB "
+            f"during the call; estimate {estimate['peak_bytes'] / 2**20:.0f} MB (weights + trace + largest chunk)",
             f"work       forward token positions {measured['forward_tokens']} (estimate {estimate['forward_tokens']}); "
             f"HVPs {measured['hvps']} (estimate {estimate['hvps']})",
         ]

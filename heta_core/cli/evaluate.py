@@ -50,8 +50,8 @@ def _add_eval(commands) -> None:
     parser.add_argument(
         "--agreement",
         action="store_true",
-        help="per prompt Spearman ρ and top-k overlap of the model as placed by --quantize/--dtype/--device-map against "
-        "the same weights in float32 on one device (default: both demo models)",
+        help="per prompt Spearman ρ and top-k overlap of the model as placed by --quantize/--dtype/--device-map "
+        "against the same weights in float32 on one device (default: both demo models)",
     )
     suite = parser.add_argument_group("condition suite (docs/evaluation.md)")
     suite.add_argument(

@@ -106,7 +106,7 @@ def run(attributor, items: list, output: Path, base: HetaConfig) -> int:
     done = finished(output)
     todo = [(ident, number, body) for ident, number, body in items if json.dumps(ident) not in done]
     calls = []
-    for ident, number, body in todo:
+    for _ident, _number, body in todo:
         try:
             calls.append(call_of(body, base) if isinstance(body, dict) else body)
         except HetaError as error:
@@ -125,7 +125,7 @@ def run(attributor, items: list, output: Path, base: HetaConfig) -> int:
             dynamic_ncols=True,
         ) as bar,
     ):
-        for (ident, number, _), call in zip(todo, calls):
+        for (ident, number, _), call in zip(todo, calls, strict=True):
             outcome = next(outcomes) if isinstance(call, dict) else call
             record: dict[str, Any] = {"id": ident, "line": number}
             if isinstance(outcome, HetaError):

@@ -15,8 +15,8 @@ def add_placement_flags(parser) -> None:
         "--device-map",
         default=None,
         metavar="MAP",
-        help=f"split the model with accelerate: {' | '.join(DEVICE_MAP_STRATEGIES)}, a JSON object of module → cpu/disk/GPU, "
-        "or @FILE (instead of --device)",
+        help=f"split the model with accelerate: {' | '.join(DEVICE_MAP_STRATEGIES)}, a JSON object of module → "
+        "cpu/disk/GPU, or @FILE (instead of --device)",
     )
     parser.add_argument(
         "--offload-folder", default=None, metavar="DIR", help='where a device map\'s "disk" modules are kept'

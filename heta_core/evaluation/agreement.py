@@ -9,7 +9,7 @@ what differs is the placement alone.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..config import HetaConfig
 from .harness import Item, prepare
@@ -75,11 +75,13 @@ def render(reports: Sequence[dict]) -> str:
     for report in reports:
         k = report["top_k"]
         lines.append(
-            f"{report['model']}: {_label(report['candidate'])} vs {_label(report['reference'])}, {report['prompts']} prompts"
+            f"{report['model']}: {_label(report['candidate'])} vs "
+            f"{_label(report['reference'])}, {report['prompts']} prompts"
         )
         lines.append(f"  {'method':<22} {'rho mean':>8} {'rho min':>8} {f'top-{k} mean':>10} {f'top-{k} min':>9}")
         for method, row in report["methods"].items():
             lines.append(
-                f"  {method:<22} {row['rho_mean']:8.3f} {row['rho_min']:8.3f} {row[f'top{k}_mean']:10.2f} {row[f'top{k}_min']:9.2f}"
+                f"  {method:<22} {row['rho_mean']:8.3f} {row['rho_min']:8.3f} {row[f'top{k}_mean']:10.2f} "
+                f"{row[f'top{k}_min']:9.2f}"
             )
     return "\n".join(lines)

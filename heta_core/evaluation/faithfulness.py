@@ -33,8 +33,8 @@ import math
 import torch
 from torch import nn
 
-from .metrics import aopc, ranking
 from ..runtime.masking import kept_logprobs
+from .metrics import aopc, ranking
 
 SOFT_MIN_GAP = 0.05  # smallest p(X) − p(∅) for which Soft-NC / Soft-NS are reported
 

@@ -22,17 +22,17 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
-from . import faithfulness, metrics
 from ..config import HetaConfig
 from ..errors import InputError
 from ..inputs.document import encode_text
 from ..runtime.masking import mask_vector
+from . import faithfulness, metrics
 
 Span = tuple[int, int]
 
@@ -237,7 +237,8 @@ def evaluate(
     dataset: str = "",
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """The ``heta eval`` report: ``{"model", "dataset", "n", "results": {method: {metric: {"mean", "ci95", "n"}}}, ...}``.
+    """The ``heta eval`` report:
+    ``{"model", "dataset", "n", "results": {method: {metric: {"mean", "ci95", "n"}}}, ...}``.
 
     A metric's own ``n`` counts the items where it is defined (Soft-NC/NS may be undefined).
     """
@@ -248,7 +249,7 @@ def evaluate(
     method_configs = {c.method: c for c in (base.replace(method=m) for m in methods)}
     methods = list(method_configs)
     rows: dict[str, dict[str, list[float]]] = {m: {name: [] for name in metric_names(settings)} for m in methods}
-    seconds = {m: 0.0 for m in methods}
+    seconds = dict.fromkeys(methods, 0.0)
     correct = 0
     for number, item in enumerate(items):
         scored, right, took = score_item(attributor, prepare(attributor.tokenizer, item), method_configs, settings)

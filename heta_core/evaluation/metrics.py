@@ -18,7 +18,7 @@ live in :mod:`heta_core.faithfulness`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

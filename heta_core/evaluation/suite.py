@@ -28,19 +28,18 @@ rollout and occlusion have disjoint Wilson intervals (``report["separating"]``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import torch
 
-from . import faithfulness, metrics
-from .harness import Item, Prepared, _finite, bootstrap_ci, prepare
-from .stats import wilson
 from ..config import PRESETS, HetaConfig
 from ..methods.heta.combine import combine, estimate
-from .stats import spearman
 from ..methods.registry import METHODS
 from ..runtime.masking import mask_vector
+from . import faithfulness, metrics
+from .harness import Item, Prepared, _finite, bootstrap_ci, prepare
+from .stats import spearman, wilson
 
 BASELINES = tuple(m for m in METHODS if m != "heta")
 SEPARATION = ("heta", "gradient", "attention_rollout", "occlusion")  # the "Done when" set
@@ -214,11 +213,11 @@ def evaluate_condition(
             "seconds_per_prompt": sum(measures["seconds"]) / len(measures["seconds"]),
         }
         if best is not None:
-            paired = [a - b for a, b in zip(measures["hit@1"], rows[best]["hit@1"])]
+            paired = [a - b for a, b in zip(measures["hit@1"], rows[best]["hit@1"], strict=True)]
             cell["hit@1_minus_best_baseline"] = _interval(paired, settings)
         if variant not in methods and "heta" in rows:  # an ablation against the configured HETA, paired
             cell["hit@1_minus_heta"] = _interval(
-                [a - b for a, b in zip(measures["hit@1"], rows["heta"]["hit@1"])], settings
+                [a - b for a, b in zip(measures["hit@1"], rows["heta"]["hit@1"], strict=True)], settings
             )
         if "flips" in measures:
             cell["flips"] = _proportion(measures["flips"])

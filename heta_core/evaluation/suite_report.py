@@ -3,7 +3,7 @@ the presets against exact) and its plot. The numbers come from :func:`heta_core.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..methods.registry import REGISTRY
 
@@ -40,7 +40,8 @@ def render(report: dict) -> str:
         lines.append(
             "methods separate (disjoint intervals among heta, gradient, rollout, occlusion) in: "
             + ", ".join(
-                f"{s['condition']} ({s['best']} {s['best_hit@1']['mean']:.2f} vs {s['worst']} {s['worst_hit@1']['mean']:.2f})"
+                f"{s['condition']} ({s['best']} {s['best_hit@1']['mean']:.2f} vs {s['worst']} "
+                f"{s['worst_hit@1']['mean']:.2f})"
                 for s in report["separating"]
             )
         )
@@ -50,10 +51,10 @@ def render(report: dict) -> str:
         )
     lines += [
         "",
-        "across conditions: mean hit@1, the worst condition, and the conditions where the paired interval of hit@1 minus "
-        "the best baseline's lies above 0 (wins), covers 0 (ties) or lies below 0 (losses; where a variant is the best "
-        "baseline, it is not counted); for HETA's ablations, where the paired interval of hit@1 minus HETA's lies above "
-        "or below 0",
+        "across conditions: mean hit@1, the worst condition, and the conditions where the paired "
+        "interval of hit@1 minus the best baseline's lies above 0 (wins), covers 0 (ties) or "
+        "lies below 0 (losses; where a variant is the best baseline, it is not counted); for "
+        "HETA's ablations, where the paired interval of hit@1 minus HETA's lies above or below 0",
         f"{'variant':<20} {'mean hit@1':>10} {'worst':>16}  {'wins':>4} {'ties':>4} {'losses':>6}  losses in; vs heta",
     ]
     for variant, entry in report["summary"].items():
@@ -64,23 +65,23 @@ def render(report: dict) -> str:
             above, below = (", ".join(entry[k]) or "-" for k in ("better_than_heta", "worse_than_heta"))
             versus = f"; above heta in: {above}, below in: {below}"
         lines.append(
-            f"{variant:<20} {mean:>10} {worst:>16}  {len(entry['wins']):>4} {len(entry['ties']):>4} {len(entry['losses']):>6}  "
-            + ", ".join(entry["losses"])
-            + versus
+            f"{variant:<20} {mean:>10} {worst:>16}  {len(entry['wins']):>4} {len(entry['ties']):>4} "
+            f"{len(entry['losses']):>6}  " + ", ".join(entry["losses"]) + versus
         )
     for name, block in conditions.items():
         best = block["best_baseline"]
         lines += [
             "",
-            f"== {name}: model accuracy {_cell(block['model_accuracy'])}, {block['attributed']}/{block['prompts']} attributed; "
-            f"best baseline {best}",
+            f"== {name}: model accuracy {_cell(block['model_accuracy'])}, {block['attributed']}/{block['prompts']} "
+            f"attributed; best baseline {best}",
             f"{'variant':<20} {'hit@1':>18} {'rank of 1st causal':>20} {'deletion AOPC':>20} {'insertion AOPC':>20} "
             f"{'hit@1 - best baseline':>22} {'hit@1 - heta':>18} {'s/prompt':>9} {'flips':>18}",
         ]
         for variant, cell in {**block["methods"], **block["ablations"]}.items():
             lines.append(
-                f"{variant:<20} {_cell(cell['hit@1']):>18} {_cell(cell['rank']):>20} {_cell(cell['deletion_aopc'], 3):>20} "
-                f"{_cell(cell['insertion_aopc'], 3):>20} {_cell(cell.get('hit@1_minus_best_baseline')):>22} "
+                f"{variant:<20} {_cell(cell['hit@1']):>18} {_cell(cell['rank']):>20} "
+                f"{_cell(cell['deletion_aopc'], 3):>20} {_cell(cell['insertion_aopc'], 3):>20} "
+                f"{_cell(cell.get('hit@1_minus_best_baseline')):>22} "
                 f"{_cell(cell['hit@1_minus_heta']) if 'hit@1_minus_heta' in cell else '':>18} "
                 f"{cell['seconds_per_prompt']:>9.4f} {_cell(cell['flips']) if 'flips' in cell else '':>18}"
             )
@@ -121,8 +122,8 @@ def render_presets(report: dict) -> str:
     if not rows:
         return ""
     lines = [
-        "presets: hit@1 [Wilson 95%] per condition; in = inside exact's interval; ρ = mean Spearman with exact's scores; "
-        "cost = seconds per prompt / exact's, measured and planned (the time model at the measured speed)",
+        "presets: hit@1 [Wilson 95%] per condition; in = inside exact's interval; ρ = mean Spearman with exact's "
+        "scores; cost = seconds per prompt / exact's, measured and planned (the time model at the measured speed)",
         f"{'variant':<18} {'condition':<10} {'hit@1':>18} {'exact':>18} {'in':>3} {'ρ':>6} {'cost':>6} {'plan':>6}",
     ]
     for row in rows:
@@ -154,7 +155,7 @@ def plot(reports: Sequence[dict], path: str, methods: Sequence[str] | None = Non
     from matplotlib import pyplot
 
     figure, axes = pyplot.subplots(len(reports), 1, figsize=(11, 3.2 * len(reports) + 0.6), squeeze=False)
-    for axis, report in zip(axes[:, 0], reports):
+    for axis, report in zip(axes[:, 0], reports, strict=True):
         names = list(report["conditions"])
         shown = list(methods or report["settings"]["methods"])
         normalize = report["settings"]["config"]["normalize"]

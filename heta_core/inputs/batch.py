@@ -39,7 +39,7 @@ def items(inputs: Any, attention_mask: Any = None) -> list[dict[str, Any]]:
             raise InputError(
                 f"attention_mask must have one row per prompt ({len(inputs)})", code="invalid_attention_mask"
             )
-    return [_item(row, mask, index) for index, (row, mask) in enumerate(zip(inputs, masks))]
+    return [_item(row, mask, index) for index, (row, mask) in enumerate(zip(inputs, masks, strict=True))]
 
 
 def _item(row: Any, mask: Any, index: int) -> dict[str, Any]:

@@ -184,7 +184,7 @@ def unknown_words(doc: Document, tokenizer) -> tuple[int, list[str]]:
     if unk is None:
         return 0, []
     count, words = 0, []
-    for token_id, offset in zip(doc.ids, doc.offsets):
+    for token_id, offset in zip(doc.ids, doc.offsets, strict=True):
         if token_id != unk:
             continue
         word = doc.text[offset[0] : offset[1]].strip() if doc.text is not None and offset is not None else ""

@@ -55,8 +55,8 @@ def resolve_foil(tokenizer, vocab: int, cfg, request, foil_text, foil_id, genera
         )
     if request.targets != 1:
         raise InputError(
-            f"a foil contrasts one target token; the target has {request.targets} tokens (explain one token: a one-token "
-            "target_text or response_ids, target_position, or the next token)",
+            f"a foil contrasts one target token; the target has {request.targets} tokens (explain one token: a "
+            "one-token target_text or response_ids, target_position, or the next token)",
             code="invalid_foil",
         )
     if not method(cfg.method).objective:

@@ -73,7 +73,7 @@ def _by_first_char(doc: Document, scored: int, units: list[tuple[int, int]], kin
                 members[u].append(i)
                 break
     # a word or sentence made only of left-out tokens (chat scaffolding) is not a unit of the prompt
-    kept = [((a, b), m) for (a, b), m in zip(units, members) if m]
+    kept = [((a, b), m) for (a, b), m in zip(units, members, strict=True) if m]
     return [Unit(kind, u, doc.text[a:b], a, b, m) for u, ((a, b), m) in enumerate(kept)]
 
 

@@ -56,8 +56,8 @@ class AttributionRequest(BaseModel):
     response_ids: list[int] | None = Field(
         None,
         min_length=1,
-        description="a response produced elsewhere (vLLM, TGI, ...) as token ids: appended to the prompt "
-        "exactly as given and explained like target_text; ids outside the vocabulary are refused, very unlikely tokens get an "
+        description="a response produced elsewhere (vLLM, TGI, ...) as token ids: appended to the prompt exactly as "
+        "given and explained like target_text; ids outside the vocabulary are refused, very unlikely tokens get an "
         "`unlikely_response` warning",
     )
     foil_text: str | None = Field(

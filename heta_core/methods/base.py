@@ -17,8 +17,9 @@ class Parts:
     """A method's output over the n prompt tokens, ready for assembly.
 
     ``values``: "score" and, for HETA, its components "flow", "hessian", "kl" — float64 CPU, ``[n]``
-    (one target or a "sum" span) or ``[k, n]`` ("each"); the result document reports them in float32. ``logprobs``: log P(y_j | prompt, y_<j)
-    per target token. ``hvps``: Hessian-vector products used (None for a method without any).
+    (one target or a "sum" span) or ``[k, n]`` ("each"); the result document reports them in float32.
+    ``logprobs``: log P(y_j | prompt, y_<j) per target token. ``hvps``: Hessian-vector products used (None
+    for a method without any).
     ``timings``: seconds per stage of the method. ``foil_logprob``: log P(foil | prompt) when the
     request has a foil. ``stages``: the method's stages whose terms ``values`` hold. ``complete``:
     every stage the config asks for is done (false for a partial result). ``stopped``: why a run

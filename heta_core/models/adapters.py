@@ -26,8 +26,8 @@ An unsupported architecture raises :class:`UnsupportedArchitectureError` listing
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import nn

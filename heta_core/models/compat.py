@@ -9,12 +9,12 @@ against both).
 from __future__ import annotations
 
 import inspect
-from functools import lru_cache
+from functools import cache
 
 import torch
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cache_argument(forward_class: type) -> str:
     parameters = inspect.signature(forward_class.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"

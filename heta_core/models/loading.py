@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from ..errors import InputError, ModelLoadError
 from .adapters import adapter_for
 from .placement import check_placement, check_quantize, check_tied, parse_device_map, quantize_model
-from ..errors import InputError, ModelLoadError
 
 DTYPE_NAMES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -63,7 +63,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def builtin_path(name_or_path: str) -> str:
-    """The directory of a builtin model name (``heta-demo``, ``heta-demo-hard``); anything else is returned unchanged."""
+    """The directory of a builtin model name (``heta-demo``, ``heta-demo-hard``); anything else is returned
+    unchanged."""
     from ..evaluation.demo import BUILTINS
 
     return str(BUILTINS[name_or_path][0]) if name_or_path in BUILTINS else name_or_path

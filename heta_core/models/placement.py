@@ -82,7 +82,8 @@ def parse_device_map(value: str | dict | None, *, check_devices: bool = True) ->
         mapping = json.loads(text)
     except json.JSONDecodeError:
         raise InputError(
-            f"device map must be one of {', '.join(DEVICE_MAP_STRATEGIES)}, a JSON object of module → device, or @FILE; got {value!r}",
+            f"device map must be one of {', '.join(DEVICE_MAP_STRATEGIES)}, "
+            f"a JSON object of module → device, or @FILE; got {value!r}",
             code="invalid_device_map",
         ) from None
     if not isinstance(mapping, dict):
@@ -156,7 +157,8 @@ def check_tied(model: nn.Module) -> None:
 
     if placed(head) != placed(embeddings):
         raise InputError(
-            f"this model ties {names[id(head)]} to {names[id(embeddings)]} (one tensor): the device map must put both on one device",
+            f"this model ties {names[id(head)]} to {names[id(embeddings)]} "
+            "(one tensor): the device map must put both on one device",
             code="invalid_device_map",
         )
 
@@ -177,12 +179,14 @@ def quantize_model(model: nn.Module, quantize: str) -> None:
     check_quantize(quantize)
     if model.dtype not in QUANTIZABLE_DTYPES:
         raise InputError(
-            f"quantize={quantize!r} needs a float32, bfloat16 or float16 model (torchao's int8 kernels); this one is {model.dtype}",
+            f"quantize={quantize!r} needs a float32, bfloat16 or float16 "
+            f"model (torchao's int8 kernels); this one is {model.dtype}",
             code="invalid_quantize",
         )
     if any(p.device.type == "meta" for p in model.parameters()):
         raise InputError(
-            "quantize does not combine with offloaded weights (a device map with cpu/disk entries on a GPU machine, or disk)",
+            "quantize does not combine with offloaded weights (a device "
+            "map with cpu/disk entries on a GPU machine, or disk)",
             code="invalid_quantize",
         )
     from torchao.quantization import Int8WeightOnlyConfig, quantize_

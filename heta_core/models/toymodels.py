@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from transformers import (
+    AutoModelForCausalLM,
     GemmaConfig,
     GPT2Config,
     GPTJConfig,
@@ -19,7 +20,6 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
 )
-from transformers import AutoModelForCausalLM
 
 CORPUS = (
     "the cat sat on the mat . the dog ate the bone . a bird can fly over the tree . "

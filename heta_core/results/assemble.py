@@ -132,9 +132,10 @@ def _unlikely(doc: Document, n: int, logprobs: list[float], tokenizer) -> list[R
             count=len(low),
             words=texts,
             positions=positions,
-            message=f"{len(low)} of {len(logprobs)} response token(s) have probability below 1e-4 under this model "
-            f"(positions {', '.join(map(str, positions[:10]))}{', ...' if len(low) > 10 else ''}): the response was probably "
-            "produced by a different model or tokenizer, so the attribution explains tokens this model would not choose",
+            message=f"{len(low)} of {len(logprobs)} response token(s) have probability below 1e-4 under this "
+            f"model (positions {', '.join(map(str, positions[:10]))}{', ...' if len(low) > 10 else ''}): the "
+            "response was probably produced by a different model or tokenizer, so the attribution explains "
+            "tokens this model would not choose",
         )
     ]
 
@@ -165,8 +166,8 @@ def assemble(
     values = {name: value.float() for name, value in parts.values.items()}  # the document's precision
     if not bool(torch.isfinite(values["score"]).all()):
         raise NonFiniteResultError(
-            f"{cfg.method}'s scores are not finite (a float32 overflow or an undefined value); with HETA, lower beta and "
-            "gamma or use normalize='simplex'"
+            f"{cfg.method}'s scores are not finite (a float32 overflow or an undefined value); with HETA, lower beta "
+            "and gamma or use normalize='simplex'"
         )
     columns = _columns(values)
     tokens = [TokenInfo(**_token(doc, i, tokenizer, columns)) for i in range(n)]

@@ -29,9 +29,9 @@ import torch
 
 from ..evaluation.metrics import ranking
 from ..methods.base import Plan
-from ..runtime.prefix import StreamPool, plan_chunks
 from ..runtime.cost import row_bytes_fn
 from ..runtime.masking import kept_logprobs, mask_vector
+from ..runtime.prefix import StreamPool, plan_chunks
 from .schema import DiagnosticRow, Diagnostics, FaithfulnessPoint
 
 # (fixed k, fraction of the prompt): the reported points, in order
@@ -114,7 +114,7 @@ def diagnose(handle, request, cfg, scores: torch.Tensor, budget: int, progress) 
     for r, order in enumerate(orders):
         # "sum": the span's joint probability; "each": row r's own target token
         def p(variant: int) -> float | None:
-            return _probability(float(logprobs[variant, r] if each else logprobs[variant].sum()))
+            return _probability(float(logprobs[variant, r] if each else logprobs[variant].sum()))  # noqa: B023 - called in this iteration
 
         full = p(0)
         points = []
@@ -155,7 +155,8 @@ def describe(result) -> list[str]:
             continue
         before, after = _distinct(row.probability, point.removed)
         lines.append(
-            f'removing the {point.k} top token{"s" * (point.k != 1)} changes p("{target_text(result, row.targets)}") from '
+            f"removing the {point.k} top token{'s' * (point.k != 1)} changes "
+            f'p("{target_text(result, row.targets)}") from '
             f"{before} to {after}; keeping only them gives {point.kept:.3g}"
         )
     return lines

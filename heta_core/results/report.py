@@ -43,7 +43,7 @@ $js
 </script>
 </body>
 </html>
-""")
+""")  # noqa: E501 - the page's HTML, kept as it is written
 
 
 def method_details() -> dict[str, dict[str, Any]]:
@@ -64,7 +64,8 @@ def render_report(result: AttributionResult | dict) -> str:
     targets = " ".join(t["text"] or str(t["id"]) for t in document["targets"])
     meta, timings = document["meta"], document["meta"]["timings"]
     details = [
-        f"model {meta['model']} ({meta['revision'] or 'unpinned'}, {meta['model_type']}, {meta['dtype']} on {meta['device']})",
+        f"model {meta['model']} ({meta['revision'] or 'unpinned'}, "
+        f"{meta['model_type']}, {meta['dtype']} on {meta['device']})",
         f"config {json.dumps(meta['config'])}",
         f"computed in {timings['compute_s']:.3g} s",
         f"heta {meta['versions']['heta']}, torch {meta['versions']['torch']}",

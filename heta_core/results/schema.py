@@ -37,14 +37,17 @@ _SCORE = (
     "mode. Scores rank tokens within one result; their scale depends on the model, the prompt and the "
     "method, so compare scores across requests only for the same model, method and config."
 )
-_FLOW = "HETA's M_T[i]: share of the target-conditioned attention–value flow from this token (sums to 1 over the prompt). Null for baselines."
+_FLOW = (
+    "HETA's M_T[i]: share of the target-conditioned attention–value flow from this token (sums to 1 over the "
+    "prompt). Null for baselines."
+)
 _HESSIAN = (
     "HETA's S_i: mean ℓ1 norm of the diagonal Hessian block times a Rademacher probe (log-probability curvature; of "
     "log p(target) − log p(foil) with a foil; ≥ 0). Null for baselines."
 )
 _KL = (
-    "HETA's I_i: KL divergence (nats) of the next-token distribution when this token is masked (≥ 0; summed over a `sum` "
-    "span); with a foil, |change of log p(target) − log p(foil)| in nats instead. Null for baselines."
+    "HETA's I_i: KL divergence (nats) of the next-token distribution when this token is masked (≥ 0; summed over a "
+    "`sum` span); with a foil, |change of log p(target) − log p(foil)| in nats instead. Null for baselines."
 )
 
 
@@ -130,8 +133,9 @@ class ResultWarning(_Model):
     """Something the caller should know about the result; it was computed anyway."""
 
     code: Literal["unknown_tokens", "unlikely_response"] = Field(
-        description="stable code: `unknown_tokens` = words the tokenizer mapped to its unknown token; `unlikely_response` = "
-        "response_ids tokens the model finds very unlikely (probability < 1e-4): probably produced by a different model or tokenizer"
+        description="stable code: `unknown_tokens` = words the tokenizer mapped to its unknown token; "
+        "`unlikely_response` = response_ids tokens the model finds very unlikely (probability < 1e-4): probably "
+        "produced by a different model or tokenizer"
     )
     message: str = Field(description="human-readable explanation")
     count: int = Field(ge=1, description="how many tokens are affected")
@@ -226,7 +230,8 @@ class BudgetPlan(_Model):
     )
     estimated_s: float = Field(ge=0, description="the chosen plan's estimated seconds")
     estimates: dict[str, float] = Field(
-        description="estimated seconds of each preset considered, most exact first, and of `flow` (the first stage alone)"
+        description="estimated seconds of each preset considered, most "
+        "exact first, and of `flow` (the first stage alone)"
     )
     speed: Literal["measured", "assumed"] = Field(
         description="the time model's rates: measured on this model and device, or assumed from the model's size"
@@ -255,7 +260,8 @@ class ResultMeta(_Model):
     timings: Timings
     cached: bool = Field(
         False,
-        description="true when the service answered from its result cache (no compute; `timings` are the original run's)",
+        description="true when the service answered from its result "
+        "cache (no compute; `timings` are the original run's)",
     )
     plan: BudgetPlan | None = Field(
         None, description="with `config.budget_s`: how the budget chose the run; null without a budget"
@@ -279,8 +285,9 @@ class AttributionResult(_Model):
     method: MethodName = Field(description="the attribution method")
     partial: bool = Field(
         False,
-        description="true for a partial result: published while the method's later stages still run (HETA: after the flow, "
-        "then after the KL impact), or the final result of a run whose time budget ran out first (`meta.plan.stopped`). Its "
+        description="true for a partial result: published while the method's later stages still run (HETA: after "
+        "the flow, then after the KL impact), or the final result of a run whose time budget ran out first "
+        "(`meta.plan.stopped`). Its "
         '`score` is estimated from the stages done (docs/engine.md "Partial results"); the missing terms are null',
     )
     stages_done: list[str] = Field(

@@ -14,14 +14,14 @@ faithfulness metrics) is :func:`kept_logprobs`: full-length forwards of keep-mas
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .prefix import StreamPool, SuffixRunner, plan_chunks
 from .packing import packed_logits
 from .precision import accumulation_dtype
+from .prefix import StreamPool, SuffixRunner, plan_chunks
 
 Readout = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -80,7 +80,7 @@ class MaskedChunk:
     def run_together(items, packing: str) -> list[torch.Tensor]:
         logits = packed_logits([item.part() for item in items], items[0].base_logprobs.shape[0])
         sizes = [item.hi - item.lo for item in items]
-        return [item._read(rows) for item, rows in zip(items, logits.split(sizes))]
+        return [item._read(rows) for item, rows in zip(items, logits.split(sizes), strict=True)]
 
 
 def masked_chunks(

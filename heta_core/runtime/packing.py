@@ -21,7 +21,7 @@ see each row's real positions.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from transformers import DynamicCache
@@ -61,7 +61,7 @@ class Pack:
             sum(self.sizes), self.span, reference.shape[2], dtype=reference.dtype, device=reference.device
         )
         row = 0
-        for part, pad in zip(rows, self.pads):
+        for part, pad in zip(rows, self.pads, strict=True):
             placed[row : row + part.shape[0], pad:] = part
             row += part.shape[0]
         return placed
@@ -106,7 +106,7 @@ class Pack:
             for pair in self.runner.kv
         ]
         row = 0
-        for (runner, start, count, length), pad in zip(self.geometries, self.pads):
+        for (runner, start, count, length), pad in zip(self.geometries, self.pads, strict=True):
             rows_of = slice(row, row + count)
             positions[rows_of, pad:] = torch.arange(start, start + length, device=device)
             real = torch.arange(span, device=device) >= pad

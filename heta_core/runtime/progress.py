@@ -4,7 +4,7 @@ of its time budget."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class BudgetSpent(Exception):

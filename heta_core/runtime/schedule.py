@@ -15,8 +15,9 @@ With one lane this is exactly the solo run: every item in order, each alone.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Protocol, Sequence
+from typing import Protocol
 
 import torch
 from torch.profiler import record_function
@@ -84,7 +85,7 @@ class Lane:
     def by_slot(self) -> dict:
         """Outputs grouped by their items' slots, in order."""
         grouped: dict = {}
-        for item, output in zip(self.items, self.outputs):
+        for item, output in zip(self.items, self.outputs, strict=False):  # outputs stop where a lane stopped
             grouped.setdefault(item.slot, []).append(output)
         return grouped
 
@@ -179,7 +180,7 @@ def _run_batch(batch: list[tuple[Lane, object]], packing: str) -> None:
         return
     seconds = time.perf_counter() - clock
     total = sum(item.count for _, item in batch)
-    for (lane, item), output in zip(batch, outputs):
+    for (lane, item), output in zip(batch, outputs, strict=True):
         lane.outputs.append(output)
         lane._next += 1
         lane.seconds += seconds * item.count / total

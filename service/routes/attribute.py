@@ -76,7 +76,8 @@ async def submit_and_wait(
 
 @router.post(
     "/attribute",
-    summary="Attribute; 200 with the result if done within `wait`, else 202 (with `partial=true`: the latest partial result)",
+    summary="Attribute; 200 with the result if done within `wait`, "
+    "else 202 (with `partial=true`: the latest partial result)",
     response_model=JobResult,
     responses={202: ACCEPTED_OR_PARTIAL, **problem_responses(*ADMISSION_PROBLEMS, 409, 500, 504)},
 )

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Annotated, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
@@ -51,7 +52,8 @@ EVENT_SCHEMA = {
         "data": {
             "type": "string",
             "contentMediaType": "application/json",
-            "description": 'one line of JSON: `status` a JobView without result, error and partial, `progress` {"progress": 0-1}, '
+            "description": "one line of JSON: `status` a JobView without result, error and partial, `progress` "
+            '{"progress": 0-1}, '
             "`partial` and `result` a JobResult document (`partial` true / false), `problem` a ProblemDetails",
         },
     },

@@ -11,11 +11,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..connections import is_transient
-from ..store import READY_PROBE
 from ..deps import ServicesDep, authenticated
 from ..problems import problem_responses
 from ..registry import live_workers_async, serving
 from ..schemas import Health, Readiness
+from ..store import READY_PROBE
 
 router = APIRouter(tags=["operations"])
 

@@ -90,7 +90,7 @@ async def _recent_jobs(client, owner: str) -> list[RecentJob]:
         pipe.hmget(key, fields)
     mine = []
     for values in await pipe.execute() if found else []:
-        job = dict(zip(fields, values))
+        job = dict(zip(fields, values, strict=True))
         if job["owner"] != owner or not job["id"] or not job["created"]:
             continue
         method, summary = _summary(job["request"])

@@ -116,6 +116,6 @@ def ensure_groups(client, models: list[str]) -> None:
     for model in models:
         try:
             client.xgroup_create(stream_key(model), GROUP, id="0", mkstream=True)
-        except Exception as error:  # noqa: BLE001 - BUSYGROUP: it exists
+        except Exception as error:  # BUSYGROUP: it exists
             if "BUSYGROUP" not in str(error):
                 raise

@@ -249,7 +249,7 @@ def take_call(streams: list[str], worker: str, count: int = 1) -> list:
 def started(answer: list) -> tuple[str, dict[str, str]]:
     """START's answer as (outcome, the job's fields)."""
     outcome, flat = answer[0], answer[1:]
-    return outcome, dict(zip(flat[::2], flat[1::2]))
+    return outcome, dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def if_mine_call(job_id: str, worker: str, **fields: str) -> list:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from heta_service import registry, store as job_store
+from heta_service import registry
+from heta_service import store as job_store
 from heta_service.connections import connect
 
 from ..helpers import alive

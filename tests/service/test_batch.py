@@ -42,7 +42,7 @@ def test_a_batch_is_one_job_whose_entries_equal_each_item_alone(live):
     assert (batch.succeeded, batch.failed, [e.index for e in batch.items]) == (3, 0, [0, 1, 2])
     assert [e.id for e in batch.items] == ["first", None, None]
     assert batch.timings.compute_s > 0 and batch.timings.total_s >= batch.timings.compute_s
-    for item, entry in zip(ITEMS, batch.items):
+    for item, entry in zip(ITEMS, batch.items, strict=True):
         body = {key: value for key, value in item.items() if key != "id"}
         body["config"] = {**CONFIG, **item.get("config", {})}
         alone = JobResult.model_validate(live.http.post("/attribute", json={**body, "wait": 120}).json())

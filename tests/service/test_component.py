@@ -21,8 +21,8 @@ from PIL import Image
 
 from heta_core.results.report import ASSETS
 
-from .browser import OfflinePage, artefacts, parse_number, people
 from ..helpers import ROOT, heta_command
+from .browser import OfflinePage, artefacts, parse_number, people
 from .conftest import base_env, free_port, serve
 
 PACKAGE = ROOT / "clients" / "typescript"
@@ -74,9 +74,12 @@ def build_react_host(folder: Path) -> None:
     (modules / "heta-client").symlink_to(PACKAGE)
     script = (
         'import * as esbuild from "esbuild";\n'
-        f"await esbuild.build({{ entryPoints: [{json.dumps(str(HOSTS / 'react-host.jsx'))}], bundle: true, format: 'esm', "
-        f"jsx: 'automatic', outfile: {json.dumps(str(folder / 'react-host.js'))}, nodePaths: [{json.dumps(str(modules))}, "
-        f"{json.dumps(str(PACKAGE / 'node_modules'))}], define: {{ 'process.env.NODE_ENV': '\"production\"' }}, logLevel: 'error' }});"
+        f"await esbuild.build({{ entryPoints: [{json.dumps(str(HOSTS / 'react-host.jsx'))}], bundle: true, "
+        "format: 'esm', "
+        f"jsx: 'automatic', outfile: {json.dumps(str(folder / 'react-host.js'))}, "
+        f"nodePaths: [{json.dumps(str(modules))}, "
+        f"{json.dumps(str(PACKAGE / 'node_modules'))}], "
+        "define: { 'process.env.NODE_ENV': '\"production\"' }, logLevel: 'error' });"
     )
     done = subprocess.run(
         ["node", "--input-type=module", "-e", script], cwd=PACKAGE, capture_output=True, text=True, timeout=120
@@ -136,7 +139,10 @@ def open_bare(page, site, document: dict, methods: dict | None = None) -> None:
     """The element alone on a page of the host site, given ``document`` (and the methods' scales)."""
     page.goto(f"{site.origin}/bare.html")
     page.wait_for_function("customElements.get('heta-attribution') !== undefined")
-    script = "([doc, methods]) => { const e = document.querySelector('#live'); if (methods) e.methods = methods; e.result = doc; }"
+    script = (
+        "([doc, methods]) => { const e = document.querySelector('#live'); "
+        "if (methods) e.methods = methods; e.result = doc; }"
+    )
     page.evaluate(script, [document, methods])
 
 
@@ -160,8 +166,8 @@ def drawn(page, selector: str = "#live") -> list[dict]:
 
 def wait_final(page, selector: str = "#live", timeout: float = 180_000) -> None:
     page.wait_for_function(
-        f"(() => {{ const e = document.querySelector('{selector}'); return e && e.result && !(typeof e.result === 'object' && e.result.partial)"
-        " && e.shadowRoot.querySelector('.hm-unit'); })()",
+        f"(() => {{ const e = document.querySelector('{selector}'); return e && e.result && !(typeof e.result === "
+        "'object' && e.result.partial) && e.shadowRoot.querySelector('.hm-unit'); })()",
         timeout=timeout,
     )
 
@@ -173,7 +179,9 @@ def assert_spans_are_the_result(spans: list[dict], result: dict) -> None:
     assert [float(s["value"]) for s in spans] == [
         t["score"] for t in result["tokens"]
     ]  # the document's numbers, unrounded
-    for span, token in zip(spans, result["tokens"]):  # what a screen reader says: the number as people read it
+    for span, token in zip(
+        spans, result["tokens"], strict=True
+    ):  # what a screen reader says: the number as people read it
         shown = (
             span["label"].removeprefix(f"{span['text']}: ").rsplit(" ", 2)[0]
             if "%" in span["label"]
@@ -273,8 +281,8 @@ def test_each_matrix_and_trust_table_are_drawn(api, site, pages):
     assert points == [str(p["k"]) for p in result["diagnostics"]["rows"][0]["points"]]
     # themed through its custom properties, set on the element from outside
     page.evaluate(
-        "(e => { e.style.setProperty('--heta-font-size', '20px'); e.style.setProperty('--heta-accent-color', 'rgb(200, 0, 0)'); })"
-        "(document.querySelector('#live'))"
+        "(e => { e.style.setProperty('--heta-font-size', '20px'); e.style.setProperty('--heta-accent-color', 'rgb(200, "
+        "0, 0)'); })(document.querySelector('#live'))"
     )
     assert page.eval_on_selector("#live .hm-what", "e => getComputedStyle(e).fontSize") == "20px"
     assert page.eval_on_selector("#live .hm-bar-fill", "e => getComputedStyle(e).backgroundColor") == "rgb(200, 0, 0)"
@@ -284,17 +292,18 @@ def test_a_malformed_document_shows_a_readable_error_in_place(site, pages):
     view = pages(site.origin)
     page = view.page
     (site.folder / "malformed.html").write_text(
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>malformed</title></head><body>'
-        '<script src="heta-attribution.js"></script>'
-        '<heta-attribution id="inline"><script type="application/json">{"method": "heta", "tokens": [</script></heta-attribution>'
-        '<heta-attribution id="live"></heta-attribution><p id="after">still here</p></body></html>'
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>malformed</title></head><body><script '
+        'src="heta-attribution.js"></script><heta-attribution id="inline"><script type="application/json">{"method": '
+        '"heta", "tokens": [</script></heta-attribution><heta-attribution id="live"></heta-attribution><p '
+        'id="after">still here</p></body></html>'
     )
     page.goto(f"{site.origin}/malformed.html")
     assert page.text_content("#inline .hm-error").startswith("This attribution cannot be shown: the result is not JSON")
     cases = {
         "null": "the result must be a JSON object, not null",
         "[1, 2]": "the result must be a JSON object, not a list",
-        '{"method": "heta", "tokens": "abc", "targets": [], "meta": {}}': "this is not a HETA result document: it lacks “tokens” (a list of tokens with a position), “targets” (a non-empty list), “meta.model”",
+        '{"method": "heta", "tokens": "abc", "targets": [], "meta": {}}': "this is not a HETA result document: it "
+        "lacks “tokens” (a list of tokens with a position), “targets” (a non-empty list), “meta.model”",
     }
     for document, message in cases.items():
         page.evaluate(f"document.querySelector('#live').result = {document}")
@@ -337,7 +346,8 @@ def test_cors_lets_the_configured_origin_in_and_no_other(api, site, tmp_path):
     env = base_env(None, tmp_path, CORS_ORIGINS="https://dash.example.com/")
     done = subprocess.run(heta_command("serve"), env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and done.stderr.strip() == (
-        "heta serve: error: HETA_CORS_ORIGINS: 'https://dash.example.com/' is not an origin like https://dashboards.example.com (or *)"
+        "heta serve: error: HETA_CORS_ORIGINS: 'https://dash.example.com/' is not an origin like "
+        "https://dashboards.example.com (or *)"
     )
 
 
@@ -351,7 +361,7 @@ def element_pixels(page, selector: str, name: str) -> np.ndarray:
           // on whole pixels: a box at y = 402.5 in one page and 410 in another would be rasterised differently
           const box = e.getBoundingClientRect();
           Object.assign(e.style, {{ position: 'relative', left: `${{Math.ceil(box.left) - box.left}}px`, top: `${{Math.ceil(box.top) - box.top}}px` }});
-        }})()"""
+        }})()"""  # noqa: E501 - JavaScript, kept as it is written
     )
     page.mouse.move(0, 0)
     page.evaluate("document.activeElement && document.activeElement.blur()")

@@ -15,7 +15,10 @@ from .conftest import serve
 
 PROMPT = "c=6 e=6 b=3 h=3 m=6 ? h"
 # the focused element, inside <heta-attribution>'s shadow root when the focus is there
-DEEP_ACTIVE = "(() => { let a = document.activeElement; while (a.shadowRoot && a.shadowRoot.activeElement) a = a.shadowRoot.activeElement; return a; })()"
+DEEP_ACTIVE = (
+    "(() => { let a = document.activeElement; while (a.shadowRoot && a.shadowRoot.activeElement) a = "
+    "a.shadowRoot.activeElement; return a; })()"
+)
 LONG = "a=2 d=5 g=2 k=9 n=5 p=9 c=4 e=4 ? g"
 
 
@@ -55,9 +58,9 @@ def explained(page, count: int = 1, timeout: float = 120_000) -> list[str]:
     and refined in place: `data-partial` is empty once it shows the final); their job ids."""
     # each card's <heta-attribution> draws in its own (open) shadow root
     page.wait_for_function(
-        f"[...document.querySelectorAll('#results .result heta-attribution')].some(h => h.shadowRoot.querySelector('.hm-unit')) && "
-        f"document.querySelectorAll('#results .result').length == {count} && "
-        f"document.querySelectorAll('#results .result[data-partial=\"\"]').length == {count}",
+        "[...document.querySelectorAll('#results .result heta-attribution')].some(h => "
+        f"h.shadowRoot.querySelector('.hm-unit')) && document.querySelectorAll('#results .result').length == {count} "
+        f"&& document.querySelectorAll('#results .result[data-partial=\"\"]').length == {count}",
         timeout=timeout,
     )
     return page.eval_on_selector_all("#results .result", "cards => cards.map(c => c.dataset.jobId)")
@@ -117,7 +120,8 @@ def test_default_example_heatmap_equals_the_api_result(server, offline):
     row = result["diagnostics"]["rows"][0]
     three = row["points"][1]
     assert page.text_content("#results .hm-trust") == (
-        f'Removing the 3 top tokens drops p("3") from {probability(row["probability"])} to {probability(three["removed"])}; '
+        f'Removing the 3 top tokens drops p("3") from {probability(row["probability"])} to '
+        f"{probability(three['removed'])}; "
         f"keeping only them gives {probability(three['kept'])}."
     )
     assert three["removed"] < 0.01 < 0.9 < row["probability"]
@@ -257,7 +261,7 @@ def test_long_job_progress_rises_and_cancel_stops_it(server, offline):
     job_id = page.get_attribute("#runs .job", "data-job-id")
     seen = []
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(set(v for v in seen if v > 0)) < 2:
+    while time.monotonic() < deadline and len({v for v in seen if v > 0}) < 2:
         seen.append(float(page.eval_on_selector("#runs progress", "p => p.value")))
         time.sleep(0.1)
     rising = [v for v in seen if v > 0]
@@ -267,7 +271,8 @@ def test_long_job_progress_rises_and_cancel_stops_it(server, offline):
     page.click("#runs button.cancel")
     page.wait_for_selector("#runs .job-status[data-status='cancelled']", timeout=60_000)
     print(
-        f"long job: progress rose to {rising[-1]:.2f} after {rose:.1f} s; cancelled {time.monotonic() - started - rose:.1f} s later"
+        f"long job: progress rose to {rising[-1]:.2f} after {rose:.1f} s; cancelled "
+        f"{time.monotonic() - started - rose:.1f} s later"
     )
     assert page.text_content("#runs .job-status") == "cancelled"
     assert "cancelled" in page.text_content("#alert")
@@ -396,7 +401,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 
     ra, rb = ranks(a), ranks(b)
     mean = (len(a) + 1) / 2
-    num = sum((x - mean) * (y - mean) for x, y in zip(ra, rb))
+    num = sum((x - mean) * (y - mean) for x, y in zip(ra, rb, strict=True))
     return num / math.sqrt(sum((x - mean) ** 2 for x in ra) * sum((y - mean) ** 2 for y in rb))
 
 

@@ -182,10 +182,11 @@ def bars(page) -> tuple[str, list[dict]]:
     """The bar chart's caption and bars, read at once (a hover redraws them)."""
     return page.eval_on_selector(
         "#results .hm-shares",
-        "box => [box.querySelector('.hm-shares-unit').textContent, [...box.querySelectorAll('.hm-bar-row')].map(r => ({"
-        "component: r.dataset.component, label: r.querySelector('.hm-bar-label').textContent, "
-        "share: r.querySelector('.hm-share').textContent, width: r.querySelector('.hm-bar-fill').style.width, "
-        "drawn: r.querySelector('.hm-bar-fill').getBoundingClientRect().width / r.querySelector('.hm-bar').getBoundingClientRect().width}))]",
+        "box => [box.querySelector('.hm-shares-unit').textContent, [...box.querySelectorAll('.hm-bar-row')].map(r => "
+        "({component: r.dataset.component, label: r.querySelector('.hm-bar-label').textContent, share: "
+        "r.querySelector('.hm-share').textContent, width: r.querySelector('.hm-bar-fill').style.width, drawn: "
+        "r.querySelector('.hm-bar-fill').getBoundingClientRect().width / "
+        "r.querySelector('.hm-bar').getBoundingClientRect().width}))]",
     )
 
 
@@ -199,7 +200,7 @@ def assert_bars(page, units: list[dict], index: int, over: str) -> None:
         ("hessian", "S (curvature)"),
         ("kl", "I (KL impact)"),
     ]
-    for bar, component in zip(shown, SHARES):
+    for bar, component in zip(shown, SHARES, strict=True):
         total = sum(abs(u[component]) for u in units)
         share = units[index][component] / total
         assert bar["share"] == share_text(share), (component, bar, share)
@@ -322,7 +323,7 @@ def test_rate_limit_429_is_shown_with_the_retry_time(servers, open_page):
     view = open_page(server, KEYS["rate"])
     page = view.page
     message = None
-    for clicks in range(1, 11):  # each Explain is a POST /jobs, its event stream and a queue refresh
+    for clicks in range(1, 11):  # noqa: B007 - read after the loop. Each Explain is a POST /jobs, its event stream and a queue refresh
         before = time.time()
         page.click("#explain")
         page.wait_for_function("!document.querySelector('#explain').disabled", timeout=60_000)

@@ -131,8 +131,8 @@ def assert_answered(response) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    body=st.fixed_dictionaries({}, optional={name: VALUES for name in FIELDS}),
-    config=st.fixed_dictionaries({}, optional={name: VALUES for name in CONFIG_FIELDS}),
+    body=st.fixed_dictionaries({}, optional=dict.fromkeys(FIELDS, VALUES)),
+    config=st.fixed_dictionaries({}, optional=dict.fromkeys(CONFIG_FIELDS, VALUES)),
     text=st.text(alphabet=st.characters(), max_size=60),
 )
 def test_any_json_body_is_answered_never_with_a_server_error(target, body, config, text):

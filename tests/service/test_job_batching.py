@@ -57,8 +57,8 @@ def test_jobs_read_together_run_together_and_equal_solo_runs(server):
     assert cancelled["partial"]["stages_done"] == ["flow", "kl"]  # its own partial result, published in the batch
     # every result is the engine's own, computed alone
     engine = Attributor.from_pretrained("heta-demo", config=HetaConfig(num_hvp_samples=4, seed=3))
-    for prompt, job in zip(PROMPTS, jobs):
-        alone = engine.attribute(**{k: v for k, v in prompt.items()})
+    for prompt, job in zip(PROMPTS, jobs, strict=True):
+        alone = engine.attribute(**dict(prompt))
         assert [t["score"] for t in job["result"]["tokens"]] == pytest.approx(alone.scores.tolist(), rel=1e-4, abs=1e-7)
         assert [t["hessian"] for t in job["result"]["tokens"]] == pytest.approx(
             alone.hessian.tolist(), rel=1e-4, abs=1e-7

@@ -20,7 +20,8 @@ def test_load_steps_past_capacity_without_losses_or_server_errors(tmp_path):
     assert report["lost_jobs"] == 0
     assert all(step["status_5xx"] == 0 for step in (*report["steps"], report["soak"]))
     assert below["status_429"] == 0 and below["throughput_per_s"] > 0 and below["queue_overhead_ms"]["p50"] is not None
-    # 150 requests/s is far past one CPU worker (~50/s, batched or not): the overflow is refused at once, with Retry-After
+    # 150 requests/s is far past one CPU worker (~50/s, batched or not): the overflow is refused at once, with
+    # Retry-After
     assert above["status_429"] > 0 and above["status_429_without_retry_after"] == 0
     assert above["latency_429_ms"]["p50"] < below["latency_ms"]["p50"] + 1000
     assert report["soak"]["rss_mb_start"] and set(report["soak"]["rss_mb_end"]) == set(report["soak"]["rss_mb_start"])

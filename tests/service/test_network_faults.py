@@ -21,10 +21,10 @@ import pytest
 from heta_service import store as job_store
 from heta_service.connections import EmbeddedRedis, connect
 
-from .conftest import Server, base_env, free_port, heta_command
-from .netfaults import FaultyLink, netem_unavailable
 from ..helpers import settle
+from .conftest import Server, base_env, free_port, heta_command
 from .faults import TEXT, assert_clean, handed_over, running_worker, submit, wait_for_log, wait_idle
+from .netfaults import FaultyLink, netem_unavailable
 
 TIMEOUT_S = 2.0  # HETA_REDIS_TIMEOUT_S here: above a 0.5 s block plus 2 × 200 ms and a retransmission
 LEASE_S = 2.0  # conftest's HETA_LEASE_S
@@ -57,8 +57,8 @@ def linked_service(model_dir: str, tmp: Path, workers: int = 2):
             )
         server = Server(f"http://127.0.0.1:{api_port}", procs, env)
         server.store, server.api_link, server.worker_links = store, links[0], links[1:]
-        server.link_of = {proc.pid: link for proc, link in zip(procs[1:], links[1:])}
-        server.log_of = {proc.pid: Path(log.name) for proc, log in zip(procs[1:], logs[1:])}
+        server.link_of = {proc.pid: link for proc, link in zip(procs[1:], links[1:], strict=True)}
+        server.log_of = {proc.pid: Path(log.name) for proc, log in zip(procs[1:], logs[1:], strict=True)}
         server.wait_ready()
         yield server
     finally:
@@ -137,8 +137,9 @@ def test_a_worker_partitioned_past_its_lease_changes_nothing_when_healed(linked,
     handed_over(server, 2, timeout=60)  # the partitioned worker serves again
     back_s = time.monotonic() - healed
     print(
-        f"\nworker partitioned {PARTITION_S:g} s (lease {LEASE_S:g} s): {len(ids)} jobs, taken over after {taken_over_s:.1f} s, "
-        f"all settled {settled_s:.1f} s after the heal, both workers idle and registered {back_s:.1f} s after it"
+        f"\nworker partitioned {PARTITION_S:g} s (lease {LEASE_S:g} s): {len(ids)} jobs, taken over after "
+        f"{taken_over_s:.1f} s, all settled {settled_s:.1f} s after the heal, both workers idle and registered "
+        f"{back_s:.1f} s after it"
     )
 
 
@@ -186,8 +187,9 @@ def test_the_api_cut_off_from_redis_answers_503_and_recovers(linked, reference, 
     ghosts = job_keys(server) - before
     assert_clean(connect(server.store.url), ids, finished, reference, model_dir)
     print(
-        f"\nAPI partitioned {PARTITION_S:g} s: {len(answers)} requests, all 503 redis_unavailable, the slowest in {slowest:.1f} s; "
-        f"ready {ready_s:.1f} s after the heal; {len(ids)} jobs in flight done; {len(ghosts)} refused submissions reached Redis late"
+        f"\nAPI partitioned {PARTITION_S:g} s: {len(answers)} requests, all 503 redis_unavailable, the slowest in "
+        f"{slowest:.1f} s; ready {ready_s:.1f} s after the heal; {len(ids)} jobs in flight done; {len(ghosts)} refused "
+        "submissions reached Redis late"
     )
 
 

@@ -23,8 +23,8 @@ from heta_core.cli import main as heta_main
 from heta_service.connections import EmbeddedRedis, connect, connect_store
 from heta_service.settings import Settings
 
-from .conftest import ROOT, base_env, free_port, heta_command, serve
 from ..helpers import settle
+from .conftest import ROOT, base_env, free_port, heta_command, serve
 from .faults import BODIES, SLOW, TEXT, assert_clean, handed_over, running_worker, submit
 from .test_events import read_events
 from .test_redis_ha import cluster_port, wait_for
@@ -278,7 +278,7 @@ def bad_settings(certs, tls_store, plain_port: int) -> dict[str, tuple[dict, str
         ),
         "rediss:// to a plaintext port": (
             {**good, "REDIS_URL": f"rediss://127.0.0.1:{plain_port}/0", "REDIS_TIMEOUT_S": "1"},
-            "REDIS_URL: 127.0.0.1:%d accepts connections but completed no TLS handshake" % plain_port,
+            f"REDIS_URL: 127.0.0.1:{plain_port} accepts connections but completed no TLS handshake",
         ),
     }
 
@@ -351,7 +351,7 @@ def test_sentinel_and_cluster_clients_use_tls_and_the_acl_user(certs, tmp_path):
             ),
         }
         for mode, settings in modes.items():
-            client = wait_for(lambda: _ready(connect_store(settings)), 30, f"{mode}: no connection")
+            client = wait_for(lambda: _ready(connect_store(settings)), 30, f"{mode}: no connection")  # noqa: B023 - called at once
             assert client.eval("return redis.call('INCR', KEYS[1])", 1, f"heta:{{{mode}}}:n") == 1, mode
             with pytest.raises(redis.exceptions.NoPermissionError):
                 client.set(f"other:{{{mode}}}", "1")

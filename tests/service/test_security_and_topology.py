@@ -1,11 +1,11 @@
 """API keys and rate limits; `heta api` and `heta worker` as separate processes sharing one Redis."""
 
 import contextlib
-from pathlib import Path
 import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest

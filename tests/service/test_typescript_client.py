@@ -12,9 +12,8 @@ import pytest
 
 from heta_service.connections import connect
 
-from ..helpers import ROOT
+from ..helpers import ROOT, job_count
 from .conftest import serve
-from ..helpers import job_count
 from .test_client import KEY, LONG, PROMPT, FaultProxy, _embedded_url
 
 PACKAGE = ROOT / "clients" / "typescript"
@@ -100,7 +99,7 @@ def test_attribute_honours_retry_after_and_keeps_its_idempotency_key(live, proxy
         const result = await heta.attribute({ text: env.PROMPT, target_text: " 3", config: { samples: 4, seed: 32 } });
         const same = await heta.submit({ text: env.PROMPT, target_text: " 3" }, { idempotencyKey: "ts-key-1" });
         const again = await heta.submit({ text: env.PROMPT, target_text: " 3" }, { idempotencyKey: "ts-key-1" });
-        print({ waited: (performance.now() - started) / 1000, jobId: result.job_id, same: same.job_id, again: again.job_id });""",
+        print({ waited: (performance.now() - started) / 1000, jobId: result.job_id, same: same.job_id, again: again.job_id });""",  # noqa: E501 - JavaScript, kept as it is written
         URL=proxy.url,
         KEY=KEY,
         PROMPT=PROMPT,
@@ -122,7 +121,7 @@ def test_events_stream_partials_then_the_result(live):
         for await (const item of heta.events(job_id)) events.push({ event: item.event, data: item.data });
         const partials = [];
         const waited = await heta.wait(job_id, { onPartial: (p) => partials.push(p.stages_done) });
-        print({ job_id, events, waited, view: await heta.job(job_id) });""",
+        print({ job_id, events, waited, view: await heta.job(job_id) });""",  # noqa: E501 - JavaScript, kept as it is written
         URL=live.url,
         KEY=KEY,
         PROMPT=PROMPT,
@@ -147,7 +146,7 @@ def test_cancel_rejects_the_wait_with_the_jobs_code(live):
           print({ error: null });
         } catch (error) {
           print({ view, error: { name: error.name, code: error.code, status: error.status, typed: error instanceof JobFailedError && error instanceof ProblemError } });
-        }""",
+        }""",  # noqa: E501 - JavaScript, kept as it is written
         URL=live.url,
         KEY=KEY,
         LONG=json.dumps(LONG),
@@ -162,7 +161,7 @@ def test_models_and_batch(live):
         const models = await heta.models();
         const batch = await heta.batch({ items: [{ text: env.PROMPT, target_text: " 3" }, { text: "f=3 b=7 k=3 a=1 ? b", target_text: " 7" }],
                                          config: { method: "gradient" } });
-        print({ models, batch });""",
+        print({ models, batch });""",  # noqa: E501 - JavaScript, kept as it is written
         URL=live.url,
         KEY=KEY,
         PROMPT=PROMPT,
@@ -202,7 +201,7 @@ def test_problems_and_non_problem_bodies_are_typed_errors(live, proxy):
           invalid: await describe(() => mine.submit({ text: env.PROMPT, config: { samples: -1 } })),
           page: await describe(() => proxied.models()),
           unreachable: await describe(() => nowhere.models()),
-        });""",
+        });""",  # noqa: E501 - JavaScript, kept as it is written
         URL=live.url,
         KEY=KEY,
         PROMPT=PROMPT,
@@ -308,5 +307,6 @@ def test_npm_pack_installs_into_an_empty_folder_and_its_example_runs(live, tmp_p
     stored = live.http.get(f"/jobs/{job_id}", headers={"Authorization": f"Bearer {KEY}"}).json()["result"]
     assert float(lines[1].split("\t")[1]) == max(t["score"] for t in stored["tokens"])
     print(
-        f"npm pack: {tarball.stat().st_size} bytes, {len(files)} files; example ran in {time.monotonic() - started:.1f} s"
+        f"npm pack: {tarball.stat().st_size} bytes, {len(files)} files; example ran in "
+        f"{time.monotonic() - started:.1f} s"
     )

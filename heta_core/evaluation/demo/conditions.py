@@ -32,7 +32,7 @@ training (its accuracy there is part of the result).
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from . import DEMO_NAME, HARD_NAME, hard_task, task
 from .hard_task import ALIASES, JOIN, answer_of
@@ -46,7 +46,7 @@ class _Builder:
         self.rng, self.alphabet = rng, keys
         self.keys = rng.sample(keys, pairs)
         self.values = [rng.choice(VALUES) for _ in self.keys]
-        self.words = [f"{k}={v}" for k, v in zip(self.keys, self.values)]
+        self.words = [f"{k}={v}" for k, v in zip(self.keys, self.values, strict=True)]
 
     def repeat_value(self, value: str, avoid: set[int]) -> None:
         """Store ``value`` under 1–2 other keys, so that copying the answer value is never the answer."""
@@ -134,7 +134,8 @@ def compose(rng: random.Random, keys: list[str]) -> Example:
     b = _Builder(rng, keys, rng.randint(4, 8))
     first, second, *others = rng.sample(range(len(b.keys)), len(b.keys))
     values = b.values[first], b.values[second]
-    for i, value in zip(others, values):  # other pairs storing either value look like a cause, never are one
+    # two of the others (strict=False: there are more) store either value: they look like a cause, never are one
+    for i, value in zip(others, values, strict=False):
         b.values[i], b.words[i] = value, f"{b.keys[i]}={value}"
     return _finish(b.words, [JOIN, b.keys[first], b.keys[second]], [first, second], shown=values)
 

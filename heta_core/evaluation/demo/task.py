@@ -72,11 +72,11 @@ def example(rng: random.Random, pairs: int | None = None) -> Example:
         raise ValueError("the task needs at least 2 pairs")
     keys = rng.sample(KEYS, pairs)
     sizes = _group_sizes(rng, pairs)
-    values = [v for v, size in zip(rng.sample(VALUES, len(sizes)), sizes) for _ in range(size)]
+    values = [v for v, size in zip(rng.sample(VALUES, len(sizes)), sizes, strict=True) for _ in range(size)]
     rng.shuffle(values)
     queried = rng.randrange(pairs)
     answer = values[queried]
-    words = [f"{k}={v}" for k, v in zip(keys, values)] + [QUERY, keys[queried]]
+    words = [f"{k}={v}" for k, v in zip(keys, values, strict=True)] + [QUERY, keys[queried]]
     return Example(
         words=words,
         answer=answer,

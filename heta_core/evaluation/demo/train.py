@@ -14,9 +14,9 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -164,7 +164,7 @@ def correct(model, examples: list[task.Example], ids: dict[str, int], batch: int
         for i, r in enumerate(rows):
             inputs[i, : len(r)] = torch.tensor(r)
         logits = model(input_ids=inputs).logits[torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows])]
-        out += [int(p) == ids[e.answer] for p, e in zip(logits.argmax(-1), part)]
+        out += [int(p) == ids[e.answer] for p, e in zip(logits.argmax(-1), part, strict=True)]
     return out
 
 
@@ -249,8 +249,8 @@ def _train(
                 for c in recipe.conditions
             )
             log(
-                f"step {step + 1}/{steps}  loss {loss.item():.4f}  held-out accuracy {accuracy(network, checks[:200], ids):.3f}"
-                f"{per}  {time.perf_counter() - started:.0f}s"
+                f"step {step + 1}/{steps}  loss {loss.item():.4f}  held-out accuracy "
+                f"{accuracy(network, checks[:200], ids):.3f}{per}  {time.perf_counter() - started:.0f}s"
             )
     seconds = round(time.perf_counter() - started, 1)
     report = {

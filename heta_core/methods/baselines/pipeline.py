@@ -10,15 +10,16 @@ which explains no objective, is refused before the run (:mod:`heta_core.inputs.f
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from ...models.adapters import eager_attention
-from ...runtime.prefix import StreamPool, SuffixRunner
 from ...runtime.cost import budget_bytes, row_bytes_fn, trace_bytes
 from ...runtime.masking import mask_vector, masked_work
+from ...runtime.prefix import StreamPool, SuffixRunner
 from ...runtime.trace import run_trace
 from ..base import Parts, Plan, foil_logprob
 from .gradients import gradient, input_x_gradient, integrated_gradients

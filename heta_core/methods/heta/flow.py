@@ -66,7 +66,7 @@ def heta_flow(mean_attentions: list[torch.Tensor], rows: list[torch.Tensor], nor
     ``rows[l]`` ``[H, k, T]`` are the attention rows of the k predicting positions. Entries after a
     row's own position are zero (causal attention), so one pass serves every predicting position.
     """
-    weights = [torch.einsum("hkt,ht->kt", row, norm) for row, norm in zip(rows, norms)]
+    weights = [torch.einsum("hkt,ht->kt", row, norm) for row, norm in zip(rows, norms, strict=True)]
     flow = weights[-1]
     for layer in range(len(weights) - 2, -1, -1):
         flow = flow @ rollout_step(mean_attentions[layer]) + weights[layer]
@@ -81,7 +81,7 @@ def heta_flow_reference(
     flow = torch.zeros(count, size, dtype=rows[0].dtype, device=rows[0].device)
     for j in range(count):
         rollout = torch.eye(size, dtype=flow.dtype, device=flow.device)
-        for mean_attention, row, norm in zip(mean_attentions, rows, norms):
+        for mean_attention, row, norm in zip(mean_attentions, rows, norms, strict=True):
             for h in range(heads):
                 for i in range(size):
                     flow[j, i] += (row[h, j, :] * norm[h] * rollout[:, i]).sum()
@@ -95,7 +95,7 @@ def official_flow(attentions: list[torch.Tensor], norms: list[torch.Tensor], pre
     rows = torch.arange(size - predicting, size, device=attentions[0].device)
     chains = torch.eye(size, dtype=attentions[0].dtype, device=attentions[0].device).expand(heads, size, size)
     flow = torch.zeros(predicting, size, dtype=chains.dtype, device=chains.device)
-    for attn, norm in zip(attentions, norms):
+    for attn, norm in zip(attentions, norms, strict=True):
         chains = rollout_step(attn) @ chains
         flow += torch.einsum("hkt,ht->kt", chains[:, rows, :], norm)
     return _normalise(flow)
@@ -107,7 +107,7 @@ def official_flow_reference(attentions: list[torch.Tensor], norms: list[torch.Te
     eye = torch.eye(size, dtype=attentions[0].dtype, device=attentions[0].device)
     chains = [eye.clone() for _ in range(heads)]
     flow = torch.zeros(predicting, size, dtype=eye.dtype, device=eye.device)
-    for attn, norm in zip(attentions, norms):
+    for attn, norm in zip(attentions, norms, strict=True):
         for h in range(heads):
             chains[h] = rollout_step(attn[h]) @ chains[h]
             for j in range(predicting):

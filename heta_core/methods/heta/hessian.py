@@ -37,16 +37,16 @@ draw the same r_k for token i, so the same seed gives the same numbers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
 from ...models.adapters import eager_attention
-from ...runtime.prefix import StreamPool, plan_chunks
 from ...runtime.packing import Pack
 from ...runtime.precision import accumulation_dtype
+from ...runtime.prefix import StreamPool, plan_chunks
 from ...runtime.trace import hidden_arg
 from ..objective import objective
 
@@ -188,7 +188,14 @@ def sensitivity_reference(
             direction = torch.zeros_like(leaf)
             direction[0, i] = draws[k]
             operator = CurvatureOperator(
-                forward, embeds[None], leaf, lambda h: leaf.to(h.dtype), targets, curvature.kind, block, curvature.foil
+                forward,
+                embeds[None],
+                leaf,
+                lambda h: leaf.to(h.dtype),  # noqa: B023 - used in this iteration only
+                targets,
+                curvature.kind,
+                block,
+                curvature.foil,
             )
             scores[i] += operator.apply(direction[None])[0, 0, i].abs().sum().cpu()
     return scores / samples
@@ -261,7 +268,7 @@ class HvpChunk:
         pack = Pack([(item.runner, item.start, item.count, item.length) for item in items])
         rows = pack.place([item.part()[2] for item in items])
         leaf = torch.cat([item.source[item.positions] for item in items]).detach().clone().requires_grad_(True)
-        columns = torch.cat([item.positions - item.start + pad for item, pad in zip(items, pack.pads)])
+        columns = torch.cat([item.positions - item.start + pad for item, pad in zip(items, pack.pads, strict=True)])
         at_leaf = (torch.arange(pack.span, device=rows.device)[None, :] == columns[:, None])[..., None]
 
         def inject(hidden: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...runtime.prefix import StreamPool, SuffixRunner
 from ...runtime.masking import Readout, masked_forwards
+from ...runtime.prefix import StreamPool, SuffixRunner
 from ..objective import drop
 
 
@@ -73,7 +73,8 @@ def information(
     readout: Readout = kl_divergence,
 ):
     """I_j(i) ``[scored, k]`` for the first ``scored`` positions: the batched masked forwards of
-    :func:`heta_core.runtime.masking.masked_forwards` read out as KLs (or ``readout``). ``streams.join()`` before reading."""
+    :func:`heta_core.runtime.masking.masked_forwards` read out as KLs (or ``readout``). ``streams.join()``
+    before reading."""
     return masked_forwards(
         runner,
         embeds,

@@ -28,14 +28,14 @@ of its own; the terms are averaged over overlapping windows and M_T renormalised
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from ...models.adapters import eager_attention
-from ...runtime.prefix import StreamPool, SuffixRunner, plan_chunks, to_host
 from ...runtime.cost import budget_bytes, hessian_units, row_bytes_fn, trace_bytes
 from ...runtime.masking import mask_vector, masked_chunks, masked_work
+from ...runtime.prefix import StreamPool, SuffixRunner, plan_chunks, to_host
 from ...runtime.progress import BudgetSpent
 from ...runtime.schedule import Lane, Opaque, run_lanes
 from ...runtime.trace import run_trace
@@ -320,7 +320,7 @@ class _Job:
         n = self.request.scored
         total = torch.zeros((*values[0].shape[:-1], n), dtype=torch.float64)
         counts = torch.zeros(n, dtype=torch.float64)
-        for window, value in zip(self.windows, values):
+        for window, value in zip(self.windows, values, strict=True):
             total[..., window.offset : window.offset + window.n] += value
             counts[window.offset : window.offset + window.n] += 1
         total = total / counts
