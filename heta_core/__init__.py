@@ -15,7 +15,7 @@ specification; see docs/engine.md). Layout:
 from importlib import metadata as _metadata
 
 from .attributor import Attributor
-from .config import METHODS, PRESETS, HetaConfig
+from .config import METHODS, PRESETS, HetaConfig, from_api_names
 from .errors import (
     BudgetError,
     ConfigError,
@@ -28,6 +28,9 @@ from .errors import (
 from .inputs.request import AttributionRequest
 from .methods.registry import METHOD_STAGES
 from .models.adapters import SUPPORTED_MODEL_TYPES
+from .models.placement import check_placement, check_quantize, parse_device_map
+from .results.report import ASSETS as REPORT_ASSETS
+from .results.report import method_details, render_report
 from .results.schema import (
     SCHEMA_VERSION,
     AttributionResult,
@@ -47,6 +50,13 @@ except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "REPORT_ASSETS",
+    "check_placement",
+    "check_quantize",
+    "from_api_names",
+    "method_details",
+    "parse_device_map",
+    "render_report",
     "Attributor",
     "AttributionRequest",
     "AttributionResult",

@@ -146,6 +146,21 @@ class Attributor(Planning, Running):
     def num_layers(self) -> int:
         return self.handle.num_layers
 
+    @property
+    def model_type(self) -> str:
+        """The architecture (``config.model_type``: gpt2, llama, ...)."""
+        return str(getattr(self.model.config, "model_type", ""))
+
+    @property
+    def dtype(self) -> str:
+        """The weights' dtype as a name (``float32``, ``bfloat16``, ...)."""
+        return str(self.model.dtype).removeprefix("torch.")
+
+    @property
+    def max_positions(self) -> int | None:
+        """The model's position limit (``max_position_embeddings``), if it has one."""
+        return self.handle.max_positions
+
     def chunk_budget_mb(self, config: HetaConfig | None = None) -> int:
         """The memory budget a batched chunk of this call gets: ``memory_budget_mb``, or the auto one
         (512 MB on CPU, half the free memory on CUDA)."""

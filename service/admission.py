@@ -22,7 +22,7 @@ from .settings import Settings
 
 def max_tokens(settings: Settings, planner: Attributor) -> int:
     """Prompt + target tokens a request may have: the setting, capped by the model's positions."""
-    return min(settings.max_prompt_tokens, getattr(planner.model.config, "max_position_embeddings", None) or 10**9)
+    return min(settings.max_prompt_tokens, planner.max_positions or 10**9)
 
 
 def served_model(body: AttributeRequest | BatchRequest, settings: Settings, planners: dict[str, Attributor]) -> str:

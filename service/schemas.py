@@ -9,8 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from heta_core import AttributionRequest, AttributionResult, HetaConfig
-from heta_core.config import from_api_names
+from heta_core import AttributionRequest, AttributionResult, HetaConfig, from_api_names
 
 from .store import STATUSES
 

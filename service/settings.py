@@ -267,8 +267,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _placement(self):
         # checked at start: a worker would otherwise fail at load, restart, and fail again
-        from heta_core import HetaError
-        from heta_core.models.placement import check_placement, check_quantize, parse_device_map
+        from heta_core import HetaError, check_placement, check_quantize, parse_device_map
 
         try:
             parsed = parse_device_map(self.device_map, check_devices=False)  # the API never loads it: the form only

@@ -114,7 +114,7 @@ class Worker(Consumer):
             "host": socket.gethostname(),
             "models": {
                 name: {
-                    "dtype": str(a.model.dtype).removeprefix("torch."),
+                    "dtype": a.dtype,
                     "device": str(a.device),
                     "placement": a.placement.to_dict(),
                     "speed": a.speed.to_dict() if a.speed else None,

@@ -50,3 +50,65 @@ def test_pre_commit_runs_the_tools_ci_runs():
     }
     assert {"ruff-check", "ruff-format", "mypy"} <= set(hooks)
     assert all(hook["entry"].startswith(".venv/bin/") for hook in hooks.values())  # offline: the venv's versions
+
+
+def _imports(package: str, folder: Path) -> dict[str, set[str]]:
+    """Module → the modules of ``package`` it imports at module level (function-level imports excluded)."""
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for path in folder.rglob("*.py"):
+        parts = path.relative_to(folder).with_suffix("").parts
+        name = ".".join((package, *parts)).removesuffix(".__init__")
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom):
+                base = here
+                for _ in range(node.level - 1):
+                    base = base.rpartition(".")[0]
+                target = (base + ("." + node.module if node.module else "")) if node.level else (node.module or "")
+                if target.startswith(package):
+                    found.add(target)
+                    found.update(f"{target}.{alias.name}" for alias in node.names)
+        graph[name] = found
+    return {module: {t for t in targets if t in graph and t != module} for module, targets in graph.items()}
+
+
+def test_the_service_uses_only_heta_cores_public_api():
+    import heta_core
+
+    for path in (ROOT / "service").rglob("*.py"):
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            assert not stripped.startswith(("from heta_core.", "import heta_core.")), f"{path.name}: {stripped}"
+            if stripped.startswith("from heta_core import"):
+                names = stripped.removeprefix("from heta_core import").replace("(", "").replace(")", "")
+                for name in filter(None, (n.strip().split(" as ")[0] for n in names.split(","))):
+                    assert name in heta_core.__all__, f"{path.name}: heta_core.{name} is not public"
+
+
+def test_no_import_circle_in_the_service():
+    graph = _imports("heta_service", ROOT / "service")
+
+    # packages import their own modules to re-export them: a package and its children are one node
+    def node(module: str) -> str:
+        return module if module.count(".") < 2 or module.startswith("heta_service.routes") else module.rsplit(".", 1)[0]
+
+    edges = {node(m): set() for m in graph}
+    for module, targets in graph.items():
+        edges[node(module)].update(node(t) for t in targets if node(t) != node(module))
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in edges.get(module, ()):
+            assert state.get(target) != 1, " -> ".join([*path, module, target])
+            if target not in state:
+                visit(target, [*path, module])
+        state[module] = 2
+
+    for module in edges:
+        if module not in state:
+            visit(module, [])
+    assert len(edges) > 20  # the graph holds the service's modules

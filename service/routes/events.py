@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from heta_core.results.report import render_report
+from heta_core import render_report
 
 from .. import store
 from ..deps import CallerDep, ServicesDep

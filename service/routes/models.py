@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from heta_core import METHODS
-from heta_core.results.report import method_details
+from heta_core import METHODS, method_details
 
 from ..admission import max_tokens
 from ..deps import CallerDep, ServicesDep
@@ -20,7 +19,7 @@ def placement(settings, planner, loaded: list[dict]) -> ModelPlacement:
     """A live worker's report of how it placed the model; before one has loaded it, what the settings ask."""
     reported = next((m["placement"] for m in loaded if m.get("placement")), None)
     known = reported or {
-        "dtype": str(planner.model.dtype).removeprefix("torch."),
+        "dtype": planner.dtype,
         "quantization": settings.quantize,
         "device_map": {},
     }
@@ -48,8 +47,8 @@ async def models(owner: CallerDep, svc: ServicesDep) -> ModelsResponse:
         served.append(
             ServedModel(
                 name=name,
-                model_type=planner.model.config.model_type,
-                dtype=loaded[0]["dtype"] if loaded else str(planner.model.dtype).removeprefix("torch."),
+                model_type=planner.model_type,
+                dtype=loaded[0]["dtype"] if loaded else planner.dtype,
                 devices=sorted({m["device"] for m in loaded}),
                 workers=len(loaded),
                 max_tokens=max_tokens(settings, planner),

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from heta_core.results.report import ASSETS
+from heta_core import REPORT_ASSETS as ASSETS
 
 from ..problems import Problem, problem_responses
 
