@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from heta_core import Attributor, HetaConfig
-from heta_core.methods.heta.hessian import Curvature, block_products, probes, sensitivity
+from heta_core.methods.heta.hessian import Curvature, block_products, probes
+from heta_core.methods.heta.hessian_chunks import sensitivity
 from heta_core.methods.heta.kl import information
 from heta_core.models.adapters import HeadLayout, adapter_for, eager_attention
 from heta_core.models.toymodels import tiny_model

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from heta_core import Attributor, HetaConfig
-from heta_core.methods.heta.hessian import Curvature, sensitivity
+from heta_core.methods.heta.hessian import Curvature
+from heta_core.methods.heta.hessian_chunks import sensitivity
 from heta_core.methods.heta.kl import information
 from heta_core.runtime.cost import row_bytes_fn
 from heta_core.runtime.masking import mask_vector

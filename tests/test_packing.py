@@ -163,20 +163,20 @@ def test_one_call_failing_or_cancelled_never_fails_the_others(make_attributor):
 
 def test_a_batch_that_fails_is_rerun_alone(make_attributor, monkeypatch):
     """A failure inside a shared batch is charged to the call whose chunk fails on its own."""
-    from heta_core.methods.heta import hessian
+    from heta_core.methods.heta import hessian_chunks
 
     attributor = make_attributor("gpt2", dtype=torch.float64, num_hvp_samples=2)
     poisoned = len(attributor.tokenizer(" ".join(WORDS[:6]))["input_ids"]) - 1
-    original = hessian.HvpChunk.run
+    original = hessian_chunks.HvpChunk.run
 
     def fail_for_one_prompt(self):
         if self.embeds.shape[0] == poisoned:
             raise RuntimeError("boom")
         return original(self)
 
-    monkeypatch.setattr(hessian.HvpChunk, "run", fail_for_one_prompt)
+    monkeypatch.setattr(hessian_chunks.HvpChunk, "run", fail_for_one_prompt)
     monkeypatch.setattr(
-        hessian.HvpChunk,
+        hessian_chunks.HvpChunk,
         "run_together",
         staticmethod(lambda items, packing: (_ for _ in ()).throw(RuntimeError("batch"))),
     )
