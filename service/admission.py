@@ -14,6 +14,7 @@ from heta_core import Attributor, Estimate, HetaError
 
 from . import cache, logs, store, tracing
 from .auth import hash_key
+from .deps import Services
 from .problems import Problem
 from .ratelimit import Caller
 from .schemas import AttributeRequest, AttributionConfig, BatchRequest, PromptRequest
@@ -131,18 +132,14 @@ async def admissible(
 
 
 async def submit(
-    client,
-    settings: Settings,
-    planners,
-    body: AttributeRequest | BatchRequest,
-    caller: Caller,
-    idempotency_key: str | None,
+    svc: Services, body: AttributeRequest | BatchRequest, caller: Caller, idempotency_key: str | None
 ) -> tuple[str, bool]:
     """Queue the job (a batch is one job; or find the idempotent twin); returns (job id, created).
 
     Every request counts against the caller's per-minute limit, whatever its outcome: on one Redis
     node the enqueue script counts it (no round trip of its own); a refused or cached request, and
     every request on a Redis Cluster (whose script cannot reach the counter's hash slot), is counted apart."""
+    client, settings, planners = svc.redis, svc.settings, svc.planners
     one_node = not settings.redis_cluster
     if not one_node:
         await caller.count(client)
@@ -168,12 +165,10 @@ async def submit(
         if stored is not None and not (idempotency and await client.exists(idempotency)):
             if one_node:
                 await caller.count(client)
-            await _answer_from_cache(
-                client, settings, stored, model, job_id, request_json, owner, deadline, idempotency, digest
-            )
+            await _answer_from_cache(svc, stored, model, job_id, request_json, owner, deadline, idempotency, digest)
             return job_id, True
     with tracing.span("enqueue", job_id=job_id, model=model):
-        outcome, value = await store.JobStore(client).create(
+        outcome, value = await svc.jobs.create(
             model,
             job_id,
             request_json,
@@ -213,8 +208,7 @@ async def submit(
 
 
 async def _answer_from_cache(
-    client,
-    settings: Settings,
+    svc: Services,
     stored: str,
     model: str,
     job_id: str,
@@ -235,8 +229,8 @@ async def _answer_from_cache(
         completions="1",
         result=cache.served(stored, job_id, float(fields["created"])),
     )
-    await store.JobStore(client).create_done(job_id, fields, settings.result_ttl_s, idempotency, f"{job_id}:{digest}")
-    await replicated(client, settings, job_id)
+    await svc.jobs.create_done(job_id, fields, svc.settings.result_ttl_s, idempotency, f"{job_id}:{digest}")
+    await replicated(svc.redis, svc.settings, job_id)
 
 
 _replicas: dict[int, tuple[float, int]] = {}  # client → (when read, connected replicas)

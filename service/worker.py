@@ -346,7 +346,8 @@ class Worker(Consumer):
         self, attributor: Attributor, batch: BatchRequest, progress, job_id: str, model: str, times: tuple[float, float]
     ):
         """Every item in turn, each with its own result or error; a cancel, a deadline or a drain
-        stops the whole job. Returns (the stored document, total HVPs)."""
+        stops the whole job. Returns (the stored document, total HVPs). Not ``Attributor.iter_batch``:
+        here each item gets the worker's out-of-memory retry, and a bug fails only its own item."""
         entries, compute, hvps = [], 0.0, 0
         for index, item in enumerate(batch.items):
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from heta_service import store
 
 ROOT = Path(__file__).resolve().parents[1]
-FINAL = frozenset(store.FINAL)
 
 
 def heta_command(*args: str) -> list[str]:
@@ -39,7 +38,7 @@ def settle(server, ids, timeout: float = 180, failing_over: bool = False) -> dic
             if failing_over and answer.status_code == 503:
                 continue
             assert answer.status_code == 200, answer.text
-            if answer.json()["status"] in FINAL:
+            if answer.json()["status"] in store.FINAL:
                 finished[job_id] = answer.json()
         time.sleep(0.2)
     return finished

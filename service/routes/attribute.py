@@ -62,7 +62,7 @@ async def submit_and_wait(
     idempotency_key: str | None,
     partial: bool = False,
 ):
-    job_id, created = await submit(svc.redis, svc.settings, svc.planners, body, caller, idempotency_key)
+    job_id, created = await submit(svc, body, caller, idempotency_key)
     job = await svc.jobs.wait(job_id, min(body.wait, svc.settings.max_wait_s), fresh=created)
     if job and job["status"] in store.FINAL:
         return finished_response(job)
@@ -128,5 +128,5 @@ async def create_job(
     svc: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ):
-    job_id, _ = await submit(svc.redis, svc.settings, svc.planners, body, caller, idempotency_key)
+    job_id, _ = await submit(svc, body, caller, idempotency_key)
     return accepted(job_id, "queued")

@@ -22,7 +22,7 @@ import redis
 from heta_service import store as job_store
 from heta_service.connections import EmbeddedRedis, connect
 
-from ..helpers import FINAL, alive, children, cmdline, settle
+from ..helpers import alive, children, cmdline, settle
 from .conftest import serve
 from .faults import BODIES, SLOW, TEXT, assert_clean, handed_over, running_worker, submit, wait_for_log, wait_idle
 
@@ -250,7 +250,7 @@ def test_a_job_that_kills_its_worker_every_time_is_dead_lettered(model_dir, one_
     def crash_on_poison():
         while not stop.is_set():
             job = server.http.get(f"/jobs/{poison}").json()
-            if job["status"] in FINAL:
+            if job["status"] in job_store.FINAL:
                 return
             if job["status"] == "running" and job["worker"]:
                 pid = int(job["worker"].split("-")[-2])
