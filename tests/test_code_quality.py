@@ -27,6 +27,7 @@ def test_ruff_finds_nothing():
     # the scripts without a .py suffix are checked too (pyproject's extend-include)
     listed = run(str(BIN / "ruff"), "check", "--show-files", ".").stdout
     assert "scripts/gpu-check" in listed and "scripts/settings-table" in listed
+    assert "scripts/gpucheck/steps.py" in listed
 
 
 def test_the_code_is_formatted():
@@ -112,3 +113,17 @@ def test_no_import_circle_in_the_service():
         if module not in state:
             visit(module, [])
     assert len(edges) > 20  # the graph holds the service's modules
+
+
+# generated, not written: openapi-typescript's types of /openapi.json and esbuild's bundle of clients/typescript
+GENERATED = {"clients/typescript/src/schema.d.ts", "heta_core/results/assets/heta-attribution.js"}
+SOURCE = re.compile(r"\.(py|ts|js|sh|lua)$|^scripts/[^/.]+$|^\.ci/run$")
+
+
+def test_no_source_file_over_400_lines():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    sources = [name for name in tracked if SOURCE.search(name) and name not in GENERATED]
+    assert len(sources) > 150 and "heta_core/attributor.py" in sources and "scripts/gpu-check" in sources
+    long = {name: n for name in sources if (n := len((ROOT / name).read_text().splitlines())) > 400}
+    assert not long, long
+    assert GENERATED <= set(tracked)
