@@ -107,6 +107,12 @@ def make_attributor(tokenizer, device):
     return make
 
 
+@pytest.fixture(scope="session")
+def hard() -> Attributor:
+    """heta-demo-hard on the CPU, loaded once for the eval tests (its model tests and the suite's run)."""
+    return Attributor.from_pretrained("heta-demo-hard", device="cpu")
+
+
 def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, what: str = "") -> None:
     """Elementwise relative agreement (with a floor for entries that are ~0 at float32 precision)."""
     floor = 1e-6 * float(expected.abs().max())

@@ -1,5 +1,6 @@
-"""What many tests share, defined once: the repository's root, the `heta` command, waiting for jobs to
-end, counting a service's jobs, and reading the process tree from /proc."""
+"""What many tests share, defined once: the repository's root, the `heta` command, the environment
+variables the settings read, waiting for jobs to end, counting a service's jobs, and reading the
+process tree from /proc."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 from heta_service import store
+from heta_service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,6 +27,18 @@ def heta(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedPr
     """``heta ARGS`` in a process of its own, offline, from this checkout; ``env`` adds variables."""
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **env}
     return subprocess.run(heta_command(*args), capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def settings_variables() -> set[str]:
+    """Every environment variable the service's settings read (the deployment files may set no other)."""
+    names = set()
+    for name, field in Settings.model_fields.items():
+        if isinstance(field.validation_alias, str):  # a standard name of its own (OTEL_*)
+            names.add(field.validation_alias)
+            continue
+        aliases = getattr(field.validation_alias, "choices", None)
+        names |= {str(a) for a in aliases} if aliases else {f"HETA_{name.upper()}"}
+    return names
 
 
 def settle(server, ids, timeout: float = 180, failing_over: bool = False) -> dict[str, dict]:

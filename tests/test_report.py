@@ -1,5 +1,5 @@
 """The HTML report: one self-contained file (no external assets) holding the result document, written
-by `heta attribute --format html` and served by GET /jobs/{id}/report (tests/service/test_explorer.py
+by `heta attribute --format html` and served by GET /jobs/{id}/report (tests/service/explorer/test_offline.py
 opens it in a browser)."""
 
 import json

@@ -1,5 +1,6 @@
 """Real Chromium for the explorer's tests: Debian's binary driven by Playwright (its own browser
-download cannot work offline), with every request that leaves the test server blocked and recorded."""
+download cannot work offline), with every request that leaves the test server blocked and recorded;
+reading the explorer page (its results, their heatmaps) and the page's number formats."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 from playwright.sync_api import sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,6 +41,14 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="package", name="browser")
+def package_browser():
+    """`browser` for a package of page tests that were one module (a package's conftest imports this):
+    one Chromium for its modules, as the module had, where tests/service/conftest.py's is one per module."""
+    with chromium() as launched:
+        yield launched
 
 
 class OfflinePage:
@@ -107,3 +117,45 @@ def people(value: float) -> str:
 def probability(p: float) -> str:
     """The page's probability format: 3 significant digits with trailing zeros (1.00, 0.940), tiny ones as m × 10ⁿ."""
     return f"{p:#.3g}" if abs(p) >= 1e-3 else people(p)
+
+
+# ---------------------------------------------------------------------------------------- the explorer page
+
+# the prompt of the long jobs the tests watch, cancel, see refined or let miss a deadline
+LONG = "a=2 d=5 g=2 k=9 n=5 p=9 c=4 e=4 ? g"
+
+
+def ready(page) -> None:
+    """Wait until the page has loaded the served models."""
+    page.wait_for_selector("#model option[value='heta-demo']", state="attached")
+
+
+def explained(page, count: int = 1, timeout: float = 120_000) -> list[str]:
+    """Wait for ``count`` rendered final results (a HETA card is drawn at its first partial result
+    and refined in place: `data-partial` is empty once it shows the final); their job ids."""
+    # each card's <heta-attribution> draws in its own (open) shadow root
+    page.wait_for_function(
+        "[...document.querySelectorAll('#results .result heta-attribution')].some(h => "
+        f"h.shadowRoot.querySelector('.hm-unit')) && document.querySelectorAll('#results .result').length == {count} "
+        f"&& document.querySelectorAll('#results .result[data-partial=\"\"]').length == {count}",
+        timeout=timeout,
+    )
+    return page.eval_on_selector_all("#results .result", "cards => cards.map(c => c.dataset.jobId)")
+
+
+def spans(page, card: str = "#results .result") -> list[dict]:
+    return page.eval_on_selector_all(
+        f"{card} .hm-text .hm-unit",
+        "units => units.map(u => ({text: u.textContent, value: u.dataset.value, share: u.dataset.share, "
+        "colour: getComputedStyle(u).backgroundColor, positions: u.dataset.position}))",
+    )
+
+
+def result_of(server, job_id: str) -> dict:
+    job = server.http.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "done", job
+    return job["result"]
+
+
+def no_horizontal_scroll(page) -> bool:
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")

@@ -1,7 +1,7 @@
 // After `tsc` (the client's dist/*.js and every .d.ts): the element as one ES module
 // (dist/component.js) and as one classic script (dist/heta-attribution.js), styles inlined.
 // The classic script is committed at heta_core/results/assets/, where the explorer and the HTML
-// report load it (the Python side never needs node); tests/service/test_component.py checks that
+// report load it (the Python side never needs node); tests/service/component/test_bundle_and_cors.py checks that
 // copy is what the sources build.
 //
 //   node scripts/bundle.mjs            # npm run build
