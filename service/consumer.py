@@ -140,11 +140,15 @@ class Consumer(ABC):
                 if not is_transient(error):
                     raise
                 self.watch_supervisor()  # also before the heartbeat thread runs (loading)
-                if self.draining.is_set() and time.monotonic() > self.drain_deadline:
+                if self.past_drain_deadline():
                     raise Released from error
                 log.warning("Redis unavailable during a job (%s): retrying in %.1f s", error, pause)
                 time.sleep(pause)
                 pause = min(2 * pause, 5.0)
+
+    def past_drain_deadline(self) -> bool:
+        """Draining, and the drain's time is up: a running job is handed back (:class:`Released`)."""
+        return self.draining.is_set() and time.monotonic() > self.drain_deadline
 
     def drain(self, *_args) -> None:
         self.draining.set()

@@ -27,7 +27,8 @@ import torch
 
 from heta_core import Attributor, HetaError
 
-from . import cache, logs, store, tracing
+from . import cache, callbacks, logs, store, tracing
+from .callbacks import DeadlineExceeded, JobCancelled
 from .connections import is_transient
 from .consumer import Consumer, Released
 from .schemas import AttributeRequest, BatchRequest, batch_result_json, job_result_json
@@ -35,14 +36,6 @@ from .settings import Settings
 
 log = logging.getLogger("heta.worker")
 OOM_RETRIES = 2
-
-
-class JobCancelled(Exception):
-    pass
-
-
-class DeadlineExceeded(Exception):
-    pass
 
 
 class ItemFailed(Exception):
@@ -154,12 +147,19 @@ class Worker(Consumer):
     def _times(self, job: dict) -> tuple[float, float]:
         return float(job["created"]), float(job["started"])
 
+    def _callbacks(self, job: dict) -> tuple:
+        """The engine's (progress, on_partial) for the job (:mod:`heta_service.callbacks`)."""
+        return (
+            callbacks.reporter(self.jobs, self.id, job["id"], float(job["deadline"]), self.past_drain_deadline),
+            callbacks.publisher(self.jobs, self.id, job["id"], *self._times(job)),
+        )
+
     def _compute(self, job: dict):
         """One job alone: its :class:`Done`, or the exception that ended it."""
         request = json.loads(job["request"])
         attributor = self.attributors[job["model"]]
         job_id, (created, started) = job["id"], self._times(job)
-        progress = self._reporter(job_id, float(job["deadline"]))
+        progress, publish = self._callbacks(job)
         try:
             with job_context(job):
                 if "items" in request:  # POST /attribute/batch
@@ -170,9 +170,7 @@ class Worker(Consumer):
                         {},
                     )
                 call = AttributeRequest.model_validate(request).engine_call()
-                return self._done_with(
-                    job, self._attempt(attributor, *call, progress, job_id, self._publisher(job_id, created, started))
-                )
+                return self._done_with(job, self._attempt(attributor, *call, progress, job_id, publish))
         except Exception as error:  # noqa: BLE001 - concluded by the job's own outcome
             return error
 
@@ -188,13 +186,13 @@ class Worker(Consumer):
             except Exception as error:  # noqa: BLE001 - this job's outcome
                 self._conclude(stream, entry, job, error)
                 continue
-            created, started = self._times(job)
+            progress, publish = self._callbacks(job)
             calls.append(
                 {
                     **kwargs,
                     "config": config,
-                    "progress": self._reporter(job["id"], float(job["deadline"])),
-                    "on_partial": self._publisher(job["id"], created, started),
+                    "progress": progress,
+                    "on_partial": publish,
                 }
             )
             members.append((stream, entry, job))
@@ -269,56 +267,6 @@ class Worker(Consumer):
             if job.get("cache"):
                 self._cache(job["cache"], outcome.body)
         return "done"
-
-    def _reporter(self, job_id: str, deadline: float):
-        """The engine's progress callback: reports the fraction (throttled), and stops the run for a
-        cancel, a passed deadline or a drain past its deadline (between chunks)."""
-        last_write = [0.0]
-
-        def progress(fraction: float) -> None:
-            if time.time() > deadline:
-                raise DeadlineExceeded
-            if self.draining.is_set() and time.monotonic() > self.drain_deadline:
-                raise Released
-            if fraction <= 0.0 or fraction >= 1.0:  # START has just written 0, FINALIZE is about to write 1
-                return
-            now = time.monotonic()
-            report = now - last_write[0] > 0.2
-            try:  # one round trip: the progress (throttled) and the cancel flag
-                fields = {"progress": f"{fraction:.4f}"} if report else {}
-                cancelled = self.jobs.report(job_id, self.id, **fields)
-            except Exception as error:  # Redis down or full: compute on, report later
-                if not is_transient(error):
-                    raise
-                return
-            if report:
-                last_write[0] = now
-            if cancelled:
-                raise JobCancelled
-
-        return progress
-
-    def _publisher(self, job_id: str, created: float, started: float):
-        """The engine's ``on_partial``: each partial result into the job (fenced like progress; best
-        effort: a Redis hiccup loses a partial, never the job), and the cancel flag on the way back."""
-
-        published: list[str] = []
-
-        def publish(result) -> None:
-            fields = store.partial_fields(
-                result.stages_done, job_result_json(result, job_id, created, started), published
-            )
-            try:
-                cancelled = self.jobs.report(job_id, self.id, **fields)
-            except Exception as error:
-                if not is_transient(error):
-                    raise
-                return
-            published.append(",".join(result.stages_done))
-            if cancelled:
-                raise JobCancelled
-
-        return publish
 
     def _attempt(self, attributor: Attributor, kwargs: dict, config, progress, job_id: str, on_partial=None):
         """One attribution; CUDA out-of-memory empties the cache and retries with half the memory

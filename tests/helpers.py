@@ -17,6 +17,24 @@ from heta_service.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def heta_in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``heta ARGS`` through the same entry point in this process (``python -m heta_core.cli`` is
+    ``sys.exit(main())``): for refusals and short runs, whose process start-up would cost seconds each
+    (torch and transformers imported); a real process shows once (test_cli.py's
+    test_a_refusal_in_a_real_process_is_its_one_line_only) that nothing else reaches its stderr."""
+    from heta_core.cli import main
+
+    capsys.readouterr()
+    try:
+        status = main(list(args))
+    except SystemExit as stop:  # as the interpreter ends a process: a message goes to stderr with status 1
+        if isinstance(stop.code, str):
+            print(stop.code, file=sys.stderr)
+        status = 1 if isinstance(stop.code, str) else (stop.code or 0)
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(["heta", *args], status, captured.out, captured.err)
+
+
 def heta_command(*args: str) -> list[str]:
     """The installed `heta` script (what users run), or the module where it is not installed."""
     script = Path(sys.executable).parent / "heta"

@@ -1,5 +1,5 @@
 """The ``heta`` command, run as a real process (refusals through the same entry point in this process:
-see ``in_process``)."""
+see ``heta_in_process``)."""
 
 import importlib.metadata
 import json
@@ -12,21 +12,9 @@ import pytest
 
 from heta_core.cli.attribute import bar
 
-from .helpers import ROOT, heta
+from .helpers import ROOT, heta, heta_in_process
 
 TEXT = "paris is the capital of france"
-
-
-def in_process(capsys, *args) -> subprocess.CompletedProcess:
-    """``heta ARGS`` through the same entry point in this process (``python -m heta_core.cli`` is
-    ``sys.exit(main())``): for refusals, whose process start-up would cost seconds each; a real process
-    shows once (test_a_refusal_in_a_real_process_is_its_one_line_only) that nothing else reaches its stderr."""
-    from heta_core.cli import main
-
-    capsys.readouterr()
-    status = main(list(args))
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(["heta", *args], status, captured.out, captured.err)
 
 
 def test_console_script_is_installed():
@@ -81,7 +69,7 @@ def test_bar_rendering():
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(model_dir, args, words, capsys):
-    done = in_process(capsys, "attribute", "--model", model_dir, *args)
+    done = heta_in_process(capsys, "attribute", "--model", model_dir, *args)
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
@@ -189,7 +177,7 @@ def test_bench_prints_both_paths_and_their_ratio(capsys):
         "--no-reference",
     )
     assert text.returncode == 0 and "GFLOP/s" in text.stdout and "reference" not in text.stdout
-    bad = in_process(capsys, "bench", "--width", "30", "--heads", "4")
+    bad = heta_in_process(capsys, "bench", "--width", "30", "--heads", "4")
     assert bad.returncode == 2 and "multiple" in bad.stderr
 
 
@@ -267,7 +255,7 @@ def test_span_chat_and_granularity_flags(model_dir):
     ],
 )
 def test_bad_span_and_chat_input_is_one_line(model_dir, args, words, capsys):
-    done = in_process(capsys, "attribute", "--model", model_dir, *args)
+    done = heta_in_process(capsys, "attribute", "--model", model_dir, *args)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in done.stderr, done.stderr
@@ -320,9 +308,9 @@ def test_toy_model_command_writes_a_loadable_model(tmp_path, capsys):
     from heta_core import Attributor
 
     assert Attributor.from_pretrained(str(path), device="cpu").model.config.model_type == "qwen2"
-    again = in_process(capsys, "toy-model", str(path))
+    again = heta_in_process(capsys, "toy-model", str(path))
     assert again.returncode == 2 and "not empty" in again.stderr
-    bad = in_process(capsys, "toy-model", str(tmp_path / "x"), "--family", "bert")
+    bad = heta_in_process(capsys, "toy-model", str(tmp_path / "x"), "--family", "bert")
     assert bad.returncode == 2 and "--family must be one of" in bad.stderr and not (tmp_path / "x").exists()
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from heta_core import Attributor, HetaConfig
 
-from .helpers import ROOT
+from .helpers import ROOT, heta_in_process
 
 LINES = [
     {"id": "gold", "text": "c=6 e=6 b=3 h=3 m=6 ? h", "target_text": " 3"},
@@ -85,19 +85,11 @@ def test_a_jsonl_file_is_attributed_with_a_progress_bar_and_per_item_errors(tmp_
     assert got[1]["result"]["method"] == "gradient" and got[1]["result"]["meta"]["config"] == {}
 
 
-def in_process(*args: str) -> int:
-    """``heta ARGS`` through the same entry point in this process (``python -m heta_core.cli`` is
-    ``sys.exit(main())``), where no terminal is needed: a process start-up costs seconds."""
-    from heta_core.cli import main
-
-    return main(list(args))
-
-
 def test_a_rerun_resumes_keeping_results_and_retrying_the_rest(tmp_path, capsys):
     prompts, results = write_jsonl(tmp_path / "prompts.jsonl", LINES[:3]), tmp_path / "results.jsonl"
-    status = in_process(
-        "attribute", "--input", str(prompts), "--output", str(results), "--samples", "2"
-    )  # the first run
+    status = heta_in_process(
+        capsys, "attribute", "--input", str(prompts), "--output", str(results), "--samples", "2"
+    ).returncode  # the first run
     first = records(results)
     assert status == 1 and [r["id"] for r in first] == ["gold", 2, 3] and "error" in first[2]
     # a crash while writing the second record: its line is cut short
@@ -138,7 +130,7 @@ def test_bad_invocations_are_one_line(tmp_path, capsys):
     )
     answers = [(done.returncode, done.stderr)]
     for args, _ in cases[1:]:
-        capsys.readouterr()
-        answers.append((in_process("attribute", *args), capsys.readouterr().err))
+        done = heta_in_process(capsys, "attribute", *args)
+        answers.append((done.returncode, done.stderr))
     for (status, stderr), (_, message) in zip(answers, cases, strict=True):
         assert status == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr

@@ -4,7 +4,7 @@ past capacity loses no job, answers no 5xx, and answers overload with 429 + Retr
 import json
 import subprocess
 
-from ..helpers import heta_command
+from ..helpers import heta_command, heta_in_process
 
 
 def test_load_steps_past_capacity_without_losses_or_server_errors(tmp_path):
@@ -27,7 +27,7 @@ def test_load_steps_past_capacity_without_losses_or_server_errors(tmp_path):
     assert report["soak"]["rss_mb_start"] and set(report["soak"]["rss_mb_end"]) == set(report["soak"]["rss_mb_start"])
 
 
-def test_bad_options_are_one_line_and_start_nothing():
+def test_bad_options_are_one_line_and_start_nothing(capsys):
     for options in (
         ["--rates", "5,x"],
         ["--rates", "0"],
@@ -35,7 +35,7 @@ def test_bad_options_are_one_line_and_start_nothing():
         ["--workers", "0"],
         ["--url", "http://example.com"],
     ):
-        done = subprocess.run(heta_command("bench-load", *options), capture_output=True, text=True, timeout=60)
+        done = heta_in_process(capsys, "bench-load", *options)
         assert done.returncode != 0 and done.stdout == "", options
         assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("heta bench-load: error:"), (
             done.stderr
@@ -61,7 +61,7 @@ def test_batching_side_by_side_loses_nothing_and_reports_both_services():
     assert report["throughput_ratio"] > 0 and report["low_rate_latency_ratio"] > 0
 
 
-def test_comparison_options_are_checked():
+def test_comparison_options_are_checked(capsys):
     for options in (
         ["--batch-jobs", "8"],
         ["--batch-jobs", "1,x"],
@@ -70,7 +70,7 @@ def test_comparison_options_are_checked():
         ["--batch-jobs", "1,8", "--soak", "5"],
         ["--compare", "torch_threads=x;torch_threads=2"],
     ):
-        done = subprocess.run(heta_command("bench-load", *options), capture_output=True, text=True, timeout=60)
+        done = heta_in_process(capsys, "bench-load", *options)
         assert done.returncode != 0 and done.stdout == "", options
         assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("heta bench-load: error:"), (
             done.stderr
