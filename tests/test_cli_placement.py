@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from .test_cli import TEXT, heta, in_process
+from .helpers import heta, heta_in_process
+from .test_cli import TEXT
 
 SPLIT = {
     "transformer.wte": "cpu",
@@ -25,7 +26,7 @@ def _scores(done) -> list[float]:
 
 def test_a_split_model_attributes_like_the_whole_one(model_dir, tmp_path, capsys):
     common = ("attribute", "--model", model_dir, "--text", TEXT, "--samples", "3", "--format", "json")
-    whole = in_process(capsys, *common, "--device", "cpu")
+    whole = heta_in_process(capsys, *common, "--device", "cpu")
     map_file = tmp_path / "map.json"
     map_file.write_text(json.dumps(SPLIT))
     # a real process: nothing on stderr (accelerate's notice that weights are offloaded is what was asked)
@@ -74,7 +75,7 @@ def test_a_quantized_model_attributes_in_a_real_process(model_dir):
     ],
 )
 def test_bad_placement_is_one_line_and_nonzero(model_dir, args, words, capsys):
-    done = in_process(capsys, "attribute", "--model", model_dir, "--text", TEXT, *args)
+    done = heta_in_process(capsys, "attribute", "--model", model_dir, "--text", TEXT, *args)
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("heta: error:") and words in lines[0], done.stderr
@@ -82,7 +83,7 @@ def test_bad_placement_is_one_line_and_nonzero(model_dir, args, words, capsys):
 
 def test_a_map_that_splits_tied_embeddings_is_one_line(capsys, tmp_path):
     """heta-demo's head is its input embedding matrix: the map must keep them together."""
-    done = in_process(
+    done = heta_in_process(
         capsys,
         "attribute",
         "--model",
@@ -112,14 +113,14 @@ def test_a_map_that_splits_tied_embeddings_is_one_line(capsys, tmp_path):
     ],
 )
 def test_bad_agreement_runs_are_one_line_and_nonzero(args, words, capsys):
-    done = in_process(capsys, "eval", "--agreement", *args)
+    done = heta_in_process(capsys, "eval", "--agreement", *args)
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], done.stderr
 
 
 def test_agreement_reports_rho_and_top_k_overlap_per_method(capsys):
-    done = in_process(
+    done = heta_in_process(
         capsys,
         "eval",
         "--agreement",
@@ -159,7 +160,7 @@ def test_agreement_of_a_device_map_is_exact(capsys, tmp_path):
             "lm_head": "cpu",
         }
     )
-    done = in_process(
+    done = heta_in_process(
         capsys,
         "eval",
         "--agreement",

@@ -13,7 +13,8 @@ from heta_core.cli import build_parser
 from heta_core.inputs.request import PYTHON_ONLY, REQUEST_FIELDS
 from heta_service.schemas import AttributeRequest, BatchItem
 
-from .test_cli_jsonl import in_process, records, write_jsonl
+from .helpers import heta_in_process
+from .test_cli_jsonl import records, write_jsonl
 
 PROMPT = "c=6 e=6 b=3 h=3 m=6 ? h"
 # every body field at least once (the test checks the union); ids: heta-demo's " 3" is 23, " 6" is 26
@@ -35,8 +36,7 @@ def demo():
 def test_every_body_field_goes_through_a_jsonl_line(demo, tmp_path, capsys):
     assert set().union(*LINES) == set(AttributionRequest.fields())
     prompts, results = write_jsonl(tmp_path / "prompts.jsonl", LINES), tmp_path / "results.jsonl"
-    in_process("attribute", "--input", str(prompts), "--output", str(results), "--samples", "2")
-    capsys.readouterr()
+    heta_in_process(capsys, "attribute", "--input", str(prompts), "--output", str(results), "--samples", "2")
     got = records(results)
     assert [r["line"] for r in got] == list(range(1, len(LINES) + 1))
     for line, record in zip(LINES, got, strict=True):
