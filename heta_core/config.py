@@ -86,6 +86,11 @@ class HetaConfig:
                         auto: 512 MB on CPU (small chunks stay in cache), half the free memory on CUDA
     dtype               "model" (default: the model's own dtype) or an upcast: "float32", "float64"
     cuda_streams        CUDA streams used for independent chunks and stages (ignored on CPU)
+    cuda_graphs         the Hessian stage's chunks padded to bucketed shapes and, on CUDA, each replayed
+                        from a captured CUDA graph (:mod:`heta_core.runtime.graphs`): one launch per
+                        chunk instead of thousands of kernels, for more arithmetic (full rows, padding).
+                        On a CPU the padded chunks run eagerly (same numbers). Ignored by the reference
+                        strategy and by ``low_rank``
 
     Long-context approximations (HETA.md; each is opt-in and documented with its cost in docs/engine.md):
     curvature_layers    S w.r.t. the residual stream entering the last k blocks (None: w.r.t. X)
@@ -112,6 +117,7 @@ class HetaConfig:
     memory_budget_mb: int | None = None
     dtype: str = "model"
     cuda_streams: int = 2
+    cuda_graphs: bool = False
     curvature_layers: int | None = _BY_PRESET
     low_rank: int | None = _BY_PRESET
     curvature: str = _BY_PRESET
@@ -157,6 +163,8 @@ class HetaConfig:
                 _check_int(self, name, minimum)
         if isinstance(self.overlap, bool) or not isinstance(self.overlap, (int, float)) or not 0 <= self.overlap < 1:
             raise ConfigError(f"overlap must be a number in [0, 1), got {self.overlap!r}", field="overlap")
+        if not isinstance(self.cuda_graphs, bool):
+            raise ConfigError(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}", field="cuda_graphs")
         if not isinstance(self.diagnostics, bool):
             raise ConfigError(f"diagnostics must be true or false, got {self.diagnostics!r}", field="diagnostics")
         if self.method != "heta" and self.window is not None:

@@ -262,10 +262,10 @@ class Worker(Consumer):
         if failure is not None:
             self._fail(job, *failure)
             return failure[0]
+        if job.get("cache"):  # before the job reads done: a client repeating the request once it has the result hits
+            self._cache(job["cache"], outcome.body)
         if self.finalize(job, "done", result=outcome.body, progress="1"):
             self._record("done", time.time() - created, outcome.method, outcome.stages, outcome.hvps)
-            if job.get("cache"):
-                self._cache(job["cache"], outcome.body)
         return "done"
 
     def _attempt(self, attributor: Attributor, kwargs: dict, config, progress, job_id: str, on_partial=None):

@@ -74,6 +74,11 @@ def test_bench_steps_report_speed_up_agreement_throughput_and_stage_ranges(repor
     overlap = bench["overlap"]
     assert overlap["host_ranges"]["heta.kl"] >= 1 and overlap["host_ranges"]["heta.hessian"] >= 1
     assert overlap["kernels"] == {"heta.kl": 0, "heta.hessian": 0} and overlap["overlap_ms"] == 0
+    # cuda_graphs side by side: the same numbers; on a CPU nothing is captured, every chunk runs eagerly
+    graphs = bench["graphs"]
+    assert max(graphs["max_rel_diff"].values()) < (1e-3 if dtype == "float32" else 5e-2) and graphs["seconds"] > 0
+    assert graphs["cache"]["captured"] == graphs["cache"]["failed"] == 0 and graphs["cache"]["eager"] > 0
+    assert "cuda_graphs" in report["_text"]
     if name == "bench_llama":
         assert bench["shape"]["kv_heads"] == 2 and bench["shape"]["family"] == "llama"
 

@@ -47,6 +47,7 @@ def run(
     presets: bool = False,
     model: str | None = None,
     ceiling_size: int | None = None,
+    graphs: bool = False,
 ) -> dict:
     """Each path runs in its own fresh process (same seed, same model); the matmul ceiling runs here.
 
@@ -104,6 +105,15 @@ def run(
     report["matmul_fraction"] = report["fast_gflops_per_s"] / report["matmul_gflops"]
     if overlap:
         report["overlap"] = fast["overlap"]
+    if graphs:  # the same fast path with cuda_graphs, side by side
+        static = in_fresh_process(spec, "graphs", repeats, False)
+        report["graphs"] = {
+            "seconds": static["seconds"],
+            "speedup": fast["seconds"] / static["seconds"],
+            "peak_mb": static["peak_mb"],
+            "cache": static["graphs"],
+            "max_rel_diff": {name: max_rel(static["numbers"][name], fast["numbers"][name]) for name in fast["numbers"]},
+        }
     if reference:
         short = reference_context if reference_context and reference_context < context else None
         ref_spec = {**spec, "context": short} if short else spec
@@ -179,6 +189,14 @@ def format_report(report: dict) -> str:
         f"{report['fast_gflops_per_s']:.1f} GFLOP/s; large matmul {report['matmul_gflops']:.1f} GFLOP/s "
         f"({100 * report['fast_gflops_per_s'] / report['matmul_gflops']:.0f}% of it)"
     )
+    if "graphs" in report:
+        graphs, cache = report["graphs"], report["graphs"]["cache"]
+        lines.append(
+            f"graphs     {graphs['seconds']:9.3f} s   peak +{graphs['peak_mb']:.0f} MB   "
+            f"{graphs['speedup']:.2f} x the fast path; chunks captured {cache['captured']}, "
+            f"replayed {cache['replayed']}, eager {cache['eager']}, "
+            f"failed {cache['failed']}; max relative difference {max(graphs['max_rel_diff'].values()):.1e}"
+        )
     if "overlap" in report:
         overlap = report["overlap"]
         busy = "  ".join(f"{k.split('.')[-1]} {v:.1f} ms" for k, v in overlap["busy_ms"].items())
@@ -256,6 +274,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "knobs (exact: m = 10) and its estimate (default: off)",
     )
     parser.add_argument(
+        "--graphs",
+        action="store_true",
+        help="also time the fast path with cuda_graphs (bucketed chunks, replayed CUDA graphs; on a CPU the "
+        "padded chunks run eagerly) in its own process, side by side (default: off)",
+    )
+    parser.add_argument(
         "--format",
         choices=("text", "json"),
         default="text",
@@ -298,6 +322,7 @@ def run_from_args(args) -> int:
         presets=args.presets,
         model=args.model,
         ceiling_size=args.ceiling_size,
+        graphs=args.graphs,
     )
     print(json.dumps(report, indent=2) if args.format == "json" else format_report(report))
     return 0

@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from ..runtime.graphs import WARMUP, graphs_for
 from .measure import peak_memory, sync
 from .overlap import stage_overlap
 
@@ -73,7 +74,8 @@ def anytime(attributor, ids: list[int], device: torch.device, presets: bool) -> 
 def measure_path(
     spec: dict, strategy: str, repeats: int, count_flops: bool, overlap: bool = False, presets: bool = False
 ) -> dict:
-    """Runs in a fresh process, so its peak memory is its own: build the model, run one path."""
+    """Runs in a fresh process, so its peak memory is its own: build the model, run one path
+    (``strategy``: "fast", "reference", or "graphs": the fast path with ``cuda_graphs``)."""
     from ..attributor import Attributor
     from ..config import HetaConfig
     from ..models.loading import resolve_dtype
@@ -91,13 +93,19 @@ def measure_path(
     model = _MODELS[key]
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (spec["context"] + 1,), generator=torch.Generator().manual_seed(spec["seed"]))
+    graphs = strategy == "graphs"
     heta = HetaConfig(
-        num_hvp_samples=spec["samples"], seed=spec["seed"], memory_budget_mb=spec["memory_budget_mb"], strategy=strategy
+        num_hvp_samples=spec["samples"],
+        seed=spec["seed"],
+        memory_budget_mb=spec["memory_budget_mb"],
+        strategy="fast" if graphs else strategy,
+        cuda_graphs=graphs,
     )
     attributor = Attributor(model, config=heta, name=spec.get("model") or f"{spec.get('family', 'gpt2')}-shaped-random")
     ids = ids.tolist()
-    if strategy == "fast":
-        attributor.attribute(input_ids=ids)  # warm-up: allocator, kernels, lazy imports
+    # warm-up: allocator, kernels, lazy imports; with graphs, until a chunk's shape is captured
+    for _ in range(0 if strategy == "reference" else 1 + WARMUP if graphs else 1):
+        attributor.attribute(input_ids=ids)
     best, peak, result = float("inf"), 0, None
     for _ in range(repeats):
         sync(device)
@@ -114,6 +122,8 @@ def measure_path(
         "hvps": result.meta.hvps,
         "numbers": {name: getattr(result, name) for name in ("scores", "flow", "hessian", "kl")},
     }
+    if graphs:
+        out["graphs"] = dict(graphs_for(attributor.model).stats)
     if count_flops:
         from torch.utils.flop_counter import FlopCounterMode
 

@@ -72,9 +72,10 @@ class SuffixRunner:
     def __post_init__(self) -> None:
         self._equivalents = fast_equivalents(self.model)  # found once, entered per chunk
 
-    def logits(self, start: int, suffix: torch.Tensor, keep: int = 1) -> torch.Tensor:
+    def logits(self, start: int, suffix: torch.Tensor, keep: int | torch.Tensor = 1) -> torch.Tensor:
         """Logits ``[B, keep, V]`` at the last ``keep`` positions of suffix rows that continue the
-        unmasked prefix of length ``start``."""
+        unmasked prefix of length ``start``; or, for a tensor ``keep``, at those positions (a fixed
+        shape whatever the values: :mod:`heta_core.runtime.graphs`)."""
         batch = suffix.shape[0]
         # a cache even at start 0 (an empty one): without any, transformers inspects the position ids
         # for packed sequences with a host-side `.all()`, a GPU synchronisation in every chunk
@@ -84,7 +85,7 @@ class SuffixRunner:
         cache = DynamicCache(ddp_cache_data=prefix if start > 0 else None, config=self.model.config)
         with self._equivalents:
             out = self.model(inputs_embeds=suffix, **with_cache(self.model, cache), use_cache=True, logits_to_keep=keep)
-        return out.logits[:, -keep:]
+        return out.logits if isinstance(keep, torch.Tensor) else out.logits[:, -keep:]
 
 
 class StreamPool:

@@ -11,6 +11,7 @@ ENGINE_TESTS = [
     "tests/test_batching.py",
     "tests/test_chat_and_granularity.py",
     "tests/test_combine_and_result.py",
+    "tests/test_cuda_graphs.py",
     "tests/test_determinism.py",
     "tests/test_diagnostics.py",
     "tests/test_estimate.py",

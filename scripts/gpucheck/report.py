@@ -30,6 +30,11 @@ def summary(report: dict) -> str:
             )
             if "overlap" in step:
                 head += f"; stage overlap {step['overlap']['overlap_ms']:.1f} ms"
+            graphs = step["graphs"]
+            head += (
+                f"; cuda_graphs {graphs['seconds']:.2f} s ({graphs['speedup']:.2f}x the fast path, "
+                f"{graphs['cache']['captured']} captured, {graphs['cache']['failed']} failed)"
+            )
         elif name == "long" and "seconds" in step and step.get("ok") is not None and "hvps" in step:
             head += (
                 f"  2048 tokens exact: {step['seconds']:.1f} s, {step['hvps']} HVPs, peak mem "

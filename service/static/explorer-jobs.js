@@ -91,6 +91,12 @@ export async function watch(jobId, panel, onPartial) {
         outcome = { problem: new ApiProblem(problem.status, problem) };
       },
     });
+  } catch (error) {
+    // the drain gate refused the event stream itself (the server began shutting down before the page
+    // asked for it): the job is as interrupted as when an open stream ends with the same problem
+    if (!(error instanceof ApiProblem && error.code === "draining")) throw error;
+    panel.update("interrupted");
+    outcome = { problem: error };
   } finally {
     running.delete(jobId);
     refreshQueue();

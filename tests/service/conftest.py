@@ -42,12 +42,19 @@ class Server:
         raise TimeoutError("the service did not become ready")
 
     def wait_status(self, job_id: str, statuses: set[str], timeout: float = 60, headers=None) -> dict:
-        deadline = time.monotonic() + timeout
+        """Polls the job, every 0.1 s at first and every 0.5 s later: a slow job must not spend a
+        rate-limited key's requests (a 429 is waited out, as its Retry-After says)."""
+        deadline, pause, job = time.monotonic() + timeout, 0.1, {"status": "never read"}
         while time.monotonic() < deadline:
-            job = self.http.get(f"/jobs/{job_id}", headers=headers).json()
+            answer = self.http.get(f"/jobs/{job_id}", headers=headers)
+            if answer.status_code == 429:
+                time.sleep(min(float(answer.headers.get("retry-after", 1)), max(0.0, deadline - time.monotonic())))
+                continue
+            job = answer.json()
             if job["status"] in statuses:
                 return job
-            time.sleep(0.1)
+            time.sleep(pause)
+            pause = min(0.5, pause * 1.25)
         raise TimeoutError(f"job {job_id} stayed {job['status']}")
 
     def metric(self, name: str, headers=None) -> float:

@@ -142,6 +142,12 @@ class CurvatureOperator:
         return out
 
 
+def reduce_products(products: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(1/m) Σ_k ‖products_k‖₁ per row; |·| summed over d in float32 at least (a bf16 sum of d terms
+    keeps ~3 significant digits)."""
+    return products.to(accumulation_dtype(dtype)).abs().sum(-1).mean(0)
+
+
 def _token_rows(source: torch.Tensor, embeds: torch.Tensor, start: int, positions: torch.Tensor):
     """Suffix rows from ``start``, a leaf ``[B, d]`` holding ``source`` at each row's position, and its injector."""
     suffix = embeds[start:]

@@ -15,9 +15,9 @@ import torch
 
 from ...models.adapters import eager_attention
 from ...runtime.packing import Pack
-from ...runtime.precision import accumulation_dtype
 from ...runtime.prefix import StreamPool, plan_chunks
-from .hessian import Curvature, CurvatureOperator, block_products, probes
+from .hessian import Curvature, CurvatureOperator, block_products, probes, reduce_products
+from .hessian_static import static_hvp_chunks, static_layout
 
 
 class HvpChunk:
@@ -74,7 +74,7 @@ class HvpChunk:
             self.curvature,
             self.block,
         )
-        return _reduce(products, self.embeds.dtype)
+        return reduce_products(products, self.embeds.dtype)
 
     @staticmethod
     def run_together(items, packing: str) -> list[torch.Tensor]:
@@ -106,14 +106,8 @@ class HvpChunk:
             first.block,
             first.curvature.foil,
         )
-        products = _reduce(operator.apply(directions), first.embeds.dtype)
+        products = reduce_products(operator.apply(directions), first.embeds.dtype)
         return list(products.split(pack.sizes))
-
-
-def _reduce(products: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(1/m) Σ_k ‖products_k‖₁ per row; |·| summed over d in float32 at least (a bf16 sum of d terms
-    keeps ~3 significant digits)."""
-    return products.to(accumulation_dtype(dtype)).abs().sum(-1).mean(0)
 
 
 def hvp_chunks(
@@ -130,9 +124,12 @@ def hvp_chunks(
     row_bytes,
     budget_bytes: int,
     slot=None,
-) -> list[HvpChunk]:
-    """The :class:`HvpChunk` items of S_i for the first ``scored`` positions. All probes are drawn
-    and copied to the device once, up front."""
+    static: bool = False,
+    max_positions: int | None = None,
+) -> list:
+    """The :class:`HvpChunk` items of S_i for the first ``scored`` positions; with ``static``
+    (``cuda_graphs``) the :class:`~.hessian_static.StaticHvpChunk` items of the bucketed layout (padded
+    up to the model's ``max_positions``). All probes are drawn and copied to the device once, up front."""
     size, dim = source.shape
     positions = list(range(scored))
     index = torch.arange(scored, device=embeds.device)
@@ -140,6 +137,9 @@ def hvp_chunks(
     if embeds.device.type == "cuda":  # a pageable upload would block the host: pinned, it is queued like a kernel
         host = host.pin_memory()
     all_probes = host.to(embeds.device, non_blocking=True).to(embeds.dtype)
+    if static:
+        layout = static_layout(scored, size, max_positions, row_bytes, budget_bytes)
+        return static_hvp_chunks(runner, embeds, source, targets, all_probes, curvature, block, layout, slot)
     return [
         HvpChunk(
             runner, embeds, source, targets, lo, index[lo:hi], all_probes[:, lo:hi], curvature, block, row_bytes, slot

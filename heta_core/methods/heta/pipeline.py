@@ -40,6 +40,7 @@ from ...runtime.progress import BudgetSpent
 from ...runtime.schedule import Lane, run_lanes
 from ..base import Parts, Plan
 from .combine import combine, estimate
+from .hessian_static import static_layout
 from .low_rank import OVERSAMPLE
 from .window import Window, window_starts
 
@@ -346,6 +347,13 @@ def plan(handle, request, cfg, budget: int) -> Plan:
                 add("hessian", scored * m * hessian_units(length, 1), 1)
                 continue
             hvps += scored * m
+            if cfg.cuda_graphs:  # every chunk B rows of the padded length L (hessian_static)
+                rows, padded, count = static_layout(scored, length, handle.max_positions, hvp_row, budget)
+                tokens += count * rows * padded
+                chunks += count
+                add("hessian", hessian_units(count * rows * padded, m), count)
+                chunk_peak = max(chunk_peak, rows * hvp_row(padded, padded))
+                continue
             for lo, hi in plan_chunks(list(range(scored)), length, hvp_row, budget):
                 tokens += (hi - lo) * (length - lo)
                 chunks += 1

@@ -170,6 +170,8 @@ class Window:
                     row_bytes=row,
                     budget_bytes=budget,
                     slot=place,
+                    static=cfg.cuda_graphs,
+                    max_positions=handle.max_positions,
                 )
         return work
 

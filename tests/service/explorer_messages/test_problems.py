@@ -104,8 +104,11 @@ def test_shutdown_503_is_shown_in_words(open_page, tmp_path):
             "The service is unavailable (503 draining): the server is shutting down; reconnect.",
             "The service is unavailable (503 draining): the server is shutting down. Try again in 5 s.",
         )
-        page.wait_for_function(
-            "document.querySelector('#runs .job-status').textContent === 'interrupted'", timeout=30_000
-        )
+        try:
+            page.wait_for_function(
+                "document.querySelector('#runs .job-status').textContent === 'interrupted'", timeout=30_000
+            )
+        except Exception as error:
+            raise AssertionError(f"the job's card reads {page.text_content('#runs .job-status')!r}") from error
         assert page.get_attribute("#runs .job", "data-job-id") == job_id
         assert proc.wait(timeout=60) == 0  # a graceful shutdown
