@@ -118,3 +118,27 @@ def test_quick_is_explained_in_the_help_and_the_docstring():
     )
     assert done.returncode == 0 and "--quick" in done.stdout and "rehearsal" in done.stdout
     assert "--cpu --quick" in gpu_check_module().__doc__
+
+
+def test_a_spent_budget_skips_the_steps_and_still_writes_the_report(tmp_path):
+    """No step gets a time box under 5 s: with a 3 s budget (start-up included) every step is skipped."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu-check"), "--cpu", "--quick", "--budget-s", "3"]
+        + ["--steps", "bench_gpt2,service", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    report = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert done.returncode == 1 and report["ok"] is False and report["budget_s"] == 3
+    for name in ("bench_gpt2", "service"):
+        assert report["steps"][name]["ok"] is False and "budget is spent" in report["steps"][name]["skipped"]
+    text = (tmp_path / "gpu-check.txt").read_text()
+    assert "FAILED" in text.splitlines()[0] and "(budget 3 s)" in text and text.count("skipped: the 3 s budget") == 2
+
+
+def test_a_step_past_its_time_box_is_stopped_and_says_so(tmp_path):
+    module = gpu_check_module()
+    result = module.run_step("tests", "cpu", "cpu", tmp_path, {}, None, 5, 0.5)  # pytest cannot even start in 0.5 s
+    assert result["ok"] is False and result["error"] == "timed out: stopped at its 0.5 s time box"

@@ -59,3 +59,10 @@ SERVICE_REQUESTS = {"gpu": 50, "cpu": 20}
 QUICK_CEILING_SIZE = {"gpu": None, "cpu": 256}
 QUICK_SERVICE_REQUESTS = {"gpu": 10, "cpu": 5}
 STEPS = ("tests", "bench_gpt2", "bench_llama", "long", "service")
+# The whole check runs within a budget (--budget-s; install included): a GPU machine is lent for ~15
+# minutes, start-up and install included. Each step's time box is its share (PLAN_S) of what remains
+# when it starts, so time a step leaves unused goes to the steps after it; a step whose box would be
+# under MIN_BOX_S is skipped and says so.
+BUDGET_S = {"full": 600, "quick": 240}
+PLAN_S = {"tests": 200, "bench_gpt2": 90, "bench_llama": 120, "long": 100, "service": 90}
+MIN_BOX_S = 5

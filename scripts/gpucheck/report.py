@@ -7,7 +7,7 @@ def summary(report: dict) -> str:
     env, steps = report["environment"], report["steps"]
     lines = [
         f"gpu-check ({report['mode']}{', quick' if report.get('quick') else ''}): "
-        f"{'PASSED' if report['ok'] else 'FAILED'} in {report['seconds']:.0f} s",
+        f"{'PASSED' if report['ok'] else 'FAILED'} in {report['seconds']:.0f} s (budget {report['budget_s']:.0f} s)",
         f"machine     {env.get('gpu', 'cpu')}  python {env['python']}  torch {env['torch']} (CUDA {env['cuda']})  "
         f"transformers {env['transformers']}",
         f"peak        dense bf16 matmul {report['dense_bf16_peak_tflops']:.3g} TFLOP/s (measured here)",
@@ -47,5 +47,7 @@ def summary(report: dict) -> str:
             )
         if step.get("error"):
             head += f"  error: {step['error']}"
+        if step.get("skipped"):
+            head += f"  skipped: {step['skipped']}"
         lines.append(head)
     return "\n".join(lines)

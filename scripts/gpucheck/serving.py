@@ -39,8 +39,11 @@ def _service_model(mode: str, directory: Path) -> Path:
     return path
 
 
-def step_service(mode: str, device: str, out: Path, requests: int) -> dict:
+def step_service(mode: str, device: str, out: Path, requests: int, timeout: float) -> dict:
+    """Stops sending requests when its ``timeout`` runs out (the numbers of those sent are kept)."""
     import httpx
+
+    ends = time.monotonic() + timeout
 
     directory = Path(tempfile.mkdtemp(prefix="gpu-check-serve-"))
     port = _free_port()
@@ -67,8 +70,8 @@ def step_service(mode: str, device: str, out: Path, requests: int) -> dict:
     url = f"http://127.0.0.1:{port}"
     body = {"text": "the cat sat on the mat . the dog ate the bone", "config": {"samples": SAMPLES[mode]}, "wait": 120}
     try:
-        with httpx.Client(base_url=url, timeout=180) as http:
-            deadline = time.monotonic() + 300
+        with httpx.Client(base_url=url, timeout=min(180, max(10, timeout))) as http:
+            deadline = min(ends, time.monotonic() + 300)
             while True:
                 with contextlib.suppress(httpx.HTTPError):
                     if http.get("/readyz").status_code == 200:
@@ -80,6 +83,8 @@ def step_service(mode: str, device: str, out: Path, requests: int) -> dict:
             warm = http.post("/attribute", json=body)  # first call: kernels, allocator
             latencies, overheads, statuses, devices = [], [], [], set()
             for _ in range(requests):
+                if time.monotonic() > ends - 5:  # the time box: keep a few seconds to stop the server
+                    break
                 started = time.perf_counter()
                 response = http.post("/attribute", json=body)
                 seconds = time.perf_counter() - started
@@ -98,8 +103,14 @@ def step_service(mode: str, device: str, out: Path, requests: int) -> dict:
         log.close()
         shutil.rmtree(directory, ignore_errors=True)
     ok_count = statuses.count(200)
+    cut = len(statuses) < requests
     return {
         "ok": warm.status_code == 200 and ok_count == requests,
+        **(
+            {"error": f"timed out: {len(statuses)} of {requests} requests sent in its {timeout:.0f} s box"}
+            if cut
+            else {}
+        ),
         "requests": requests,
         "succeeded": ok_count,
         "devices": sorted(d for d in devices if d),

@@ -59,12 +59,12 @@ def run(command: list[str], timeout: float, env: dict | None = None) -> subproce
     )
 
 
-def step_tests(mode: str, device: str, out: Path) -> dict:
+def step_tests(mode: str, device: str, out: Path, timeout: float) -> dict:
     report = out / "tests.xml"
     selection = SMOKE_TESTS if mode == "cpu" else ENGINE_TESTS + SERVICE_TESTS + GPU_DESELECT
     done = run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *selection],
-        timeout=900,
+        timeout=timeout,
         env={"HETA_TEST_DEVICE": device, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"},
     )
     (out / "tests.log").write_text(done.stdout + done.stderr)
@@ -88,7 +88,9 @@ def _junit_counts(path: Path) -> dict:
     return {key: sum(int(s.get(key, 0)) for s in suites) for key in ("tests", "failures", "errors", "skipped")}
 
 
-def step_bench(name: str, mode: str, device: str, peak_tflops: float, ceiling_size: int | None = None) -> dict:
+def step_bench(
+    name: str, mode: str, device: str, peak_tflops: float, timeout: float, ceiling_size: int | None = None
+) -> dict:
     shape = (GPU_SHAPES if mode == "gpu" else CPU_SHAPES)[name]
     command = [
         sys.executable,
@@ -113,7 +115,9 @@ def step_bench(name: str, mode: str, device: str, peak_tflops: float, ceiling_si
     for key, value in shape.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
     # tiny shapes: process start-up would dominate; on a GPU each path gets its own process (clean peaks)
-    done = run(command, timeout=900, env={"HETA_BENCH_INPROCESS": "1" if mode == "cpu" else "0", "HF_HUB_OFFLINE": "1"})
+    done = run(
+        command, timeout=timeout, env={"HETA_BENCH_INPROCESS": "1" if mode == "cpu" else "0", "HF_HUB_OFFLINE": "1"}
+    )
     if done.returncode != 0:
         return {"ok": False, "error": done.stderr.strip().splitlines()[-5:]}
     report = json.loads(done.stdout)
@@ -160,7 +164,7 @@ def step_bench(name: str, mode: str, device: str, peak_tflops: float, ceiling_si
     return result
 
 
-def step_long(device: str) -> dict:
+def step_long(device: str, timeout: float) -> dict:
     """2,048 tokens, exact S and I (no approximation), GPT-2-small shape."""
     command = [
         sys.executable,
@@ -188,7 +192,7 @@ def step_long(device: str) -> dict:
         "--dtype",
         "bfloat16",
     ]
-    done = run(command, timeout=900, env={"HF_HUB_OFFLINE": "1"})
+    done = run(command, timeout=timeout, env={"HF_HUB_OFFLINE": "1"})
     if done.returncode != 0:
         return {"ok": False, "error": done.stderr.strip().splitlines()[-5:]}
     report = json.loads(done.stdout)
