@@ -29,6 +29,7 @@ from .planning import Planning
 from .results.schema import AttributionResult, BudgetPlan, Estimate
 from .running import Running, _Call
 from .runtime.cost import Speed, budget_bytes
+from .runtime.graphs import graphs_for
 from .runtime.packing import PACKINGS
 from .runtime.precision import compute_dtype
 
@@ -134,6 +135,12 @@ class Attributor(Planning, Running, Iterating):
     def placement(self) -> Placement:
         """dtype, quantization and the device map's modules per device (:mod:`heta_core.models.placement`)."""
         return describe(self.model)
+
+    @property
+    def graph_stats(self) -> dict[str, int]:
+        """``cuda_graphs``: this model's chunk shapes captured as CUDA graphs, chunks replayed, chunks run
+        eagerly (warm-up, CPU) and captures that failed (:mod:`heta_core.runtime.graphs`)."""
+        return dict(graphs_for(self.model).stats)
 
     @property
     def num_layers(self) -> int:

@@ -286,6 +286,13 @@ class ModelPlacement(BaseModel):
     loaded: bool = Field(description="true: reported by a live worker that loaded it; false: from the settings alone")
 
 
+class GraphCounts(BaseModel):
+    captured: int = Field(ge=0, description="chunk shapes captured as CUDA graphs")
+    replayed: int = Field(ge=0, description="chunks run by replaying a graph")
+    eager: int = Field(ge=0, description="chunks run eagerly: a shape's warm-up, a CPU worker, a failed capture")
+    failed: int = Field(ge=0, description="captures that failed (those shapes run eagerly)")
+
+
 class ServedModel(BaseModel):
     name: str
     model_type: str
@@ -294,6 +301,9 @@ class ServedModel(BaseModel):
     workers: int = Field(ge=0, description="live workers serving it")
     max_tokens: int = Field(description="prompt + target tokens a request may have")
     placement: ModelPlacement = Field(description="how it is placed: dtype, quantization, device map")
+    cuda_graphs: GraphCounts | None = Field(
+        None, description="HETA_CUDA_GRAPHS: its live workers' CUDA-graph counts, summed; null when off"
+    )
 
 
 class MethodDetails(BaseModel):

@@ -181,6 +181,12 @@ class Settings(BaseSettings):
         "Hessian-vector chunks share batches within the memory budget, each job keeping its own lease, progress, "
         "cancellation and deadline (1: one job at a time)",
     )
+    cuda_graphs: bool = Field(
+        False,
+        description="workers run HETA's Hessian stage with cuda_graphs: chunks at bucketed shapes, each replayed "
+        "from a captured CUDA graph on a GPU (one launch instead of thousands of kernels, for some padding); "
+        "on a CPU worker the padded chunks run eagerly, only slower. /models counts the graphs",
+    )
     batch_packing: Literal["pad", "length"] = Field(
         "pad",
         description="how jobs of different prompt lengths share a batch: "

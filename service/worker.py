@@ -111,6 +111,7 @@ class Worker(Consumer):
                     "device": str(a.device),
                     "placement": a.placement.to_dict(),
                     "speed": a.speed.to_dict() if a.speed else None,
+                    "cuda_graphs": a.graph_stats if self.settings.cuda_graphs else None,
                 }
                 for name, a in self.attributors.items()
             },
@@ -190,7 +191,7 @@ class Worker(Consumer):
             calls.append(
                 {
                     **kwargs,
-                    "config": config,
+                    "config": self._executing(config),
                     "progress": progress,
                     "on_partial": publish,
                 }
@@ -268,9 +269,14 @@ class Worker(Consumer):
             self._record("done", time.time() - created, outcome.method, outcome.stages, outcome.hvps)
         return "done"
 
+    def _executing(self, config):
+        """A request's config with the worker's execution knobs (they change how it runs, not its numbers)."""
+        return config.replace(cuda_graphs=True) if self.settings.cuda_graphs else config
+
     def _attempt(self, attributor: Attributor, kwargs: dict, config, progress, job_id: str, on_partial=None):
         """One attribution; CUDA out-of-memory empties the cache and retries with half the memory
         budget (``OOM_RETRIES`` times), then :class:`ItemFailed`."""
+        config = self._executing(config)
         for attempt in range(OOM_RETRIES + 1):
             try:
                 return attributor.attribute(**kwargs, config=config, progress=progress, on_partial=on_partial)

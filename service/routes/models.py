@@ -10,7 +10,7 @@ from ..admission import max_tokens
 from ..deps import CallerDep, ServicesDep
 from ..problems import problem_responses
 from ..registry import live_workers_async, serving
-from ..schemas import ModelPlacement, ModelsResponse, ServedModel
+from ..schemas import GraphCounts, ModelPlacement, ModelsResponse, ServedModel
 
 router = APIRouter(tags=["models"])
 
@@ -29,6 +29,12 @@ def placement(settings, planner, loaded: list[dict]) -> ModelPlacement:
         gpus_per_worker=settings.gpus_per_worker,
         loaded=reported is not None,
     )
+
+
+def graph_counts(loaded: list[dict]) -> GraphCounts:
+    """The workers' CUDA-graph counts for a model, summed (a worker of an older release reports none)."""
+    reports = [m["cuda_graphs"] for m in loaded if m.get("cuda_graphs")]
+    return GraphCounts(**{name: sum(r.get(name, 0) for r in reports) for name in GraphCounts.model_fields})
 
 
 @router.get(
@@ -53,6 +59,7 @@ async def models(owner: CallerDep, svc: ServicesDep) -> ModelsResponse:
                 workers=len(loaded),
                 max_tokens=max_tokens(settings, planner),
                 placement=placement(settings, planner, loaded),
+                cuda_graphs=graph_counts(loaded) if settings.cuda_graphs else None,
             )
         )
     return ModelsResponse(

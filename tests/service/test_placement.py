@@ -4,9 +4,11 @@ visible GPUs (a faked device count), and bad settings refused at start in one li
 
 import json
 import subprocess
+import time
 
 import pytest
 
+from heta_core import Attributor, HetaConfig
 from heta_service.settings import Settings
 from heta_service.supervisor import PlacementError, device_env
 
@@ -129,3 +131,22 @@ def test_a_bad_setting_in_a_real_process_is_one_line(model_dir, tmp_path):
         done.stderr.startswith("heta serve: error: HETA_DEVICE_MAP: device map must be one of")
         and done.stderr.count("\n") == 1
     )
+
+
+def test_cuda_graphs_runs_the_bucketed_chunks_and_models_counts_them(model_dir, tmp_path):
+    """HETA_CUDA_GRAPHS: the worker runs the Hessian stage's padded chunks (on a CPU eagerly: nothing to
+    capture) with the numbers of a worker without it, and /models sums its counts."""
+    body = {"text": TEXT, "config": {"samples": 2, "seed": 4}, "wait": 60}
+    with serve(model_dir, tmp_path, WORKERS=1, CUDA_GRAPHS="true", BATCH_JOBS=1) as server:
+        (before,) = server.http.get("/models").json()["models"]
+        assert before["cuda_graphs"] == {"captured": 0, "replayed": 0, "eager": 0, "failed": 0}
+        done = server.http.post("/attribute", json=body)
+        assert done.status_code == 200, done.text
+        deadline = time.monotonic() + 30  # the worker reports at its next heartbeat (HETA_HEARTBEAT_S)
+        while (counts := server.http.get("/models").json()["models"][0]["cuda_graphs"])["eager"] == 0:
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.5)
+        assert counts["eager"] >= 1 and counts["captured"] == counts["replayed"] == counts["failed"] == 0
+    alone = Attributor.from_pretrained(model_dir, config=HetaConfig(num_hvp_samples=2, seed=4)).attribute(TEXT)
+    scores = [t["hessian"] for t in done.json()["tokens"]]
+    assert scores == pytest.approx(alone.hessian.tolist(), rel=1e-6)  # float64 to 1e-10, then float32

@@ -203,6 +203,7 @@ def test_models_health_and_metrics(server, model_dir):
             "gpus_per_worker": 1,
             "loaded": True,
         },
+        "cuda_graphs": None,  # HETA_CUDA_GRAPHS is off
     }
     assert server.http.get("/healthz").json() == {"status": "ok"}
     assert server.http.get("/readyz").json()["ready"] is True

@@ -810,6 +810,29 @@ export interface components {
              */
             logprob: number | null;
         };
+        /** GraphCounts */
+        GraphCounts: {
+            /**
+             * Captured
+             * @description chunk shapes captured as CUDA graphs
+             */
+            captured: number;
+            /**
+             * Replayed
+             * @description chunks run by replaying a graph
+             */
+            replayed: number;
+            /**
+             * Eager
+             * @description chunks run eagerly: a shape's warm-up, a CPU worker, a failed capture
+             */
+            eager: number;
+            /**
+             * Failed
+             * @description captures that failed (those shapes run eagerly)
+             */
+            failed: number;
+        };
         /** Health */
         Health: {
             /**
@@ -1306,6 +1329,8 @@ export interface components {
             max_tokens: number;
             /** @description how it is placed: dtype, quantization, device map */
             placement: components["schemas"]["ModelPlacement"];
+            /** @description HETA_CUDA_GRAPHS: its live workers' CUDA-graph counts, summed; null when off */
+            cuda_graphs?: components["schemas"]["GraphCounts"] | null;
         };
         /**
          * TargetInfo
