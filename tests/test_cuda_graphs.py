@@ -178,3 +178,16 @@ def test_the_attributor_with_cuda_graphs_runs_through_the_public_api(tokenizer, 
     attributor = Attributor(_model("gpt2", device), tokenizer, HetaConfig(num_hvp_samples=2, cuda_graphs=True))
     result = attributor.attribute(TEXT)
     assert result.meta.hvps == 2 * len(result.scores) and float(result.hessian.min()) > 0
+
+
+def test_jobs_batched_together_run_their_static_chunks_alone_with_the_same_numbers(make_attributor):
+    """attribute_many (the worker's HETA_BATCH_JOBS) with cuda_graphs: the masked forwards are packed, the
+    fixed-shape Hessian chunks run one by one, and every result equals its solo run without the switch."""
+    attributor = make_attributor("gpt2", num_hvp_samples=2)
+    prompts = [{"text": TEXT}, {"text": TEXT, "target_position": 5}]
+    graphs = HetaConfig(num_hvp_samples=2, cuda_graphs=True)
+    together = attributor.attribute_many([{**prompt, "config": graphs} for prompt in prompts])
+    for prompt, result in zip(prompts, together, strict=True):
+        alone = attributor.attribute(**prompt, config=HetaConfig(num_hvp_samples=2))
+        for name in ("scores", "hessian", "kl"):
+            torch.testing.assert_close(getattr(result, name), getattr(alone, name), rtol=1e-6, atol=0)
