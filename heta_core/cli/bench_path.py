@@ -104,7 +104,8 @@ def measure_path(
     attributor = Attributor(model, config=heta, name=spec.get("model") or f"{spec.get('family', 'gpt2')}-shaped-random")
     ids = ids.tolist()
     # warm-up: allocator, kernels, lazy imports; with graphs, until a chunk's shape is captured
-    for _ in range(0 if strategy == "reference" else 1 + WARMUP if graphs else 1):
+    warm_ups = {"reference": 0, "fast": 1, "graphs": 1 + WARMUP}[strategy]
+    for _ in range(warm_ups):
         attributor.attribute(input_ids=ids)
     best, peak, result = float("inf"), 0, None
     for _ in range(repeats):

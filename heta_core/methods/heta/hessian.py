@@ -151,14 +151,19 @@ def reduce_products(products: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _token_rows(source: torch.Tensor, embeds: torch.Tensor, start: int, positions: torch.Tensor):
     """Suffix rows from ``start``, a leaf ``[B, d]`` holding ``source`` at each row's position, and its injector."""
     suffix = embeds[start:]
-    offsets = positions - start
     leaf = source[positions].detach().clone().requires_grad_(True)
-    at_leaf = (torch.arange(suffix.shape[0], device=suffix.device)[None, :] == offsets[:, None])[..., None]
+    return suffix.expand(positions.shape[0], -1, -1), leaf, leaf_injector(leaf, positions - start, suffix.shape[0])
+
+
+def leaf_injector(leaf: torch.Tensor, columns: torch.Tensor, span: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``inject(hidden)``: row b of ``hidden`` ``[B, span, d]`` with ``leaf[b]`` at position ``columns[b]``
+    — how every path splices the differentiated token into its rows."""
+    at_leaf = (torch.arange(span, device=leaf.device)[None, :] == columns[:, None])[..., None]
 
     def inject(hidden: torch.Tensor) -> torch.Tensor:
         return torch.where(at_leaf, leaf[:, None, :].to(hidden.dtype), hidden)
 
-    return suffix.expand(positions.shape[0], -1, -1), leaf, inject
+    return inject
 
 
 def block_products(

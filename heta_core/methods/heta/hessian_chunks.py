@@ -16,7 +16,7 @@ import torch
 from ...models.adapters import eager_attention
 from ...runtime.packing import Pack
 from ...runtime.prefix import StreamPool, plan_chunks
-from .hessian import Curvature, CurvatureOperator, block_products, probes, reduce_products
+from .hessian import Curvature, CurvatureOperator, block_products, leaf_injector, probes, reduce_products
 from .hessian_static import static_hvp_chunks, static_layout
 
 
@@ -88,11 +88,7 @@ class HvpChunk:
         rows = pack.place([item.part()[2] for item in items])
         leaf = torch.cat([item.source[item.positions] for item in items]).detach().clone().requires_grad_(True)
         columns = torch.cat([item.positions - item.start + pad for item, pad in zip(items, pack.pads, strict=True)])
-        at_leaf = (torch.arange(pack.span, device=rows.device)[None, :] == columns[:, None])[..., None]
-
-        def inject(hidden: torch.Tensor) -> torch.Tensor:
-            return torch.where(at_leaf, leaf[:, None, :].to(hidden.dtype), hidden)
-
+        inject = leaf_injector(leaf, columns, pack.span)
         count = first.targets.shape[0]
         targets = torch.cat([item.targets[None].expand(item.positions.shape[0], -1) for item in items])
         directions = torch.cat([item.directions for item in items], 1)

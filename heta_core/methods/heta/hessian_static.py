@@ -26,7 +26,7 @@ import torch
 
 from ...models.adapters import eager_attention
 from ...runtime.graphs import bucket, bucket_length, graphs_for, ladder
-from .hessian import Curvature, CurvatureOperator, reduce_products
+from .hessian import Curvature, CurvatureOperator, leaf_injector, reduce_products
 
 
 def static_layout(scored: int, length: int, max_positions: int | None, row_bytes, budget_bytes: int):
@@ -83,17 +83,12 @@ class StaticHvpChunk:
         runner, block = self.runner, self.block
 
         def compute(given: dict[str, torch.Tensor]) -> torch.Tensor:
-            leaf, columns = given["leaf"], given["columns"]
-            at_leaf = (torch.arange(padded, device=leaf.device)[None, :] == columns[:, None])[..., None]
-
-            def inject(hidden: torch.Tensor) -> torch.Tensor:
-                return torch.where(at_leaf, leaf[:, None, :].to(hidden.dtype), hidden)
-
+            leaf = given["leaf"]
             operator = CurvatureOperator(
                 lambda placed: runner.logits(0, placed, given["predict"]),
                 given["base"][None].expand(rows, -1, -1),
                 leaf,
-                inject,
+                leaf_injector(leaf, given["columns"], padded),
                 given["targets"],
                 c.kind,
                 block,
