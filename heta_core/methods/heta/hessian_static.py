@@ -9,8 +9,8 @@ chunk of a context has one shape (:mod:`heta_core.runtime.graphs`):
   blind to the padding, and the logits are read at the predicting positions by index
   (``logits_to_keep`` as a tensor), so the padding changes no number;
 - every chunk holds ``B`` rows, a bucket size (:func:`~heta_core.runtime.graphs.bucket`) that fits the
-  memory budget at length L; the last
-  chunk's spare rows get a zero direction (their products are 0 and are dropped).
+  memory budget at length L; the last chunk's spare rows get a zero direction (their products are 0
+  and are dropped).
 
 Per chunk the host then issues one graph replay instead of every kernel of three passes. The price is
 arithmetic: full rows instead of suffixes (≈2× the positions of the prefix path on average) plus the
@@ -50,13 +50,8 @@ class StaticHvpChunk:
 
     def __init__(self, runner, base, source, targets, positions, directions, curvature: Curvature, block, slot):
         self.runner, self.base, self.source, self.targets = runner, base, source, targets
-        self.positions, self.directions, self.curvature, self.block, self.slot = (
-            positions,
-            directions,
-            curvature,
-            block,
-            slot,
-        )
+        self.positions, self.directions = positions, directions
+        self.curvature, self.block, self.slot = curvature, block, slot
         self.count, self.length = positions.shape[0], base.shape[0]
 
     def key(self) -> None:
